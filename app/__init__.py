@@ -1,0 +1,38 @@
+"""The standalone app: ``create_app()`` is what ``make run`` and ``flask --app app run`` serve."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from .config import app_settings
+from .extensions import bitrix24, db
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` overrides settings read from the environment (tests use it).
+
+    Reads DATABASE_URL and every BITRIX_* variable (see app/config.py). Creates the tables and the
+    Bitrix24 CRM row on start unless ``BITRIX_AUTO_SETUP`` is False (the setup is idempotent).
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(app_settings())
+    app.config["BITRIX_AUTO_SETUP"] = True
+    if config:
+        app.config.update(config)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///bitrix24.db"  # in the instance folder
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    bitrix24.init_app(app)
+
+    if app.config["BITRIX_AUTO_SETUP"]:
+        from .services.setup import run_setup
+
+        with app.app_context():
+            run_setup()
+    return app

@@ -1,0 +1,75 @@
+"""The ``Bitrix24`` Flask extension.
+
+``Bitrix24(app)`` or ``bitrix24.init_app(app)`` registers the blueprint at ``/api/bitrix`` (with
+its JSON error handlers), the ``flask bitrix24`` commands and the config defaults, and keeps the
+per-app state (cipher, portal sessions, host hooks) in ``app.extensions["bitrix24"]``. One
+extension object can serve several apps in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+log = logging.getLogger("app.bitrix24")
+
+AuthorizeHook = Callable[[int | None], bool]
+
+
+class Bitrix24State:
+    """What one app needs at run time; built once in ``init_app``."""
+
+    def __init__(self, app: Flask, extension: Bitrix24) -> None:
+        from .services.client_config import parse_allowed_hosts
+        from .services.portal import PortalPool, Timeouts
+        from .services.secrets import load_cipher
+
+        cfg = app.config
+        self.extension = extension
+        self.allowed_hosts = parse_allowed_hosts(cfg["BITRIX_ALLOWED_HOSTS"])
+        self.cipher = load_cipher(cfg["BITRIX_SECRET_KEY"], app.instance_path)
+        self.portals = PortalPool(Timeouts(float(cfg["BITRIX_TIMEOUT_CONNECT"]), float(cfg["BITRIX_TIMEOUT_READ"])))
+        self.api_keys = tuple(k.strip() for k in str(cfg["BITRIX_API_KEY"] or "").split(",") if k.strip())
+        self.auth_disabled = bool(cfg["BITRIX_AUTH_DISABLED"])
+        if self.auth_disabled:
+            log.warning("BITRIX_AUTH_DISABLED is set: the Bitrix24 API accepts requests from anyone (demo only)")
+
+    @property
+    def authorize(self) -> AuthorizeHook | None:
+        return self.extension.authorize_hook
+
+
+class Bitrix24:
+    def __init__(self, app: Flask | None = None, *, authorize: AuthorizeHook | None = None) -> None:
+        self.authorize_hook = authorize
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, *, url_prefix: str = "/api/bitrix") -> None:
+        if "bitrix24" in app.extensions:
+            raise RuntimeError("the Bitrix24 extension is already registered on this app")
+        from .cli import bitrix24_cli
+        from .config import bitrix24_settings
+        from .extensions import db
+        from .routes.bitrix24_routes import bp
+
+        for key, value in bitrix24_settings().items():
+            app.config.setdefault(key, value)
+        if "sqlalchemy" not in app.extensions:
+            db.init_app(app)
+        app.extensions["bitrix24"] = Bitrix24State(app, self)
+        app.register_blueprint(bp, url_prefix=url_prefix)
+        app.cli.add_command(bitrix24_cli)
+
+    def authorize(self, hook: AuthorizeHook) -> AuthorizeHook:
+        """Decorator: ``hook(client_id) -> bool`` decides who may use the API (it may read
+        ``flask.request``); it replaces the ``BITRIX_API_KEY`` check."""
+        self.authorize_hook = hook
+        return hook
+
+
+def state(app: Flask) -> Any:
+    return app.extensions["bitrix24"]

@@ -1,0 +1,58 @@
+"""Settings from the environment.
+
+Every setting the integration reads, its environment variable and its default live here (the
+README's table is written from this list). ``python-dotenv`` loads a ``.env`` file for the
+``flask`` CLI; the app itself reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
+
+
+def env_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in TRUE_WORDS
+
+
+# key: (default, converter). Each key is read from the environment variable of the same name.
+BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
+    "BITRIX_WEBHOOK_BASE": ("", str),  # global fallback webhook base
+    "BITRIX_OUTBOUND_TOKEN": ("", str),  # global fallback application token for events
+    "BITRIX_SECRET_KEY": ("", str),  # Fernet key(s), comma-separated, newest first
+    "BITRIX_API_KEY": ("", str),  # bearer key(s) for our API, comma-separated for rotation
+    "BITRIX_AUTH_DISABLED": (False, env_bool),  # demo only: no API authentication
+    "BITRIX_ALLOWED_HOSTS": ("", str),  # portal host allowlist; empty = Bitrix24 cloud zones
+    "BITRIX_REDIS_URL": ("", str),  # shared limiter and event queue (later issues)
+    "BITRIX_TIMEOUT_CONNECT": (3.05, float),
+    "BITRIX_TIMEOUT_READ": (30.0, float),
+    "BITRIX_MAX_BODY_BYTES": (1_048_576, int),  # largest request body our endpoints read
+}
+
+
+def bitrix24_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The integration's settings: the environment's value where set, else the default."""
+    environ = os.environ if environ is None else environ
+    settings = {}
+    for key, (default, convert) in BITRIX24_SETTINGS.items():
+        raw = environ.get(key)
+        settings[key] = convert(raw) if raw not in (None, "") else default
+    return settings
+
+
+def app_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings of the standalone app: the integration's plus the database URL."""
+    environ = os.environ if environ is None else environ
+    settings = bitrix24_settings(environ)
+    database_url = environ.get("DATABASE_URL", "")
+    if database_url.startswith("postgres://"):  # Heroku-style URL; SQLAlchemy wants postgresql://
+        database_url = "postgresql://" + database_url[len("postgres://"):]
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    settings["SQLALCHEMY_DATABASE_URI"] = database_url or None  # None: SQLite in the instance folder
+    return settings

@@ -1,0 +1,210 @@
+"""HTTP <-> service: parse and check the request, call the service, shape the answer.
+
+No Bitrix24 wire details here: params are built as plain dicts and handed to ``bx_call``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from ..services import client_config
+from ..services.bitrix24_service import Bitrix24Error, bx_call
+from ..services.events import EventRejected, receive_event
+from ..services.secrets import mask, mask_url
+from ..services.wire import parse_php_form
+from .errors import ApiError, error_response
+from .params import entity_or_404, fields_and_params, json_object, list_params, positive_id
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _config_view(config: client_config.ClientConfig) -> dict[str, Any]:
+    return {
+        "client_id": config.client_id,
+        "source": config.source,
+        "portal_domain": config.portal_domain,
+        "webhook_base": mask_url(config.webhook_base),
+        "outbound_token": mask(config.outbound_token),
+        "updated_at": config.updated_at.isoformat() if config.updated_at else None,
+    }
+
+
+def save_config(client_id: str):
+    cid = positive_id(client_id, "client_id")
+    body = json_object()
+    existed = client_config.stored_config(cid) is not None
+    config = client_config.save_config(cid, body)
+    response = jsonify({"result": _config_view(config)})
+    response.status_code = 200 if existed else 201
+    return response
+
+
+def get_config(client_id: str):
+    cid = positive_id(client_id, "client_id")
+    return jsonify({"result": _config_view(client_config.effective_config(cid))})
+
+
+def delete_config(client_id: str):
+    cid = positive_id(client_id, "client_id")
+    if not client_config.delete_config(cid):
+        raise ApiError(404, "CONFIG_NOT_FOUND", f"client {cid} has no saved Bitrix24 config")
+    return jsonify({"result": True})
+
+
+def debug_config(client_id: str):
+    cid = positive_id(client_id, "client_id")
+    config = client_config.effective_config(cid)
+    crm = client_config.bitrix24_crm()
+    state = current_app.extensions["bitrix24"]
+    view = _config_view(config)
+    view.update(
+        {
+            "outbound_token_source": (
+                "database" if config.source == "database" and config.outbound_token
+                else "environment" if current_app.config.get("BITRIX_OUTBOUND_TOKEN") else "none"
+            ),
+            "crm": {"id": crm.id, "name": crm.name} if crm else None,
+            "allowed_hosts": list(state.allowed_hosts),
+            "environment": {
+                "BITRIX_WEBHOOK_BASE": mask_url(current_app.config.get("BITRIX_WEBHOOK_BASE") or None),
+                "BITRIX_OUTBOUND_TOKEN": mask(current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None),
+            },
+        }
+    )
+    if config.source == "database" and not config.outbound_token:
+        view["outbound_token"] = mask(current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None)
+    if request.args.get("check") in ("1", "true", "yes"):
+        view["check"] = _live_check(cid)
+    return jsonify({"result": view})
+
+
+def _live_check(client_id: int) -> dict[str, Any]:
+    try:
+        envelope = bx_call("profile", client_id=client_id)
+    except Bitrix24Error as exc:
+        return {"ok": False, "method": "profile", "error": exc.code, "error_description": exc.description}
+    user = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
+    return {
+        "ok": True,
+        "method": "profile",
+        "user": {k: user.get(k) for k in ("ID", "NAME", "LAST_NAME", "ADMIN") if k in user},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# CRUD + list, for every entity in the entity table
+
+
+def _as_id(value: Any) -> Any:
+    # crm.*.add answers an int; some proxies turn it into a string. Callers get an int either way.
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def create_record(client_id: str, entity: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    fields, params = fields_and_params(ent)
+    payload: dict[str, Any] = {"fields": fields}
+    if params:
+        payload["params"] = params
+    new_id = _as_id(bx_call(ent.method("add"), payload, client_id=cid)["result"])
+    response = jsonify({"result": new_id})
+    response.status_code = 201
+    response.headers["Location"] = url_for(
+        "bitrix24.get_record", client_id=cid, entity=ent.name, record_id=new_id
+    )
+    return response
+
+
+def get_record(client_id: str, entity: str, record_id: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    rid = positive_id(record_id, "id")
+    return jsonify({"result": bx_call(ent.method("get"), {"id": rid}, client_id=cid)["result"]})
+
+
+def update_record(client_id: str, entity: str, record_id: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    rid = positive_id(record_id, "id")
+    fields, params = fields_and_params(ent)
+    payload: dict[str, Any] = {"id": rid, "fields": fields}
+    if params:
+        payload["params"] = params
+    return jsonify({"result": bx_call(ent.method("update"), payload, client_id=cid)["result"]})
+
+
+def delete_record(client_id: str, entity: str, record_id: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    rid = positive_id(record_id, "id")
+    return jsonify({"result": bx_call(ent.method("delete"), {"id": rid}, client_id=cid)["result"]})
+
+
+def list_records(client_id: str, entity: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    params = list_params(ent, request.args)
+    envelope = bx_call(ent.method("list"), params, client_id=cid)
+    body: dict[str, Any] = {"result": envelope.get("result", [])}
+    for key in ("total", "next"):
+        if key in envelope:
+            body[key] = envelope[key]
+    return jsonify(body)
+
+
+# ----------------------------------------------------------------------------------------------
+# Events from Bitrix24
+
+
+def _event_payload() -> dict[str, Any]:
+    raw = request.get_data(cache=True)
+    if request.mimetype == "application/json":
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict):
+            raise ApiError(400, "INVALID_BODY", "the event body is not a JSON object")
+        return payload
+    try:
+        payload = parse_php_form(raw)
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_BODY", f"the event body is not a readable form: {exc}")
+    if not payload:
+        raise ApiError(400, "INVALID_BODY", "the event body is empty: Bitrix24 posts a form with event, data and auth")
+    return payload
+
+
+def _receive(client_id: int | None):
+    payload = _event_payload()
+    try:
+        event, duplicate = receive_event(payload, client_id=client_id)
+    except EventRejected as exc:
+        return error_response(exc.status, exc.code, exc.description)
+    return jsonify({"result": {"event_id": event.id, "duplicate": duplicate}})
+
+
+def receive_event_view():
+    return _receive(None)
+
+
+def receive_client_event_view(client_id: str):
+    return _receive(positive_id(client_id, "client_id"))
+
+
+def not_found(subpath: str = ""):
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            endpoint, _ = adapter.match(method=method)
+        except HTTPException:
+            continue
+        if endpoint != request.endpoint:
+            allowed.append(method)
+    if allowed:
+        response = error_response(
+            405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here: use {', '.join(allowed)}"
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    raise ApiError(404, "NOT_FOUND", f"no Bitrix24 API endpoint at {request.path}")

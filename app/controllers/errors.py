@@ -1,0 +1,140 @@
+"""JSON errors for the blueprint: one ``error_response`` helper and the handlers that use it.
+
+Every error our endpoints produce is ``{"error": CODE, "error_description": text}``: never an
+HTML page, never a stack trace. The handlers are registered on our blueprint only, so the host
+app's own error pages stay the host's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from flask import Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..services.client_config import InvalidConfig
+from ..services.errors import (
+    BadInput,
+    Bitrix24Error,
+    ConfigMissing,
+    LimitExceeded,
+    MethodNotFound,
+    NotFound,
+    OperatingLimit,
+    PortalAuthFailed,
+    PortalMoved,
+    PortalTimeout,
+    ServerError,
+    TransportError,
+)
+from ..services.secrets import SecretKeyError
+
+log = logging.getLogger("app.bitrix24")
+
+
+class ApiError(Exception):
+    """Raised by controllers for input we refuse before calling anything."""
+
+    def __init__(self, status: int, code: str, description: str, **extra: Any) -> None:
+        super().__init__(description)
+        self.status, self.code, self.description, self.extra = status, code, description, extra
+
+
+def error_response(status: int, code: str, description: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> Response:
+    response = jsonify({"error": code, "error_description": description, **extra})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+# Most specific first: the first matching class decides the status (DESIGN.md, "Public contract").
+_BITRIX_STATUS: list[tuple[type[Bitrix24Error], int]] = [
+    (ConfigMissing, 400),
+    (NotFound, 404),
+    (LimitExceeded, 429),
+    (PortalAuthFailed, 502),
+    (PortalTimeout, 504),
+    (TransportError, 502),
+    (PortalMoved, 502),
+    (MethodNotFound, 502),
+    (ServerError, 502),
+    (BadInput, 400),
+]
+
+DEFAULT_RETRY_AFTER = {"RateLimited": 2, "OperatingLimit": 60}
+
+
+def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
+    status = next((s for cls, s in _BITRIX_STATUS if isinstance(exc, cls)), 502)
+    headers = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, LimitExceeded):
+        default = DEFAULT_RETRY_AFTER["OperatingLimit" if isinstance(exc, OperatingLimit) else "RateLimited"]
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or default)))
+    if exc.method:
+        extra["method"] = exc.method
+    if exc.http_status is not None:
+        extra["bitrix24_status"] = exc.http_status
+    code = exc.code
+    if isinstance(exc, PortalAuthFailed):
+        # Keep the portal's own code visible: INVALID_CREDENTIALS and insufficient_scope need different fixes.
+        extra["bitrix24_error"] = exc.code
+        code = "PORTAL_AUTH_FAILED"
+    log.info("bitrix24 error answered %s: %r", status, exc)
+    return error_response(status, code, exc.description, headers, **extra)
+
+
+def handle_api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.description, **exc.extra)
+
+
+def handle_invalid_config(exc: InvalidConfig) -> Response:
+    return error_response(400, "INVALID_CONFIG", str(exc), field=exc.field)
+
+
+def handle_secret_key_error(exc: SecretKeyError) -> Response:
+    log.error("%s", exc)
+    return error_response(500, "SECRET_KEY_ERROR", str(exc))
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "BODY_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, exc.name.upper().replace(" ", "_"))
+    description = exc.description or exc.name
+    if status == 413:
+        description = "the request body is larger than BITRIX_MAX_BODY_BYTES allows"
+    response = error_response(status, code, description)
+    if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(exc)
+    log.exception("unexpected error in the Bitrix24 API")
+    return error_response(500, "INTERNAL_ERROR", "unexpected error; the server log has the details")
+
+
+def register_error_handlers(bp) -> None:
+    bp.register_error_handler(Bitrix24Error, handle_bitrix24_error)
+    bp.register_error_handler(ApiError, handle_api_error)
+    bp.register_error_handler(InvalidConfig, handle_invalid_config)
+    bp.register_error_handler(SecretKeyError, handle_secret_key_error)
+    bp.register_error_handler(HTTPException, handle_http_exception)
+    bp.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,57 @@
+"""The one entity table: every CRM entity our API exposes, written once.
+
+Routes, controllers, the event receiver, the docs and the tests all read this table; adding an
+entity is adding a row.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Legacy crm.* field names are UPPER_CASE, user fields UF_CRM_* (bitrix24-api.md §7, §10.8).
+LEGACY_FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str  # URL segment: "contacts"
+    prefix: str  # Bitrix24 method prefix: "crm.contact"
+    type_name: str  # entityTypeName: "CONTACT"
+    type_id: int  # entityTypeId (bitrix24-api.md §7)
+    label: str  # singular, for messages: "contact"
+
+    def method(self, action: str) -> str:
+        return f"{self.prefix}.{action}"
+
+    @property
+    def event_prefix(self) -> str:
+        return f"ONCRM{self.type_name}"
+
+    @property
+    def events(self) -> tuple[str, str, str]:
+        return (f"{self.event_prefix}ADD", f"{self.event_prefix}UPDATE", f"{self.event_prefix}DELETE")
+
+    def valid_field_name(self, name: str) -> bool:
+        return bool(LEGACY_FIELD_NAME.match(name))
+
+
+ENTITIES: dict[str, Entity] = {
+    e.name: e
+    for e in (
+        Entity("contacts", "crm.contact", "CONTACT", 3, "contact"),
+        Entity("deals", "crm.deal", "DEAL", 2, "deal"),
+        Entity("leads", "crm.lead", "LEAD", 1, "lead"),
+    )
+}
+
+
+def entity_for_event(event_name: str) -> Entity | None:
+    """``ONCRMDEALUPDATE`` -> the deals entity (None for events about anything else)."""
+    upper = event_name.upper()
+    for entity in ENTITIES.values():
+        if upper.startswith(entity.event_prefix) and upper[len(entity.event_prefix):] in (
+            "ADD", "UPDATE", "DELETE", "MOVETOCATEGORY"
+        ):
+            return entity
+    return None

@@ -1,0 +1,36 @@
+"""The Blueprint and its URL rules. Views live in the controllers.
+
+Ids are taken as strings and checked in the controller so a bad id gets our JSON 400 instead of
+the routing layer's 404 page; ``<entity>`` is checked against the entity table the same way.
+"""
+
+from flask import Blueprint
+
+from ..controllers import bitrix24_controller as c
+from ..controllers.auth import require_api_auth
+from ..controllers.errors import register_error_handlers
+
+bp = Blueprint("bitrix24", __name__)
+bp.before_request(require_api_auth)
+register_error_handlers(bp)
+
+CLIENT = "/clients/<client_id>"
+
+bp.add_url_rule(f"{CLIENT}/config", "save_config", c.save_config, methods=["POST"])
+bp.add_url_rule(f"{CLIENT}/config", "get_config", c.get_config, methods=["GET"])
+bp.add_url_rule(f"{CLIENT}/config", "delete_config", c.delete_config, methods=["DELETE"])
+bp.add_url_rule(f"{CLIENT}/config/debug", "debug_config", c.debug_config, methods=["GET"])
+
+bp.add_url_rule("/webhook", "receive_event", c.receive_event_view, methods=["POST"])
+bp.add_url_rule(f"{CLIENT}/webhook", "receive_client_event", c.receive_client_event_view, methods=["POST"])
+
+bp.add_url_rule(f"{CLIENT}/<entity>", "list_records", c.list_records, methods=["GET"])
+bp.add_url_rule(f"{CLIENT}/<entity>", "create_record", c.create_record, methods=["POST"])
+bp.add_url_rule(f"{CLIENT}/<entity>/<record_id>", "get_record", c.get_record, methods=["GET"])
+bp.add_url_rule(f"{CLIENT}/<entity>/<record_id>", "update_record", c.update_record, methods=["PATCH"])
+bp.add_url_rule(f"{CLIENT}/<entity>/<record_id>", "delete_record", c.delete_record, methods=["DELETE"])
+
+# Anything else under our prefix still answers JSON (404, or 405 where another method fits).
+ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+bp.add_url_rule("/", "not_found", c.not_found, methods=ANY)
+bp.add_url_rule("/<path:subpath>", "not_found", c.not_found, methods=ANY)

@@ -1,0 +1,76 @@
+"""The public service API: ``bx_call`` and friends.
+
+``bx_call`` finds the client's webhook base (its saved config, else ``BITRIX_WEBHOOK_BASE``), encodes
+the params the way PHP reads them, POSTs through the portal's pooled session and returns the
+decoded Bitrix24 envelope, or raises a ``Bitrix24Error`` subclass (see ``errors``). It needs an app
+context (for the database and the app's settings), never a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import current_app
+
+from .client_config import webhook_base_for
+from .errors import (
+    BadInput,
+    Bitrix24Error,
+    ConfigMissing,
+    LimitExceeded,
+    MethodNotFound,
+    NotFound,
+    OperatingLimit,
+    PortalAuthFailed,
+    PortalMoved,
+    PortalTimeout,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+from .wire import flatten_params
+
+__all__ = [
+    "bx_call",
+    "flatten_params",
+    "Bitrix24Error",
+    "BadInput",
+    "ConfigMissing",
+    "LimitExceeded",
+    "MethodNotFound",
+    "NotFound",
+    "OperatingLimit",
+    "PortalAuthFailed",
+    "PortalMoved",
+    "PortalTimeout",
+    "RateLimited",
+    "ServerError",
+    "TransportError",
+]
+
+log = logging.getLogger("app.bitrix24")
+
+# Method names are appended to the webhook URL: anything but dotted names could change the path.
+_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+def bx_call(method: str, params: dict[str, Any] | list | None = None, *, client_id: int | None = None) -> dict[str, Any]:
+    """Call a Bitrix24 REST method for a client and return the whole envelope.
+
+    The envelope is Bitrix24's JSON answer: ``result``, plus ``total``/``next`` on lists and
+    ``time``. Reads the app config keys ``BITRIX_WEBHOOK_BASE``, ``BITRIX_ALLOWED_HOSTS``,
+    ``BITRIX_TIMEOUT_CONNECT`` and ``BITRIX_TIMEOUT_READ``.
+    """
+    if not isinstance(method, str) or not _METHOD.match(method):
+        raise BadInput(f"{method!r} is not a Bitrix24 method name", code="INVALID_METHOD")
+    base = webhook_base_for(client_id)
+    portal = current_app.extensions["bitrix24"].portals.for_base(base)
+    try:
+        envelope = portal.call(base, method, params)
+    except Bitrix24Error as exc:
+        log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
+        raise
+    log.debug("bitrix24 %s ok for client %s", method, client_id)
+    return envelope

@@ -1,0 +1,292 @@
+"""Per-client portal configuration: validation, encrypted storage, lookup.
+
+A client's webhook base comes from its ``ClientCRMAuth`` row first, then from
+``BITRIX_WEBHOOK_BASE``. Whatever its source, a webhook base is validated before we send anything
+to it: https, a host on the allowlist, the ``/rest/<user_id>/<secret>/`` shape (DESIGN.md, Security).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import BITRIX24_CRM_NAME, CRM, ClientCRMAuth
+from .errors import ConfigMissing
+from .secrets import decrypt_json, encrypt_json
+
+# Bitrix24's cloud zones (portal.bitrix24.<zone>); BITRIX_ALLOWED_HOSTS replaces the list.
+DEFAULT_ALLOWED_HOSTS = tuple(
+    f"*.bitrix24.{zone}"
+    for zone in (
+        "com", "ru", "de", "eu", "es", "fr", "it", "pl", "uk", "by", "kz", "ua", "in", "jp", "cn",
+        "id", "vn", "co", "com.br", "com.tr", "com.mx", "site",
+    )
+)
+LOOPBACK_NAMES = frozenset({"localhost"})
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_REST_PATH = re.compile(r"^/rest/(?P<user_id>[1-9][0-9]{0,9})/(?P<secret>[A-Za-z0-9_-]{1,128})/?$")
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces
+
+
+class InvalidConfig(ValueError):
+    """A config value was refused; ``field`` names it, the message says what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_allowed_hosts(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return DEFAULT_ALLOWED_HOSTS
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(item.strip().lower().rstrip(".") for item in items if item and item.strip())
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _looks_like_ip(host: str) -> bool:
+    # Dotted, decimal (2130706433), hex (0x7f000001), octal (0177.0.0.1), short (127.1) and IPv6
+    # forms all end in a label no real DNS name can end in.
+    if ":" in host:
+        return True
+    last = host.rsplit(".", 1)[-1]
+    return last.isdigit() or bool(re.fullmatch(r"0x[0-9a-f]*", last))
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    for pattern in allowed:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
+    """Return the normalised webhook base (ending in "/") or raise ``InvalidConfig``."""
+    field = "webhook_base"
+    if not isinstance(value, str):
+        raise InvalidConfig(field, "webhook_base must be a string like https://<portal>.bitrix24.com/rest/1/<secret>/")
+    text = value.strip()
+    if not text or len(text) > 2048:
+        raise InvalidConfig(field, "webhook_base must be a non-empty URL of at most 2048 characters")
+    if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in text):
+        raise InvalidConfig(field, "webhook_base must not contain spaces, control characters or backslashes")
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http"):
+        raise InvalidConfig(field, f"webhook_base must use https, not {parts.scheme or 'no scheme'!r}")
+    if "@" in parts.netloc:
+        raise InvalidConfig(field, "webhook_base must not contain a user name or password before the host")
+    raw_host = parts.hostname or ""
+    if not raw_host.isascii():
+        raise InvalidConfig(field, "the webhook_base host must be plain ASCII (write international names in xn-- form)")
+    host = raw_host.lower().rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidConfig(field, "the webhook_base port is not a number between 0 and 65535") from None
+    listed_exactly = host in allowed_hosts
+    if _looks_like_ip(host):
+        if not (listed_exactly and _is_loopback(host)):
+            raise InvalidConfig(field, f"webhook_base must name the portal by host name, not an IP address ({host})")
+    elif not _HOSTNAME.match(host):
+        raise InvalidConfig(field, f"{host!r} is not a valid host name")
+    if not _host_allowed(host, allowed_hosts):
+        raise InvalidConfig(
+            field,
+            f"host {host!r} is not in BITRIX_ALLOWED_HOSTS (default: Bitrix24 cloud zones like *.bitrix24.com); "
+            "ask your operator to add it",
+        )
+    if parts.scheme == "http" and not (listed_exactly and _is_loopback(host)):
+        raise InvalidConfig(
+            field, "webhook_base must use https (plain http is only for loopback hosts listed in BITRIX_ALLOWED_HOSTS)"
+        )
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise InvalidConfig(field, "webhook_base must not have a query string or fragment")
+    if not _REST_PATH.match(parts.path):
+        raise InvalidConfig(
+            field, "webhook_base path must be /rest/<user_id>/<secret>/ (copy it from the portal's inbound webhook)"
+        )
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    netloc = host if port is None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def validate_outbound_token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise InvalidConfig(
+            "outbound_token", "outbound_token must be the portal's application token: 1-256 printable characters"
+        )
+    return value
+
+
+def portal_domain(base: str) -> str:
+    """The host[:port] Bitrix24 sends as ``auth[domain]`` in events (the emulator includes the port)."""
+    return urlsplit(base).netloc.lower()
+
+
+@dataclass
+class ClientConfig:
+    client_id: int | None
+    webhook_base: str | None
+    outbound_token: str | None
+    source: str  # "database" | "environment" | "none"
+    portal_domain: str | None = None
+    updated_at: dt.datetime | None = None
+
+
+def _state():
+    return current_app.extensions["bitrix24"]
+
+
+def _row(client_id: int) -> ClientCRMAuth | None:
+    stmt = (
+        select(ClientCRMAuth)
+        .join(CRM, ClientCRMAuth.crm_id == CRM.id)
+        .where(ClientCRMAuth.client_id == client_id, CRM.name == BITRIX24_CRM_NAME)
+    )
+    return db.session.execute(stmt).scalar_one_or_none()
+
+
+def bitrix24_crm(create: bool = False) -> CRM | None:
+    crm = db.session.execute(select(CRM).where(CRM.name == BITRIX24_CRM_NAME)).scalar_one_or_none()
+    if crm is None and create:
+        crm = CRM(name=BITRIX24_CRM_NAME)
+        db.session.add(crm)
+        try:
+            db.session.flush()
+        except IntegrityError:  # created meanwhile by another process
+            db.session.rollback()
+            crm = db.session.execute(select(CRM).where(CRM.name == BITRIX24_CRM_NAME)).scalar_one()
+    return crm
+
+
+def stored_config(client_id: int) -> ClientConfig | None:
+    row = _row(client_id)
+    if row is None:
+        return None
+    data = decrypt_json(_state().cipher, row.credentials)
+    return ClientConfig(
+        client_id=client_id,
+        webhook_base=data.get("webhook_base"),
+        outbound_token=data.get("outbound_token"),
+        source="database",
+        portal_domain=row.portal_domain,
+        updated_at=row.updated_at,
+    )
+
+
+def environment_config() -> ClientConfig:
+    cfg = current_app.config
+    base = cfg.get("BITRIX_WEBHOOK_BASE") or None
+    return ClientConfig(
+        client_id=None,
+        webhook_base=base,
+        outbound_token=cfg.get("BITRIX_OUTBOUND_TOKEN") or None,
+        source="environment" if base else "none",
+        portal_domain=portal_domain(base) if base else None,
+    )
+
+
+def effective_config(client_id: int | None) -> ClientConfig:
+    """The config a call for ``client_id`` would use: the client's row, else the environment."""
+    if client_id is not None:
+        stored = stored_config(client_id)
+        if stored is not None:
+            return stored
+    env = environment_config()
+    env.client_id = client_id
+    return env
+
+
+def webhook_base_for(client_id: int | None) -> str:
+    """The validated webhook base for a call, or ``ConfigMissing`` saying what to set."""
+    config = effective_config(client_id)
+    if not config.webhook_base:
+        who = f"client {client_id}" if client_id is not None else "calls without a client"
+        raise ConfigMissing(
+            f"No Bitrix24 webhook base configured for {who}: save one with "
+            "POST /api/bitrix/clients/<id>/config or set BITRIX_WEBHOOK_BASE"
+        )
+    try:
+        return validate_webhook_base(config.webhook_base, _state().allowed_hosts)
+    except InvalidConfig as exc:
+        where = "BITRIX_WEBHOOK_BASE" if config.source == "environment" else f"the saved config of client {client_id}"
+        raise ConfigMissing(f"{where} is not usable: {exc}") from None
+
+
+def save_config(client_id: int, data: dict[str, Any]) -> ClientConfig:
+    """Validate and store ``webhook_base`` / ``outbound_token`` for a client (partial updates merge;
+    ``outbound_token: null`` clears the token)."""
+    unknown = sorted(set(data) - {"webhook_base", "outbound_token"})
+    if unknown:
+        raise InvalidConfig(unknown[0], f"unknown config field {unknown[0]!r}: use webhook_base and outbound_token")
+    current = stored_config(client_id)
+    merged = {
+        "webhook_base": current.webhook_base if current else None,
+        "outbound_token": current.outbound_token if current else None,
+    }
+    if "webhook_base" in data:
+        merged["webhook_base"] = validate_webhook_base(data["webhook_base"], _state().allowed_hosts)
+    if "outbound_token" in data:
+        merged["outbound_token"] = validate_outbound_token(data["outbound_token"])
+    if not merged["webhook_base"]:
+        raise InvalidConfig("webhook_base", "webhook_base is required for a client that has no saved config")
+
+    crm = bitrix24_crm(create=True)
+    row = _row(client_id)
+    ciphertext = encrypt_json(_state().cipher, merged)
+    if row is None:
+        row = ClientCRMAuth(client_id=client_id, crm_id=crm.id, credentials=ciphertext)
+        db.session.add(row)
+    else:
+        row.credentials = ciphertext
+    row.portal_domain = portal_domain(merged["webhook_base"])
+    db.session.commit()
+    return stored_config(client_id)  # type: ignore[return-value]
+
+
+def delete_config(client_id: int) -> bool:
+    row = _row(client_id)
+    if row is None:
+        return False
+    db.session.delete(row)
+    db.session.commit()
+    return True
+
+
+def configs_for_domain(domain: str) -> list[ClientConfig]:
+    """Every stored config whose portal is ``domain`` (for routing an incoming event)."""
+    stmt = (
+        select(ClientCRMAuth)
+        .join(CRM, ClientCRMAuth.crm_id == CRM.id)
+        .where(ClientCRMAuth.portal_domain == domain.lower(), CRM.name == BITRIX24_CRM_NAME)
+    )
+    configs = []
+    for row in db.session.execute(stmt).scalars():
+        data = decrypt_json(_state().cipher, row.credentials)
+        configs.append(
+            ClientConfig(row.client_id, data.get("webhook_base"), data.get("outbound_token"), "database", row.portal_domain)
+        )
+    return configs

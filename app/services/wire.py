@@ -1,0 +1,209 @@
+"""Bitrix24's wire format: PHP-style form encoding, both ways.
+
+Bitrix24 is PHP. It reads request bodies with ``parse_str`` and posts its events the same way, so
+nested data travels as ``fields[PHONE][0][VALUE]=...``. ``flatten_params`` produces pairs that
+``parse_str`` turns back into exactly the structure given; ``parse_php_form`` reads such a body
+(an event from Bitrix24) into nested dicts the way PHP would.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, unquote_plus
+
+__all__ = ["flatten_params", "encode_form", "parse_php_form"]
+
+# PHP rewrites these characters in a top-level name ("a.b" arrives as "a_b"), and a bracket inside a
+# key cannot be told apart from nesting: keys holding them cannot survive the trip, so we refuse them.
+_TOP_LEVEL_MANGLED = frozenset(" .")
+_BRACKETS = frozenset("[]")
+
+
+def _scalar(value: Any) -> str:
+    # CRM's booleans are "Y"/"N" strings; None clears a field, so it travels as "" (never "None").
+    if value is None:
+        return ""
+    if value is True:
+        return "Y"
+    if value is False:
+        return "N"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot send {value!r} to Bitrix24: not a finite number")
+        return repr(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot send {value!r} to Bitrix24: not a finite number")
+        return format(value, "f")
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    raise TypeError(f"cannot send a {type(value).__name__} to Bitrix24: use str, int, float, bool or None")
+
+
+def _check_key(key: Any, top_level: bool) -> str:
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise TypeError(f"parameter names must be str or int, got {type(key).__name__}")
+    text = str(key)
+    if text == "":
+        raise ValueError("an empty parameter name cannot be sent: PHP drops it or reads it as an append")
+    if _BRACKETS & set(text):
+        raise ValueError(f"parameter name {text!r} contains '[' or ']', which PHP reads as nesting")
+    if top_level and (_TOP_LEVEL_MANGLED & set(text) or text[0].isspace()):
+        raise ValueError(f"top-level parameter name {text!r} would reach PHP rewritten ('.' and ' ' become '_')")
+    return text
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, (Mapping, list, tuple))
+
+
+def _walk(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if isinstance(value, Mapping):
+        if not value:
+            # No form encoding gives PHP an empty array. "key[]=" makes the key arrive as an array
+            # (holding one empty string), which list-typed Bitrix24 parameters read as "clear";
+            # omitting the key would silently leave the old value in place.
+            out.append((prefix + "[]", ""))
+            return
+        for key, item in value.items():
+            _walk(f"{prefix}[{_check_key(key, False)}]", item, out)
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            out.append((prefix + "[]", ""))
+        elif all(_is_scalar(item) for item in value):
+            out.extend((prefix + "[]", _scalar(item)) for item in value)
+        else:
+            # Explicit indexes keep the fields of one item together ("a[0][VALUE]", "a[0][VALUE_TYPE]").
+            for index, item in enumerate(value):
+                _walk(f"{prefix}[{index}]", item, out)
+    else:
+        out.append((prefix, _scalar(value)))
+
+
+def flatten_params(data: Mapping[str, Any] | list | tuple | None) -> list[tuple[str, str]]:
+    """Flatten nested params into ``(key, value)`` pairs that PHP's ``parse_str`` reads back exactly.
+
+    - dicts nest as ``a[b][c]``; lists of scalars as ``a[]``; other lists as ``a[0][b]``;
+    - filter operators stay in the key (``filter[>=DATE_CREATE]``);
+    - ``None`` -> ``""``, ``True``/``False`` -> ``"Y"``/``"N"``, numbers -> decimal text,
+      dates -> ISO 8601;
+    - an empty list or dict is sent as ``key[]=`` so that the key arrives (see ``_walk``);
+    - a top-level list is sent positionally (``0=...&1[...]=...``) for the legacy methods that want it.
+
+    Percent-encoding is not done here: ``encode_form`` does it for the body.
+    """
+    out: list[tuple[str, str]] = []
+    if data is None:
+        return out
+    if isinstance(data, Mapping):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        raise TypeError(f"params must be a dict or a list, got {type(data).__name__}")
+    for key, value in items:
+        _walk(_check_key(key, True), value, out)
+    return out
+
+
+def encode_form(pairs: list[tuple[str, str]]) -> str:
+    """Percent-encode pairs as an ``application/x-www-form-urlencoded`` body.
+
+    Every character outside the unreserved set is encoded, brackets included, so no value can be
+    mistaken for syntax (``&``, ``=``, ``+``, ``%``, ``#``, ``?``, newlines, unicode as UTF-8).
+    """
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading PHP-style forms (Bitrix24's outbound events)
+
+MAX_NESTING = 64  # PHP's max_input_nesting_level default
+
+
+def _split_name(name: str) -> tuple[str, list[str]] | None:
+    """Split ``a[b][]`` into ``("a", ["b", ""])`` the way PHP's variable registration does."""
+    name = name.lstrip(" ")
+    open_at = name.find("[")
+    if open_at <= 0:
+        base, rest = (name, "") if open_at < 0 else ("", name)
+    else:
+        base, rest = name[:open_at], name[open_at:]
+    if not base:
+        return None
+    segments: list[str] = []
+    while rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            if not segments:
+                # An unmatched first bracket is not nesting: PHP keeps it as "_" in the name.
+                base = base + "_" + rest[1:]
+            break
+        segments.append(rest[1:close])
+        rest = rest[close + 1 :]
+        if len(segments) > MAX_NESTING:
+            raise ValueError("form keys nest deeper than PHP allows")
+    # Characters after the last "]" that do not open another segment are ignored, as in PHP.
+    base = base.replace(".", "_").replace(" ", "_")
+    return base, segments
+
+
+def _next_index(node: dict[str, Any]) -> str:
+    # "a[]" appends at one past the largest integer key, as PHP arrays do.
+    ints = [int(k) for k in node if _is_int_key(k)]
+    return str(max(ints) + 1 if ints else 0)
+
+
+def _is_int_key(key: str) -> bool:
+    # PHP turns "12" and "-3" into integer keys, but not "012" or "1.0".
+    digits = key[1:] if key.startswith("-") else key
+    return digits.isdigit() and (digits == "0" or not digits.startswith("0")) and key != "-0"
+
+
+def parse_php_form(body: str | bytes, *, max_pairs: int = 10_000) -> dict[str, Any]:
+    """Parse a form body the way PHP's ``parse_str`` does, into nested dicts and lists.
+
+    An array whose keys are 0..n-1 in order becomes a list (as PHP's ``json_encode`` would show it);
+    any other array is a dict with string keys. Later duplicates of a key win. Raises ``ValueError``
+    on bodies that are not UTF-8, have too many fields or nest too deeply.
+    """
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError("form body is not UTF-8") from exc
+    root: dict[str, Any] = {}
+    pairs = [p for p in body.split("&") if p]
+    if len(pairs) > max_pairs:
+        raise ValueError(f"form body has more than {max_pairs} fields")
+    for pair in pairs:
+        raw_name, _, raw_value = pair.partition("=")
+        split = _split_name(unquote_plus(raw_name))
+        if split is None:
+            continue
+        base, segments = split
+        node, key = root, base
+        for segment in segments:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node, key = child, (segment if segment != "" else _next_index(child))
+        node[key] = unquote_plus(raw_value)
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _listify(v) for k, v in node.items()}
+    if converted and list(converted) == [str(i) for i in range(len(converted))]:
+        return list(converted.values())
+    return converted

@@ -1,0 +1,208 @@
+"""Field metadata of the legacy CRM entities, as ``crm.*.fields`` describes them.
+
+Only the fields a typical integration touches are modelled; the shape of each description follows
+DOCS crm-contact-fields.md. Order matters: ``get``/``list`` emit keys in this order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MULTI_FIELDS = ("PHONE", "EMAIL", "WEB", "IM", "LINK")
+
+# Default VALUE_TYPE when an item leaves it out (§7).
+MULTI_DEFAULT_TYPE = {"PHONE": "WORK", "EMAIL": "WORK", "WEB": "WORK", "IM": "OTHER", "LINK": "WORK"}
+
+# Types whose values are numbers for filtering and sorting.
+NUMERIC_TYPES = {"integer", "double", "user", "crm_company", "crm_contact", "crm_lead", "crm_category",
+                 "crm_quote"}
+# LIKE on these quietly becomes "=" (§6).
+EXACT_ONLY_TYPES = {"crm_status", "crm_company", "crm_contact"}
+
+
+@dataclass(frozen=True)
+class Field:
+    type: str
+    title: str
+    required: bool = False
+    read_only: bool = False
+    immutable: bool = False
+    multiple: bool = False
+    status_type: str | None = None
+    dynamic: bool = False
+
+    def describe(self) -> dict:
+        info = {
+            "type": self.type,
+            "isRequired": self.required,
+            "isReadOnly": self.read_only,
+            "isImmutable": self.immutable,
+            "isMultiple": self.multiple,
+            "isDynamic": self.dynamic,
+            "title": self.title,
+        }
+        if self.status_type:
+            info["statusType"] = self.status_type
+        if self.dynamic:
+            info.update(listLabel=self.title, formLabel=self.title, filterLabel=self.title, settings=[])
+        return info
+
+    @property
+    def is_multifield(self) -> bool:
+        return self.type == "crm_multifield"
+
+
+def _f(type_, title, **kw) -> Field:
+    return Field(type_, title, **kw)
+
+
+_ID = {"ID": _f("integer", "ID", read_only=True)}
+
+_PERSON = {
+    "HONORIFIC": _f("crm_status", "Salutation", status_type="HONORIFIC"),
+    "NAME": _f("string", "Name"),
+    "SECOND_NAME": _f("string", "Second name"),
+    "LAST_NAME": _f("string", "Last name"),
+}
+
+_UTM = {name: _f("string", name.replace("_", " ").title()) for name in
+        ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")}
+
+_OWNERSHIP = {
+    "ASSIGNED_BY_ID": _f("user", "Responsible person"),
+    "CREATED_BY_ID": _f("user", "Created by", read_only=True),
+    "MODIFY_BY_ID": _f("user", "Modified by", read_only=True),
+    "DATE_CREATE": _f("datetime", "Created on", read_only=True),
+    "DATE_MODIFY": _f("datetime", "Modified on", read_only=True),
+}
+
+_ORIGIN = {
+    "ORIGINATOR_ID": _f("string", "External source"),
+    "ORIGIN_ID": _f("string", "Item ID in data source"),
+    "ORIGIN_VERSION": _f("string", "Original version"),
+}
+
+_ACTIVITY = {
+    "LAST_ACTIVITY_TIME": _f("datetime", "Last activity", read_only=True),
+    "LAST_ACTIVITY_BY": _f("user", "Last activity by", read_only=True),
+}
+
+_HAS = {
+    "HAS_PHONE": _f("char", "Has phone", read_only=True),
+    "HAS_EMAIL": _f("char", "Has email", read_only=True),
+    "HAS_IMOL": _f("char", "Has Open Channel", read_only=True),
+}
+
+
+def _multi() -> dict:
+    return {name: _f("crm_multifield", {"PHONE": "Phone", "EMAIL": "E-mail", "WEB": "Website",
+                                         "IM": "Messenger", "LINK": "Link"}[name], multiple=True)
+            for name in MULTI_FIELDS}
+
+
+CONTACT = {
+    **_ID, **_PERSON,
+    "PHOTO": _f("file", "Photo"),
+    "BIRTHDATE": _f("date", "Date of birth"),
+    "TYPE_ID": _f("crm_status", "Contact type", status_type="CONTACT_TYPE"),
+    "SOURCE_ID": _f("crm_status", "Source", status_type="SOURCE"),
+    "SOURCE_DESCRIPTION": _f("string", "Source information"),
+    "POST": _f("string", "Position"),
+    "ADDRESS": _f("string", "Address"),
+    "COMMENTS": _f("string", "Comment"),
+    "OPENED": _f("char", "Available to everyone"),
+    "EXPORT": _f("char", "Included in export"),
+    **_HAS, **_OWNERSHIP,
+    "COMPANY_ID": _f("crm_company", "Company"),
+    "LEAD_ID": _f("crm_lead", "Lead", read_only=True),
+    **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
+}
+for _name in ("NAME", "SECOND_NAME", "LAST_NAME"):
+    # crm.contact.fields marks these required although the legacy check needs only one (§7).
+    CONTACT[_name] = Field("string", CONTACT[_name].title, required=True)
+
+DEAL = {
+    **_ID,
+    "TITLE": _f("string", "Name"),
+    "TYPE_ID": _f("crm_status", "Type", status_type="DEAL_TYPE"),
+    "CATEGORY_ID": _f("crm_category", "Pipeline", immutable=True),
+    "STAGE_ID": _f("crm_status", "Deal stage", status_type="DEAL_STAGE"),
+    "STAGE_SEMANTIC_ID": _f("string", "Stage group", read_only=True),
+    "IS_NEW": _f("char", "New deal", read_only=True),
+    "IS_RECURRING": _f("char", "Recurring deal"),
+    "IS_RETURN_CUSTOMER": _f("char", "Repeat deal", read_only=True),
+    "IS_REPEATED_APPROACH": _f("char", "Repeat inquiry", read_only=True),
+    "PROBABILITY": _f("integer", "Probability"),
+    "CURRENCY_ID": _f("crm_currency", "Currency"),
+    "OPPORTUNITY": _f("double", "Amount"),
+    "IS_MANUAL_OPPORTUNITY": _f("char", "Manual amount"),
+    "TAX_VALUE": _f("double", "Tax rate"),
+    "COMPANY_ID": _f("crm_company", "Company"),
+    "CONTACT_ID": _f("crm_contact", "Contact"),
+    "QUOTE_ID": _f("crm_quote", "Quote", read_only=True),
+    "BEGINDATE": _f("date", "Start date"),
+    "CLOSEDATE": _f("date", "Estimated close date"),
+    "OPENED": _f("char", "Available to everyone"),
+    "CLOSED": _f("char", "Closed"),
+    "COMMENTS": _f("string", "Comment"),
+    **_OWNERSHIP,
+    "SOURCE_ID": _f("crm_status", "Source", status_type="SOURCE"),
+    "SOURCE_DESCRIPTION": _f("string", "Source information"),
+    "LEAD_ID": _f("crm_lead", "Lead", read_only=True),
+    "ADDITIONAL_INFO": _f("string", "Additional information"),
+    **_ORIGIN, **_UTM, **_ACTIVITY,
+}
+
+LEAD = {
+    **_ID,
+    "TITLE": _f("string", "Lead name"),
+    **_PERSON,
+    "BIRTHDATE": _f("date", "Date of birth"),
+    "COMPANY_TITLE": _f("string", "Company name"),
+    "SOURCE_ID": _f("crm_status", "Source", status_type="SOURCE"),
+    "SOURCE_DESCRIPTION": _f("string", "Source information"),
+    "STATUS_ID": _f("crm_status", "Status", status_type="STATUS"),
+    "STATUS_DESCRIPTION": _f("string", "Status information"),
+    "STATUS_SEMANTIC_ID": _f("string", "Status details", read_only=True),
+    "POST": _f("string", "Position"),
+    "ADDRESS": _f("string", "Address"),
+    "CURRENCY_ID": _f("crm_currency", "Currency"),
+    "OPPORTUNITY": _f("double", "Total"),
+    "IS_MANUAL_OPPORTUNITY": _f("char", "Manual amount"),
+    "OPENED": _f("char", "Available to everyone"),
+    "COMMENTS": _f("string", "Comment"),
+    **_HAS, **_OWNERSHIP,
+    "COMPANY_ID": _f("crm_company", "Company"),
+    "CONTACT_ID": _f("crm_contact", "Contact"),
+    "IS_RETURN_CUSTOMER": _f("char", "Repeat lead", read_only=True),
+    "DATE_CLOSED": _f("datetime", "Closed on", read_only=True),
+    **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
+}
+
+COMPANY = {
+    **_ID,
+    "TITLE": _f("string", "Company name", required=True),
+    "COMPANY_TYPE": _f("crm_status", "Company type", status_type="COMPANY_TYPE"),
+    "LOGO": _f("file", "Logo"),
+    "ADDRESS": _f("string", "Address"),
+    "BANKING_DETAILS": _f("string", "Payment details"),
+    "INDUSTRY": _f("crm_status", "Industry", status_type="INDUSTRY"),
+    "EMPLOYEES": _f("crm_status", "Employees", status_type="EMPLOYEES"),
+    "CURRENCY_ID": _f("crm_currency", "Currency"),
+    "REVENUE": _f("double", "Annual revenue"),
+    "OPENED": _f("char", "Available to everyone"),
+    "COMMENTS": _f("string", "Comment"),
+    "IS_MY_COMPANY": _f("char", "My company"),
+    **_HAS, **_OWNERSHIP,
+    "LEAD_ID": _f("crm_lead", "Lead", read_only=True),
+    **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
+}
+
+ENTITIES = {"contact": CONTACT, "deal": DEAL, "lead": LEAD, "company": COMPANY}
+
+# Names used in findbycomm results and event names.
+ENTITY_TYPE_NAMES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "company": "COMPANY"}
+
+
+def user_field(name: str) -> Field:
+    return Field("string", name, dynamic=True)

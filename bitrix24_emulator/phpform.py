@@ -1,0 +1,177 @@
+"""PHP form semantics: ``parse_str`` key handling and the scalar casts the Bitrix server applies.
+
+The real server is PHP, so a query string or form body reaches a method exactly as ``parse_str``
+would build it. Arrays are kept as Python dicts with string keys (PHP arrays are ordered maps);
+JSON bodies may bring real lists, so every helper here accepts both.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from urllib.parse import unquote_plus
+
+MAX_DEPTH = 64  # PHP's max_input_nesting_level
+
+_NUMERIC_PREFIX = re.compile(r"^[ \t\n\r\v\f]*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_CANONICAL_INT = re.compile(r"^(0|-?[1-9]\d*)$")
+
+
+def parse_str(query: str | bytes) -> dict:
+    """Parse ``a[b][]=1&c=2`` the way PHP's ``parse_str`` does."""
+    if isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    result: dict = {}
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        assign(result, unquote_plus(name), unquote_plus(value))
+    return result
+
+
+def assign_pairs(pairs) -> dict:
+    """Build a PHP array from already-decoded (name, value) pairs, e.g. multipart form fields."""
+    result: dict = {}
+    for name, value in pairs:
+        assign(result, name, value)
+    return result
+
+
+def split_name(name: str) -> list[str | None] | None:
+    """Split a PHP variable name into its base and bracket indices (``None`` means ``[]``).
+
+    Mirrors php_register_variable_ex: leading spaces dropped, ' ' and '.' in the base become '_',
+    an unterminated first '[' becomes '_' too, and anything after the last ']' that does not open
+    another index is ignored.
+    """
+    name = name.lstrip(" ")
+    bracket = name.find("[")
+    base = re.sub(r"[ .]", "_", name if bracket == -1 else name[:bracket])
+    if not base:
+        return None
+    if bracket == -1:
+        return [base]
+    if name.find("]", bracket + 1) == -1:
+        # Not an index after all: the '[' and any ' ', '.', '[' after it become '_'.
+        return [base + "_" + re.sub(r"[ .\[]", "_", name[bracket + 1:])]
+    parts: list[str | None] = [base]
+    pos = bracket
+    while pos < len(name) and name[pos] == "[":
+        close = name.find("]", pos + 1)
+        if close == -1:
+            break  # an unterminated later index is dropped, the value lands on the previous level
+        index = name[pos + 1:close]
+        parts.append(None if index == "" else index)
+        pos = close + 1
+        if len(parts) > MAX_DEPTH:
+            return None
+    return parts
+
+
+def _next_index(array: dict) -> str:
+    ints = [int(k) for k in array if _CANONICAL_INT.match(k)]
+    return str(max(ints) + 1) if ints and max(ints) >= 0 else "0"
+
+
+def assign(result: dict, name: str, value) -> None:
+    parts = split_name(name)
+    if parts is None:
+        return
+    target = result
+    for i, key in enumerate(parts):
+        last = i == len(parts) - 1
+        if key is None:
+            key = _next_index(target)
+        if last:
+            target[key] = value
+        else:
+            child = target.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                target[key] = child
+            target = child
+
+
+# ---- scalar casts -------------------------------------------------------------------------------
+
+def php_float(value) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (dict, list)):
+        return 1.0 if value else 0.0
+    if value is None:
+        return 0.0
+    match = _NUMERIC_PREFIX.match(str(value))
+    return float(match.group(0)) if match else 0.0
+
+
+def php_int(value) -> int:
+    """PHP ``(int)`` cast: leading numeric prefix, truncated; garbage is 0."""
+    number = php_float(value)
+    if math.isnan(number) or math.isinf(number):
+        return 0
+    return int(number)
+
+
+def php_bool(value) -> bool:
+    """PHP ``(bool)`` cast: only 0, "0", "", null and empty arrays are false ("false" is true)."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value != 0
+    if isinstance(value, str):
+        return value not in ("", "0")
+    if isinstance(value, (dict, list)):
+        return bool(value)
+    return bool(value)
+
+
+def php_string(value) -> str | None:
+    """PHP ``(string)`` cast for scalars; None stays None (JSON null)."""
+    if value is None:
+        return None
+    if value is True:
+        return "1"
+    if value is False:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() else str(int(value))
+    if isinstance(value, (dict, list)):
+        return "Array"
+    return str(value)
+
+
+def is_array(value) -> bool:
+    return isinstance(value, (dict, list))
+
+
+def array_items(value) -> list[tuple[str, object]]:
+    """(key, value) pairs of a PHP array given as dict or list."""
+    if isinstance(value, dict):
+        return [(str(k), v) for k, v in value.items()]
+    if isinstance(value, list):
+        return [(str(i), v) for i, v in enumerate(value)]
+    return []
+
+
+def array_values(value) -> list:
+    return [v for _, v in array_items(value)]
+
+
+def is_sequential(keys) -> bool:
+    """True when PHP's json_encode would emit a list: keys are exactly 0..n-1 in order."""
+    return all(str(k) == str(i) for i, k in enumerate(keys))
+
+
+def to_json_shape(value):
+    """Turn PHP-style dicts with keys 0..n-1 into lists (and an empty array into [])."""
+    if isinstance(value, dict):
+        if is_sequential(value.keys()):
+            return [to_json_shape(v) for v in value.values()]
+        return {k: to_json_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json_shape(v) for v in value]
+    return value

@@ -1,0 +1,91 @@
+"""JSON output as Bitrix's ``Json::encode`` writes it.
+
+The server uses JSON_HEX_TAG|HEX_AMP|HEX_APOS|HEX_QUOT|UNESCAPED_UNICODE, so quotes, <, >, & and '
+become \\u00XX escapes, '/' becomes '\\/', and non-ASCII text is left as UTF-8. Clients must cope
+with this, so the emulator reproduces it rather than using json.dumps' defaults.
+"""
+
+from __future__ import annotations
+
+import math
+
+_ESCAPES = {
+    '"': "\\u0022",
+    "\\": "\\\\",
+    "/": "\\/",
+    "<": "\\u003C",
+    ">": "\\u003E",
+    "&": "\\u0026",
+    "'": "\\u0027",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+
+
+def _string(text: str) -> str:
+    out = []
+    for ch in text:
+        escaped = _ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ch < " " or ch in "\u2028\u2029":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _float(number: float) -> str:
+    if math.isnan(number) or math.isinf(number):
+        return "0"  # PHP refuses these; 0 keeps the document valid
+    return repr(number)
+
+
+def _encode(value, out: list) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(_float(value))
+    elif isinstance(value, dict):
+        if not value:
+            out.append("[]")  # an empty PHP array is always a list
+            return
+        if all(str(k) == str(i) for i, k in enumerate(value)):
+            _encode(list(value.values()), out)  # keys 0..n-1 in order: PHP emits a list
+            return
+        out.append("{")
+        first = True
+        for key, item in value.items():
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_string(str(key)))
+            out.append(":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        out.append(_string(str(value)))
+
+
+def dumps(value) -> str:
+    out: list = []
+    _encode(value, out)
+    return "".join(out)

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""`make run`: serve the app on PORT (default 5001) with SQLite.
+
+With no BITRIX_WEBHOOK_BASE in the environment this is demo mode: the built-in Bitrix24 emulator is
+started on EMULATOR_PORT (default 5002) and the app is wired to it (allowlist, outbound token, events
+posted back to our receiver, API auth disabled unless BITRIX_API_KEY is set). Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_SECRET = "demo"
+DEMO_TOKEN = "demo-application-token"
+
+
+def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the emulator exited with code {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the emulator did not start on {host}:{port} within {timeout:.0f} s")
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def main() -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "5001"))
+    emulator_port = int(os.environ.get("EMULATOR_PORT", "5002"))
+    env = dict(os.environ)
+    children: list[subprocess.Popen] = []
+
+    if not port_free("127.0.0.1", port):
+        print(f"port {port} is in use: stop what runs there or set PORT", file=sys.stderr)
+        return 1
+    if not env.get("BITRIX_WEBHOOK_BASE"):
+        if not port_free("127.0.0.1", emulator_port):
+            print(f"port {emulator_port} is in use: stop what runs there or set EMULATOR_PORT", file=sys.stderr)
+            return 1
+        sys.path.insert(0, str(ROOT))
+        from app.services.client_config import DEFAULT_ALLOWED_HOSTS
+
+        event_url = f"http://127.0.0.1:{port}/api/bitrix/webhook"
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "bitrix24_emulator", "--host", "127.0.0.1", "--port", str(emulator_port),
+             "--secret", DEMO_SECRET, "--event-url", event_url, "--application-token", DEMO_TOKEN],
+            cwd=ROOT,
+        )
+        children.append(emulator)
+        wait_for_port("127.0.0.1", emulator_port, emulator)
+        env["BITRIX_WEBHOOK_BASE"] = f"http://127.0.0.1:{emulator_port}/rest/1/{DEMO_SECRET}/"
+        env.setdefault("BITRIX_OUTBOUND_TOKEN", DEMO_TOKEN)
+        env.setdefault("BITRIX_ALLOWED_HOSTS", ",".join(("127.0.0.1", "localhost", *DEFAULT_ALLOWED_HOSTS)))
+        if not env.get("BITRIX_API_KEY"):
+            env["BITRIX_AUTH_DISABLED"] = "1"
+        print(f"demo mode: Bitrix24 emulator at http://127.0.0.1:{emulator_port}/rest/1/{DEMO_SECRET}/ "
+              f"(set BITRIX_WEBHOOK_BASE to use a real portal)", flush=True)
+
+    app = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "run", "--host", host, "--port", str(port)],
+        cwd=ROOT, env=env,
+    )
+    children.append(app)
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
