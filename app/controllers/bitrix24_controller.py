@@ -16,7 +16,7 @@ from ..services.events import EventRejected, receive_event
 from ..services.secrets import mask, mask_url
 from ..services.wire import parse_php_form
 from .errors import ApiError, error_response
-from .params import entity_or_404, fields_and_params, json_object, list_params, positive_id
+from .params import entity_or_404, fields_and_params, json_object, list_params, positive_id, query_args
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -145,7 +145,7 @@ def delete_record(client_id: str, entity: str, record_id: str):
 
 def list_records(client_id: str, entity: str):
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    params = list_params(ent, request.args)
+    params = list_params(ent, query_args(request.query_string))
     envelope = bx_call(ent.method("list"), params, client_id=cid)
     body: dict[str, Any] = {"result": envelope.get("result", [])}
     for key in ("total", "next"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from urllib.parse import unquote_plus
+
 from flask import request
 from werkzeug.datastructures import MultiDict
 
@@ -84,6 +86,27 @@ def fields_and_params(entity: Entity) -> tuple[dict[str, Any], dict[str, Any]]:
     _check_names(entity, fields, "fields")
     _check_names(entity, params, "params")
     return fields, params
+
+
+def query_args(raw: bytes | str) -> MultiDict:
+    """Parse a query string, forgiving an unencoded ``=`` inside a bracketed key.
+
+    ``filter[>=OPPORTUNITY]=1000`` is how people write it; a plain parser splits at the first ``=``
+    and reads the key ``filter[>``. Here a key that opens a bracket and does not close it is
+    extended up to its closing bracket (encoded keys like ``filter[%3E%3DOPPORTUNITY]`` work too).
+    """
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    out: MultiDict = MultiDict()
+    for pair in raw.split("&"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        while sep and "[" in key and "]" not in key[key.rfind("["):] and "]" in value:
+            extra, sep, value = value.partition("=")
+            key = f"{key}={extra}"
+        out.add(unquote_plus(key), unquote_plus(value))
+    return out
 
 
 LIST_QUERY_KEYS = ("filter[...]", "select", "select[]", "order[...]", "ORDER_BY", "start")

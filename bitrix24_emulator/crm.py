@@ -1,0 +1,381 @@
+"""The in-memory CRM: records of the four legacy entities and the ``crm.*`` method bodies."""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import timedelta
+
+from . import fields as fieldsmod
+from .errors import ApiError, crm_error
+from .fields import MULTI_DEFAULT_TYPE, MULTI_FIELDS, Field
+from .phpform import array_items, array_values, is_array, php_int, php_string
+from .query import build_filter, build_order, resolve_select, sort_records
+from .values import Clock, integer, is_empty, money, yes_no
+
+PAGE_SIZE = 50
+IMPORT_FIELDS = ("DATE_CREATE", "DATE_MODIFY", "CREATED_BY_ID", "MODIFY_BY_ID")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL_LABELS = {"WORK": "Work e-mail", "HOME": "Personal e-mail", "MAILING": "Newsletter e-mail",
+                 "OTHER": "Other e-mail"}
+_LINK_TYPES = {"crm_company", "crm_contact", "crm_lead", "crm_quote"}
+
+
+def resolve_array_param(params: dict, name: str, default=None):
+    """CCrmRestHelper::resolveArrayParam: name, NAME, name, Name, arName (first one set wins)."""
+    lower = name.lower()
+    for key in (name, name.upper(), lower, lower.capitalize(), "ar" + lower.capitalize()):
+        if params.get(key) is not None:
+            return params[key]
+    return default
+
+
+def resolve_param(params: dict, name: str, default=""):
+    return resolve_array_param(params, name, default)
+
+
+def resolve_entity_id(params: dict) -> int:
+    """``ID`` then ``id``, cast with PHP (int)."""
+    for key in ("ID", "id"):
+        if params.get(key) is not None:
+            return php_int(params[key])
+    return 0
+
+
+class CrmStore:
+    def __init__(self, clock: Clock, user_id: int = 1, currency: str = "RUB", user_fields=None,
+                 validate_email: bool = True, delete_missing_error: str = "legacy"):
+        self.clock = clock
+        self.user_id = str(user_id)
+        self.currency = currency
+        self.validate_email = validate_email
+        self.delete_missing_error = delete_missing_error
+        self.fields: dict[str, dict[str, Field]] = {}
+        for entity, defs in fieldsmod.ENTITIES.items():
+            merged = dict(defs)
+            extra = (user_fields or {}).get(entity) or ()
+            for uf in extra:
+                merged[uf] = fieldsmod.user_field(uf)
+            self.fields[entity] = merged
+        self.records: dict[str, dict[int, dict]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.records.clear()
+        self.records.update({entity: {} for entity in self.fields})
+        self._next_id = {entity: 1 for entity in self.fields}
+        self._next_multi_id = 1
+
+    # ---- metadata ---------------------------------------------------------------------------------
+
+    def describe_fields(self, entity: str) -> dict:
+        return {name: f.describe() for name, f in self.fields[entity].items()}
+
+    # ---- value handling ---------------------------------------------------------------------------
+
+    def _internal_value(self, field: Field, value):
+        """Convert one incoming value to its stored form; ``...`` means 'leave the field alone'."""
+        kind = field.type
+        if kind == "file":
+            return ...  # file uploads are not modelled
+        if field.dynamic:
+            return copy.deepcopy(value) if is_array(value) else php_string(value)
+        if kind in ("date", "datetime"):
+            if is_array(value):
+                return ...
+            if value is None or value == "":
+                return ""  # an empty string clears a date (§1)
+            converted = (self.clock.date_value if kind == "date" else self.clock.datetime_value)(
+                php_string(value))
+            return ... if converted is None else converted
+        if is_array(value):
+            value = "Array" if kind not in fieldsmod.NUMERIC_TYPES else (1 if value else 0)
+        if kind == "char":
+            return yes_no(value)
+        if kind == "double":
+            return None if is_empty(value) else money(value)
+        if kind in fieldsmod.NUMERIC_TYPES:
+            if is_empty(value):
+                return None
+            number = integer(value)
+            return None if number == "0" and kind in _LINK_TYPES else number
+        return php_string(value)
+
+    def _multi_ops(self, name: str, value) -> list[tuple[int, str, str]]:
+        """tryInternalizeMultiFields: (ID, VALUE_TYPE, VALUE) per usable item; ID 0 means new."""
+        ops = []
+        for _, item in array_items(value):
+            if not isinstance(item, dict):
+                continue
+            item_id = php_int(item.get("ID", 0))
+            text = (php_string(item.get("VALUE")) or "").strip() if not is_array(item.get("VALUE")) else ""
+            if item_id <= 0 and text == "":
+                continue
+            if item_id > 0 and (php_string(item.get("DELETE")) or "").upper() == "Y":
+                text = ""
+            value_type = (php_string(item.get("VALUE_TYPE")) or "").strip() or MULTI_DEFAULT_TYPE[name]
+            ops.append((max(item_id, 0), value_type, text))
+        return ops
+
+    def _check_email(self, value_type: str, value: str) -> None:
+        if self.validate_email and value and not _EMAIL.match(value):
+            label = _EMAIL_LABELS.get(value_type, "E-mail")
+            raise ApiError("ERROR_CORE", f'The field "{label}" contains an invalid address', 400)
+
+    def _apply_multi(self, record: dict, name: str, ops, creating: bool) -> None:
+        items = record.setdefault(name, [])
+        for item_id, value_type, text in ops:
+            if name == "EMAIL":
+                self._check_email(value_type, text)
+            existing = None if creating or not item_id else next(
+                (i for i in items if i["ID"] == str(item_id)), None)
+            if existing is not None:
+                if text == "":
+                    items.remove(existing)
+                else:
+                    existing.update(VALUE_TYPE=value_type, VALUE=text)
+                continue
+            if item_id and not creating:
+                continue  # an ID that is not this entity's: nothing to change
+            if text == "":
+                continue
+            if any(i["VALUE_TYPE"] == value_type and i["VALUE"] == text for i in items):
+                continue  # identical value is reused, not duplicated
+            items.append({"ID": str(self._next_multi_id), "VALUE_TYPE": value_type, "VALUE": text,
+                          "TYPE_ID": name})
+            self._next_multi_id += 1
+
+    def _internalize(self, entity: str, fields_param, allow_import: bool) -> tuple[dict, dict]:
+        scalars, multis = {}, {}
+        defs = self.fields[entity]
+        for key, value in array_items(fields_param):
+            field = defs.get(key)
+            if field is None:
+                continue  # unknown fields are silently ignored
+            if field.read_only and not (allow_import and key in IMPORT_FIELDS):
+                continue
+            if field.is_multifield:
+                multis[key] = self._multi_ops(key, value)
+                continue
+            converted = self._internal_value(field, value)
+            if converted is not ...:
+                scalars[key] = converted
+        return scalars, multis
+
+    @staticmethod
+    def _refresh_flags(entity: str, record: dict) -> None:
+        if "HAS_PHONE" in fieldsmod.ENTITIES[entity]:
+            record["HAS_PHONE"] = "Y" if record.get("PHONE") else "N"
+            record["HAS_EMAIL"] = "Y" if record.get("EMAIL") else "N"
+            record["HAS_IMOL"] = "Y" if any(i["VALUE_TYPE"] == "IMOL" for i in record.get("IM") or []) else "N"
+        if entity == "deal":
+            stage = (record.get("STAGE_ID") or "").split(":")[-1]
+            semantic = "S" if stage == "WON" else "F" if stage in ("LOSE", "APOLOGY") else "P"
+            record["STAGE_SEMANTIC_ID"] = semantic
+            record["CLOSED"] = "N" if semantic == "P" else "Y"
+        if entity == "lead":
+            status = record.get("STATUS_ID") or ""
+            record["STATUS_SEMANTIC_ID"] = "S" if status == "CONVERTED" else "F" if status == "JUNK" else "P"
+
+    def _defaults(self, entity: str, new_id: int) -> dict:
+        now = self.clock.iso()
+        record = {}
+        for name, field in self.fields[entity].items():
+            if field.is_multifield:
+                record[name] = []
+            elif field.type in ("date", "datetime") and not field.dynamic:
+                record[name] = ""
+            else:
+                record[name] = None
+        record.update(ID=str(new_id), DATE_CREATE=now, DATE_MODIFY=now, CREATED_BY_ID=self.user_id,
+                      MODIFY_BY_ID=self.user_id, ASSIGNED_BY_ID=self.user_id, OPENED="Y")
+        if "LAST_ACTIVITY_TIME" in record:
+            record["LAST_ACTIVITY_TIME"] = None
+        if entity == "contact":
+            record["EXPORT"] = "Y"
+        if entity in ("deal", "lead"):
+            record.update(OPPORTUNITY="0.00", CURRENCY_ID=self.currency, IS_MANUAL_OPPORTUNITY="N",
+                          IS_RETURN_CUSTOMER="N")
+        if entity == "lead":
+            record["STATUS_ID"] = "NEW"
+        if entity == "deal":
+            today = self.clock.parse(self.clock.iso()).date()
+            record.update(TYPE_ID="SALE", CATEGORY_ID="0", STAGE_ID="NEW", TAX_VALUE="0.00", IS_NEW="Y",
+                          IS_RECURRING="N", IS_REPEATED_APPROACH="N", CLOSED="N",
+                          BEGINDATE=self.clock.date_output(today),
+                          CLOSEDATE=self.clock.date_output(today + timedelta(days=7)))
+        if entity == "company":
+            record.update(IS_MY_COMPANY="N", CURRENCY_ID=self.currency)
+        return record
+
+    # ---- methods ----------------------------------------------------------------------------------
+
+    def _fields_and_params(self, params: dict):
+        fields_param = resolve_array_param(params, "fields", {})
+        if not is_array(fields_param):
+            raise crm_error("Parameter 'fields' must be array.")
+        method_params = resolve_array_param(params, "params", {})
+        if not is_array(method_params):
+            raise crm_error("Parameter 'params' must be array.")
+        return fields_param, method_params
+
+    def add(self, entity: str, params: dict) -> int:
+        fields_param, method_params = self._fields_and_params(params)
+        import_mode = (php_string(dict(array_items(method_params)).get("IMPORT")) or "").upper() == "Y"
+        scalars, multis = self._internalize(entity, fields_param, import_mode)
+        if entity == "contact" and is_empty(scalars.get("NAME")) and is_empty(scalars.get("LAST_NAME")):
+            raise crm_error('The "First name" field is required.<br />')
+        if entity == "company" and is_empty(scalars.get("TITLE")):
+            raise crm_error('The "Company name" field is required.<br />')
+        new_id = self._next_id[entity]
+        record = self._defaults(entity, new_id)
+        if entity == "deal":
+            category = php_int(scalars.get("CATEGORY_ID") or 0)
+            if category < 0:
+                raise crm_error("Category ID must be greater or equal to zero.")
+            if category and "STAGE_ID" not in scalars:
+                record["STAGE_ID"] = f"C{category}:NEW"
+        record.update({k: v for k, v in scalars.items() if v is not None or k not in ("OPPORTUNITY",)})
+        for name in MULTI_FIELDS:
+            if name in multis:
+                self._apply_multi(record, name, multis[name], creating=True)
+        if entity in ("deal", "lead") and not record.get("TITLE"):
+            record["TITLE"] = f"{entity.capitalize()} #{new_id}"
+        self._refresh_flags(entity, record)
+        self._next_id[entity] = new_id + 1
+        self.records[entity][new_id] = record
+        return new_id
+
+    def _require(self, entity: str, params: dict, missing_text: str = "Not found") -> tuple[int, dict]:
+        entity_id = resolve_entity_id(params)
+        if entity_id <= 0:
+            raise crm_error("ID is not defined or invalid.")
+        record = self.records[entity].get(entity_id)
+        if record is None:
+            raise crm_error(missing_text)
+        return entity_id, record
+
+    def output(self, entity: str, record: dict, names=None) -> dict:
+        """A record as get/list return it; multi-fields only when non-empty."""
+        defs = self.fields[entity]
+        chosen = names if names is not None else list(defs)
+        out = {}
+        for name in chosen:
+            value = record.get(name)
+            if defs[name].is_multifield:
+                if value:
+                    out[name] = copy.deepcopy(value)
+            else:
+                out[name] = copy.deepcopy(value)
+        return out
+
+    def get(self, entity: str, params: dict) -> dict:
+        _, record = self._require(entity, params)
+        return self.output(entity, record)
+
+    def update(self, entity: str, params: dict) -> int:
+        entity_id = resolve_entity_id(params)
+        fields_param, _ = self._fields_and_params(params)
+        if entity_id <= 0:
+            raise crm_error("ID is not defined or invalid.")
+        missing = {"contact": "Contact is not found", "company": "Company is not found"}.get(entity, "Not found")
+        _, record = self._require(entity, params, missing)
+        scalars, multis = self._internalize(entity, fields_param, False)
+        scalars.pop("CATEGORY_ID", None)  # immutable after creation
+        if entity == "contact" and "NAME" in scalars and "LAST_NAME" in scalars and \
+                is_empty(scalars["NAME"]) and is_empty(scalars["LAST_NAME"]):
+            raise crm_error('The "First name" field is required.<br />')
+        if entity == "company" and "TITLE" in scalars and is_empty(scalars["TITLE"]):
+            raise crm_error('The "Company name" field is required.<br />')
+        for name, ops in multis.items():
+            if name == "EMAIL":
+                for _, value_type, text in ops:
+                    self._check_email(value_type, text)
+        record.update(scalars)
+        for name in MULTI_FIELDS:
+            if name in multis:
+                self._apply_multi(record, name, multis[name], creating=False)
+        record["DATE_MODIFY"] = self.clock.iso()
+        record["MODIFY_BY_ID"] = self.user_id
+        self._refresh_flags(entity, record)
+        return entity_id
+
+    def delete(self, entity: str, params: dict) -> int:
+        entity_id = resolve_entity_id(params)
+        if entity_id <= 0:
+            raise crm_error("ID is not defined or invalid.")
+        if entity_id not in self.records[entity]:
+            if self.delete_missing_error == "docs":
+                raise ApiError("ERROR_CORE", "Element not found", 400)
+            raise crm_error("Not found")
+        del self.records[entity][entity_id]
+        return entity_id
+
+    def list(self, entity: str, params: dict) -> tuple[list, int | None, int | None]:
+        order_param = resolve_array_param(params, "order", {})
+        if not is_array(order_param):
+            raise crm_error("Parameter 'order' must be array.")
+        filter_param = resolve_array_param(params, "filter", {})
+        if not is_array(filter_param):
+            raise crm_error("Parameter 'filter' must be array.")
+        defs = self.fields[entity]
+        names = resolve_select(resolve_array_param(params, "select", {}), defs)
+        predicate = build_filter(filter_param, defs, self.clock)
+        rows = [r for r in self.records[entity].values() if predicate(r)]
+        rows = sort_records(rows, build_order(order_param, defs), defs, self.clock)
+        start = php_int(params.get("start", 0))
+        if start < 0:
+            # start=-1 skips the COUNT: the first page, no total and no next (§6).
+            return [self.output(entity, r, names) for r in rows[:PAGE_SIZE]], None, None
+        offset = (start // PAGE_SIZE) * PAGE_SIZE
+        page = rows[offset:offset + PAGE_SIZE]
+        total = len(rows)
+        following = offset + len(page)
+        return [self.output(entity, r, names) for r in page], total, following if following < total else None
+
+    # ---- duplicates -------------------------------------------------------------------------------
+
+    def find_by_comm(self, params: dict):
+        kind = (php_string(resolve_param(params, "type")) or "").upper()
+        if kind not in ("EMAIL", "PHONE"):
+            if kind == "":
+                raise crm_error("Communication type is not defined.")
+            raise crm_error(f"Communication type '{kind}' is not supported in current context.")
+        values = resolve_array_param(params, "values", {})
+        if not is_array(values) or not array_items(values):
+            raise crm_error("Communication values is not defined.")
+        entity_type = ""
+        for key in ("ENTITY_TYPE", "entity_type", "EntityType", "arEntityType"):
+            if params.get(key) is not None:
+                entity_type = (php_string(params[key]) or "").upper()
+                break
+        entity_type = {"1": "LEAD", "2": "DEAL", "3": "CONTACT", "4": "COMPANY"}.get(entity_type, entity_type)
+        if entity_type == "DEAL":
+            raise crm_error("Deal is not supported in current context.")
+        entities = [e for e in ("lead", "contact", "company")
+                    if entity_type not in ("LEAD", "CONTACT", "COMPANY") or e == entity_type.lower()]
+
+        def normalize(text: str) -> str:
+            return re.sub(r"\D", "", text) if kind == "PHONE" else text.strip().lower()
+
+        found: dict[str, list[int]] = {}
+        seen_values: list[str] = []
+        for value in array_values(values):
+            if not isinstance(value, str) or value == "":
+                continue
+            wanted = normalize(value)
+            if not wanted or wanted in seen_values:
+                continue
+            seen_values.append(wanted)
+            matches = []  # one criterion finds at most 20 entities, leads first (§7)
+            for entity in entities:
+                for entity_id, record in sorted(self.records[entity].items()):
+                    if any(normalize(i["VALUE"]) == wanted for i in record.get(kind) or []):
+                        matches.append((entity, entity_id))
+            for entity, entity_id in matches[:20]:
+                bucket = found.setdefault(fieldsmod.ENTITY_TYPE_NAMES[entity], [])
+                if entity_id not in bucket:
+                    bucket.append(entity_id)
+            if len(seen_values) >= 20:
+                break
+        return found or []

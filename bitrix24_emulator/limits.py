@@ -1,0 +1,89 @@
+"""The two cloud limits (§4): a leaky bucket on requests and a per-method operating-time budget."""
+
+from __future__ import annotations
+
+import math
+
+
+class LeakyBucket:
+    """Each accepted request adds 1; the level drains at ``rate`` per second; a request that would
+    lift the level above ``burst`` is refused and adds nothing."""
+
+    def __init__(self, rate: float, burst: float, clock):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        self.level = 0.0
+        self._last = None
+
+    def _drain(self, now: float) -> None:
+        if self._last is not None:
+            self.level = max(0.0, self.level - (now - self._last) * self.rate)
+        self._last = now
+
+    def try_acquire(self) -> bool:
+        self._drain(self.clock())
+        if self.level + 1 > self.burst + 1e-9:
+            return False
+        self.level += 1
+        return True
+
+
+class OperatingBudget:
+    """Seconds of method run time per method over a sliding window of ten buckets.
+
+    A call is refused when the method's total already reached the limit; the call that pushes it
+    over still completes (SRC loadlimiter.php checks before the call and records after it).
+    """
+
+    BUCKETS = 10
+    MINIMAL_FIX_TIME = 0.1  # real run times below this are not recorded
+
+    def __init__(self, limit: float, window: float, clock):
+        self.limit = limit
+        self.window = window
+        self.bucket_len = window / self.BUCKETS
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        # method -> {bucket index: [first record time, seconds]}
+        self._usage: dict[str, dict[int, list[float]]] = {}
+
+    def _live(self, method: str, now: float) -> dict[int, list[float]]:
+        current = math.floor(now / self.bucket_len)
+        buckets = self._usage.get(method, {})
+        for index in [i for i in buckets if i <= current - self.BUCKETS]:
+            del buckets[index]
+        return buckets
+
+    def used(self, method: str) -> float:
+        return sum(seconds for _, seconds in self._live(method, self.clock()).values())
+
+    def blocked(self, method: str) -> bool:
+        return self.used(method) >= self.limit
+
+    def record(self, method: str, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        now = self.clock()
+        buckets = self._live(method, now)
+        self._usage[method] = buckets
+        entry = buckets.setdefault(math.floor(now / self.bucket_len), [now, 0.0])
+        entry[1] += seconds
+
+    def charge_for(self, cost_per_call: float, processing: float) -> float:
+        return cost_per_call + (processing if processing >= self.MINIMAL_FIX_TIME else 0.0)
+
+    def time_keys(self, method: str) -> dict:
+        """``operating_reset_at`` (only once something is recorded) and ``operating``."""
+        buckets = self._live(method, self.clock())
+        keys = {}
+        if buckets:
+            oldest = min(buckets)
+            keys["operating_reset_at"] = int(buckets[oldest][0] + self.window)
+        keys["operating"] = sum(seconds for _, seconds in buckets.values())
+        return keys

@@ -1,0 +1,158 @@
+"""Filter, order and select for legacy ``crm.*.list`` (§6)."""
+
+from __future__ import annotations
+
+import re
+
+from .fields import EXACT_ONLY_TYPES, NUMERIC_TYPES, Field
+from .phpform import array_items, array_values, is_array, php_float, php_string
+from .values import Clock, is_empty
+
+# Longest prefixes first so "!@" is not read as "!" + "@FIELD".
+_OPERATORS = ("!@", "!=", "!%", ">=", "<=", "=%", "%=", "@", ">", "<", "%", "=", "!")
+
+
+def split_operator(key: str) -> tuple[str, str]:
+    for op in _OPERATORS:
+        if key.startswith(op):
+            return op, key[len(op):]
+    return "", key
+
+
+def _like_regex(pattern: str) -> re.Pattern:
+    parts = []
+    for ch in pattern:
+        parts.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+class Comparer:
+    """Typed comparisons for one field: numbers numerically, dates by time, text case-insensitively
+    (the cloud database collation is case-insensitive)."""
+
+    def __init__(self, field: Field, clock: Clock):
+        self.field = field
+        self.clock = clock
+
+    def key(self, value):
+        kind = self.field.type
+        if kind in NUMERIC_TYPES:
+            return None if is_empty(value) else php_float(value)
+        if kind == "date":
+            return None if is_empty(value) else self.clock.day(value)
+        if kind == "datetime":
+            return None if is_empty(value) else self.clock.timestamp(value)
+        text = php_string(value)
+        return None if text is None or text == "" else text.casefold()
+
+    def sort_key(self, value):
+        key = self.key(value)
+        if key is None:
+            return (0, 0 if self.field.type in NUMERIC_TYPES else "")
+        if self.field.type in ("date", "datetime"):
+            return (1, key.toordinal() if self.field.type == "date" else key)
+        return (1, key)
+
+
+def _matches(op: str, comparer: Comparer, stored, wanted) -> bool:
+    """One condition against one stored scalar value."""
+    kind = comparer.field.type
+    if op in ("%", "=%", "%=", "!%") and kind in EXACT_ONLY_TYPES:
+        op = "!" if op == "!%" else "="
+    if op in ("", "=", "@"):
+        if is_array(wanted) or op == "@":
+            candidates = array_values(wanted) if is_array(wanted) else str(wanted).split(",")
+            return any(_matches("=", comparer, stored, c) for c in candidates)
+        if is_empty(wanted):
+            key = comparer.key(stored)
+            return key is None or (kind in NUMERIC_TYPES and key == 0)
+        return comparer.key(stored) is not None and comparer.key(stored) == comparer.key(wanted)
+    if op in ("!", "!=", "!@"):
+        return not _matches("@" if op == "!@" else "=", comparer, stored, wanted)
+    if op in ("%", "!%"):
+        text = (php_string(stored) or "").casefold()
+        candidates = array_values(wanted) if is_array(wanted) else [wanted]
+        found = any((php_string(c) or "").casefold() in text for c in candidates)
+        return found if op == "%" else not found
+    if op in ("=%", "%="):
+        text = php_string(stored) or ""
+        candidates = array_values(wanted) if is_array(wanted) else [wanted]
+        return any(_like_regex(php_string(c) or "").fullmatch(text) for c in candidates)
+    # Ordering comparisons; NULL never compares (SQL semantics).
+    left = comparer.key(stored)
+    candidates = array_values(wanted) if is_array(wanted) else [wanted]
+    for candidate in candidates:
+        right = comparer.key(candidate)
+        if left is None or right is None:
+            continue
+        if type(left) is not type(right):
+            continue
+        if (op == ">" and left > right) or (op == ">=" and left >= right) or \
+                (op == "<" and left < right) or (op == "<=" and left <= right):
+            return True
+    return False
+
+
+def build_filter(filter_param, fields: dict[str, Field], clock: Clock):
+    """Turn the ``filter`` array into a predicate; unknown keys are dropped silently (§6)."""
+    conditions = []
+    for key, wanted in array_items(filter_param):
+        op, name = split_operator(key)
+        field = fields.get(name)
+        if field is None:
+            continue
+        conditions.append((op, name, field, wanted))
+
+    def predicate(record: dict) -> bool:
+        for op, name, field, wanted in conditions:
+            if field.is_multifield:
+                # Multi-fields match exactly, on any of the entity's values.
+                values = [item["VALUE"] for item in record.get(name) or []]
+                comparer = Comparer(Field("string", name), clock)
+                negate = op in ("!", "!=", "!@")
+                hit = any(_matches("@" if op in ("@", "!@") else "=", comparer, v, wanted) for v in values)
+                if hit == negate:
+                    return False
+            elif not _matches(op, Comparer(field, clock), record.get(name), wanted):
+                return False
+        return True
+
+    return predicate
+
+
+def build_order(order_param, fields: dict[str, Field]) -> list[tuple[str, bool]]:
+    """(field, descending) pairs; unknown fields and directions other than ASC/DESC are ignored."""
+    order = []
+    for name, direction in array_items(order_param):
+        field = fields.get(name)
+        text = (php_string(direction) or "").upper() if not is_array(direction) else ""
+        if field is None or field.is_multifield or text not in ("ASC", "DESC"):
+            continue
+        order.append((name, text == "DESC"))
+    return order
+
+
+def sort_records(records: list[dict], order, fields: dict[str, Field], clock: Clock) -> list[dict]:
+    # ID ascending is the tie-break (and the order when none is given); stable sorts applied
+    # from the last key to the first give a multi-key sort.
+    rows = sorted(records, key=lambda r: int(r["ID"]))
+    for name, descending in reversed(order):
+        comparer = Comparer(fields[name], clock)
+        rows.sort(key=lambda r, c=comparer, n=name: c.sort_key(r.get(n)), reverse=descending)
+    return rows
+
+
+def resolve_select(select_param, fields: dict[str, Field]) -> list[str]:
+    """``*`` = standard fields without multi-fields and UF; ``UF_*`` = user fields; none = both."""
+    names = [v for v in array_values(select_param) if isinstance(v, str)] if is_array(select_param) else []
+    if not names:
+        names = ["*", "UF_*"]
+    wanted = {"ID"}
+    for name in names:
+        if name == "*":
+            wanted.update(n for n, f in fields.items() if not f.is_multifield and not f.dynamic)
+        elif name == "UF_*":
+            wanted.update(n for n, f in fields.items() if f.dynamic)
+        elif name in fields:
+            wanted.add(name)
+    return [n for n in fields if n in wanted]

@@ -1,0 +1,91 @@
+"""Conversions between request values and the strings legacy crm.* methods store and return."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+
+from .phpform import php_float, php_int, php_string
+
+_DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
+)
+
+
+class Clock:
+    """Portal time: an injectable time source plus the portal's UTC offset."""
+
+    def __init__(self, now, utc_offset_minutes: int = 180):
+        self.now = now
+        self.tz = timezone(timedelta(minutes=utc_offset_minutes))
+
+    def iso(self, ts: float | None = None) -> str:
+        """PHP ``date('c')``: seconds precision with the offset, e.g. 2026-11-27T10:00:00+03:00."""
+        moment = self.now() if ts is None else ts
+        return datetime.fromtimestamp(moment, self.tz).isoformat(timespec="seconds")
+
+    def parse(self, text) -> datetime | None:
+        """A strtotime-ish reader for the formats clients send; naive values are portal time."""
+        if not isinstance(text, str):
+            return None
+        text = text.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        text = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", text)
+        for fmt in _DATE_FORMATS:
+            try:
+                moment = datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+            return moment if moment.tzinfo else moment.replace(tzinfo=self.tz)
+        return None
+
+    def datetime_value(self, text) -> str | None:
+        moment = self.parse(text)
+        return None if moment is None else moment.astimezone(self.tz).isoformat(timespec="seconds")
+
+    def date_value(self, text) -> str | None:
+        """A date comes back as local midnight shifted by the offset (SRC rest_util ConvertDate quirk)."""
+        moment = self.parse(text)
+        if moment is None:
+            return None
+        return self.date_output(moment.astimezone(self.tz).date())
+
+    def date_output(self, day: date) -> str:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=self.tz)
+        offset = self.tz.utcoffset(None)
+        return (midnight + offset).isoformat(timespec="seconds")
+
+    def timestamp(self, text) -> float | None:
+        moment = self.parse(text)
+        return None if moment is None else moment.timestamp()
+
+    def day(self, text) -> date | None:
+        """The calendar date of a stored ``date`` value (its first ten characters)."""
+        if isinstance(text, str) and re.match(r"^\d{4}-\d\d-\d\d", text):
+            return date.fromisoformat(text[:10])
+        moment = self.parse(text)
+        return None if moment is None else moment.astimezone(self.tz).date()
+
+
+def money(value) -> str:
+    """Legacy OPPORTUNITY-style numbers: commas become dots, spaces vanish, two decimals."""
+    if isinstance(value, str):
+        value = value.replace(" ", "").replace(",", ".")
+    return f"{php_float(value):.2f}"
+
+
+def yes_no(value) -> str:
+    if value is True:
+        return "Y"
+    text = php_string(value)
+    return "Y" if text is not None and text.strip().upper() in ("Y", "1", "TRUE") else "N"
+
+
+def integer(value) -> str:
+    return str(php_int(value))
+
+
+def is_empty(value) -> bool:
+    return value is None or value == "" or value is False

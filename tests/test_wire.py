@@ -1,0 +1,152 @@
+"""flatten_params / encode_form: what PHP's parse_str reads back (DESIGN.md, "Wire format")."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from urllib.parse import parse_qsl
+
+import pytest
+
+from app.services.bitrix24_service import flatten_params
+from app.services.wire import encode_form, parse_php_form
+
+
+def roundtrip(data):
+    return parse_php_form(encode_form(flatten_params(data)))
+
+
+def test_nested_dicts_use_brackets():
+    assert flatten_params({"fields": {"NAME": "Ada", "ADDRESS": {"CITY": "London"}}}) == [
+        ("fields[NAME]", "Ada"),
+        ("fields[ADDRESS][CITY]", "London"),
+    ]
+
+
+def test_lists_of_dicts_are_indexed():
+    data = {"fields": {"PHONE": [{"VALUE": "+1", "VALUE_TYPE": "WORK"}, {"VALUE": "+2", "VALUE_TYPE": "HOME"}]}}
+    assert flatten_params(data) == [
+        ("fields[PHONE][0][VALUE]", "+1"),
+        ("fields[PHONE][0][VALUE_TYPE]", "WORK"),
+        ("fields[PHONE][1][VALUE]", "+2"),
+        ("fields[PHONE][1][VALUE_TYPE]", "HOME"),
+    ]
+    assert roundtrip(data) == data
+
+
+def test_lists_of_scalars_use_append_syntax():
+    assert flatten_params({"select": ["ID", "NAME"]}) == [("select[]", "ID"), ("select[]", "NAME")]
+    assert roundtrip({"select": ["ID", "NAME"]}) == {"select": ["ID", "NAME"]}
+
+
+def test_filter_operators_stay_in_the_key_and_are_percent_encoded():
+    pairs = flatten_params({"filter": {">=DATE_CREATE": "2024-01-01", "!STAGE_ID": "WON", "%TITLE": "x", "@ID": [1, 2]}})
+    assert pairs == [
+        ("filter[>=DATE_CREATE]", "2024-01-01"),
+        ("filter[!STAGE_ID]", "WON"),
+        ("filter[%TITLE]", "x"),
+        ("filter[@ID][]", "1"),
+        ("filter[@ID][]", "2"),
+    ]
+    body = encode_form(pairs)
+    assert "filter%5B%3E%3DDATE_CREATE%5D=2024-01-01" in body
+    assert "filter%5B%25TITLE%5D=x" in body
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a&b=c", "1+1=2", "100%", "[x]", "a#b?c", "line1\nline2\r\n", "Zoë Ωμέγα 日本 😀", " lead and trail ", "=&%+#?[]"],
+)
+def test_reserved_and_unicode_characters_survive(value):
+    data = {"fields": {"COMMENTS": value}, "k": value}
+    body = encode_form(flatten_params(data))
+    # Only unreserved characters and percent escapes on the wire: nothing PHP could read as syntax.
+    assert all(ch.isalnum() or ch in "-._~%=&" for ch in body)
+    assert body.count("&") == 1 and body.count("=") == 2
+    assert dict(parse_qsl(body, keep_blank_values=True)) == {"fields[COMMENTS]": value, "k": value}
+    assert roundtrip(data) == data
+
+
+def test_none_is_the_empty_string_never_the_text_none():
+    assert flatten_params({"fields": {"COMMENTS": None}}) == [("fields[COMMENTS]", "")]
+
+
+def test_booleans_are_y_and_n_unless_given_as_strings():
+    assert flatten_params({"fields": {"OPENED": True, "EXPORT": False, "X": "true"}}) == [
+        ("fields[OPENED]", "Y"),
+        ("fields[EXPORT]", "N"),
+        ("fields[X]", "true"),
+    ]
+
+
+def test_numbers_dates_and_decimals_as_text():
+    data = {"a": 5, "b": 5000.5, "c": Decimal("1000.00"), "d": dt.date(2024, 5, 1),
+            "e": dt.datetime(2024, 5, 1, 10, 30, tzinfo=dt.timezone.utc)}
+    assert flatten_params(data) == [
+        ("a", "5"), ("b", "5000.5"), ("c", "1000.00"), ("d", "2024-05-01"), ("e", "2024-05-01T10:30:00+00:00"),
+    ]
+
+
+def test_empty_containers_still_send_the_key():
+    # No form encoding gives PHP an empty array; "key[]=" makes the key arrive (as a list).
+    assert flatten_params({"filter": {}, "select": [], "fields": {"CONTACT_IDS": []}}) == [
+        ("filter[]", ""),
+        ("select[]", ""),
+        ("fields[CONTACT_IDS][]", ""),
+    ]
+
+
+def test_top_level_list_is_positional():
+    assert flatten_params([123, {"POST_MESSAGE": "hi"}]) == [("0", "123"), ("1[POST_MESSAGE]", "hi")]
+
+
+def test_none_params_send_nothing():
+    assert flatten_params(None) == []
+    assert encode_form([]) == ""
+
+
+def test_deep_mixed_structures_roundtrip():
+    data = {"cmd": {"a": "crm.contact.get?id=1"}, "fields": {"X": [[1, 2], [3]], "Y": {"0": "zero", "k": ["v"]}}}
+    assert roundtrip(data) == {"cmd": {"a": "crm.contact.get?id=1"},
+                               "fields": {"X": [["1", "2"], ["3"]], "Y": {"0": "zero", "k": ["v"]}}}
+
+
+@pytest.mark.parametrize("bad", [{"a[b]": 1}, {"fields": {"x]": 1}}, {"": 1}, {"a.b": 1}, {"a b": 1}, {"f": {"": 1}}])
+def test_keys_php_would_misread_are_refused(bad):
+    with pytest.raises(ValueError):
+        flatten_params(bad)
+
+
+@pytest.mark.parametrize("bad", [{"a": object()}, {"a": b"bytes"}, {"a": float("nan")}, {"a": float("inf")}])
+def test_values_that_cannot_be_sent_are_refused(bad):
+    with pytest.raises((TypeError, ValueError)):
+        flatten_params(bad)
+
+
+def test_parse_php_form_reads_bitrix24_events():
+    body = (
+        "event=ONCRMCONTACTADD&event_handler_id=975&data%5BFIELDS%5D%5BID%5D=89&ts=1724696255"
+        "&auth%5Bdomain%5D=some.bitrix24.com&auth%5Bmember_id%5D=d897&auth%5Bapplication_token%5D=tok"
+    )
+    assert parse_php_form(body) == {
+        "event": "ONCRMCONTACTADD",
+        "event_handler_id": "975",
+        "data": {"FIELDS": {"ID": "89"}},
+        "ts": "1724696255",
+        "auth": {"domain": "some.bitrix24.com", "member_id": "d897", "application_token": "tok"},
+    }
+
+
+def test_parse_php_form_php_quirks():
+    # '+' is a space, top-level '.' and ' ' become '_', appends count from the largest int key,
+    # an unmatched '[' is part of the name, later duplicates win.
+    assert parse_php_form("a+b=c+d&x.y=1&l[5]=a&l[]=b&d[=1&k=1&k=2") == {
+        "a_b": "c d", "x_y": "1", "l": {"5": "a", "6": "b"}, "d_": "1", "k": "2",
+    }
+
+
+def test_parse_php_form_refuses_non_utf8_and_too_many_fields():
+    with pytest.raises(ValueError):
+        parse_php_form(b"a=\xff\xfe")
+    with pytest.raises(ValueError):
+        parse_php_form("&".join(f"k{i}=1" for i in range(20)), max_pairs=10)
