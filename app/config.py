@@ -51,8 +51,8 @@ def app_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     settings = bitrix24_settings(environ)
     database_url = environ.get("DATABASE_URL", "")
     if database_url.startswith("postgres://"):  # Heroku-style URL; SQLAlchemy wants postgresql://
-        database_url = "postgresql://" + database_url[len("postgres://"):]
+        database_url = "postgresql://" + database_url[len("postgres://") :]
     if database_url.startswith("postgresql://"):
-        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
     settings["SQLALCHEMY_DATABASE_URI"] = database_url or None  # None: SQLite in the instance folder
     return settings

@@ -50,8 +50,11 @@ def entity_for_event(event_name: str) -> Entity | None:
     """``ONCRMDEALUPDATE`` -> the deals entity (None for events about anything else)."""
     upper = event_name.upper()
     for entity in ENTITIES.values():
-        if upper.startswith(entity.event_prefix) and upper[len(entity.event_prefix):] in (
-            "ADD", "UPDATE", "DELETE", "MOVETOCATEGORY"
+        if upper.startswith(entity.event_prefix) and upper[len(entity.event_prefix) :] in (
+            "ADD",
+            "UPDATE",
+            "DELETE",
+            "MOVETOCATEGORY",
         ):
             return entity
     return None

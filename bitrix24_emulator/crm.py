@@ -167,7 +167,8 @@ class CrmStore:
         if "HAS_PHONE" in fieldsmod.ENTITIES[entity]:
             record["HAS_PHONE"] = "Y" if record.get("PHONE") else "N"
             record["HAS_EMAIL"] = "Y" if record.get("EMAIL") else "N"
-            record["HAS_IMOL"] = "Y" if any(i["VALUE_TYPE"] == "IMOL" for i in record.get("IM") or []) else "N"
+            imol = any(i["VALUE_TYPE"] == "IMOL" for i in record.get("IM") or [])
+            record["HAS_IMOL"] = "Y" if imol else "N"
         if entity == "deal":
             stage = (record.get("STAGE_ID") or "").split(":")[-1]
             semantic = "S" if stage == "WON" else "F" if stage in ("LOSE", "APOLOGY") else "P"
@@ -278,8 +279,8 @@ class CrmStore:
         fields_param, _ = self._fields_and_params(params)
         if entity_id <= 0:
             raise crm_error("ID is not defined or invalid.")
-        missing = {"contact": "Contact is not found", "company": "Company is not found"}.get(entity, "Not found")
-        _, record = self._require(entity, params, missing)
+        missing = {"contact": "Contact is not found", "company": "Company is not found"}
+        _, record = self._require(entity, params, missing.get(entity, "Not found"))
         scalars, multis = self._internalize(entity, fields_param, False)
         scalars.pop("CATEGORY_ID", None)  # immutable after creation
         if entity == "contact" and "NAME" in scalars and "LAST_NAME" in scalars and \

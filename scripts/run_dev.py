@@ -58,8 +58,21 @@ def main() -> int:
 
         event_url = f"http://127.0.0.1:{port}/api/bitrix/webhook"
         emulator = subprocess.Popen(
-            [sys.executable, "-m", "bitrix24_emulator", "--host", "127.0.0.1", "--port", str(emulator_port),
-             "--secret", DEMO_SECRET, "--event-url", event_url, "--application-token", DEMO_TOKEN],
+            [
+                sys.executable,
+                "-m",
+                "bitrix24_emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(emulator_port),
+                "--secret",
+                DEMO_SECRET,
+                "--event-url",
+                event_url,
+                "--application-token",
+                DEMO_TOKEN,
+            ],
             cwd=ROOT,
         )
         children.append(emulator)
@@ -69,12 +82,16 @@ def main() -> int:
         env.setdefault("BITRIX_ALLOWED_HOSTS", ",".join(("127.0.0.1", "localhost", *DEFAULT_ALLOWED_HOSTS)))
         if not env.get("BITRIX_API_KEY"):
             env["BITRIX_AUTH_DISABLED"] = "1"
-        print(f"demo mode: Bitrix24 emulator at http://127.0.0.1:{emulator_port}/rest/1/{DEMO_SECRET}/ "
-              f"(set BITRIX_WEBHOOK_BASE to use a real portal)", flush=True)
+        print(
+            f"demo mode: Bitrix24 emulator at http://127.0.0.1:{emulator_port}/rest/1/{DEMO_SECRET}/ "
+            f"(set BITRIX_WEBHOOK_BASE to use a real portal)",
+            flush=True,
+        )
 
     app = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "app", "run", "--host", host, "--port", str(port)],
-        cwd=ROOT, env=env,
+        cwd=ROOT,
+        env=env,
     )
     children.append(app)
 

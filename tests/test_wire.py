@@ -81,7 +81,7 @@ def test_booleans_are_y_and_n_unless_given_as_strings():
 
 def test_numbers_dates_and_decimals_as_text():
     data = {"a": 5, "b": 5000.5, "c": Decimal("1000.00"), "d": dt.date(2024, 5, 1),
-            "e": dt.datetime(2024, 5, 1, 10, 30, tzinfo=dt.timezone.utc)}
+            "e": dt.datetime(2024, 5, 1, 10, 30, tzinfo=dt.UTC)}
     assert flatten_params(data) == [
         ("a", "5"), ("b", "5000.5"), ("c", "1000.00"), ("d", "2024-05-01"), ("e", "2024-05-01T10:30:00+00:00"),
     ]

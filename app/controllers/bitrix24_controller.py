@@ -64,8 +64,11 @@ def debug_config(client_id: str):
     view.update(
         {
             "outbound_token_source": (
-                "database" if config.source == "database" and config.outbound_token
-                else "environment" if current_app.config.get("BITRIX_OUTBOUND_TOKEN") else "none"
+                "database"
+                if config.source == "database" and config.outbound_token
+                else "environment"
+                if current_app.config.get("BITRIX_OUTBOUND_TOKEN")
+                else "none"
             ),
             "crm": {"id": crm.id, "name": crm.name} if crm else None,
             "allowed_hosts": list(state.allowed_hosts),
@@ -115,9 +118,7 @@ def create_record(client_id: str, entity: str):
     new_id = _as_id(bx_call(ent.method("add"), payload, client_id=cid)["result"])
     response = jsonify({"result": new_id})
     response.status_code = 201
-    response.headers["Location"] = url_for(
-        "bitrix24.get_record", client_id=cid, entity=ent.name, record_id=new_id
-    )
+    response.headers["Location"] = url_for("bitrix24.get_record", client_id=cid, entity=ent.name, record_id=new_id)
     return response
 
 

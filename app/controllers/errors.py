@@ -42,8 +42,9 @@ class ApiError(Exception):
         self.status, self.code, self.description, self.extra = status, code, description, extra
 
 
-def error_response(status: int, code: str, description: str, headers: dict[str, str] | None = None,
-                   **extra: Any) -> Response:
+def error_response(
+    status: int, code: str, description: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     response = jsonify({"error": code, "error_description": description, **extra})
     response.status_code = status
     for key, value in (headers or {}).items():
@@ -89,7 +90,8 @@ def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
 
 
 def handle_api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.description, **exc.extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="bitrix24"'} if exc.status == 401 else None
+    return error_response(exc.status, exc.code, exc.description, headers, **exc.extra)
 
 
 def handle_invalid_config(exc: InvalidConfig) -> Response:

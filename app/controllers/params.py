@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-
 from urllib.parse import unquote_plus
 
 from flask import request
@@ -70,15 +69,21 @@ def fields_and_params(entity: Entity) -> tuple[dict[str, Any], dict[str, Any]]:
         extra = sorted(set(body) - {"fields", "params"})
         if extra:
             raise ApiError(
-                400, "INVALID_BODY", f"unexpected key {extra[0]!r} beside 'fields': put every field inside 'fields'",
+                400,
+                "INVALID_BODY",
+                f"unexpected key {extra[0]!r} beside 'fields': put every field inside 'fields'",
                 field=extra[0],
             )
         fields, params = body.get("fields"), body.get("params", {})
         if not isinstance(fields, dict):
             raise ApiError(400, "INVALID_FIELDS", "'fields' must be an object of Bitrix24 fields", field="fields")
         if not isinstance(params, dict):
-            raise ApiError(400, "INVALID_PARAMS", "'params' must be an object (e.g. {\"REGISTER_SONET_EVENT\": \"N\"})",
-                           field="params")
+            raise ApiError(
+                400,
+                "INVALID_PARAMS",
+                '\'params\' must be an object (e.g. {"REGISTER_SONET_EVENT": "N"})',
+                field="params",
+            )
     else:
         fields, params = body, {}
     if not fields:
@@ -102,7 +107,7 @@ def query_args(raw: bytes | str) -> MultiDict:
         if not pair:
             continue
         key, sep, value = pair.partition("=")
-        while sep and "[" in key and "]" not in key[key.rfind("["):] and "]" in value:
+        while sep and "[" in key and "]" not in key[key.rfind("[") :] and "]" in value:
             extra, sep, value = value.partition("=")
             key = f"{key}={extra}"
         out.add(unquote_plus(key), unquote_plus(value))
@@ -127,7 +132,8 @@ def list_params(entity: Entity, args: MultiDict) -> dict[str, Any]:
                 match = _FILTER_KEY.match(inner)
                 if not entity.valid_field_name(match["field"]):
                     raise ApiError(
-                        400, "INVALID_FILTER",
+                        400,
+                        "INVALID_FILTER",
                         f"filter key {inner!r} is not [OPERATOR]FIELD with an UPPER_CASE Bitrix24 field "
                         "(Bitrix24 silently ignores unknown filter keys and returns every row)",
                         field=key,
@@ -143,8 +149,9 @@ def list_params(entity: Entity, args: MultiDict) -> dict[str, Any]:
                 for name in value.split(","):
                     name = name.strip()
                     if name not in ("*", "UF_*") and not entity.valid_field_name(name):
-                        raise ApiError(400, "INVALID_SELECT", f"select {name!r} is not a Bitrix24 field name",
-                                       field="select")
+                        raise ApiError(
+                            400, "INVALID_SELECT", f"select {name!r} is not a Bitrix24 field name", field="select"
+                        )
                     select.append(name)
         elif key.upper() == "ORDER_BY":
             for value in values:
@@ -156,13 +163,16 @@ def list_params(entity: Entity, args: MultiDict) -> dict[str, Any]:
         elif key == "start":
             value = values[-1]
             if not re.fullmatch(r"-1|0|[1-9][0-9]{0,9}", value):
-                raise ApiError(400, "INVALID_START", f"start must be a non-negative integer, got {value!r}",
-                               field="start")
+                raise ApiError(
+                    400, "INVALID_START", f"start must be a non-negative integer, got {value!r}", field="start"
+                )
             params["start"] = int(value)
         else:
             raise ApiError(
-                400, "UNKNOWN_PARAMETER",
-                f"unknown query parameter {key!r}: use {', '.join(LIST_QUERY_KEYS)}", field=key,
+                400,
+                "UNKNOWN_PARAMETER",
+                f"unknown query parameter {key!r}: use {', '.join(LIST_QUERY_KEYS)}",
+                field=key,
             )
     if filters:
         params["filter"] = filters
@@ -171,3 +181,11 @@ def list_params(entity: Entity, args: MultiDict) -> dict[str, Any]:
     if order:
         params["order"] = order
     return params
+
+
+def limit_body_size() -> None:
+    """``before_request``: our endpoints read at most BITRIX_MAX_BODY_BYTES (413 past that),
+    without touching the host app's own MAX_CONTENT_LENGTH."""
+    from flask import current_app
+
+    request.max_content_length = int(current_app.config["BITRIX_MAX_BODY_BYTES"])

@@ -14,7 +14,7 @@ BITRIX24_CRM_NAME = "Bitrix24"
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class CRM(db.Model):

@@ -9,8 +9,10 @@ from flask import Blueprint
 from ..controllers import bitrix24_controller as c
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
+from ..controllers.params import limit_body_size
 
 bp = Blueprint("bitrix24", __name__)
+bp.before_request(limit_body_size)
 bp.before_request(require_api_auth)
 register_error_handlers(bp)
 

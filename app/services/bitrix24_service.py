@@ -56,7 +56,9 @@ log = logging.getLogger("app.bitrix24")
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
-def bx_call(method: str, params: dict[str, Any] | list | None = None, *, client_id: int | None = None) -> dict[str, Any]:
+def bx_call(
+    method: str, params: dict[str, Any] | list | None = None, *, client_id: int | None = None
+) -> dict[str, Any]:
     """Call a Bitrix24 REST method for a client and return the whole envelope.
 
     The envelope is Bitrix24's JSON answer: ``result``, plus ``total``/``next`` on lists and

@@ -27,8 +27,28 @@ from .secrets import decrypt_json, encrypt_json
 DEFAULT_ALLOWED_HOSTS = tuple(
     f"*.bitrix24.{zone}"
     for zone in (
-        "com", "ru", "de", "eu", "es", "fr", "it", "pl", "uk", "by", "kz", "ua", "in", "jp", "cn",
-        "id", "vn", "co", "com.br", "com.tr", "com.mx", "site",
+        "com",
+        "ru",
+        "de",
+        "eu",
+        "es",
+        "fr",
+        "it",
+        "pl",
+        "uk",
+        "by",
+        "kz",
+        "ua",
+        "in",
+        "jp",
+        "cn",
+        "id",
+        "vn",
+        "co",
+        "com.br",
+        "com.tr",
+        "com.mx",
+        "site",
     )
 )
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -287,6 +307,8 @@ def configs_for_domain(domain: str) -> list[ClientConfig]:
     for row in db.session.execute(stmt).scalars():
         data = decrypt_json(_state().cipher, row.credentials)
         configs.append(
-            ClientConfig(row.client_id, data.get("webhook_base"), data.get("outbound_token"), "database", row.portal_domain)
+            ClientConfig(
+                row.client_id, data.get("webhook_base"), data.get("outbound_token"), "database", row.portal_domain
+            )
         )
     return configs

@@ -116,8 +116,16 @@ def _retry_after(response: requests.Response, data: dict[str, Any]) -> float | N
 def _reason(exc: Exception) -> str:
     # The exception text from urllib3 contains the full URL (and so the secret): keep only its class.
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "Connection reset", "Connection aborted",
-                   "RemoteDisconnected", "certificate verify failed", "No route to host", "timed out"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Connection reset",
+        "Connection aborted",
+        "RemoteDisconnected",
+        "certificate verify failed",
+        "No route to host",
+        "timed out",
+    ):
         if marker in text:
             return marker
     return type(exc).__name__
@@ -127,8 +135,17 @@ def _maybe_sent(exc: Exception) -> bool:
     # Refused connections and DNS failures happen before a byte of the request leaves; anything
     # else (reset, remote closed) may come after the portal read it.
     text = str(exc)
-    return not any(m in text for m in ("Connection refused", "Name or service not known", "No route to host",
-                                        "Failed to resolve", "NewConnectionError", "nodename nor servname"))
+    return not any(
+        m in text
+        for m in (
+            "Connection refused",
+            "Name or service not known",
+            "No route to host",
+            "Failed to resolve",
+            "NewConnectionError",
+            "nodename nor servname",
+        )
+    )
 
 
 class PortalPool:

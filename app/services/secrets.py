@@ -44,7 +44,8 @@ def mask_url(base: str | None) -> str | None:
     # ["", "rest", "<user_id>", "<secret>", ""]
     if len(segments) >= 4 and segments[1] == "rest":
         segments[3] = mask(segments[3]) or ""
-    return f"{parts.scheme}://{parts.hostname or ''}{':%d' % parts.port if parts.port else ''}{'/'.join(segments)}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{'/'.join(segments)}"
 
 
 def load_cipher(configured: str | None, instance_path: str) -> MultiFernet:

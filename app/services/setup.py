@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import inspect
 
 from ..extensions import db
-from ..models import BITRIX24_CRM_NAME, BitrixEvent, ClientCRMAuth, CRM
+from ..models import BITRIX24_CRM_NAME, CRM, BitrixEvent, ClientCRMAuth
 from .client_config import bitrix24_crm
 
 OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__]

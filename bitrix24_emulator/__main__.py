@@ -1,0 +1,68 @@
+"""``python -m bitrix24_emulator --port 5002``: run the emulator until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from werkzeug.serving import make_server
+
+from .emulator import create_emulator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bitrix24_emulator", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5002)
+    p.add_argument("--user-id", type=int, default=1)
+    p.add_argument("--secret", default="demo")
+    p.add_argument("--rate", type=float, default=2.0, help="leaky bucket drain per second")
+    p.add_argument("--burst", type=float, default=50, help="leaky bucket size")
+    p.add_argument("--operating-limit", type=float, default=480.0, help="seconds per method per window")
+    p.add_argument("--operating-window", type=float, default=600.0, help="window in seconds (10 buckets)")
+    p.add_argument("--cost-per-call", type=float, default=0.0, help="simulated operating seconds per call")
+    p.add_argument("--latency", type=float, default=0, help="added latency per request, ms")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered 500")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of connections dropped")
+    p.add_argument("--drop-phase", choices=["random", "before", "after"], default="random")
+    p.add_argument("--event-url", default=None, help="where to POST ONCRM* events")
+    p.add_argument("--application-token", default=None, help="auth[application_token] in events")
+    p.add_argument("--domain", default=None, help="auth[domain] in events (default: request Host)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-limits", action="store_true", help="turn off both limiters")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    emu = create_emulator(
+        user_id=args.user_id, secret=args.secret, rate=args.rate, burst=args.burst,
+        operating_limit=args.operating_limit, operating_window=args.operating_window,
+        cost_per_call=args.cost_per_call, latency_ms=args.latency, fail_rate=args.fail_rate,
+        drop_rate=args.drop_rate, drop_phase=args.drop_phase, event_url=args.event_url,
+        application_token=args.application_token, domain=args.domain, seed=args.seed,
+        limits=not args.no_limits)
+    server = make_server(args.host, args.port, emu, threaded=True)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
+    print(f"Bitrix24 emulator webhook base: http://{host}:{server.port}/rest/{emu.user_id}/{emu.secret}/",
+          flush=True)
+    if args.event_url:
+        print(f"Events go to {args.event_url} with application_token {emu.application_token}", flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        print("Bitrix24 emulator stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

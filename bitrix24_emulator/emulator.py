@@ -1,0 +1,364 @@
+"""The WSGI application: routing, the order of checks, limits, faults, envelopes and events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from werkzeug.wrappers import Request, Response
+
+from . import errors
+from .batch import run_batch
+from .crm import CrmStore
+from .errors import ApiError
+from .events import EventSender
+from .fields import ENTITY_TYPE_NAMES
+from .limits import LeakyBucket, OperatingBudget
+from .phpform import assign_pairs, parse_str
+from .phpjson import dumps
+from .values import Clock
+
+ENTITIES = ("contact", "deal", "lead", "company")
+CRM_ACTIONS = ("add", "get", "update", "delete", "list", "fields")
+METHODS = frozenset([f"crm.{e}.{a}" for e in ENTITIES for a in CRM_ACTIONS]
+                    + ["crm.duplicate.findbycomm", "profile", "batch"])
+EVENT_NAMES = [f"ONCRM{e.upper()}{a}" for e in ("lead", "deal", "contact", "company")
+               for a in ("ADD", "UPDATE", "DELETE")]
+SERVER_ENDPOINT = "https://oauth.bitrix.info/rest/"
+
+
+class ConnectionDropped(Exception):
+    """Raised instead of dropping when there is no real socket (e.g. werkzeug.test.Client)."""
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    by_method: Counter = field(default_factory=Counter)
+    batch_commands: Counter = field(default_factory=Counter)
+    rate_limited: int = 0       # 503 QUERY_LIMIT_EXCEEDED
+    operating_limited: int = 0  # 429 OPERATION_TIME_LIMIT (HTTP calls and batch commands)
+    failed: int = 0             # injected 500s
+    dropped: int = 0            # connections closed with no response
+
+    def __getitem__(self, name):
+        return getattr(self, name)
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "by_status": dict(self.by_status),
+                "by_method": dict(self.by_method), "batch_commands": dict(self.batch_commands),
+                "rate_limited": self.rate_limited, "operating_limited": self.operating_limited,
+                "failed": self.failed, "dropped": self.dropped}
+
+
+@dataclass
+class _Outcome:
+    result: object
+    total: int | None = None
+    next: int | None = None
+
+
+class Emulator:
+    """A Bitrix24 cloud portal's webhook REST API in one WSGI callable. See create_emulator()."""
+
+    def __init__(self, *, user_id=1, secret="demo", rate=2.0, burst=50, operating_limit=480.0,
+                 operating_window=600.0, cost_per_call=0.0, latency_ms=0, fail_rate=0.0, drop_rate=0.0,
+                 drop_phase="random", event_url=None, application_token=None, domain=None, seed=None,
+                 clock=time.time, limits=True, utc_offset_minutes=180, currency="RUB", user_fields=None,
+                 event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404,
+                 batch_operating="methods", delete_missing_error="legacy", validate_email=True):
+        if drop_phase not in ("random", "before", "after"):
+            raise ValueError("drop_phase must be 'random', 'before' or 'after'")
+        if batch_operating not in ("methods", "batch"):
+            raise ValueError("batch_operating must be 'methods' or 'batch'")
+        self.user_id = int(user_id)
+        self.secret = str(secret)
+        self.cost_per_call = float(cost_per_call)
+        self.latency_ms = float(latency_ms)
+        self.fail_rate = float(fail_rate)
+        self.drop_rate = float(drop_rate)
+        self.drop_phase = drop_phase
+        self.limits = bool(limits)
+        self.domain = domain
+        self.event_url = event_url
+        self.auth_error_status = auth_error_status
+        self.method_not_found_status = method_not_found_status
+        self.batch_operating = batch_operating
+        self.utc_offset_minutes = utc_offset_minutes
+        identity = f"bitrix24-emulator:{self.user_id}:{self.secret}"
+        self.member_id = member_id or hashlib.md5(identity.encode()).hexdigest()
+        self.application_token = application_token or hashlib.md5((identity + ":token").encode()).hexdigest()
+        self.event_handler_ids = {name: i + 1 for i, name in enumerate(EVENT_NAMES)}
+        self.clock = Clock(clock, utc_offset_minutes)
+        self._now = clock
+        self._lock = threading.RLock()
+        self._seed = seed
+        self._random = random.Random(seed)
+        self.store = CrmStore(self.clock, user_id=self.user_id, currency=currency, user_fields=user_fields,
+                              validate_email=validate_email, delete_missing_error=delete_missing_error)
+        self.bucket = LeakyBucket(float(rate), float(burst), clock)
+        self.budget = OperatingBudget(float(operating_limit), float(operating_window), clock)
+        self.counters = Counters()
+        self.events_sent: list[dict] = []
+        self._sender = EventSender(event_url, event_timeout, self._record_event) if event_url else None
+
+    # ---- state for tests --------------------------------------------------------------------------
+
+    @property
+    def records(self) -> dict[str, dict[int, dict]]:
+        return self.store.records
+
+    def reset(self) -> None:
+        """Forget records, counters, limiter state and event history (queued events are dropped)."""
+        if self._sender:
+            self._sender.discard_pending()
+        with self._lock:
+            self.store.reset()
+            self.bucket.reset()
+            self.budget.reset()
+            self.counters = Counters()
+            self.events_sent.clear()
+            self._random = random.Random(self._seed)
+
+    def wait_events(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event has been posted (or failed); False on timeout."""
+        return True if self._sender is None else self._sender.wait(timeout)
+
+    # ---- WSGI -------------------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        started = self._now()
+        path = request.path
+        if not path.startswith("/rest/"):
+            return Response("Not found", status=404, mimetype="text/plain")(environ, start_response)
+        segments = path[len("/rest/"):].split("/")
+        method = segments[-1].lower()
+        if method.endswith(".json"):
+            method = method[: -len(".json")]
+        with self._lock:
+            self.counters.requests += 1
+            self.counters.by_method[method] += 1
+            fault = self._draw_fault()
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000.0)
+        if fault == "drop-before":
+            return self._drop(environ, start_response)
+        params = read_params(request)
+        try:
+            with self._lock:
+                body = self._handle(method, segments, params, request, started, fault)
+            status = 200
+        except ApiError as err:
+            body, status = err.body(), err.status
+        if fault == "drop-after":
+            return self._drop(environ, start_response)
+        with self._lock:
+            self.counters.by_status[status] += 1
+        return self._respond(body, status, started)(environ, start_response)
+
+    def _draw_fault(self) -> str | None:
+        if self.drop_rate and self._random.random() < self.drop_rate:
+            phase = self.drop_phase
+            if phase == "random":
+                phase = self._random.choice(["before", "after"])
+            return f"drop-{phase}"
+        if self.fail_rate and self._random.random() < self.fail_rate:
+            return "fail"
+        return None
+
+    def _drop(self, environ, start_response):
+        with self._lock:
+            self.counters.dropped += 1
+        sock = environ.get("werkzeug.socket")
+        if sock is None:
+            raise ConnectionDropped("connection dropped by the emulator (drop_rate)")
+        try:
+            # Close both directions so the client reads EOF instead of a response; the server's
+            # own write then fails with a broken pipe, which Werkzeug treats as a dropped client.
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        start_response("500 Connection dropped", [("Content-Length", "0"), ("Connection", "close")])
+        return [b""]
+
+    def _respond(self, body: dict, status: int, started: float) -> Response:
+        response = Response(dumps(body), status=status, content_type="application/json; charset=utf-8")
+        elapsed = f"{max(self._now() - started, 0.0):.6f}"
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["X-Bitrix-Rest-Time"] = elapsed
+        response.headers["X-Bitrix-Rest-User-Time"] = elapsed
+        response.headers["X-Bitrix-Rest-System-Time"] = "0"
+        return response
+
+    # ---- the order of checks (§3) -------------------------------------------------------------------
+
+    def _handle(self, method, segments, params, request, started, fault) -> dict:
+        if len(segments) == 2 or method not in METHODS:
+            # Unknown method (or the user id left out of the URL): 404 before any auth check.
+            raise errors.method_not_found(self.method_not_found_status)
+        if len(segments) == 1:
+            # OAuth-style /rest/method: this emulator issues no tokens.
+            has_token = params.get("auth") or params.get("access_token") or \
+                request.headers.get("Authorization", "").startswith("Bearer ")
+            if not has_token:
+                raise errors.no_auth()
+            raise ApiError("invalid_token", "Unable to get application by token", 401)
+        if len(segments) != 3 or segments[0] != str(self.user_id) or segments[1] != self.secret:
+            raise errors.invalid_credentials(self.auth_error_status)
+        if self.limits and not self.bucket.try_acquire():
+            self.counters.rate_limited += 1
+            raise errors.query_limit()
+        if fault == "fail":
+            self.counters.failed += 1
+            raise errors.internal_error()
+        limited = self.limits and (method != "batch" or self.batch_operating == "batch")
+        if limited and self.budget.blocked(method):
+            self.counters.operating_limited += 1
+            raise errors.operation_time_limit()
+        context = {"host": request.host, "scheme": request.scheme}
+        tick = time.perf_counter()
+        commands = 0
+        if method == "batch":
+            def execute(name, query):
+                nonlocal commands
+                commands += 1
+                return self._batch_command(name, query, context)
+            outcome = _Outcome(run_batch(params, execute))
+        else:
+            outcome = self._call(method, params, context)
+        processing = time.perf_counter() - tick
+        if limited:
+            calls = max(commands, 1)
+            self.budget.record(method, self.budget.charge_for(self.cost_per_call * calls, processing))
+        body = {"result": outcome.result}
+        if outcome.next is not None:
+            body["next"] = outcome.next
+        if outcome.total is not None:
+            body["total"] = outcome.total
+        body["time"] = self._time(method, started, processing)
+        return body
+
+    def _time(self, method: str, started: float, processing: float) -> dict:
+        finish = self._now()
+        info = {"start": started, "finish": finish, "duration": finish - started, "processing": processing,
+                "date_start": self.clock.iso(started), "date_finish": self.clock.iso(finish)}
+        if self.limits:
+            info.update(self.budget.time_keys(method))
+        return info
+
+    def _batch_command(self, name: str, query: dict, context: dict):
+        method = name.lower()
+        if method.endswith(".json"):
+            method = method[: -len(".json")]
+        if method == "batch":
+            raise errors.batch_method_not_allowed()
+        if method not in METHODS:
+            raise errors.method_not_found(self.method_not_found_status)
+        self.counters.batch_commands[method] += 1
+        per_method = self.limits and self.batch_operating == "methods"
+        if per_method and self.budget.blocked(method):
+            self.counters.operating_limited += 1
+            raise errors.operation_time_limit()
+        started = self._now()
+        tick = time.perf_counter()
+        outcome = self._call(method, query, context)
+        processing = time.perf_counter() - tick
+        if per_method:
+            self.budget.record(method, self.budget.charge_for(self.cost_per_call, processing))
+        return outcome.result, outcome.total, outcome.next, self._time(method, started, processing)
+
+    # ---- methods ----------------------------------------------------------------------------------
+
+    def _call(self, method: str, params: dict, context: dict) -> _Outcome:
+        if method == "profile":
+            return _Outcome(self._profile())
+        if method == "crm.duplicate.findbycomm":
+            return _Outcome(self.store.find_by_comm(params))
+        _, entity, action = method.split(".")
+        store = self.store
+        if action == "fields":
+            return _Outcome(store.describe_fields(entity))
+        if action == "get":
+            return _Outcome(store.get(entity, params))
+        if action == "list":
+            rows, total, following = store.list(entity, params)
+            return _Outcome(rows, total, following)
+        if action == "add":
+            new_id = store.add(entity, params)
+            self._emit(entity, "ADD", new_id, context)
+            return _Outcome(new_id)
+        if action == "update":
+            entity_id = store.update(entity, params)
+            self._emit(entity, "UPDATE", entity_id, context)
+            return _Outcome(True)
+        entity_id = store.delete(entity, params)
+        self._emit(entity, "DELETE", entity_id, context)
+        return _Outcome(True)
+
+    def _profile(self) -> dict:
+        return {"ID": str(self.user_id), "ADMIN": True, "NAME": "Demo", "LAST_NAME": "Administrator",
+                "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": "",
+                "TIME_ZONE_OFFSET": self.utc_offset_minutes * 60}
+
+    # ---- events (§8) ------------------------------------------------------------------------------
+
+    def _emit(self, entity: str, action: str, entity_id: int, context: dict) -> None:
+        if self._sender is None:
+            return
+        name = f"ONCRM{ENTITY_TYPE_NAMES[entity]}{action}"
+        domain = self.domain or context["host"]
+        scheme = "https" if self.domain else context["scheme"]
+        pairs = [
+            ("event", name),
+            ("event_handler_id", str(self.event_handler_ids[name])),
+            ("data[FIELDS][ID]", str(entity_id)),
+            ("ts", str(int(self._now()))),
+            ("auth[domain]", domain),
+            ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
+            ("auth[server_endpoint]", SERVER_ENDPOINT),
+            ("auth[member_id]", self.member_id),
+            ("auth[application_token]", self.application_token),
+        ]
+        self._sender.enqueue(pairs)
+
+    def _record_event(self, pairs, status, error) -> None:
+        payload = dict(pairs)
+        entry = {"event": payload["event"], "url": self.event_url, "payload": payload, "status": status,
+                 "ok": status is not None and 200 <= status < 300, "error": error}
+        with self._lock:
+            self.events_sent.append(entry)
+
+
+def read_params(request: Request) -> dict:
+    """getRequestData: query and body merged, body wins at the top level (array_replace)."""
+    query = parse_str(request.environ.get("QUERY_STRING", ""))
+    body: dict = {}
+    if request.method not in ("GET", "HEAD"):
+        mimetype = request.mimetype
+        if mimetype == "application/json":
+            try:
+                decoded = json.loads(request.get_data() or b"null")
+            except ValueError:
+                decoded = None  # invalid JSON is silently treated as {}
+            if isinstance(decoded, dict):
+                body = decoded
+            elif isinstance(decoded, list):
+                body = {str(i): v for i, v in enumerate(decoded)}
+        elif mimetype == "multipart/form-data":
+            body = assign_pairs(request.form.items(multi=True))
+        else:
+            body = parse_str(request.get_data())
+    return {**query, **body}
+
+
+def create_emulator(**options) -> Emulator:
+    """Build an emulator; the returned object is the WSGI app and exposes its state."""
+    return Emulator(**options)

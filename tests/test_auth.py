@@ -1,0 +1,77 @@
+"""API authentication: bearer key (constant-time), the host's authorize hook, or refuse."""
+
+from __future__ import annotations
+
+import logging
+
+from tests.conftest import API_KEY
+
+
+def test_no_auth_configured_refuses_401(make_app):
+    app = make_app(BITRIX_AUTH_DISABLED=False)
+    r = app.test_client().get("/api/bitrix/clients/1/contacts")
+    assert r.status_code == 401
+    assert "BITRIX_API_KEY" in r.get_json()["error_description"]
+
+
+def test_bearer_key_required_and_checked(make_app):
+    app = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY=API_KEY)
+    c = app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"},
+                    {"Authorization": f"Bearer {API_KEY}x"}, {"Authorization": "Bearer "}):
+        r = c.get("/api/bitrix/clients/1/config/debug", headers=headers)
+        assert r.status_code == 401, headers
+        assert r.get_json()["error"] == "UNAUTHORIZED"
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = c.get("/api/bitrix/clients/1/config/debug", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200
+
+
+def test_several_keys_for_rotation(make_app):
+    app = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY="new-key-1,old-key-2")
+    c = app.test_client()
+    assert c.get("/api/bitrix/clients/1/config", headers={"Authorization": "Bearer old-key-2"}).status_code == 200
+    assert c.get("/api/bitrix/clients/1/config", headers={"Authorization": "Bearer new-key-1"}).status_code == 200
+    assert c.get("/api/bitrix/clients/1/config", headers={"Authorization": "Bearer new-key-1,old-key-2"}).status_code == 401
+
+
+def test_key_also_guards_unknown_paths(make_app):
+    app = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY=API_KEY)
+    assert app.test_client().get("/api/bitrix/anything").status_code == 401
+
+
+def test_authorize_hook_decides_per_client(make_app):
+    from app.extensions import bitrix24
+
+    seen = []
+
+    def hook(client_id):
+        seen.append(client_id)
+        return client_id == 1
+
+    bitrix24.authorize_hook = hook
+    try:
+        app = make_app(BITRIX_AUTH_DISABLED=False)
+        c = app.test_client()
+        assert c.get("/api/bitrix/clients/1/config").status_code == 200
+        r = c.get("/api/bitrix/clients/2/config")
+        assert r.status_code == 403 and r.get_json()["error"] == "FORBIDDEN"
+        assert seen == [1, 2]
+    finally:
+        bitrix24.authorize_hook = None
+
+
+def test_auth_disabled_logs_a_warning(make_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        app = make_app(BITRIX_AUTH_DISABLED=True)
+    assert any("BITRIX_AUTH_DISABLED" in r.getMessage() for r in caplog.records)
+    assert app.test_client().get("/api/bitrix/clients/1/config").status_code == 200
+
+
+def test_event_receiver_does_not_need_the_api_key(make_app):
+    app = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY=API_KEY, BITRIX_OUTBOUND_TOKEN="evt-token")
+    r = app.test_client().post(
+        "/api/bitrix/webhook",
+        data={"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1", "auth[application_token]": "evt-token"},
+    )
+    assert r.status_code == 200

@@ -1,0 +1,70 @@
+"""Bad input is always a 4xx JSON error that says what to fix, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+BAD_REQUESTS = [
+    # (method, path, kwargs, status, error)
+    ("POST", "/api/bitrix/clients/1/contacts", {"data": "{not json", "content_type": "application/json"}, 400, "INVALID_JSON"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"data": "", "content_type": "application/json"}, 400, "INVALID_BODY"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": [1, 2]}, 400, "INVALID_BODY"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": "text"}, 400, "INVALID_BODY"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": "NAME=Ada"}}, 400, "INVALID_FIELDS"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": [1]}}, 400, "INVALID_FIELDS"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": {}}}, 400, "INVALID_FIELDS"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {}}, 400, "INVALID_FIELDS"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": {"NAME": "a"}, "params": 3}}, 400, "INVALID_PARAMS"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": {"NAME": "a"}, "NAME": "b"}}, 400, "INVALID_BODY"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": {"name": "a"}}}, 400, "INVALID_FIELD_NAME"),
+    ("POST", "/api/bitrix/clients/1/contacts", {"json": {"fields": {"NAME[x]": "a"}}}, 400, "INVALID_FIELD_NAME"),
+    ("PATCH", "/api/bitrix/clients/1/deals/5", {"json": {"fields": None}}, 400, "INVALID_FIELDS"),
+    ("GET", "/api/bitrix/clients/abc/contacts", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/-1/contacts", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/0/contacts", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/1.5/contacts", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/99999999999999999999999/contacts", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/1/contacts/abc", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/1/contacts/-5", {}, 400, "INVALID_ID"),
+    ("DELETE", "/api/bitrix/clients/1/deals/0", {}, 400, "INVALID_ID"),
+    ("GET", "/api/bitrix/clients/1/widgets", {}, 404, "UNKNOWN_ENTITY"),
+    ("POST", "/api/bitrix/clients/1/widgets", {"json": {"fields": {"A": 1}}}, 404, "UNKNOWN_ENTITY"),
+    ("GET", "/api/bitrix/clients/1/contacts?start=abc", {}, 400, "INVALID_START"),
+    ("GET", "/api/bitrix/clients/1/contacts?start=-7", {}, 400, "INVALID_START"),
+    ("GET", "/api/bitrix/clients/1/contacts?filter[email]=x", {}, 400, "INVALID_FILTER"),
+    ("GET", "/api/bitrix/clients/1/contacts?filter[%3E%3Demail]=x", {}, 400, "INVALID_FILTER"),
+    ("GET", "/api/bitrix/clients/1/contacts?order[ID]=UP", {}, 400, "INVALID_ORDER"),
+    ("GET", "/api/bitrix/clients/1/contacts?ORDER_BY=na;me", {}, 400, "INVALID_ORDER"),
+    ("GET", "/api/bitrix/clients/1/contacts?select=na%20me", {}, 400, "INVALID_SELECT"),
+    ("GET", "/api/bitrix/clients/1/contacts?limit=5", {}, 400, "UNKNOWN_PARAMETER"),
+    ("POST", "/api/bitrix/clients/1/config", {"json": {"webhook_base": ["x"]}}, 400, "INVALID_CONFIG"),
+    ("POST", "/api/bitrix/clients/1/config", {"data": "webhook_base=x"}, 400, "INVALID_JSON"),
+    ("POST", "/api/bitrix/clients/x/config", {"json": {"webhook_base": "x"}}, 400, "INVALID_ID"),
+    ("PUT", "/api/bitrix/clients/1/contacts/1", {"json": {"NAME": "a"}}, 405, "METHOD_NOT_ALLOWED"),
+    ("GET", "/api/bitrix/nothing/here", {}, 404, "NOT_FOUND"),
+]
+
+
+@pytest.mark.parametrize("method,path,kwargs,status,error", BAD_REQUESTS)
+def test_bad_input_is_a_4xx_json_error(configured, portal, method, path, kwargs, status, error):
+    r = configured.open(path, method=method, **kwargs)
+    assert r.status_code == status, r.get_data(as_text=True)
+    body = r.get_json()
+    assert body["error"] == error
+    assert body["error_description"]
+    assert not portal.calls  # refused before anything reached Bitrix24
+
+
+def test_oversized_body_is_413_json(make_app):
+    app = make_app(BITRIX_MAX_BODY_BYTES=1000)
+    r = app.test_client().post("/api/bitrix/clients/1/contacts", json={"fields": {"NAME": "x" * 5000}})
+    assert r.status_code == 413 and r.get_json()["error"] == "BODY_TOO_LARGE"
+
+
+def test_encoded_filter_operators_work_too(configured, portal):
+    from tests.conftest import portal_url, sent_params
+
+    portal.post(portal_url("crm.deal.list"), json={"result": [], "total": 0})
+    r = configured.get("/api/bitrix/clients/1/deals?filter%5B%3E%3DOPPORTUNITY%5D=1000&filter[!STAGE_ID]=LOSE")
+    assert r.status_code == 200
+    assert sent_params(portal.calls[0]) == {"filter": {">=OPPORTUNITY": "1000", "!STAGE_ID": "LOSE"}}

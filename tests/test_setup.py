@@ -1,0 +1,128 @@
+"""App factory, extension, setup script and CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from app import create_app
+from app.bitrix24 import Bitrix24
+from app.extensions import db
+from app.models import CRM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_setup_script_is_idempotent(tmp_path, secret_key):
+    url = f"sqlite:///{tmp_path / 'setup.db'}"
+    env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key, "HOME": str(tmp_path)}
+    cmd = [sys.executable, "setup_bitrix24_crm.py", "--database-url", url]
+    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "created table client_crm_auth" in first.stdout
+    assert "added Bitrix24 to the CRMs table" in first.stdout
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0
+    assert second.stdout.startswith("nothing to do")
+    assert "created" not in second.stdout and "added" not in second.stdout
+
+
+def test_setup_script_reports_failure_without_traceback(tmp_path, secret_key):
+    env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key}
+    result = subprocess.run(
+        [sys.executable, "setup_bitrix24_crm.py", "--database-url", "sqlite:////nonexistent-dir/x/y.db"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_flask_cli_setup(make_app):
+    app = make_app(BITRIX_AUTO_SETUP=False)
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["bitrix24", "setup"])
+    assert first.exit_code == 0 and "added Bitrix24" in first.output
+    again = runner.invoke(args=["bitrix24", "setup"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    with app.app_context():
+        assert db.session.query(CRM).filter_by(name="Bitrix24").count() == 1
+
+
+def test_generate_key_cli(runner):
+    from cryptography.fernet import Fernet
+
+    result = runner.invoke(args=["bitrix24", "generate-key"])
+    Fernet(result.output.strip().encode())  # a usable key
+
+
+def test_crm_row_id_is_looked_up_not_hard_coded(make_app):
+    # Another CRM row first: Bitrix24 gets a different id and everything still works.
+    app = make_app(BITRIX_AUTO_SETUP=False)
+    with app.app_context():
+        db.create_all()
+        db.session.add(CRM(name="HubSpot"))
+        db.session.commit()
+        from app.services.setup import run_setup
+
+        report = run_setup()
+        assert report.crm_id == 2
+    c = app.test_client()
+    assert c.post("/api/bitrix/clients/1/config", json={"webhook_base": "https://a.bitrix24.com/rest/1/abc/"}).status_code == 201
+    assert c.get("/api/bitrix/clients/1/config/debug").get_json()["result"]["crm"] == {"id": 2, "name": "Bitrix24"}
+
+
+def test_two_apps_in_one_process_are_independent(make_app, tmp_path):
+    a = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'a.db'}", BITRIX_API_KEY="key-a", BITRIX_AUTH_DISABLED=False)
+    b = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'b.db'}", BITRIX_API_KEY="key-b", BITRIX_AUTH_DISABLED=False)
+    ca, cb = a.test_client(), b.test_client()
+    r = ca.post("/api/bitrix/clients/1/config", json={"webhook_base": "https://a.bitrix24.com/rest/1/abc/"},
+                headers={"Authorization": "Bearer key-a"})
+    assert r.status_code == 201
+    assert cb.get("/api/bitrix/clients/1/config", headers={"Authorization": "Bearer key-a"}).status_code == 401
+    r = cb.get("/api/bitrix/clients/1/config", headers={"Authorization": "Bearer key-b"})
+    assert r.get_json()["result"]["source"] == "none"
+    assert a.extensions["bitrix24"] is not b.extensions["bitrix24"]
+
+
+def test_extension_in_a_host_app_keeps_host_error_pages(tmp_path, secret_key):
+    host = Flask("host")
+    host.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'h.db'}", BITRIX_SECRET_KEY=secret_key,
+                       BITRIX_AUTH_DISABLED=True)
+
+    @host.route("/boom")
+    def boom():
+        raise ValueError("host error")
+
+    ext = Bitrix24(host)
+    with host.app_context():
+        db.create_all()
+    c = host.test_client()
+    assert c.get("/no-such-page").content_type.startswith("text/html")  # the host's 404 page
+    assert c.get("/api/bitrix/no-such-page").is_json
+    host.config["PROPAGATE_EXCEPTIONS"] = False
+    assert c.get("/boom").status_code == 500 and not c.get("/boom").is_json
+    with pytest.raises(RuntimeError, match="already registered"):
+        ext.init_app(host)
+
+
+def test_flask_app_run_entry_point(tmp_path, secret_key):
+    # `flask --app app routes` imports the app the way `flask --app app run` does.
+    env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key,
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "routes"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "/api/bitrix/clients/<client_id>/config" in result.stdout
+
+
+def test_create_app_config_overrides_environment(monkeypatch, tmp_path, secret_key):
+    monkeypatch.setenv("BITRIX_API_KEY", "from-env")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'o.db'}", "BITRIX_SECRET_KEY": secret_key})
+    assert app.extensions["bitrix24"].api_keys == ("from-env",)
+    app2 = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'o2.db'}", "BITRIX_SECRET_KEY": secret_key,
+                       "BITRIX_API_KEY": "override"})
+    assert app2.extensions["bitrix24"].api_keys == ("override",)
