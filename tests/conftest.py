@@ -38,11 +38,26 @@ def secret_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> str:
+    """Every test that uses the app runs on SQLite and on PostgreSQL (TEST_DATABASE_URL)."""
     if request.param == "postgresql":
-        return service_url("TEST_DATABASE_URL")
+        url = service_url("TEST_DATABASE_URL")
+        _drop_our_tables(url)  # a crashed earlier run may have left rows behind
+        return url
     return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+def _drop_our_tables(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    from app.extensions import db
+
+    engine = create_engine(url)
+    try:
+        db.metadata.drop_all(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
