@@ -106,11 +106,20 @@ def query_args(raw: bytes | str) -> MultiDict:
     for pair in raw.split("&"):
         if not pair:
             continue
-        key, sep, value = pair.partition("=")
-        while sep and "[" in key and "]" not in key[key.rfind("[") :] and "]" in value:
-            extra, sep, value = value.partition("=")
-            key = f"{key}={extra}"
-        out.add(unquote_plus(key), unquote_plus(value))
+        pieces = pair.split("=")
+        key, used = unquote_plus(pieces[0]), 1
+        # Clients encode the brackets or not, so look at decoded text; a raw "=" inside an open
+        # bracket belongs to the key when the closing "]" comes later.
+        while (
+            used < len(pieces) - 1
+            and "[" in key
+            and "]" not in key[key.rfind("[") :]
+            and "]" in unquote_plus("=".join(pieces[used:]))
+        ):
+            key += "=" + unquote_plus(pieces[used])
+            used += 1
+        value = unquote_plus("=".join(pieces[used:]))
+        out.add(key, value)
     return out
 
 

@@ -10,7 +10,7 @@ from werkzeug.test import Client
 from bitrix24_emulator import create_emulator
 
 BASE = "/rest/1/demo/"
-T0 = 1795766400.0  # 2026-11-27T04:00:00Z, i.e. 07:00 at +03:00
+T0 = 1795766400.0  # 2026-11-27T08:00:00Z, i.e. 11:00 at +03:00
 
 
 class FakeClock:

@@ -1,0 +1,96 @@
+"""§4 limits: the leaky bucket (503) and the per-method operating budget (429), with an injected clock."""
+
+from .conftest import T0, make_api
+
+
+def test_burst_then_503_section4():
+    """§4: burst requests pass at once; the next gets 503 QUERY_LIMIT_EXCEEDED 'Too many requests'."""
+    api = make_api(burst=5, rate=2.0)
+    assert [api.raw("profile").status_code for _ in range(5)] == [200] * 5
+    status, body = api("profile")
+    assert (status, body) == (503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
+    assert api.emu.counters.rate_limited == 1 and api.emu.counters.by_status[503] == 1
+
+
+def test_bucket_drains_at_rate_section4():
+    """§4: the counter drains by `rate` per second; rejected requests add nothing."""
+    api = make_api(burst=5, rate=2.0)
+    clock = api.emu.bucket.clock
+    for _ in range(5):
+        api.raw("profile")
+    for _ in range(3):
+        assert api.raw("profile").status_code == 503  # rejections do not fill the bucket further
+    clock.advance(1.0)  # drains 2
+    assert [api.raw("profile").status_code for _ in range(3)] == [200, 200, 503]
+    clock.advance(100)
+    assert [api.raw("profile").status_code for _ in range(5)] == [200] * 5
+
+
+def test_limits_false_turns_off_both_section4():
+    """limits=False: neither 503 nor 429 ever."""
+    api = make_api(burst=1, operating_limit=1, cost_per_call=5, limits=False)
+    assert {api.raw("profile").status_code for _ in range(20)} == {200}
+
+
+def test_operating_limit_blocks_next_call_section4():
+    """§4: the call that pushes the total over completes; the next one is 429 OPERATION_TIME_LIMIT."""
+    api = make_api(operating_limit=10, cost_per_call=4, burst=1000)
+    results = [api("crm.contact.list") for _ in range(4)]
+    assert [s for s, _ in results] == [200, 200, 200, 429]
+    assert results[2][1]["time"]["operating"] == 12.0
+    assert results[3][1] == {"error": "OPERATION_TIME_LIMIT",
+                             "error_description": "Method is blocked due to operation time limit."}
+    assert api.emu.counters.operating_limited == 1 and api.emu.counters.by_status[429] == 1
+
+
+def test_operating_limit_is_per_method_section4():
+    """§4: other methods are not affected."""
+    api = make_api(operating_limit=5, cost_per_call=5, burst=1000)
+    api("crm.contact.list")
+    assert api.raw("crm.contact.list").status_code == 429
+    assert api.raw("crm.deal.list").status_code == 200
+
+
+def test_operating_window_buckets_expire_section4():
+    """§4: 10 buckets of window/10; operating_reset_at is when the oldest bucket expires."""
+    api = make_api(operating_limit=10, operating_window=600, cost_per_call=6, burst=1000)
+    clock = api.emu.budget.clock
+    _, first = api("crm.contact.list")
+    assert first["time"]["operating_reset_at"] == int(T0 + 600)
+    clock.advance(120)
+    _, second = api("crm.contact.list")
+    assert second["time"]["operating"] == 12.0 and second["time"]["operating_reset_at"] == int(T0 + 600)
+    assert api.raw("crm.contact.list").status_code == 429
+    clock.advance(480)  # the first bucket (T0) drops out: 6 s left
+    _, third = api("crm.contact.list")
+    assert third["time"]["operating"] == 12.0
+    assert third["time"]["operating_reset_at"] == int(T0 + 120 + 600)
+
+
+def test_rate_limit_checked_before_operating_limit_section3():
+    """§3: rate limit (503) comes before the operating limit (429)."""
+    api = make_api(operating_limit=1, cost_per_call=2, burst=1)
+    api.raw("profile")
+    assert api.raw("profile").status_code == 503
+
+
+def test_batch_commands_charged_per_method_section4():
+    """§4 (DOCS): inner batch commands are counted per method; the outer batch is not blocked."""
+    api = make_api(operating_limit=10, cost_per_call=4, burst=1000)
+    status, body = api("batch", {"cmd": {f"k{i}": "crm.contact.list" for i in range(5)}})
+    out = body["result"]
+    assert status == 200
+    assert set(out["result"]) == {"k0", "k1", "k2"}
+    assert out["result_error"]["k3"]["error"] == "OPERATION_TIME_LIMIT"
+    assert out["result_time"]["k2"]["operating"] == 12.0
+    assert api.raw("crm.contact.list").status_code == 429
+    assert api.raw("batch", {"cmd": ["profile"]}).status_code == 200
+
+
+def test_batch_charged_as_batch_option_section11():
+    """§11 (JSSDK measured): the option batch_operating='batch' charges the budget to `batch` itself."""
+    api = make_api(operating_limit=10, cost_per_call=4, burst=1000, batch_operating="batch")
+    status, body = api("batch", {"cmd": ["crm.contact.list", "crm.contact.list", "crm.contact.list"]})
+    assert status == 200 and body["time"]["operating"] == 12.0
+    assert api.raw("batch", {"cmd": ["profile"]}).status_code == 429
+    assert api.raw("crm.contact.list").status_code == 200

@@ -1,0 +1,83 @@
+"""End to end over real HTTP on loopback: our app and the emulator, each on a free port, no mocks."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pytest
+import requests
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from bitrix24_emulator import create_emulator, start_server
+
+EVENT_TOKEN = "e2e-application-token"
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+class AppServer:
+    def __init__(self, app):
+        self.app = app
+        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
+        self.url = f"http://127.0.0.1:{self._server.port}"
+        self.port = self._server.port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Stack:
+    app: object
+    app_server: AppServer
+    emulator: object
+    emulator_server: object
+    http: requests.Session
+
+    @property
+    def api(self) -> str:
+        return self.app_server.url + "/api/bitrix"
+
+    def configure(self, client_id=1, token=EVENT_TOKEN, base=None):
+        r = self.http.post(f"{self.api}/clients/{client_id}/config",
+                           json={"webhook_base": base or self.emulator_server.base, "outbound_token": token})
+        assert r.status_code in (200, 201), r.text
+        return r
+
+
+@pytest.fixture
+def make_stack(make_app):
+    """Factory: our app on a free port, then an emulator (options as keywords) posting events to it."""
+    stops = []
+
+    def factory(app_config=None, **emulator_options):
+        app = make_app(BITRIX_ALLOWED_HOSTS="127.0.0.1,localhost,*.bitrix24.com", **(app_config or {}))
+        app_server = AppServer(app)
+        stops.append(app_server.stop)
+        emulator_options.setdefault("event_url", f"{app_server.url}/api/bitrix/webhook")
+        emulator_options.setdefault("application_token", EVENT_TOKEN)
+        emulator_options.setdefault("limits", False)
+        emu = create_emulator(**emulator_options)
+        emu_server = start_server(emu)
+        stops.append(emu_server.stop)
+        http = requests.Session()
+        stops.append(http.close)
+        return Stack(app, app_server, emu, emu_server, http)
+
+    yield factory
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture
+def stack(make_stack):
+    s = make_stack()
+    s.configure()
+    return s
