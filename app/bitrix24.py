@@ -23,7 +23,9 @@ class Bitrix24State:
     """What one app needs at run time; built once in ``init_app``."""
 
     def __init__(self, app: Flask, extension: Bitrix24) -> None:
+        from .services.caller import PortalCaller, RetryPolicy
         from .services.client_config import parse_allowed_hosts
+        from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets
         from .services.portal import PortalPool, Timeouts
         from .services.secrets import load_cipher
 
@@ -34,8 +36,29 @@ class Bitrix24State:
         self.portals = PortalPool(Timeouts(float(cfg["BITRIX_TIMEOUT_CONNECT"]), float(cfg["BITRIX_TIMEOUT_READ"])))
         self.api_keys = tuple(k.strip() for k in str(cfg["BITRIX_API_KEY"] or "").split(",") if k.strip())
         self.auth_disabled = bool(cfg["BITRIX_AUTH_DISABLED"])
+        self.default_bucket = BucketParams(
+            float(cfg["BITRIX_RATE_BURST"]), float(cfg["BITRIX_RATE_DRAIN"]), float(cfg["BITRIX_RATE_SAFETY"])
+        )
+        redis_url = cfg["BITRIX_REDIS_URL"]
+        self.buckets = RedisBuckets(redis_url) if redis_url else LocalBuckets()
+        self.budgets = OperatingBudgets(float(cfg["BITRIX_OPERATING_LIMIT"]))
+        self.caller = PortalCaller(
+            self.portals,
+            self.buckets,
+            self.budgets,
+            RetryPolicy(attempts=int(cfg["BITRIX_RETRY_ATTEMPTS"]), max_wait=float(cfg["BITRIX_MAX_WAIT"])),
+        )
+        self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
         if self.auth_disabled:
             log.warning("BITRIX_AUTH_DISABLED is set: the Bitrix24 API accepts requests from anyone (demo only)")
+
+    def bucket_for(self, rate_limit: dict[str, float] | None):
+        """The client's own bucket (Enterprise: 250 / 5 per second) or the app's default."""
+        if not rate_limit:
+            return self.default_bucket
+        from .services.limiter import BucketParams
+
+        return BucketParams(float(rate_limit["burst"]), float(rate_limit["drain"]), self.default_bucket.safety)
 
     @property
     def authorize(self) -> AuthorizeHook | None:

@@ -60,12 +60,43 @@ def _drop_our_tables(url: str) -> None:
         engine.dispose()
 
 
+class FakeTime:
+    """A clock that moves only when something sleeps: retries and pacing run instantly, and the
+    waits they asked for are recorded in ``sleeps``."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_790_000_000.0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+
+
+def use_fake_time(app) -> FakeTime:
+    fake = FakeTime()
+    state = app.extensions["bitrix24"]
+    state.caller.sleep, state.caller.clock = fake.sleep, fake.monotonic
+    if hasattr(state.buckets, "_clock"):
+        state.buckets._clock = fake.monotonic
+    state.budgets._clock = fake.time
+    app.fake_time = fake
+    return fake
+
+
 @pytest.fixture
 def make_app(tmp_path, secret_key, database_url):
-    """Factory for apps with test defaults; keyword arguments override config keys."""
+    """Factory for apps with test defaults; keyword arguments override config keys. Unless
+    ``real_time=True``, the app's pacing and retries run on a ``FakeTime`` (``app.fake_time``)."""
     created = []
 
-    def factory(**overrides):
+    def factory(real_time=False, **overrides):
         config = {
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": database_url,
@@ -79,6 +110,8 @@ def make_app(tmp_path, secret_key, database_url):
         config.update(overrides)
         app = create_app(config)
         app.instance_path = str(tmp_path / "instance")
+        if not real_time:
+            use_fake_time(app)
         created.append(app)
         return app
 

@@ -29,6 +29,7 @@ def _config_view(config: client_config.ClientConfig) -> dict[str, Any]:
         "portal_domain": config.portal_domain,
         "webhook_base": mask_url(config.webhook_base),
         "outbound_token": mask(config.outbound_token),
+        "rate_limit": config.rate_limit,
         "updated_at": config.updated_at.isoformat() if config.updated_at else None,
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app
 
-from .client_config import webhook_base_for
+from .client_config import portal_target
 from .errors import (
     BadInput,
     Bitrix24Error,
@@ -57,20 +57,30 @@ _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
 def bx_call(
-    method: str, params: dict[str, Any] | list | None = None, *, client_id: int | None = None
+    method: str,
+    params: dict[str, Any] | list | None = None,
+    *,
+    client_id: int | None = None,
+    max_wait: float | None = None,
+    repeatable: bool | None = None,
 ) -> dict[str, Any]:
     """Call a Bitrix24 REST method for a client and return the whole envelope.
 
     The envelope is Bitrix24's JSON answer: ``result``, plus ``total``/``next`` on lists and
-    ``time``. Reads the app config keys ``BITRIX_WEBHOOK_BASE``, ``BITRIX_ALLOWED_HOSTS``,
-    ``BITRIX_TIMEOUT_CONNECT`` and ``BITRIX_TIMEOUT_READ``.
+    ``time``. The call is paced by the portal's bucket and retried by error class (see
+    ``caller``); ``max_wait`` bounds all waiting (default ``BITRIX_MAX_WAIT``); ``repeatable``
+    overrides whether the method is safe to send twice (default: reads, updates and deletes are).
+    Reads ``BITRIX_WEBHOOK_BASE``, ``BITRIX_ALLOWED_HOSTS``, ``BITRIX_RATE_*``, ``BITRIX_MAX_WAIT``,
+    ``BITRIX_RETRY_ATTEMPTS`` and ``BITRIX_TIMEOUT_*``.
     """
     if not isinstance(method, str) or not _METHOD.match(method):
         raise BadInput(f"{method!r} is not a Bitrix24 method name", code="INVALID_METHOD")
-    base = webhook_base_for(client_id)
-    portal = current_app.extensions["bitrix24"].portals.for_base(base)
+    base, rate_limit = portal_target(client_id)
+    state = current_app.extensions["bitrix24"]
     try:
-        envelope = portal.call(base, method, params)
+        envelope = state.caller.call(
+            base, method, params, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable
+        )
     except Bitrix24Error as exc:
         log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
         raise

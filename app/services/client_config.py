@@ -166,6 +166,27 @@ def portal_domain(base: str) -> str:
     return urlsplit(base).netloc.lower()
 
 
+# Bitrix24's request buckets per plan (bitrix24-api.md §4).
+PLANS = {"standard": {"burst": 50, "drain": 2.0}, "enterprise": {"burst": 250, "drain": 5.0}}
+
+
+def validate_rate_limit(plan: Any, rate_limit: Any) -> dict[str, float] | None:
+    if plan is not None:
+        if plan not in PLANS:
+            raise InvalidConfig("plan", f"plan must be one of {', '.join(PLANS)}")
+        return dict(PLANS[plan])
+    if rate_limit is None:
+        return None
+    if not isinstance(rate_limit, dict) or set(rate_limit) != {"burst", "drain"}:
+        raise InvalidConfig("rate_limit", 'rate_limit must be {"burst": 50, "drain": 2} (Enterprise: 250 and 5)')
+    burst, drain = rate_limit["burst"], rate_limit["drain"]
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 10_000:
+        raise InvalidConfig("rate_limit.burst", "rate_limit.burst must be an integer from 1 to 10000")
+    if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not 0.05 <= drain <= 1000:
+        raise InvalidConfig("rate_limit.drain", "rate_limit.drain must be a number of requests per second (0.05-1000)")
+    return {"burst": burst, "drain": float(drain)}
+
+
 @dataclass
 class ClientConfig:
     client_id: int | None
@@ -174,6 +195,7 @@ class ClientConfig:
     source: str  # "database" | "environment" | "none"
     portal_domain: str | None = None
     updated_at: dt.datetime | None = None
+    rate_limit: dict[str, float] | None = None
 
 
 def _state():
@@ -214,6 +236,7 @@ def stored_config(client_id: int) -> ClientConfig | None:
         source="database",
         portal_domain=row.portal_domain,
         updated_at=row.updated_at,
+        rate_limit=data.get("rate_limit"),
     )
 
 
@@ -242,6 +265,11 @@ def effective_config(client_id: int | None) -> ClientConfig:
 
 def webhook_base_for(client_id: int | None) -> str:
     """The validated webhook base for a call, or ``ConfigMissing`` saying what to set."""
+    return portal_target(client_id)[0]
+
+
+def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
+    """The validated webhook base and the client's own bucket settings (None: the app's defaults)."""
     config = effective_config(client_id)
     if not config.webhook_base:
         who = f"client {client_id}" if client_id is not None else "calls without a client"
@@ -250,7 +278,7 @@ def webhook_base_for(client_id: int | None) -> str:
             "POST /api/bitrix/clients/<id>/config or set BITRIX_WEBHOOK_BASE"
         )
     try:
-        return validate_webhook_base(config.webhook_base, _state().allowed_hosts)
+        return validate_webhook_base(config.webhook_base, _state().allowed_hosts), config.rate_limit
     except InvalidConfig as exc:
         where = "BITRIX_WEBHOOK_BASE" if config.source == "environment" else f"the saved config of client {client_id}"
         raise ConfigMissing(f"{where} is not usable: {exc}") from None
@@ -259,14 +287,19 @@ def webhook_base_for(client_id: int | None) -> str:
 def save_config(client_id: int, data: dict[str, Any]) -> ClientConfig:
     """Validate and store ``webhook_base`` / ``outbound_token`` for a client (partial updates merge;
     ``outbound_token: null`` clears the token)."""
-    unknown = sorted(set(data) - {"webhook_base", "outbound_token"})
+    unknown = sorted(set(data) - {"webhook_base", "outbound_token", "plan", "rate_limit"})
     if unknown:
-        raise InvalidConfig(unknown[0], f"unknown config field {unknown[0]!r}: use webhook_base and outbound_token")
+        raise InvalidConfig(
+            unknown[0], f"unknown config field {unknown[0]!r}: use webhook_base, outbound_token, plan or rate_limit"
+        )
     current = stored_config(client_id)
     merged = {
         "webhook_base": current.webhook_base if current else None,
         "outbound_token": current.outbound_token if current else None,
+        "rate_limit": current.rate_limit if current else None,
     }
+    if "plan" in data or "rate_limit" in data:
+        merged["rate_limit"] = validate_rate_limit(data.get("plan"), data.get("rate_limit"))
     if "webhook_base" in data:
         merged["webhook_base"] = validate_webhook_base(data["webhook_base"], _state().allowed_hosts)
     if "outbound_token" in data:

@@ -58,7 +58,15 @@ def make_stack(make_app):
     stops = []
 
     def factory(app_config=None, **emulator_options):
-        app = make_app(BITRIX_ALLOWED_HOSTS="127.0.0.1,localhost,*.bitrix24.com", **(app_config or {}))
+        # Our own pacing matches the emulator's bucket; with its limits off, pace freely.
+        limits = emulator_options.get("limits", False)
+        app_config = {
+            "BITRIX_MAX_WAIT": 3.0,
+            "BITRIX_RATE_BURST": emulator_options.get("burst", 50) if limits else 100_000,
+            "BITRIX_RATE_DRAIN": emulator_options.get("rate", 2.0) if limits else 100_000.0,
+            **(app_config or {}),
+        }
+        app = make_app(real_time=True, BITRIX_ALLOWED_HOSTS="127.0.0.1,localhost,*.bitrix24.com", **app_config)
         app_server = AppServer(app)
         stops.append(app_server.stop)
         emulator_options.setdefault("event_url", f"{app_server.url}/api/bitrix/webhook")

@@ -1,0 +1,197 @@
+"""Calling a portal within its limits: pacing, the operating budget, and retries by error class.
+
+Every call goes: wait out a known operating block -> slow down near the operating limit -> reserve
+a place in the portal's bucket -> send -> on failure decide by the *class* of error whether trying
+again is safe (DESIGN.md, "Limits, retries, speed"):
+
+- 503 QUERY_LIMIT_EXCEEDED and connection failures before anything was sent: always retried;
+- timeouts, dropped connections and 5xx: retried only for methods that are safe to repeat
+  (reads; updates and deletes, whose repeat changes nothing); an ``*.add`` that may have reached
+  the portal is never repeated blindly (that is how duplicates are made);
+- 429 OPERATION_TIME_LIMIT: waited out until the portal's ``operating_reset_at`` when that fits in
+  the caller's bound, else raised with ``retry_after``.
+
+Backoff is jittered and exponential (tenacity), the total wait is bounded, and the error that
+finally surfaces is the last real Bitrix24 error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from .errors import (
+    Bitrix24Error,
+    LimitExceeded,
+    NotFound,
+    OperatingLimit,
+    PortalMoved,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+from .limiter import BucketParams, OperatingBudgets
+from .portal import PortalPool
+
+log = logging.getLogger("app.bitrix24")
+
+_READ_ACTIONS = ("get", "list", "fields", "getlist", "getfields", "search", "find", "findbycomm")
+_READ_METHODS = frozenset({"profile", "methods", "scope", "app.info", "user.current", "server.time"})
+_IDEMPOTENT_ACTIONS = ("update", "delete", "set")
+
+
+def is_read(method: str) -> bool:
+    name = method.lower()
+    action = name.rsplit(".", 1)[-1]
+    return name in _READ_METHODS or action in _READ_ACTIONS or action.startswith(("get", "list"))
+
+
+def is_repeatable(method: str) -> bool:
+    """Safe to send twice: reads, and writes whose repeat leaves the same state."""
+    return is_read(method) or method.lower().rsplit(".", 1)[-1] in _IDEMPOTENT_ACTIONS
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    max_wait: float = 30.0  # bound on all waiting (pacing, backoff, operating blocks) for one call
+
+
+class PortalCaller:
+    def __init__(
+        self,
+        pool: PortalPool,
+        buckets: Any,
+        budgets: OperatingBudgets,
+        policy: RetryPolicy,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.buckets = buckets
+        self.budgets = budgets
+        self.policy = policy
+        self.sleep = sleep
+        self.clock = clock
+        self.on_event = on_event or (lambda name, info: None)
+        self._blocked_until: dict[tuple[str, str], float] = {}
+
+    def call(
+        self,
+        base: str,
+        method: str,
+        params: Any = None,
+        *,
+        bucket: BucketParams,
+        repeatable: bool | None = None,
+        max_wait: float | None = None,
+    ) -> dict[str, Any]:
+        portal = urlsplit(base).netloc
+        repeatable = is_repeatable(method) if repeatable is None else repeatable
+        bound = self.policy.max_wait if max_wait is None else max_wait
+        started = self.clock()
+        attempts = 0
+
+        def waited() -> float:
+            return self.clock() - started
+
+        def should_retry(exc: BaseException) -> bool:
+            if isinstance(exc, RateLimited):
+                return not getattr(exc, "local", False)
+            if isinstance(exc, OperatingLimit):
+                return waited() + (exc.retry_after or 0) <= bound
+            if isinstance(exc, TransportError):
+                return not exc.sent or repeatable
+            if isinstance(exc, ServerError) and not isinstance(exc, PortalMoved):
+                return repeatable
+            return False
+
+        backoff = wait_random_exponential(multiplier=self.policy.backoff_base, max=self.policy.backoff_max)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, OperatingLimit):
+                return exc.retry_after or 1.0
+            return backoff(state)
+
+        def stop(state: RetryCallState) -> bool:
+            # Stop when attempts run out, or when the next backoff would pass the bound.
+            if stop_after_attempt(self.policy.attempts)(state):
+                return True
+            exc = state.outcome.exception() if state.outcome else None
+            upcoming = exc.retry_after if isinstance(exc, OperatingLimit) else self.policy.backoff_base
+            return waited() + (upcoming or 0) > bound
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.on_event("retry", {"method": method, "error": getattr(exc, "code", type(exc).__name__)})
+            log.info("bitrix24 %s: retrying after %r (attempt %d)", method, exc, state.attempt_number)
+
+        def attempt() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            self._respect_limits(portal, method, bucket, bound - waited())
+            try:
+                envelope = self.pool.for_base(base).call(base, method, params)
+            except RateLimited:
+                self.buckets.fill(portal, bucket)
+                self.on_event("rate_limited", {"method": method})
+                raise
+            except OperatingLimit as exc:
+                blocked = self.budgets.blocked_for(portal, method)
+                self._blocked_until[(portal, method.lower())] = self.clock() + blocked
+                exc.retry_after = blocked
+                self.on_event("operating_limited", {"method": method})
+                raise
+            except NotFound:
+                # A delete repeated after an ambiguous failure: the first one did it.
+                if attempts > 1 and method.lower().endswith(".delete"):
+                    return {"result": True}
+                raise
+            self.budgets.record(portal, method, envelope.get("time"))
+            return envelope
+
+        retrying = Retrying(
+            retry=retry_if_exception(should_retry),
+            wait=wait,
+            stop=stop,
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(attempt)
+
+    def _respect_limits(self, portal: str, method: str, bucket: BucketParams, budget_left: float) -> None:
+        blocked = self._blocked_until.get((portal, method.lower()), 0.0) - self.clock()
+        if blocked > 0:
+            if blocked > budget_left:
+                raise OperatingLimit(
+                    "Method is blocked due to operation time limit.", method=method, retry_after=blocked
+                )
+            self.sleep(blocked)
+        delay = self.budgets.delay(portal, method)
+        allowed = max(budget_left - delay, 0.0)
+        wait = self.buckets.reserve(portal, bucket, allowed)
+        if wait > allowed:
+            # Our own bucket says the portal would refuse: don't send, and don't queue beyond the bound.
+            exc = RateLimited(
+                f"the portal's request budget is spent for the next {wait:.1f} s", method=method, retry_after=wait
+            )
+            exc.local = True
+            raise exc
+        wait += delay
+        if wait > 0:
+            self.sleep(wait)
+
+
+__all__ = ["PortalCaller", "RetryPolicy", "is_read", "is_repeatable", "Bitrix24Error", "LimitExceeded"]
