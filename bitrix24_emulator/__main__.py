@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-per-call", type=float, default=0.0, help="simulated operating seconds per call")
     p.add_argument("--latency", type=float, default=0, help="added latency per request, ms")
     p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered 500")
+    p.add_argument("--fail-status", type=int, choices=[500, 503], default=500,
+                   help="status of injected failures (503: QUERY_LIMIT_EXCEEDED, before the method)")
+    p.add_argument("--fail-phase", choices=["random", "before", "after"], default="before",
+                   help="whether an injected 500 comes before or after the method ran")
     p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of connections dropped")
     p.add_argument("--drop-phase", choices=["random", "before", "after"], default="random")
     p.add_argument("--event-url", default=None, help="where to POST ONCRM* events")
@@ -40,7 +44,8 @@ def main(argv=None) -> int:
         user_id=args.user_id, secret=args.secret, rate=args.rate, burst=args.burst,
         operating_limit=args.operating_limit, operating_window=args.operating_window,
         cost_per_call=args.cost_per_call, latency_ms=args.latency, fail_rate=args.fail_rate,
-        drop_rate=args.drop_rate, drop_phase=args.drop_phase, event_url=args.event_url,
+        drop_rate=args.drop_rate, drop_phase=args.drop_phase,
+        fail_status=args.fail_status, fail_phase=args.fail_phase, event_url=args.event_url,
         application_token=args.application_token, domain=args.domain, seed=args.seed,
         limits=not args.no_limits)
     server = make_server(args.host, args.port, emu, threaded=True)

@@ -70,12 +70,18 @@ class Emulator:
 
     def __init__(self, *, user_id=1, secret="demo", rate=2.0, burst=50, operating_limit=480.0,
                  operating_window=600.0, cost_per_call=0.0, latency_ms=0, fail_rate=0.0, drop_rate=0.0,
-                 drop_phase="random", event_url=None, application_token=None, domain=None, seed=None,
+                 drop_phase="random", fail_status=500, fail_phase="before", event_url=None, application_token=None, domain=None, seed=None,
                  clock=time.time, limits=True, utc_offset_minutes=180, currency="RUB", user_fields=None,
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True):
         if drop_phase not in ("random", "before", "after"):
             raise ValueError("drop_phase must be 'random', 'before' or 'after'")
+        if fail_phase not in ("random", "before", "after") or fail_status not in (500, 503):
+            raise ValueError("fail_phase must be 'random', 'before' or 'after'; fail_status 500 or 503")
+        # An injected 503 is the rate limiter's answer, which always comes before the method runs;
+        # a 500 may come after the write happened (a gateway timeout, a failing commit).
+        self.fail_status = int(fail_status)
+        self.fail_phase = "before" if self.fail_status == 503 else fail_phase
         if batch_operating not in ("methods", "batch"):
             raise ValueError("batch_operating must be 'methods' or 'batch'")
         self.user_id = int(user_id)
@@ -158,6 +164,10 @@ class Emulator:
             status = 200
         except ApiError as err:
             body, status = err.body(), err.status
+        if fault == "fail-after" and status == 200:
+            with self._lock:
+                self.counters.failed += 1
+            body, status = errors.internal_error().body(), 500
         if fault == "drop-after":
             return self._drop(environ, start_response)
         with self._lock:
@@ -171,7 +181,10 @@ class Emulator:
                 phase = self._random.choice(["before", "after"])
             return f"drop-{phase}"
         if self.fail_rate and self._random.random() < self.fail_rate:
-            return "fail"
+            phase = self.fail_phase
+            if phase == "random":
+                phase = self._random.choice(["before", "after"])
+            return f"fail-{phase}"
         return None
 
     def _drop(self, environ, start_response):
@@ -216,9 +229,9 @@ class Emulator:
         if self.limits and not self.bucket.try_acquire():
             self.counters.rate_limited += 1
             raise errors.query_limit()
-        if fault == "fail":
+        if fault == "fail-before":
             self.counters.failed += 1
-            raise errors.internal_error()
+            raise errors.query_limit() if self.fail_status == 503 else errors.internal_error()
         limited = self.limits and (method != "batch" or self.batch_operating == "batch")
         if limited and self.budget.blocked(method):
             self.counters.operating_limited += 1

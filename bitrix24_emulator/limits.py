@@ -35,7 +35,7 @@ class LeakyBucket:
 class OperatingBudget:
     """Seconds of method run time per method over a sliding window of ten buckets.
 
-    A call is refused when the method's total already reached the limit; the call that pushes it
+    A call is refused when the method's total is already over the limit; the call that pushes it
     over still completes (SRC loadlimiter.php checks before the call and records after it).
     """
 
@@ -64,7 +64,8 @@ class OperatingBudget:
         return sum(seconds for _, seconds in self._live(method, self.clock()).values())
 
     def blocked(self, method: str) -> bool:
-        return self.used(method) >= self.limit
+        # Strictly over: the call that reaches the limit exactly is not yet "over" it.
+        return self.used(method) > self.limit
 
     def record(self, method: str, seconds: float) -> None:
         if seconds <= 0:

@@ -43,10 +43,17 @@ def test_operating_limit_blocks_next_call_section4():
     assert api.emu.counters.operating_limited == 1 and api.emu.counters.by_status[429] == 1
 
 
+def test_reaching_the_limit_exactly_is_not_over_it_section4():
+    """§4: blocked once the total is *over* the limit (SRC: $totalTime > getLimitTime())."""
+    api = make_api(operating_limit=12, cost_per_call=4, burst=1000)
+    assert [api.raw("crm.contact.list").status_code for _ in range(5)] == [200, 200, 200, 200, 429]
+
+
 def test_operating_limit_is_per_method_section4():
     """§4: other methods are not affected."""
     api = make_api(operating_limit=5, cost_per_call=5, burst=1000)
-    api("crm.contact.list")
+    api("crm.contact.list")  # reaches the limit exactly: not over it yet
+    api("crm.contact.list")  # pushes it over, still completes
     assert api.raw("crm.contact.list").status_code == 429
     assert api.raw("crm.deal.list").status_code == 200
 
@@ -94,3 +101,19 @@ def test_batch_charged_as_batch_option_section11():
     assert status == 200 and body["time"]["operating"] == 12.0
     assert api.raw("batch", {"cmd": ["profile"]}).status_code == 429
     assert api.raw("crm.contact.list").status_code == 200
+
+
+def test_injected_503_comes_before_the_method_runs():
+    """Fault injection: fail_status=503 answers QUERY_LIMIT_EXCEEDED and nothing is written."""
+    api = make_api(fail_rate=1.0, fail_status=503, limits=False)
+    r = api.raw("crm.contact.add", {"fields": {"NAME": "A"}})
+    assert r.status_code == 503 and r.get_json()["error"] == "QUERY_LIMIT_EXCEEDED"
+    assert api.emu.records["contact"] == {}
+
+
+def test_injected_500_after_the_write():
+    """Fault injection: fail_phase='after' runs the method, then answers 500 (the write happened)."""
+    api = make_api(fail_rate=1.0, fail_phase="after", limits=False)
+    r = api.raw("crm.contact.add", {"fields": {"NAME": "A"}})
+    assert r.status_code == 500 and r.get_json()["error"] == "INTERNAL_SERVER_ERROR"
+    assert [c["NAME"] for c in api.emu.records["contact"].values()] == ["A"]
