@@ -70,7 +70,8 @@ class Emulator:
 
     def __init__(self, *, user_id=1, secret="demo", rate=2.0, burst=50, operating_limit=480.0,
                  operating_window=600.0, cost_per_call=0.0, latency_ms=0, fail_rate=0.0, drop_rate=0.0,
-                 drop_phase="random", fail_status=500, fail_phase="before", event_url=None, application_token=None, domain=None, seed=None,
+                 drop_phase="random", fail_status=500, fail_phase="before",
+                 event_url=None, application_token=None, domain=None, seed=None,
                  clock=time.time, limits=True, utc_offset_minutes=180, currency="RUB", user_fields=None,
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True):
