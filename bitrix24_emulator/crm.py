@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import re
 from datetime import timedelta
@@ -322,9 +323,17 @@ class CrmStore:
         defs = self.fields[entity]
         names = resolve_select(resolve_array_param(params, "select", {}), defs)
         predicate = build_filter(filter_param, defs, self.clock)
-        rows = [r for r in self.records[entity].values() if predicate(r)]
-        rows = sort_records(rows, build_order(order_param, defs), defs, self.clock)
+        order = build_order(order_param, defs)
         start = php_int(params.get("start", 0))
+        if start < 0 and order in ([], [("ID", False)]):
+            # start=-1 in ID order (the documented fast scan, §6): stop at the first page of matches,
+            # starting past a ">ID" cursor, as the real server's nTopCount query does.
+            return [self.output(entity, r, names) for r in self._first_by_id(entity, filter_param, predicate)], None, None
+        if not array_items(filter_param) and order in ([], [("ID", False)]):
+            rows = list(self.records[entity].values())  # already in ID order: skip the sort
+        else:
+            rows = [r for r in self.records[entity].values() if predicate(r)]
+            rows = sort_records(rows, order, defs, self.clock)
         if start < 0:
             # start=-1 skips the COUNT: the first page, no total and no next (§6).
             return [self.output(entity, r, names) for r in rows[:PAGE_SIZE]], None, None
@@ -333,6 +342,22 @@ class CrmStore:
         total = len(rows)
         following = offset + len(page)
         return [self.output(entity, r, names) for r in page], total, following if following < total else None
+
+    def _first_by_id(self, entity: str, filter_param, predicate) -> list[dict]:
+        records = self.records[entity]
+        ids = list(records)  # insertion order is ID order: ids only grow
+        begin = 0
+        for key, value in array_items(filter_param):
+            if key in (">ID", ">=ID") and not is_array(value):
+                bound = php_int(value) + (1 if key == ">ID" else 0)
+                begin = max(begin, bisect.bisect_left(ids, bound))
+        page = []
+        for record_id in ids[begin:]:
+            if predicate(records[record_id]):
+                page.append(records[record_id])
+                if len(page) == PAGE_SIZE:
+                    break
+        return page
 
     # ---- duplicates -------------------------------------------------------------------------------
 

@@ -104,6 +104,8 @@ def php_float(value) -> float:
         return 1.0 if value else 0.0
     if value is None:
         return 0.0
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return float(value)  # the common case (stored IDs and amounts), without the regex
     match = _NUMERIC_PREFIX.match(str(value))
     return float(match.group(0)) if match else 0.0
 

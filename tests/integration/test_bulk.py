@@ -1,0 +1,157 @@
+"""bx_batch, bx_list_all and bulk_write against the emulator over real HTTP, with limits and faults."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from app.services.bulk import bulk_write, bx_batch, bx_list_all
+from app.services.errors import NotFound
+
+
+def seed(emulator, entity, count, start=0):
+    with emulator._lock:
+        for i in range(start, start + count):
+            emulator.store.add(entity, {"fields": {"NAME": f"N{i}", "TITLE": f"T{i}", "OPPORTUNITY": str(i)}})
+
+
+def test_bx_batch_dict_and_list_with_references_and_errors(stack):
+    with stack.app.app_context():
+        out = bx_batch({
+            "a": ("crm.contact.add", {"fields": {"NAME": "Ann"}}),
+            "g": ("crm.contact.get", {"id": "$result[a]"}),
+            "bad": ("crm.contact.get", {"id": 999999}),
+            "l": ("crm.contact.list", {"select": ["ID", "NAME"]}),
+        }, client_id=1)
+        assert list(out) == ["a", "g", "bad", "l"]
+        assert out["g"].ok and out["g"].result["NAME"] == "Ann" and out["g"].result["ID"] == str(out["a"].result)
+        assert isinstance(out["bad"].error, NotFound)
+        assert out["l"].total == 1 and out["l"].result[0]["NAME"] == "Ann"
+
+        as_list = bx_batch([("crm.contact.get", {"id": out["a"].result}), ("crm.contact.get", {"id": 0})], client_id=1)
+        assert [item.ok for item in as_list] == [True, False]
+
+
+def test_bx_batch_chunks_by_50_in_input_order(stack):
+    seed(stack.emulator, "contact", 120)
+    with stack.app.app_context():
+        items = bx_batch([("crm.contact.get", {"id": i}) for i in range(1, 131)], client_id=1)
+    assert [item.result["NAME"] for item in items[:120]] == [f"N{i}" for i in range(120)]
+    assert all(isinstance(item.error, NotFound) for item in items[120:])
+    assert stack.emulator.counters.by_method["batch"] == 3
+
+
+def test_bx_batch_halt_marks_the_rest(stack):
+    with stack.app.app_context():
+        items = bx_batch([("crm.contact.get", {"id": 5})] + [("crm.contact.list", {})] * 60, client_id=1, halt=True)
+    assert isinstance(items[0].error, NotFound)
+    assert all(item.error is not None and item.error.code == "BATCH_HALTED" for item in items[1:])
+    assert stack.emulator.counters.by_method["batch"] == 1
+
+
+def test_bx_batch_refuses_references_across_chunks(stack):
+    with stack.app.app_context(), pytest.raises(ValueError, match="outside its batch"):
+        bx_batch({f"k{i}": ("crm.contact.get", {"id": "$result[k0]" if i == 60 else i}) for i in range(61)}, client_id=1)
+
+
+@pytest.mark.parametrize("mode", ["keyset", "offset"])
+def test_list_all_10000_rows_each_exactly_once(stack, mode):
+    seed(stack.emulator, "contact", 10_000)
+    with stack.app.app_context():
+        rows = list(bx_list_all("crm.contact.list", {"select": ["ID", "NAME"]}, client_id=1, mode=mode))
+    ids = [int(r["ID"]) for r in rows]
+    assert len(ids) == 10_000 and len(set(ids)) == 10_000 and ids == sorted(ids)
+    batches = stack.emulator.counters.by_method["batch"]
+    assert batches <= 5  # 50 pages of 50 rows per request
+
+
+def test_list_all_while_rows_are_added(stack):
+    seed(stack.emulator, "contact", 10_000)
+    stop = threading.Event()
+
+    def writer():
+        n = 10_000
+        while not stop.is_set():
+            seed(stack.emulator, "contact", 25, start=n)
+            n += 25
+            stop.wait(0.002)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with stack.app.app_context():
+            ids = [int(r["ID"]) for r in bx_list_all("crm.contact.list", {"select": ["ID"]}, client_id=1)]
+    finally:
+        stop.set()
+        thread.join()
+    counts = Counter(ids)
+    assert all(c == 1 for c in counts.values())  # none twice
+    assert set(range(1, 10_001)) <= set(counts)  # none of the rows present at the start is lost
+
+
+def test_list_all_respects_filter_and_other_orders(stack):
+    seed(stack.emulator, "deal", 300)
+    with stack.app.app_context():
+        rows = list(bx_list_all("crm.deal.list", {"filter": {">=OPPORTUNITY": 100}, "order": {"OPPORTUNITY": "DESC"},
+                                                  "select": ["ID", "OPPORTUNITY"]}, client_id=1))
+        keyed = list(bx_list_all("crm.deal.list", {"filter": {">ID": 250}, "select": ["ID"]}, client_id=1))
+    assert [float(r["OPPORTUNITY"]) for r in rows] == [float(i) for i in range(299, 99, -1)]
+    assert [int(r["ID"]) for r in keyed] == list(range(251, 301))
+
+
+def _bulk_stack(make_stack, **faults):
+    s = make_stack(app_config={"BITRIX_RATE_BURST": 100_000, "BITRIX_RATE_DRAIN": 100_000.0}, limits=False, **faults)
+    s.configure()
+    policy = type(s.app.extensions["bitrix24"].caller.policy)
+    s.app.extensions["bitrix24"].caller.policy = policy(attempts=20, backoff_base=0.01, backoff_max=0.05, max_wait=60)
+    return s
+
+
+def _assert_each_created_once(s, outcomes, count):
+    assert all(o.error is None for o in outcomes), [o for o in outcomes if o.error][:3]
+    records = s.emulator.records["contact"]
+    names = Counter(r["NAME"] for r in records.values())
+    assert len(records) == count and set(names.values()) == {1}
+    assert {o.id for o in outcomes} == set(records)
+    assert all(records[o.id]["NAME"] == f"Bulk{o.index}" for o in outcomes)
+
+
+@pytest.mark.parametrize("seed", [9, 15])
+def test_bulk_create_1000_with_503s_and_drops_creates_each_exactly_once(make_stack, seed):
+    # 10% injected 503s and 2% dropped connections, half of them after the portal did the work.
+    # (These seeds make drops happen within the ~25 batch requests.)
+    s = _bulk_stack(make_stack, fail_rate=0.10, fail_status=503, drop_rate=0.02, drop_phase="random", seed=seed)
+    items = [{"fields": {"NAME": f"Bulk{i}", "LAST_NAME": "X"}} for i in range(1000)]
+    with s.app.app_context():
+        outcomes = bulk_write("crm.contact", items, client_id=1, attempts=20)
+    _assert_each_created_once(s, outcomes, 1000)
+    c = s.emulator.counters
+    assert c.failed > 0 and c.dropped >= 1  # the faults really happened...
+    assert c.by_method["crm.contact.list"] >= 1  # ...and a lost answer was reconciled by marker
+
+
+def test_bulk_create_when_many_answers_are_lost_after_the_write(make_stack):
+    # Every lost answer here comes after the records were written: a blind retry would duplicate.
+    s = _bulk_stack(make_stack, drop_rate=0.2, drop_phase="after", fail_rate=0.2, fail_phase="after", seed=3)
+    items = [{"fields": {"NAME": f"Bulk{i}", "LAST_NAME": "X"}} for i in range(500)]
+    with s.app.app_context():
+        outcomes = bulk_write("crm.contact", items, client_id=1, attempts=30)
+    _assert_each_created_once(s, outcomes, 500)
+    assert s.emulator.counters.dropped + s.emulator.counters.failed >= 3
+    assert all(r["ORIGINATOR_ID"] == "flask-bitrix24" for r in s.emulator.records["contact"].values())
+
+
+def test_bulk_updates_and_per_item_errors(make_stack):
+    s = _bulk_stack(make_stack)
+    seed(s.emulator, "contact", 3)
+    items = [{"id": 1, "fields": {"NAME": "One"}}, {"id": 999, "fields": {"NAME": "Nope"}},
+             {"fields": {"NAME": "New"}}, {"fields": {"COMMENTS": "no name"}}]
+    with s.app.app_context():
+        outcomes = bulk_write("crm.contact", items, client_id=1)
+    assert [(o.action, o.error is None) for o in outcomes] == [("updated", True), ("updated", False),
+                                                                ("created", True), ("created", False)]
+    assert s.emulator.records["contact"][1]["NAME"] == "One"
+    assert outcomes[1].error.code == "NOT_FOUND" and outcomes[2].id == 4
+    assert "required" in outcomes[3].error.description
