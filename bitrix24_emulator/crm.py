@@ -328,7 +328,8 @@ class CrmStore:
         if start < 0 and order in ([], [("ID", False)]):
             # start=-1 in ID order (the documented fast scan, §6): stop at the first page of matches,
             # starting past a ">ID" cursor, as the real server's nTopCount query does.
-            return [self.output(entity, r, names) for r in self._first_by_id(entity, filter_param, predicate)], None, None
+            page = self._first_by_id(entity, filter_param, predicate)
+            return [self.output(entity, r, names) for r in page], None, None
         if not array_items(filter_param) and order in ([], [("ID", False)]):
             rows = list(self.records[entity].values())  # already in ID order: skip the sort
         else:

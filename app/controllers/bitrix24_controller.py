@@ -15,6 +15,7 @@ from ..services.bitrix24_service import Bitrix24Error, bx_call
 from ..services.events import EventRejected, receive_event
 from ..services.secrets import mask, mask_url
 from ..services.wire import parse_php_form
+from . import bulk_controller
 from .errors import ApiError, error_response
 from .params import entity_or_404, fields_and_params, json_object, list_params, positive_id, query_args
 
@@ -147,7 +148,15 @@ def delete_record(client_id: str, entity: str, record_id: str):
 
 def list_records(client_id: str, entity: str):
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    params = list_params(ent, query_args(request.query_string))
+    args = query_args(request.query_string)
+    every = args.poplist("all")
+    if every and (len(every) > 1 or every[0] not in ("0", "1", "true", "false")):
+        raise ApiError(400, "INVALID_ALL", "all must be 1 (every matching row, streamed) or 0", field="all")
+    params = list_params(ent, args)
+    if every and every[0] in ("1", "true"):
+        if "start" in params:
+            raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")
+        return bulk_controller.stream_all(ent, params, cid)
     envelope = bx_call(ent.method("list"), params, client_id=cid)
     body: dict[str, Any] = {"result": envelope.get("result", [])}
     for key in ("total", "next"):
@@ -210,3 +219,11 @@ def not_found(subpath: str = ""):
         response.headers["Allow"] = ", ".join(allowed)
         return response
     raise ApiError(404, "NOT_FOUND", f"no Bitrix24 API endpoint at {request.path}")
+
+
+def write_many(client_id: str, entity: str):
+    return bulk_controller.write_many(entity_or_404(entity), positive_id(client_id, "client_id"))
+
+
+def raw_batch(client_id: str):
+    return bulk_controller.raw_batch(positive_id(client_id, "client_id"))

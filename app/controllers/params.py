@@ -51,7 +51,7 @@ def json_object() -> dict[str, Any]:
     return body
 
 
-def _check_names(entity: Entity, mapping: dict[str, Any], where: str) -> None:
+def check_field_names(entity: Entity, mapping: dict[str, Any], where: str) -> None:
     for key in mapping:
         if not isinstance(key, str) or not entity.valid_field_name(key):
             raise ApiError(
@@ -88,8 +88,8 @@ def fields_and_params(entity: Entity) -> tuple[dict[str, Any], dict[str, Any]]:
         fields, params = body, {}
     if not fields:
         raise ApiError(400, "INVALID_FIELDS", "'fields' is empty: give at least one field", field="fields")
-    _check_names(entity, fields, "fields")
-    _check_names(entity, params, "params")
+    check_field_names(entity, fields, "fields")
+    check_field_names(entity, params, "params")
     return fields, params
 
 
@@ -123,7 +123,7 @@ def query_args(raw: bytes | str) -> MultiDict:
     return out
 
 
-LIST_QUERY_KEYS = ("filter[...]", "select", "select[]", "order[...]", "ORDER_BY", "start")
+LIST_QUERY_KEYS = ("filter[...]", "select", "select[]", "order[...]", "ORDER_BY", "start", "all")
 
 
 def list_params(entity: Entity, args: MultiDict) -> dict[str, Any]:

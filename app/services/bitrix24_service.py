@@ -34,6 +34,8 @@ from .wire import flatten_params
 
 __all__ = [
     "bx_call",
+    "bx_batch",
+    "bx_list_all",
     "flatten_params",
     "Bitrix24Error",
     "BadInput",
@@ -86,3 +88,17 @@ def bx_call(
         raise
     log.debug("bitrix24 %s ok for client %s", method, client_id)
     return envelope
+
+
+def bx_batch(commands, *, client_id: int | None = None, halt: bool = False, max_wait: float | None = None):
+    """Run many commands in ``batch`` requests of 50; see ``bulk.bx_batch``."""
+    from .bulk import bx_batch as run
+
+    return run(commands, client_id=client_id, halt=halt, max_wait=max_wait)
+
+
+def bx_list_all(method: str, params: dict[str, Any] | None = None, *, client_id: int | None = None, mode: str = "auto"):
+    """Every row a ``*.list`` method matches, as a generator; see ``bulk.bx_list_all``."""
+    from .bulk import bx_list_all as run
+
+    return run(method, params, client_id=client_id, mode=mode)
