@@ -23,11 +23,17 @@ from dataclasses import dataclass
 class BucketParams:
     burst: float = 50.0
     rate: float = 2.0  # drained per second
-    safety: float = 0.95  # fraction of the portal's drain rate we allow ourselves
+    safety: float = 0.97  # fraction of the portal's drain rate we allow ourselves
 
     @property
     def pace(self) -> float:
         return self.rate * self.safety
+
+    @property
+    def capacity(self) -> float:
+        # Leave a place or two free: requests that leave our process a pace apart can still
+        # arrive closer together (scheduling, network), and the portal counts arrivals.
+        return self.burst - max(1.0, round(self.burst * 0.04))
 
 
 class LocalBuckets:
@@ -45,7 +51,7 @@ class LocalBuckets:
             now = self._clock()
             level, at = self._state.get(key, (0.0, now))
             level = max(0.0, level - (now - at) * params.pace)
-            wait = max(0.0, (level + 1 - params.burst) / params.pace)
+            wait = max(0.0, (level + 1 - params.capacity) / params.pace)
             self._state[key] = (level + 1 if wait <= max_wait else level, now)
             return wait
 
@@ -55,7 +61,7 @@ class LocalBuckets:
             now = self._clock()
             level, at = self._state.get(key, (0.0, now))
             level = max(0.0, level - (now - at) * params.pace)
-            self._state[key] = (max(level, params.burst), now)
+            self._state[key] = (max(level, params.capacity), now)
 
     def level(self, key: str, params: BucketParams) -> float:
         with self._lock:
@@ -64,7 +70,7 @@ class LocalBuckets:
             return max(0.0, level - (now - at) * params.pace)
 
 
-# KEYS[1] = bucket key; ARGV = burst, pace, mode ("reserve" | "fill" | "level"), max wait (reserve).
+# KEYS[1] = bucket key; ARGV = capacity, pace, mode ("reserve" | "fill" | "level"), max wait (reserve).
 # Returns the wait in microseconds (reserve) or the level * 1e6 (level), as an integer.
 _LUA = """
 local t = redis.call('TIME')
@@ -103,7 +109,7 @@ class RedisBuckets:
         self._prefix = prefix
 
     def _run(self, key: str, params: BucketParams, mode: str, max_wait: float = 0.0) -> int:
-        args = [params.burst, params.pace, mode, min(max_wait, 1e9)]
+        args = [params.capacity, params.pace, mode, min(max_wait, 1e9)]
         return int(self._script(keys=[self._prefix + key], args=args))
 
     def reserve(self, key: str, params: BucketParams, max_wait: float = float("inf")) -> float:

@@ -1,0 +1,100 @@
+"""Limits end to end: the emulator's real bucket and operating budget, and one bucket shared by
+two processes through Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from app.services.bitrix24_service import OperatingLimit, bx_call
+from bitrix24_emulator import create_emulator, start_server
+from tests.conftest import service_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_operation_time_limit_is_waited_out(make_stack):
+    s = make_stack(limits=True, burst=1000, rate=1000, operating_limit=1.0, operating_window=3.0, cost_per_call=0.8)
+    s.configure()
+    with s.app.app_context():
+        bx_call("crm.deal.list", client_id=1)
+        bx_call("crm.deal.list", client_id=1)  # pushes the total over the limit
+        started = time.monotonic()
+        assert bx_call("crm.deal.list", client_id=1, max_wait=15)["result"] == []
+        waited = time.monotonic() - started
+    assert s.emulator.counters.operating_limited >= 1  # the portal did block us...
+    assert 0.5 < waited < 8  # ...and we waited until its operating_reset_at, not a fixed 10 minutes
+
+
+def test_operation_time_limit_surfaces_when_the_wait_is_too_long(make_stack):
+    s = make_stack(limits=True, burst=1000, rate=1000, operating_limit=1.0, operating_window=600, cost_per_call=0.8)
+    s.configure()
+    with s.app.app_context():
+        bx_call("crm.deal.list", client_id=1)
+        bx_call("crm.deal.list", client_id=1)
+        with pytest.raises(OperatingLimit) as info:
+            bx_call("crm.deal.list", client_id=1, max_wait=5)
+    assert info.value.code == "OPERATION_TIME_LIMIT" and 500 < info.value.retry_after <= 600
+    r = s.http.get(f"{s.api}/clients/1/deals")
+    assert r.status_code == 429 and 500 < int(r.headers["Retry-After"]) <= 600
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from app import create_app
+    from app.services.bitrix24_service import bx_call
+    app = create_app()
+    with app.app_context():
+        for _ in range(int(sys.argv[1])):
+            bx_call("crm.contact.list", {"select": ["ID"]})
+""")
+
+
+def run_two_workers(emulator_base: str, tmp_path: Path, redis_url: str | None, calls: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BITRIX_")}
+    env.update(BITRIX_WEBHOOK_BASE=emulator_base, BITRIX_ALLOWED_HOSTS="127.0.0.1", BITRIX_RATE_BURST="10",
+               BITRIX_RATE_DRAIN="20", BITRIX_SECRET_KEY=Fernet.generate_key().decode(), BITRIX_MAX_WAIT="60",
+               DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")
+    if redis_url:
+        env["BITRIX_REDIS_URL"] = redis_url
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(calls)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+
+
+def test_two_processes_sharing_redis_never_overflow_the_portals_bucket(tmp_path):
+    import redis
+
+    redis_url = service_url("TEST_REDIS_URL")
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.keys("bitrix24:bucket:*") or ["none"])
+    emu = create_emulator(rate=20, burst=10)
+    server = start_server(emu)
+    try:
+        run_two_workers(server.base, tmp_path, redis_url, calls=40)
+    finally:
+        server.stop()
+    assert emu.counters.by_status[200] == 80
+    assert emu.counters.rate_limited == 0  # together they never provoked a 503
+
+
+def test_without_a_shared_bucket_two_processes_do_overflow_it(tmp_path):
+    # The control for the test above: each process paces itself alone and together they go twice
+    # as fast as the portal drains. (They still finish: the 503s are retried.)
+    emu = create_emulator(rate=20, burst=10)
+    server = start_server(emu)
+    try:
+        run_two_workers(server.base, tmp_path, None, calls=40)
+    finally:
+        server.stop()
+    assert emu.counters.by_status[200] == 80
+    assert emu.counters.rate_limited > 0

@@ -1,0 +1,259 @@
+"""Pacing, the operating budget and retries by error class, with the portal mocked by ``responses``
+and time faked (``FakeTime``): what is retried, what never is, how long we wait, what surfaces."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from app.services.bitrix24_service import (
+    OperatingLimit,
+    PortalTimeout,
+    RateLimited,
+    ServerError,
+    TransportError,
+    bx_call,
+)
+from app.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
+from tests.conftest import PORTAL_BASE, portal_url, service_url
+
+LIMIT_503 = {"status": 503, "json": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}}
+BLOCKED_429 = {"status": 429, "json": {"error": "OPERATION_TIME_LIMIT",
+                                       "error_description": "Method is blocked due to operation time limit."}}
+
+
+@pytest.fixture
+def env_app(make_app):
+    return make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE)
+
+
+def call(app, method, params=None, **kwargs):
+    with app.app_context():
+        return bx_call(method, params, **kwargs)
+
+
+# --- the bucket ----------------------------------------------------------------------------------
+
+
+def test_local_bucket_allows_the_burst_then_paces_under_the_drain_rate():
+    now = [0.0]
+    buckets = LocalBuckets(clock=lambda: now[0])
+    params = BucketParams(burst=50, rate=2.0, safety=0.95)
+    waits = [buckets.reserve("p", params) for _ in range(60)]
+    # two places of the 50 are kept free for arrival jitter; past that each request waits one
+    # more slot of 1 / (2 * 0.95) s
+    assert waits[:48] == [0.0] * 48
+    assert waits[48:] == pytest.approx([(i + 1) / 1.9 for i in range(12)])
+    now[0] = 100.0  # drained
+    assert buckets.reserve("p", params) == 0.0
+    assert buckets.reserve("other-portal", params) == 0.0
+
+
+def test_local_bucket_refusal_takes_no_place():
+    buckets = LocalBuckets(clock=lambda: 0.0)
+    params = BucketParams(burst=3, rate=1.0, safety=1.0)  # capacity 2
+    assert [buckets.reserve("p", params) for _ in range(2)] == [0.0, 0.0]
+    assert buckets.reserve("p", params, max_wait=0.5) == 1.0  # refused: over the bound
+    assert buckets.level("p", params) == 2.0
+    assert buckets.reserve("p", params) == 1.0  # taken this time
+
+
+def test_fill_after_a_503_makes_the_next_call_wait():
+    now = [0.0]
+    buckets = LocalBuckets(clock=lambda: now[0])
+    params = BucketParams(burst=50, rate=2.0)
+    buckets.fill("p", params)
+    assert buckets.reserve("p", params) == pytest.approx(1 / 1.94)
+
+
+def test_operating_budget_slows_down_past_80_percent():
+    now = [1000.0]
+    budgets = OperatingBudgets(limit=480, clock=lambda: now[0])
+    budgets.record("p", "crm.deal.list", {"operating": 100, "operating_reset_at": 1300})
+    assert budgets.delay("p", "crm.deal.list") == 0.0
+    budgets.record("p", "crm.deal.list", {"operating": 400, "operating_reset_at": 1300})
+    assert budgets.delay("p", "crm.deal.list") == pytest.approx(3.0)  # (1300 - 1000) * 0.01
+    assert budgets.delay("p", "crm.deal.get") == 0.0  # per method
+    assert budgets.blocked_for("p", "crm.deal.list") == pytest.approx(300)
+    assert budgets.blocked_for("p", "crm.lead.list") == 60.0  # never told: one bucket
+
+
+# --- pacing through bx_call ----------------------------------------------------------------------
+
+
+def test_calls_past_the_burst_are_paced_not_refused(env_app, portal):
+    portal.post(portal_url("crm.contact.list"), json={"result": [], "total": 0})
+    for _ in range(55):
+        call(env_app, "crm.contact.list")
+    assert len(portal.calls) == 55
+    assert env_app.fake_time.sleeps == pytest.approx([1 / 1.94] * 7)  # 48 at once, then 1.94 a second
+
+
+def test_enterprise_plan_gets_its_own_bucket(make_app, portal):
+    app = make_app()
+    c = app.test_client()
+    assert c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE, "plan": "enterprise"}).status_code == 201
+    assert c.get("/api/bitrix/clients/1/config").get_json()["result"]["rate_limit"] == {"burst": 250, "drain": 5.0}
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    for _ in range(240):  # 250 less 4% kept free
+        call(app, "crm.contact.list", client_id=1)
+    assert app.fake_time.sleeps == []
+    call(app, "crm.contact.list", client_id=1)
+    assert app.fake_time.sleeps == pytest.approx([1 / 4.85])
+    bad = c.post("/api/bitrix/clients/1/config", json={"rate_limit": {"burst": 0, "drain": 2}})
+    assert bad.status_code == 400 and bad.get_json()["field"] == "rate_limit.burst"
+
+
+def test_the_bound_turns_a_long_queue_into_429_with_retry_after(make_app, portal):
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_MAX_WAIT=2.0, BITRIX_RATE_BURST=3)
+    # Many requests at the same moment (as from many workers): waits queue up, time stands still.
+    app.extensions["bitrix24"].caller.sleep = app.fake_time.sleeps.append
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    client = app.test_client()
+    codes = [client.get("/api/bitrix/clients/1/contacts").status_code for _ in range(8)]
+    assert codes[:3] == [200, 200, 200] and codes[-1] == 429
+    r = client.get("/api/bitrix/clients/1/contacts")
+    assert r.get_json()["error"] == "QUERY_LIMIT_EXCEEDED" and int(r.headers["Retry-After"]) >= 1
+    assert len(portal.calls) < 8  # refused locally, the portal never saw the extra requests
+
+
+# --- retries by error class ----------------------------------------------------------------------
+
+
+def test_503_is_retried_until_it_passes(env_app, portal):
+    portal.post(portal_url("crm.contact.add"), **LIMIT_503)
+    portal.post(portal_url("crm.contact.add"), **LIMIT_503)
+    portal.post(portal_url("crm.contact.add"), json={"result": 7})
+    assert call(env_app, "crm.contact.add", {"fields": {"NAME": "A"}})["result"] == 7
+    assert len(portal.calls) == 3
+
+
+def test_503_retries_end_with_the_real_error(env_app, portal):
+    portal.post(portal_url("crm.contact.get"), **LIMIT_503)
+    with pytest.raises(RateLimited) as info:
+        call(env_app, "crm.contact.get", {"id": 1})
+    assert info.value.code == "QUERY_LIMIT_EXCEEDED" and info.value.http_status == 503
+    assert len(portal.calls) == 6  # BITRIX_RETRY_ATTEMPTS
+    waits = env_app.fake_time.sleeps
+    assert all(0 <= w <= 8.6 for w in waits) and sum(waits) <= 30  # jittered, bounded
+
+
+@pytest.mark.parametrize("failure", [requests.exceptions.ReadTimeout("read timed out"),
+                                     requests.exceptions.ConnectionError("Connection reset by peer")])
+def test_an_add_that_may_have_reached_the_portal_is_never_repeated(env_app, portal, failure):
+    portal.post(portal_url("crm.deal.add"), body=failure)
+    portal.post(portal_url("crm.deal.add"), json={"result": 1})
+    with pytest.raises(TransportError) as info:
+        call(env_app, "crm.deal.add", {"fields": {"TITLE": "once"}})
+    assert len(portal.calls) == 1
+    assert info.value.sent is True
+
+
+def test_an_add_that_never_left_is_retried(env_app, portal):
+    portal.post(portal_url("crm.deal.add"), body=requests.exceptions.ConnectionError("Connection refused"))
+    portal.post(portal_url("crm.deal.add"), json={"result": 5})
+    assert call(env_app, "crm.deal.add", {"fields": {"TITLE": "x"}})["result"] == 5
+    assert len(portal.calls) == 2
+
+
+def test_an_add_is_not_repeated_on_5xx(env_app, portal):
+    portal.post(portal_url("crm.lead.add"), status=500, json={"error": "INTERNAL_SERVER_ERROR", "error_description": ""})
+    with pytest.raises(ServerError):
+        call(env_app, "crm.lead.add", {"fields": {"TITLE": "x"}})
+    assert len(portal.calls) == 1
+
+
+@pytest.mark.parametrize("method", ["crm.contact.get", "crm.contact.list", "crm.contact.update", "profile"])
+def test_reads_and_updates_are_retried_on_timeouts_and_5xx(env_app, portal, method):
+    portal.post(portal_url(method), body=requests.exceptions.ReadTimeout("read timed out"))
+    portal.post(portal_url(method), status=502, body="<html>bad gateway</html>")
+    portal.post(portal_url(method), json={"result": True})
+    assert call(env_app, method, {"id": 1})["result"] is True
+    assert len(portal.calls) == 3
+
+
+def test_a_repeated_delete_that_finds_nothing_succeeded_the_first_time(env_app, portal):
+    portal.post(portal_url("crm.deal.delete"), body=requests.exceptions.ReadTimeout("read timed out"))
+    portal.post(portal_url("crm.deal.delete"), status=400, json={"error": "", "error_description": "Not found"})
+    assert call(env_app, "crm.deal.delete", {"id": 3}) == {"result": True}
+
+
+def test_timeouts_surface_after_the_retries(env_app, portal):
+    portal.post(portal_url("crm.contact.get"), body=requests.exceptions.ReadTimeout("read timed out"))
+    with pytest.raises(PortalTimeout):
+        call(env_app, "crm.contact.get", {"id": 1})
+    assert len(portal.calls) == 6
+
+
+def test_client_errors_are_not_retried(env_app, portal):
+    portal.post(portal_url("crm.contact.get"), status=400, json={"error": "", "error_description": "Not found"})
+    portal.post(portal_url("crm.deal.get"), status=401, json={"error": "INVALID_CREDENTIALS", "error_description": "x"})
+    for method in ("crm.contact.get", "crm.deal.get"):
+        with pytest.raises(Exception):
+            call(env_app, method, {"id": 1})
+    assert len(portal.calls) == 2
+
+
+# --- the operating budget ------------------------------------------------------------------------
+
+
+def test_operation_time_limit_is_waited_out_within_the_bound(env_app, portal):
+    now = env_app.fake_time.time()
+    portal.post(portal_url("crm.deal.list"), json={"result": [], "time": {"operating": 470, "operating_reset_at": now + 20}})
+    portal.post(portal_url("crm.deal.list"), **BLOCKED_429)
+    portal.post(portal_url("crm.deal.list"), json={"result": [], "time": {"operating": 10}})
+    call(env_app, "crm.deal.list", max_wait=600)
+    assert call(env_app, "crm.deal.list", max_wait=600)["result"] == []
+    assert len(portal.calls) == 3
+    assert max(env_app.fake_time.sleeps) == pytest.approx(20, abs=0.5)  # until operating_reset_at
+
+
+def test_operation_time_limit_surfaces_past_the_bound(env_app, portal):
+    now = env_app.fake_time.time()
+    portal.post(portal_url("crm.deal.list"), json={"result": [], "time": {"operating": 470, "operating_reset_at": now + 300}})
+    portal.post(portal_url("crm.deal.list"), **BLOCKED_429)
+    call(env_app, "crm.deal.list")
+    with pytest.raises(OperatingLimit) as info:
+        call(env_app, "crm.deal.list", max_wait=30)
+    assert info.value.code == "OPERATION_TIME_LIMIT" and info.value.retry_after == pytest.approx(300, abs=5)
+    # the method stays blocked: the next call is refused without asking the portal
+    with pytest.raises(OperatingLimit):
+        call(env_app, "crm.deal.list", max_wait=30)
+    assert len(portal.calls) == 2
+    portal.post(portal_url("crm.deal.get"), json={"result": {"ID": "1"}})
+    assert call(env_app, "crm.deal.get", {"id": 1})["result"] == {"ID": "1"}  # other methods still work
+
+
+def test_api_answers_429_with_retry_after_from_operating_reset_at(make_app, portal):
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE)
+    now = app.fake_time.time()
+    portal.post(portal_url("crm.lead.list"), json={"result": [], "time": {"operating": 475, "operating_reset_at": now + 240}})
+    portal.post(portal_url("crm.lead.list"), **BLOCKED_429)
+    client = app.test_client()
+    assert client.get("/api/bitrix/clients/1/leads").status_code == 200
+    r = client.get("/api/bitrix/clients/1/leads")
+    assert r.status_code == 429 and r.get_json()["error"] == "OPERATION_TIME_LIMIT"
+    assert 235 <= int(r.headers["Retry-After"]) <= 241
+
+
+# --- Redis-shared bucket ---------------------------------------------------------------------------
+
+
+def test_redis_bucket_has_the_same_semantics():
+    import redis
+
+    from app.services.limiter import RedisBuckets
+
+    url = service_url("TEST_REDIS_URL")
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"Redis at {url} is not reachable: {exc}")
+    buckets = RedisBuckets(url, prefix="test:bucket:")
+    key = f"p-{id(buckets)}"
+    params = BucketParams(burst=6, rate=1.0, safety=1.0)  # capacity 5
+    waits = [buckets.reserve(key, params) for _ in range(7)]
+    assert waits[:5] == [0.0] * 5
+    assert waits[5] == pytest.approx(1.0, abs=0.05) and waits[6] == pytest.approx(2.0, abs=0.05)
+    assert buckets.reserve(key, params, max_wait=0.5) > 0.5
+    assert buckets.level(key, params) == pytest.approx(7, abs=0.1)  # the refused one took no place
