@@ -188,8 +188,10 @@ def test_timeouts_surface_after_the_retries(env_app, portal):
 def test_client_errors_are_not_retried(env_app, portal):
     portal.post(portal_url("crm.contact.get"), status=400, json={"error": "", "error_description": "Not found"})
     portal.post(portal_url("crm.deal.get"), status=401, json={"error": "INVALID_CREDENTIALS", "error_description": "x"})
-    for method in ("crm.contact.get", "crm.deal.get"):
-        with pytest.raises(Exception):
+    from app.services.bitrix24_service import NotFound, PortalAuthFailed
+
+    for method, error in (("crm.contact.get", NotFound), ("crm.deal.get", PortalAuthFailed)):
+        with pytest.raises(error):
             call(env_app, method, {"id": 1})
     assert len(portal.calls) == 2
 
