@@ -35,7 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", default=None, help="auth[domain] in events (default: request Host)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-limits", action="store_true", help="turn off both limiters")
+    p.add_argument("--preload", action="append", default=[], metavar="ENTITY=N",
+                   help="start with N records of ENTITY (contact, deal, lead, company); repeatable")
     return p
+
+
+def _preload(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        entity, _, count = item.partition("=")
+        if entity not in ("contact", "deal", "lead", "company") or not count.isdigit():
+            raise SystemExit(f"--preload wants ENTITY=N with ENTITY contact, deal, lead or company, not {item!r}")
+        out[entity] = int(count)
+    return out
 
 
 def main(argv=None) -> int:
@@ -47,7 +59,7 @@ def main(argv=None) -> int:
         drop_rate=args.drop_rate, drop_phase=args.drop_phase,
         fail_status=args.fail_status, fail_phase=args.fail_phase, event_url=args.event_url,
         application_token=args.application_token, domain=args.domain, seed=args.seed,
-        limits=not args.no_limits)
+        limits=not args.no_limits, preload=_preload(args.preload))
     server = make_server(args.host, args.port, emu, threaded=True)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
     print(f"Bitrix24 emulator webhook base: http://{host}:{server.port}/rest/{emu.user_id}/{emu.secret}/",

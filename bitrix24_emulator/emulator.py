@@ -144,6 +144,12 @@ class Emulator:
         request = Request(environ)
         started = self._now()
         path = request.path
+        if path == "/_emulator/stats":
+            # Not part of Bitrix24: lets benchmarks and demos read the counters of a running emulator.
+            with self._lock:
+                stats = {**self.counters.as_dict(), "records": {k: len(v) for k, v in self.records.items()},
+                         "events_sent": len(self.events_sent)}
+            return Response(dumps(stats), mimetype="application/json")(environ, start_response)
         if not path.startswith("/rest/"):
             return Response("Not found", status=404, mimetype="text/plain")(environ, start_response)
         segments = path[len("/rest/"):].split("/")
@@ -373,6 +379,16 @@ def read_params(request: Request) -> dict:
     return {**query, **body}
 
 
-def create_emulator(**options) -> Emulator:
-    """Build an emulator; the returned object is the WSGI app and exposes its state."""
-    return Emulator(**options)
+def create_emulator(*, preload: dict[str, int] | None = None, **options) -> Emulator:
+    """Build an emulator; the returned object is the WSGI app and exposes its state.
+
+    ``preload={"contact": 100_000}`` fills the store with that many simple records first (no
+    events, no limits), for demos and benchmarks of large portals.
+    """
+    emu = Emulator(**options)
+    for entity, count in (preload or {}).items():
+        with emu._lock:
+            for i in range(count):
+                emu.store.add(entity, {"fields": {"NAME": f"Preloaded {i}", "LAST_NAME": f"#{i}",
+                                                  "TITLE": f"Preloaded {entity} {i}"}})
+    return emu

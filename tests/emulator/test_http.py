@@ -249,3 +249,16 @@ def test_cli_starts_prints_base_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_preload_and_stats_endpoint(serve):
+    """Not Bitrix24: preload fills the store for demos and benchmarks; /_emulator/stats shows counters."""
+    from bitrix24_emulator import create_emulator, start_server
+
+    server = start_server(create_emulator(preload={"contact": 120}, limits=False))
+    try:
+        assert requests.post(server.base + "crm.contact.list.json", timeout=5).json()["total"] == 120
+        stats = requests.get(server.url + "/_emulator/stats", timeout=5).json()
+        assert stats["records"]["contact"] == 120 and stats["requests"] == 1 and stats["rate_limited"] == 0
+    finally:
+        server.stop()

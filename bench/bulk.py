@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Bulk throughput against the emulator with Bitrix24's real bucket (burst 50, drain 2/s), ours
+side by side with fast_bitrix24, each run on a fresh emulator process in the same invocation.
+
+    .venv/bin/python bench/bulk.py [--list 20000 100000] [--create 5000] [--memory 100000]
+
+For each run: seconds, rows/s, requests the portal saw, 503s provoked, and the ratio to the bound
+the limits allow: bound = max(0, requests - burst) / drain seconds; ratio = bound / elapsed (1.0 is
+as fast as the portal permits; listings that fit in the burst have no bound). The memory run serves
+our app in its own process and compares its peak RSS (VmHWM) after streaming N rows through
+GET .../contacts?all=1 with another fresh process that streamed 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BURST, DRAIN = 50, 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+class Emulator:
+    def __init__(self, preload: int = 0, limits: bool = True) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "bitrix24_emulator", "--port", str(self.port), "--secret", "bench"]
+        if preload:
+            cmd += ["--preload", f"contact={preload}"]
+        if not limits:
+            cmd.append("--no-limits")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        self.base = f"http://127.0.0.1:{self.port}/rest/1/bench/"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_emulator/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def our_app(base: str, tmp: str):
+    from cryptography.fernet import Fernet
+
+    from app import create_app
+
+    return create_app({
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/bench-{time.monotonic_ns()}.db",
+        "BITRIX_SECRET_KEY": Fernet.generate_key().decode(), "BITRIX_WEBHOOK_BASE": base,
+        "BITRIX_ALLOWED_HOSTS": "127.0.0.1", "BITRIX_AUTH_DISABLED": True,
+    })
+
+
+def fast_client(base: str):
+    from fast_bitrix24 import Bitrix
+
+    client = Bitrix(base, ssl=False, verbose=False)
+    logging.getLogger("fast_bitrix24").disabled = True  # it logs every response at DEBUG
+    return client
+
+
+def measure(label: str, rows: int, setup, preload: int = 0) -> dict:
+    """``setup(base)`` builds the client (not timed) and returns the work to time."""
+    emulator = Emulator(preload=preload)
+    try:
+        work = setup(emulator.base)
+        started = time.perf_counter()
+        got = work()
+        elapsed = time.perf_counter() - started
+        stats = emulator.stats()
+    finally:
+        emulator.stop()
+    assert got == rows, f"{label}: expected {rows} rows, got {got}"
+    requests = stats["requests"]
+    bound = max(0, requests - BURST) / DRAIN
+    return {"run": label, "rows": rows, "seconds": round(elapsed, 2), "rows_per_s": round(rows / elapsed),
+            "requests": requests, "503s": stats["rate_limited"], "bound_s": bound,
+            "ratio_to_bound": round(bound / elapsed, 3) if bound else None}
+
+
+def ours_list(tmp: str):
+    def setup(base: str):
+        from app.services.bitrix24_service import bx_list_all
+
+        app = our_app(base, tmp)
+
+        def work() -> int:
+            with app.app_context():
+                return sum(1 for _ in bx_list_all("crm.contact.list", {"select": ["ID", "NAME"]}))
+        return work
+    return setup
+
+
+def fast_list(base: str):
+    client = fast_client(base)
+
+    def work() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return len(client.get_all("crm.contact.list", {"select": ["ID", "NAME"]}))
+    return work
+
+
+def items(n: int) -> list[dict]:
+    return [{"fields": {"NAME": f"Bench {i}", "LAST_NAME": "Create", "EMAIL": [{"VALUE": f"b{i}@example.com"}]}}
+            for i in range(n)]
+
+
+def ours_create(tmp: str, n: int):
+    def setup(base: str):
+        from app.services.bulk import bulk_write
+
+        app, payload = our_app(base, tmp), items(n)
+
+        def work() -> int:
+            with app.app_context():
+                outcomes = bulk_write("crm.contact", payload)
+            return sum(1 for o in outcomes if o.error is None)
+        return work
+    return setup
+
+
+def fast_create(n: int):
+    def setup(base: str):
+        client, payload = fast_client(base), items(n)
+
+        def work() -> int:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return len(client.call("crm.contact.add", payload))
+        return work
+    return setup
+
+
+def peak_rss_after_listing(emulator: Emulator, rows: int, tmp: str) -> tuple[int, int]:
+    """Serve our app in a fresh process, stream ``rows`` contacts through it, return its VmHWM (kB)
+    before and after."""
+    from cryptography.fernet import Fernet
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BITRIX_")}
+    env.update(BITRIX_WEBHOOK_BASE=emulator.base, BITRIX_ALLOWED_HOSTS="127.0.0.1", BITRIX_AUTH_DISABLED="1",
+               BITRIX_SECRET_KEY=Fernet.generate_key().decode(), DATABASE_URL=f"sqlite:///{tmp}/mem-{port}.db")
+    server = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/api/bitrix/clients/1/contacts"
+        with urllib.request.urlopen(url + "?filter%5B%3C%3DID%5D=1", timeout=60) as r:  # warm up: imports, DB
+            r.read()
+        before = _hwm(server.pid)
+        query = f"?all=1&select=ID&select=NAME&filter%5B%3C%3DID%5D={rows}"
+        count, tail = 0, b""
+        with urllib.request.urlopen(url + query, timeout=600) as r:
+            while chunk := r.read(65536):
+                count += chunk.count(b'"ID":')
+                tail = (tail + chunk)[-200:]
+        assert count == rows and b'"total":%d}' % rows in tail, (count, tail)
+        return before, _hwm(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--list", type=int, nargs="*", default=[20_000, 100_000])
+    parser.add_argument("--create", type=int, nargs="*", default=[5_000])
+    parser.add_argument("--memory", type=int, default=100_000, help="rows for the memory run (0: skip)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("fast_bitrix24", "app.bitrix24", "werkzeug"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.list:
+            results.append(measure(f"list {n:,} (ours, keyset batches)", n, ours_list(tmp), preload=n))
+            results.append(measure(f"list {n:,} (fast_bitrix24 get_all)", n, fast_list, preload=n))
+        for n in args.create:
+            results.append(measure(f"create {n:,} (ours, bulk_write)", n, ours_create(tmp, n)))
+            results.append(measure(f"create {n:,} (fast_bitrix24 call)", n, fast_create(n)))
+        memory = None
+        if args.memory:
+            emulator = Emulator(preload=args.memory, limits=False)
+            try:
+                small = peak_rss_after_listing(emulator, 1_000, tmp)
+                large = peak_rss_after_listing(emulator, args.memory, tmp)
+            finally:
+                emulator.stop()
+            memory = {"rows": args.memory, "hwm_kb_1000": small, "hwm_kb_large": large,
+                      "extra_mb": round((large[1] - small[1]) / 1024, 1)}
+
+    print("| run | rows | seconds | rows/s | requests | 503s | bound s | ratio to bound |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        ratio = "within burst" if r["ratio_to_bound"] is None else f"{r['ratio_to_bound']:.2f}"
+        print(f"| {r['run']} | {r['rows']:,} | {r['seconds']} | {r['rows_per_s']:,} | {r['requests']} | "
+              f"{r['503s']} | {r['bound_s']:.1f} | {ratio} |")
+    if memory:
+        (b1, a1), (b2, a2) = memory["hwm_kb_1000"], memory["hwm_kb_large"]
+        print(f"\nstreamed listing through GET .../contacts?all=1, server peak RSS (VmHWM): "
+              f"1,000 rows {a1 / 1024:.1f} MB (warm {b1 / 1024:.1f} MB); "
+              f"{memory['rows']:,} rows {a2 / 1024:.1f} MB (warm {b2 / 1024:.1f} MB); difference {memory['extra_mb']} MB")
+    print("\n" + json.dumps({"results": results, "memory": memory}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
