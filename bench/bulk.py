@@ -237,7 +237,8 @@ def main() -> int:
         (b1, a1), (b2, a2) = memory["hwm_kb_1000"], memory["hwm_kb_large"]
         print(f"\nstreamed listing through GET .../contacts?all=1, server peak RSS (VmHWM): "
               f"1,000 rows {a1 / 1024:.1f} MB (warm {b1 / 1024:.1f} MB); "
-              f"{memory['rows']:,} rows {a2 / 1024:.1f} MB (warm {b2 / 1024:.1f} MB); difference {memory['extra_mb']} MB")
+              f"{memory['rows']:,} rows {a2 / 1024:.1f} MB (warm {b2 / 1024:.1f} MB); "
+              f"difference {memory['extra_mb']} MB")
     print("\n" + json.dumps({"results": results, "memory": memory}))
     return 0
 
