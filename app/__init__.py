@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import event
 
 from .config import app_settings
 from .extensions import bitrix24, db
@@ -27,8 +28,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # Concurrent writers (several workers receiving events) wait for the lock instead of failing.
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("connect_args", {}).setdefault("timeout", 30)
     db.init_app(app)
     bitrix24.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
 
     if app.config["BITRIX_AUTO_SETUP"]:
         from .services.setup import run_setup
@@ -36,3 +44,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         with app.app_context():
             run_setup()
     return app
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    # WAL lets readers work while one process writes; busy_timeout makes writers queue.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

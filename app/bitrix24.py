@@ -49,6 +49,9 @@ class Bitrix24State:
             RetryPolicy(attempts=int(cfg["BITRIX_RETRY_ATTEMPTS"]), max_wait=float(cfg["BITRIX_MAX_WAIT"])),
         )
         self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
+        from .services.event_queue import make_event_queue
+
+        self.event_queue = make_event_queue(redis_url)
         if self.auth_disabled:
             log.warning("BITRIX_AUTH_DISABLED is set: the Bitrix24 API accepts requests from anyone (demo only)")
 
@@ -65,11 +68,32 @@ class Bitrix24State:
         return self.extension.authorize_hook
 
 
+EventHandler = Callable[[Any], None]
+
+
 class Bitrix24:
     def __init__(self, app: Flask | None = None, *, authorize: AuthorizeHook | None = None) -> None:
         self.authorize_hook = authorize
+        self._handlers: dict[str, list[EventHandler]] = {}
         if app is not None:
             self.init_app(app)
+
+    def on(self, event_name: str) -> Callable[[EventHandler], EventHandler]:
+        """Decorator: ``@bitrix24.on("ONCRMDEALUPDATE")`` (or ``"*"`` for every event) registers a
+        handler that receives an ``app.services.events.Event``. A handler that raises is retried with
+        backoff (BITRIX_EVENT_MAX_ATTEMPTS), then the event is kept as failed with its error."""
+        name = event_name.strip().upper()
+        if not name:
+            raise ValueError("an event name, or '*' for every event")
+
+        def register(handler: EventHandler) -> EventHandler:
+            self._handlers.setdefault(name, []).append(handler)
+            return handler
+
+        return register
+
+    def handlers_for(self, event_name: str) -> list[EventHandler]:
+        return [*self._handlers.get(event_name.upper(), []), *self._handlers.get("*", [])]
 
     def init_app(self, app: Flask, *, url_prefix: str = "/api/bitrix") -> None:
         if "bitrix24" in app.extensions:

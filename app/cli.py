@@ -24,3 +24,95 @@ def setup_command() -> None:
 def generate_key_command() -> None:
     """Print a new key for BITRIX_SECRET_KEY (put it first in the list to rotate)."""
     click.echo(Fernet.generate_key().decode("ascii"))
+
+
+events_cli = AppGroup("events", help="The Bitrix24 event log: list, replay, retry failed.")
+bitrix24_cli.add_command(events_cli)
+
+
+@events_cli.command("list")
+@click.option("--client-id", type=int, default=None, help="only this client's events")
+@click.option("--status", type=click.Choice(["received", "queued", "processing", "done", "retry", "failed"]))
+@click.option("--event", "name", default=None, help="e.g. ONCRMDEALUPDATE")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50)
+@with_appcontext
+def events_list_command(client_id: int | None, status: str | None, name: str | None, limit: int) -> None:
+    """Newest events first: id, status, attempts, event, entity, client, last error."""
+    from .services.events import list_events
+
+    rows, total = list_events(client_id, status=status, name=name, limit=limit)
+    for row in rows:
+        error = f"  {row.last_error}" if row.last_error else ""
+        entity = f"{row.entity_type or '-'}:{row.entity_id or '-'}"
+        client = row.client_id if row.client_id is not None else "-"
+        click.echo(f"{row.id}\t{row.status}\t{row.attempts}\t{row.event}\t{entity}\tclient {client}{error}")
+    click.echo(f"{len(rows)} of {total} events")
+
+
+@events_cli.command("replay")
+@click.argument("event_id", type=int)
+@with_appcontext
+def events_replay_command(event_id: int) -> None:
+    """Run an event's handlers again (queued to the worker when Redis is configured)."""
+    from .services.events import replay
+
+    try:
+        row = replay(event_id)
+    except LookupError:
+        raise click.ClickException(f"no event {event_id}") from None
+    click.echo(f"event {row.id}: {row.status}" + (f" ({row.last_error})" if row.last_error else ""))
+
+
+@events_cli.command("retry-failed")
+@click.option("--client-id", type=int, default=None)
+@with_appcontext
+def events_retry_failed_command(client_id: int | None) -> None:
+    """Replay every event kept as failed."""
+    from .services.events import retry_failed
+
+    click.echo(f"replayed {retry_failed(client_id)} failed events")
+
+
+@bitrix24_cli.command("worker")
+@click.option("--burst", is_flag=True, help="handle what is there, then exit")
+@click.option("--interval", type=float, default=5.0, help="seconds between sweeps for due retries")
+@with_appcontext
+def worker_command(burst: bool, interval: float) -> None:
+    """Handle events: the RQ worker with BITRIX_REDIS_URL, else a loop over the database.
+
+    Either way it also sweeps the event log for retries that are due and for events nobody ran.
+    """
+    import threading
+    import time
+
+    from flask import current_app
+
+    from .services import events
+
+    app = current_app._get_current_object()
+    events._worker_app = app
+    queue = app.extensions["bitrix24"].event_queue
+    stop = threading.Event()
+
+    def sweep_forever() -> None:
+        while not stop.wait(interval):
+            with app.app_context():
+                try:
+                    events.run_due()
+                except Exception as exc:  # keep sweeping: the database or Redis may come back
+                    click.echo(f"sweep failed: {exc}", err=True)
+
+    events.run_due(stale_after=0 if burst else 60)
+    if queue.name == "rq":
+        from rq import Worker
+
+        if not burst:
+            threading.Thread(target=sweep_forever, daemon=True).start()
+        click.echo(f"Bitrix24 event worker (RQ) on {queue.queue.name}")
+        Worker([queue.queue], connection=queue.connection).work(burst=burst)
+        stop.set()
+        return
+    click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
+    while not burst:
+        time.sleep(interval)
+        events.run_due()

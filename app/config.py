@@ -40,6 +40,9 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_BULK_MAX_WAIT": (900.0, float),  # the same bound for bulk work (batch, list-all)
     "BITRIX_RETRY_ATTEMPTS": (6, int),
     "BITRIX_BATCH_MAX_ITEMS": (5000, int),  # items per POST .../<entity>/batch
+    "BITRIX_EVENT_MAX_BYTES": (65_536, int),  # largest event body the receiver reads
+    "BITRIX_EVENT_MAX_ATTEMPTS": (5, int),  # handler runs per event before it is kept as failed
+    "BITRIX_EVENT_RETRY_BASE": (30.0, float),  # seconds before the first retry; doubles each time
 }
 
 

@@ -5,12 +5,17 @@ No Bitrix24 wire details here: params are built as plain dicts and handed to ``b
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from flask import current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from ..extensions import db
+from ..models import BitrixEvent
 from ..services import client_config
+from ..services import events as events_service
 from ..services.bitrix24_service import Bitrix24Error, bx_call
 from ..services.events import EventRejected, receive_event
 from ..services.secrets import mask, mask_url
@@ -18,6 +23,8 @@ from ..services.wire import parse_php_form
 from . import bulk_controller
 from .errors import ApiError, error_response
 from .params import entity_or_404, fields_and_params, json_object, list_params, positive_id, query_args
+
+log = logging.getLogger("app.bitrix24")
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -191,7 +198,21 @@ def _receive(client_id: int | None):
         event, duplicate = receive_event(payload, client_id=client_id)
     except EventRejected as exc:
         return error_response(exc.status, exc.code, exc.description)
-    return jsonify({"result": {"event_id": event.id, "duplicate": duplicate}})
+    response = jsonify({"result": {"event_id": event.id, "duplicate": duplicate}})
+    if not duplicate and not events_service.submit(event.id):
+        # Inline mode: run the handlers once the answer has gone back to Bitrix24.
+        app = current_app._get_current_object()
+        event_id = event.id
+
+        def run_after_response() -> None:
+            with app.app_context():
+                try:
+                    events_service.dispatch_event(event_id)
+                except Exception:  # never let a handler problem reach the server loop
+                    log.exception("dispatching Bitrix24 event %s failed", event_id)
+
+        response.call_on_close(run_after_response)
+    return response
 
 
 def receive_event_view():
@@ -227,3 +248,50 @@ def write_many(client_id: str, entity: str):
 
 def raw_batch(client_id: str):
     return bulk_controller.raw_batch(positive_id(client_id, "client_id"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The event log
+
+
+def list_events(client_id: str):
+    cid = positive_id(client_id, "client_id")
+    args = request.args
+    unknown = sorted(set(args) - {"status", "event", "start", "limit"})
+    if unknown:
+        raise ApiError(
+            400, "UNKNOWN_PARAMETER", f"unknown query parameter {unknown[0]!r}: use status, event, start, limit",
+            field=unknown[0],
+        )
+    status = args.get("status")
+    if status is not None and status not in events_service.STATUSES:
+        raise ApiError(400, "INVALID_STATUS", f"status must be one of {', '.join(events_service.STATUSES)}",
+                       field="status")
+    name = args.get("event")
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,128}", name):
+        raise ApiError(400, "INVALID_EVENT", "event must be an event name like ONCRMDEALUPDATE", field="event")
+    start = _int_arg("start", 0, 0, 10**9)
+    limit = _int_arg("limit", 50, 1, 500)
+    rows, total = events_service.list_events(cid, status=status, name=name, start=start, limit=limit)
+    body: dict[str, Any] = {"result": [row.to_dict() for row in rows], "total": total}
+    if start + len(rows) < total:
+        body["next"] = start + len(rows)
+    return jsonify(body)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,10}", raw) or not low <= int(raw) <= high:
+        raise ApiError(400, f"INVALID_{name.upper()}", f"{name} must be an integer from {low} to {high}", field=name)
+    return int(raw)
+
+
+def replay_event(client_id: str, event_id: str):
+    cid, eid = positive_id(client_id, "client_id"), positive_id(event_id, "event_id")
+    row = db.session.get(BitrixEvent, eid)
+    if row is None or row.client_id != cid:
+        raise ApiError(404, "EVENT_NOT_FOUND", f"client {cid} has no event {eid}")
+    row = events_service.replay(eid)
+    return jsonify({"result": row.to_dict()}), 202 if row.status == "queued" else 200

@@ -197,4 +197,7 @@ def limit_body_size() -> None:
     without touching the host app's own MAX_CONTENT_LENGTH."""
     from flask import current_app
 
-    request.max_content_length = int(current_app.config["BITRIX_MAX_BODY_BYTES"])
+    from .auth import PUBLIC_ENDPOINTS
+
+    key = "BITRIX_EVENT_MAX_BYTES" if request.endpoint in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
+    request.max_content_length = int(current_app.config[key])

@@ -24,10 +24,13 @@ class BitrixEvent(db.Model):
     payload: Mapped[dict] = mapped_column(JSON, nullable=False)
     # Bitrix24 never re-sends, but queues and proxies can: one row per (portal, event, data, ts).
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # received -> (queued ->) processing -> done | retry (-> processing ...) | failed
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="received", index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(db.DateTime(timezone=True), default=_now, nullable=False)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(db.DateTime(timezone=True), index=True)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(db.DateTime(timezone=True))
 
     def to_dict(self) -> dict:
         return {
@@ -40,6 +43,16 @@ class BitrixEvent(db.Model):
             "status": self.status,
             "attempts": self.attempts,
             "last_error": self.last_error,
-            "received_at": self.received_at.isoformat() if self.received_at else None,
+            "received_at": _iso(self.received_at),
+            "next_attempt_at": _iso(self.next_attempt_at),
+            "processed_at": _iso(self.processed_at),
             "payload": self.payload,
         }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()

@@ -26,6 +26,8 @@ bp.add_url_rule(f"{CLIENT}/config/debug", "debug_config", c.debug_config, method
 bp.add_url_rule("/webhook", "receive_event", c.receive_event_view, methods=["POST"])
 bp.add_url_rule(f"{CLIENT}/webhook", "receive_client_event", c.receive_client_event_view, methods=["POST"])
 
+bp.add_url_rule(f"{CLIENT}/events", "list_events", c.list_events, methods=["GET"])
+bp.add_url_rule(f"{CLIENT}/events/<event_id>/replay", "replay_event", c.replay_event, methods=["POST"])
 bp.add_url_rule(f"{CLIENT}/batch", "raw_batch", c.raw_batch, methods=["POST"])
 bp.add_url_rule(f"{CLIENT}/<entity>/batch", "write_many", c.write_many, methods=["POST"])
 bp.add_url_rule(f"{CLIENT}/<entity>", "list_records", c.list_records, methods=["GET"])

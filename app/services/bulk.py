@@ -177,30 +177,53 @@ def bx_list_all(
 
 
 def _keyset(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str):
+    """Walk by ID. Each round first asks for the count of rows past the cursor (one ``start=0``
+    page) so that the batches that follow hold exactly the pages left, plus one page of slack for
+    rows added meanwhile: pages chained past the end would make the portal run useless queries
+    (an unresolvable ``$result`` reference becomes an array filter, a full scan each). Methods
+    without ``total`` are walked 50 pages a batch until a short page."""
     flt = dict(params.get("filter") or {})
     last = 0
     for key in (f">{id_field}", f">={id_field}"):
         if key in flt:
             value = int(flt.pop(key))
-            last = max(last, value if key.startswith(">") and not key.startswith(">=") else value - 1)
-    base = {**params, "order": {id_field: "ASC"}, "start": -1}
+            last = max(last, value if key == f">{id_field}" else value - 1)
+    base = {**params, "order": {id_field: "ASC"}}
     max_wait = current_app.extensions["bitrix24"].bulk_max_wait
+    counted = True
     while True:
-        commands: dict[str, tuple[str, Any]] = {}
-        for i in range(BATCH_LIMIT):
-            # Page i starts after the last row of page i-1; the portal resolves the reference.
-            nest = f"[{container}]" if container else ""
-            after: Any = last if i == 0 else f"$result[p{i - 1}]{nest}[{PAGE - 1}][{id_field}]"
-            commands[f"p{i}"] = (method, {**base, "filter": {**flt, f">{id_field}": after}})
-        items = run_chunk(list(commands.items()), client_id=client_id, halt=False, max_wait=max_wait)
-        for item in items:
-            if item.error is not None:
-                raise item.error
-            rows = _rows(item.result, container)
+        pages_left = BATCH_LIMIT
+        if counted:
+            first = bx_call(method, {**base, "start": 0, "filter": {**flt, f">{id_field}": last}},
+                            client_id=client_id, max_wait=max_wait)
+            rows = _rows(first.get("result"), container)
             yield from rows
             if len(rows) < PAGE:
-                return  # later pages of this batch chained off a short page: ignore them
+                return
             last = int(rows[-1][id_field])
+            total = first.get("total")
+            if isinstance(total, int):
+                pages_left = -(-(total - len(rows)) // PAGE)
+            else:
+                counted = False
+        while pages_left > 0:
+            size = min(BATCH_LIMIT, pages_left + 1)  # + 1: rows added since the count
+            pages_left -= size
+            commands: list[tuple[str, tuple[str, Any]]] = []
+            nest = f"[{container}]" if container else ""
+            for i in range(size):
+                # Page i starts after the last row of page i-1; the portal resolves the reference.
+                after: Any = last if i == 0 else f"$result[p{i - 1}]{nest}[{PAGE - 1}][{id_field}]"
+                commands.append((f"p{i}", (method, {**base, "start": -1, "filter": {**flt, f">{id_field}": after}})))
+            for item in run_chunk(commands, client_id=client_id, halt=False, max_wait=max_wait):
+                if item.error is not None:
+                    raise item.error
+                rows = _rows(item.result, container)
+                yield from rows
+                if len(rows) < PAGE:
+                    return  # later pages of this batch chained off a short page: ignore them
+                last = int(rows[-1][id_field])
+        # Every expected page came back full: rows were added meanwhile. Count again from here.
 
 
 def _offsets(method: str, params: dict[str, Any], client_id: int | None, container: str | None):

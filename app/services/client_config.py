@@ -331,10 +331,19 @@ def delete_config(client_id: int) -> bool:
 
 def configs_for_domain(domain: str) -> list[ClientConfig]:
     """Every stored config whose portal is ``domain`` (for routing an incoming event)."""
+    return _configs_where(ClientCRMAuth.portal_domain == domain.lower())
+
+
+def configs_for_member(member_id: str) -> list[ClientConfig]:
+    """Every stored config of the portal with this ``member_id`` (learnt from verified events)."""
+    return _configs_where(ClientCRMAuth.member_id == member_id)
+
+
+def _configs_where(condition) -> list[ClientConfig]:
     stmt = (
         select(ClientCRMAuth)
         .join(CRM, ClientCRMAuth.crm_id == CRM.id)
-        .where(ClientCRMAuth.portal_domain == domain.lower(), CRM.name == BITRIX24_CRM_NAME)
+        .where(condition, CRM.name == BITRIX24_CRM_NAME)
     )
     configs = []
     for row in db.session.execute(stmt).scalars():

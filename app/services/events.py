@@ -1,28 +1,40 @@
-"""Receiving Bitrix24's outbound events: verify the application token, store durably, dedupe.
+"""Bitrix24's outbound events: verify, store durably, dedupe, then hand to the registered handlers.
 
-Bitrix24 posts each event once and never retries (bitrix24-api.md §8), so an accepted event is
-committed to the ``BitrixEvent`` table before we answer. The token is compared in constant time;
-an event whose token does not match is refused and nothing of it is stored.
+Bitrix24 posts each event once and never retries (bitrix24-api.md §8), sends only IDs, and proves
+its origin only with the shared application token. So: find the tenant, compare the token in
+constant time (a token of another tenant is a mismatch), commit a ``BitrixEvent`` row before
+answering (unique on a dedupe key, so a re-delivery is acknowledged but never stored or handled
+twice), and run handlers afterwards: inline after the answer, or in an RQ worker. A handler that
+raises is retried with backoff up to BITRIX_EVENT_MAX_ATTEMPTS, then kept as ``failed``.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
+import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..entities import entity_for_event
+from ..entities import ENTITIES, entity_for_event
 from ..extensions import db
-from ..models import BitrixEvent
-from .client_config import configs_for_domain, stored_config
+from ..models import BitrixEvent, ClientCRMAuth
+from .client_config import configs_for_domain, configs_for_member, stored_config
+
+log = logging.getLogger("app.bitrix24")
 
 # Never stored: the shared secret itself and OAuth tokens an app event may carry.
 _SECRET_AUTH_KEYS = ("application_token", "access_token", "refresh_token")
+RUNNABLE = ("received", "queued", "retry")
+STATUSES = ("received", "queued", "processing", "done", "retry", "failed")
 
 
 class EventRejected(Exception):
@@ -31,25 +43,42 @@ class EventRejected(Exception):
         self.status, self.code, self.description = status, code, description
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def _token_matches(given: str, expected: str | None) -> bool:
     if not expected:
         return False
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
+def _auth(payload: dict[str, Any]) -> dict[str, Any]:
+    auth = payload.get("auth")
+    return auth if isinstance(auth, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> int | None:
-    """The client this event belongs to (None: the environment's token). Raises on mismatch."""
-    auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
-    domain = auth.get("domain") if isinstance(auth.get("domain"), str) else ""
+    """The client this event belongs to (None: the environment's token). Raises on mismatch.
+
+    Order: the per-client URL; else the stored configs of the portal, found by ``auth[member_id]``
+    (stable across domain renames, learnt from the first verified event) or ``auth[domain]``; else
+    BITRIX_OUTBOUND_TOKEN. Tokens are compared in constant time, every candidate checked.
+    """
     invalid = EventRejected(401, "INVALID_TOKEN", "invalid application_token")
     if client_id is not None:
         config = stored_config(client_id)
         if config is None or not _token_matches(given, config.outbound_token):
             raise invalid
         return client_id
-    candidates = configs_for_domain(domain) if domain else []
+    auth = _auth(payload)
+    member, domain = _text(auth.get("member_id")), _text(auth.get("domain"))
+    candidates = (configs_for_member(member) if member else []) or (configs_for_domain(domain) if domain else [])
     if candidates:
-        # Check every candidate (no early exit) so timing does not reveal which one matched.
         matched = [c.client_id for c in candidates if _token_matches(given, c.outbound_token)]
         if matched:
             return matched[0]
@@ -60,11 +89,10 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
 
 
 def dedupe_key(payload: dict[str, Any]) -> str:
-    auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
+    auth = _auth(payload)
     portal = auth.get("member_id") or auth.get("domain") or ""
-    material = json.dumps(
-        [portal, payload.get("event"), payload.get("data"), payload.get("ts")], sort_keys=True, default=str
-    )
+    material = json.dumps([portal, payload.get("event"), payload.get("data"), payload.get("ts")],
+                          sort_keys=True, default=str)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
@@ -77,13 +105,22 @@ def _scrub(payload: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _learn_member_id(client_id: int, member_id: str) -> None:
+    # The portal's member_id survives a domain rename; remember it once a token proved the event.
+    if member_id and len(member_id) <= 64:
+        db.session.execute(
+            update(ClientCRMAuth)
+            .where(ClientCRMAuth.client_id == client_id, ClientCRMAuth.member_id.is_(None))
+            .values(member_id=member_id)
+        )
+
+
 def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[BitrixEvent, bool]:
     """Verify and store one event. Returns ``(event, duplicate)``; raises ``EventRejected``."""
     event_name = payload.get("event")
-    if not isinstance(event_name, str) or not event_name.strip():
-        raise EventRejected(400, "INVALID_EVENT", "the payload has no 'event' name")
-    auth = payload.get("auth")
-    given = auth.get("application_token") if isinstance(auth, dict) else None
+    if not isinstance(event_name, str) or not event_name.strip() or len(event_name) > 128:
+        raise EventRejected(400, "INVALID_EVENT", "the payload has no valid 'event' name")
+    given = _auth(payload).get("application_token")
     if not isinstance(given, str) or not given:
         raise EventRejected(401, "INVALID_TOKEN", "invalid application_token: auth[application_token] is missing")
     tenant = _find_tenant(payload, client_id, given)
@@ -94,8 +131,8 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     key = dedupe_key(payload)
     row = BitrixEvent(
         client_id=tenant,
-        portal_domain=(auth.get("domain") or None) if isinstance(auth.get("domain"), str) else None,
-        event=event_name.upper()[:128],
+        portal_domain=_text(_auth(payload).get("domain"))[:255] or None,
+        event=event_name.strip().upper(),
         entity_type=entity.type_name if entity else None,
         entity_id=str(fields.get("ID"))[:64] if fields.get("ID") is not None else None,
         payload=_scrub(payload),
@@ -104,9 +141,178 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     )
     db.session.add(row)
     try:
+        if tenant is not None:
+            _learn_member_id(tenant, _text(_auth(payload).get("member_id")))
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        existing = BitrixEvent.query.filter_by(dedupe_key=key).one()
+        existing = db.session.execute(select(BitrixEvent).where(BitrixEvent.dedupe_key == key)).scalar_one()
         return existing, True
     return row, False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Handling
+
+
+@dataclass
+class Event:
+    """What a handler receives. ``fetch()`` loads the record's current state (events carry only IDs)."""
+
+    id: int
+    name: str
+    client_id: int | None
+    entity_type: str | None
+    entity_id: str | None
+    payload: dict[str, Any] = field(repr=False)
+    attempt: int = 1
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.payload.get("data")
+        return data if isinstance(data, dict) else {}
+
+    def fetch(self) -> dict[str, Any]:
+        from .bitrix24_service import bx_call
+
+        entity = next((e for e in ENTITIES.values() if e.type_name == self.entity_type), None)
+        if entity is None or not self.entity_id:
+            raise ValueError(f"{self.name} is not about a CRM record we know how to fetch")
+        return bx_call(entity.method("get"), {"id": int(self.entity_id)}, client_id=self.client_id)["result"]
+
+
+def _backoff(attempts: int) -> float:
+    base = float(current_app.config["BITRIX_EVENT_RETRY_BASE"])
+    return min(3600.0, base * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+
+
+def _claim(event_id: int) -> bool:
+    """Take the event for processing; False when someone else has it or it is finished."""
+    result = db.session.execute(
+        update(BitrixEvent)
+        .where(BitrixEvent.id == event_id, BitrixEvent.status.in_(RUNNABLE))
+        .values(status="processing", attempts=BitrixEvent.attempts + 1)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def dispatch_event(event_id: int) -> BitrixEvent | None:
+    """Run the handlers for one stored event and record the outcome. Needs an app context."""
+    if not _claim(event_id):
+        return db.session.get(BitrixEvent, event_id)
+    row = db.session.get(BitrixEvent, event_id)
+    db.session.refresh(row)
+    event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
+    ext = current_app.extensions["bitrix24"].extension
+    try:
+        for handler in ext.handlers_for(row.event):
+            handler(event)
+    except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
+        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        if row.attempts >= int(current_app.config["BITRIX_EVENT_MAX_ATTEMPTS"]):
+            row.status, row.next_attempt_at = "failed", None
+            log.error("Bitrix24 event %s (%s) failed for good after %d attempts: %s",
+                      row.id, row.event, row.attempts, row.last_error)
+        else:
+            row.status = "retry"
+            row.next_attempt_at = _now() + dt.timedelta(seconds=_backoff(row.attempts))
+            log.warning("Bitrix24 event %s (%s) handler failed (attempt %d), retrying: %s",
+                        row.id, row.event, row.attempts, row.last_error)
+    else:
+        row.status, row.processed_at, row.next_attempt_at, row.last_error = "done", _now(), None, None
+    db.session.commit()
+    return row
+
+
+def submit(event_id: int) -> bool:
+    """Hand an event to the queue. True when queued; False means "run it inline"."""
+    state = current_app.extensions["bitrix24"]
+    if state.event_queue.submit(event_id):
+        db.session.execute(
+            update(BitrixEvent).where(BitrixEvent.id == event_id, BitrixEvent.status == "received")
+            .values(status="queued")
+        )
+        db.session.commit()
+        return True
+    return False
+
+
+_worker_app: Flask | None = None
+
+
+def run_event_job(event_id: int) -> str | None:
+    """The RQ job: runs in ``flask bitrix24 worker``, which sets the app."""
+    if has_app_context():
+        row = dispatch_event(event_id)
+    else:
+        if _worker_app is None:
+            raise RuntimeError("run Bitrix24 event jobs with `flask bitrix24 worker`")
+        with _worker_app.app_context():
+            row = dispatch_event(event_id)
+            return row.status if row else None
+    return row.status if row else None
+
+
+def due_events(limit: int = 100, stale_after: float = 60.0) -> list[int]:
+    """Events to (re)run now: retries whose time has come, and events received or queued more than
+    ``stale_after`` seconds ago that nobody ran (a lost queue message, a crash)."""
+    now = _now()
+    stale = now - dt.timedelta(seconds=stale_after)
+    stmt = (
+        select(BitrixEvent.id)
+        .where(or_(
+            (BitrixEvent.status == "retry") & (BitrixEvent.next_attempt_at <= now),
+            BitrixEvent.status.in_(("received", "queued")) & (BitrixEvent.received_at <= stale),
+        ))
+        .order_by(BitrixEvent.id)
+        .limit(limit)
+    )
+    return list(db.session.execute(stmt).scalars())
+
+
+def run_due(limit: int = 100, stale_after: float = 60.0) -> int:
+    """Queue (with Redis) or run (inline) what is due; returns how many were handed on."""
+    count = 0
+    for event_id in due_events(limit, stale_after):
+        if not submit(event_id):
+            dispatch_event(event_id)
+        count += 1
+    return count
+
+
+def replay(event_id: int) -> BitrixEvent:
+    """Run an event's handlers again, whatever its status (attempts start over)."""
+    row = db.session.get(BitrixEvent, event_id)
+    if row is None:
+        raise LookupError(event_id)
+    row.status, row.attempts, row.next_attempt_at, row.last_error = "received", 0, None, None
+    db.session.commit()
+    if not submit(event_id):
+        dispatch_event(event_id)
+    db.session.refresh(row)
+    return row
+
+
+def retry_failed(client_id: int | None = None) -> int:
+    stmt = select(BitrixEvent.id).where(BitrixEvent.status == "failed")
+    if client_id is not None:
+        stmt = stmt.where(BitrixEvent.client_id == client_id)
+    ids = list(db.session.execute(stmt).scalars())
+    for event_id in ids:
+        replay(event_id)
+    return len(ids)
+
+
+def list_events(client_id: int | None, *, status: str | None = None, name: str | None = None,
+                start: int = 0, limit: int = 50) -> tuple[list[BitrixEvent], int]:
+    stmt = select(BitrixEvent)
+    if client_id is not None:
+        stmt = stmt.where(BitrixEvent.client_id == client_id)
+    if status:
+        stmt = stmt.where(BitrixEvent.status == status)
+    if name:
+        stmt = stmt.where(BitrixEvent.event == name.upper())
+    total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = db.session.execute(stmt.order_by(BitrixEvent.id.desc()).offset(start).limit(limit)).scalars().all()
+    return list(rows), total

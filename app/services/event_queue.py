@@ -1,0 +1,55 @@
+"""Where accepted events go to be handled: inline (after the answer is sent) or an RQ queue.
+
+Either way the database row is the source of truth (status, attempts, next_attempt_at): a queue
+only says "look at event N now", so a lost queue message or a crashed worker delays an event but
+never loses it (``flask bitrix24 worker`` sweeps up what is due).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("app.bitrix24")
+
+QUEUE_NAME = "bitrix24-events"
+
+
+class InlineQueue:
+    """No Redis: handlers run in the web process, right after the answer to Bitrix24 is sent."""
+
+    name = "inline"
+
+    def submit(self, event_id: int) -> bool:
+        return False  # the caller runs it after the response
+
+    def ping(self) -> bool:
+        return True
+
+
+class RQQueue:
+    """With BITRIX_REDIS_URL: an RQ job per event, run by ``flask bitrix24 worker``."""
+
+    name = "rq"
+
+    def __init__(self, url: str) -> None:
+        import redis
+        from rq import Queue
+
+        self.connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self.queue = Queue(QUEUE_NAME, connection=self.connection)
+
+    def submit(self, event_id: int) -> bool:
+        try:
+            self.queue.enqueue("app.services.events.run_event_job", event_id, job_timeout=600,
+                               result_ttl=3600, failure_ttl=7 * 86400)
+        except Exception as exc:  # Redis down: the event is stored; the worker's sweep will find it
+            log.error("could not queue Bitrix24 event %s: %s", event_id, exc)
+            return False
+        return True
+
+    def ping(self) -> bool:
+        return bool(self.connection.ping())
+
+
+def make_event_queue(redis_url: str | None):
+    return RQQueue(redis_url) if redis_url else InlineQueue()
