@@ -104,7 +104,9 @@ def worker_command(burst: bool, interval: float) -> None:
 
     events.run_due(stale_after=0 if burst else 60)
     if queue.name == "rq":
-        from rq import Worker
+        # No fork per job: a forked child would share the parent's database connections. Run
+        # several workers for parallelism.
+        from rq import SimpleWorker as Worker
 
         if not burst:
             threading.Thread(target=sweep_forever, daemon=True).start()

@@ -1,0 +1,265 @@
+"""Events done right: handlers, retries, the event log, replay, the worker, tenants by member_id."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.extensions import bitrix24, db
+from app.models import BitrixEvent
+from tests.conftest import PORTAL_BASE, portal_url, service_url
+from tests.test_webhook import event_form
+
+
+@pytest.fixture
+def handlers():
+    """Register handlers for one test only."""
+    saved = {k: list(v) for k, v in bitrix24._handlers.items()}
+    yield bitrix24
+    bitrix24._handlers.clear()
+    bitrix24._handlers.update(saved)
+
+
+def rows(app):
+    with app.app_context():
+        return db.session.query(BitrixEvent).order_by(BitrixEvent.id).all()
+
+
+def test_handler_gets_tenant_entity_and_fetch(app, configured, portal, handlers):
+    seen = []
+
+    @handlers.on("ONCRMCONTACTADD")
+    def on_add(event):
+        seen.append((event.name, event.client_id, event.entity_type, event.entity_id, event.fetch()["NAME"]))
+
+    portal.post(portal_url("crm.contact.get"), json={"result": {"ID": "89", "NAME": "Ada"}})
+    r = configured.post("/api/bitrix/webhook", data=event_form())
+    assert r.status_code == 200
+    r.close()  # the WSGI server closes the response after sending it: inline handlers run then
+    assert seen == [("ONCRMCONTACTADD", 1, "CONTACT", "89", "Ada")]
+    (row,) = rows(app)
+    assert (row.status, row.attempts, row.last_error) == ("done", 1, None)
+    assert row.processed_at is not None
+
+
+def test_wildcard_and_other_events(app, configured, handlers):
+    names = []
+    handlers.on("*")(lambda e: names.append(("any", e.name)))
+    handlers.on("ONCRMDEALUPDATE")(lambda e: names.append(("deal", e.entity_id)))
+    configured.post("/api/bitrix/webhook", data=event_form(event="ONCRMDEALUPDATE", entity_id="5")).close()
+    configured.post("/api/bitrix/webhook", data=event_form(event="ONCRMLEADADD", entity_id="6")).close()
+    assert names == [("deal", "5"), ("any", "ONCRMDEALUPDATE"), ("any", "ONCRMLEADADD")]
+
+
+def test_duplicate_delivery_is_handled_once(app, configured, handlers):
+    calls = []
+    handlers.on("*")(lambda e: calls.append(e.id))
+    for _ in range(3):
+        r = configured.post("/api/bitrix/webhook", data=event_form())
+        assert r.status_code == 200
+        r.close()
+    assert len(calls) == 1 and len(rows(app)) == 1
+
+
+def test_handler_raising_is_retried_with_backoff_then_kept_as_failed(make_app, handlers):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="env-token-1", BITRIX_EVENT_MAX_ATTEMPTS=3, BITRIX_EVENT_RETRY_BASE=0)
+    attempts = []
+
+    @handlers.on("ONCRMDEALUPDATE")
+    def flaky(event):
+        attempts.append(event.attempt)
+        raise RuntimeError(f"downstream is down ({event.attempt})")
+
+    client = app.test_client()
+    client.post("/api/bitrix/webhook", data=event_form(token="env-token-1", event="ONCRMDEALUPDATE")).close()
+    (row,) = rows(app)
+    assert (row.status, row.attempts) == ("retry", 1) and "downstream is down (1)" in row.last_error
+    assert row.next_attempt_at is not None
+
+    from app.services.events import run_due
+
+    with app.app_context():
+        assert run_due() == 1  # the retry is due (base 0 s)
+        assert run_due() == 1
+        assert run_due() == 0  # failed for good: nothing more to run
+    (row,) = rows(app)
+    assert (row.status, row.attempts) == ("failed", 3) and "downstream is down (3)" in row.last_error
+    assert attempts == [1, 2, 3]
+
+    # an operator fixes the cause and replays it
+    handlers._handlers["ONCRMDEALUPDATE"] = [lambda e: attempts.append("fixed")]
+    r = client.post(f"/api/bitrix/clients/1/events/{row.id}/replay")
+    assert r.status_code == 404  # the event belongs to no client (it came with the environment's token)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["bitrix24", "events", "retry-failed"])
+    assert "replayed 1 failed events" in result.output
+    (row,) = rows(app)
+    assert row.status == "done" and attempts[-1] == "fixed"
+
+
+def test_backoff_grows(make_app, handlers):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="t-abcdef", BITRIX_EVENT_RETRY_BASE=30)
+    handlers.on("*")(lambda e: 1 / 0)
+    app.test_client().post("/api/bitrix/webhook", data=event_form(token="t-abcdef")).close()
+    (row,) = rows(app)
+    delay = (row.next_attempt_at - row.received_at).total_seconds()
+    assert 23 < delay < 37  # 30 s +- 20% jitter
+    assert row.last_error.startswith("ZeroDivisionError")
+
+
+def test_event_log_endpoint_filters_and_pages(app, configured, handlers):
+    handlers.on("ONCRMDEALUPDATE")(lambda e: 1 / 0)
+    for i in range(5):
+        configured.post("/api/bitrix/webhook", data=event_form(event="ONCRMDEALUPDATE", ts=str(i))).close()
+    for i in range(3):
+        configured.post("/api/bitrix/webhook", data=event_form(event="ONCRMLEADADD", ts=str(i))).close()
+    body = configured.get("/api/bitrix/clients/1/events").get_json()
+    assert body["total"] == 8 and len(body["result"]) == 8 and "next" not in body
+    assert "application_token" not in str(body)
+    retry = configured.get("/api/bitrix/clients/1/events?status=retry").get_json()
+    assert retry["total"] == 5 and {e["event"] for e in retry["result"]} == {"ONCRMDEALUPDATE"}
+    page = configured.get("/api/bitrix/clients/1/events?event=ONCRMLEADADD&limit=2").get_json()
+    assert page["total"] == 3 and len(page["result"]) == 2 and page["next"] == 2
+    assert configured.get("/api/bitrix/clients/2/events").get_json()["total"] == 0  # other tenants see nothing
+    for bad in ("status=bogus", "limit=0", "limit=501", "start=-1", "event=a%20b", "x=1"):
+        r = configured.get(f"/api/bitrix/clients/1/events?{bad}")
+        assert r.status_code == 400, bad
+
+
+def test_replay_endpoint_runs_handlers_again(app, configured, handlers):
+    calls = []
+    handlers.on("*")(lambda e: calls.append(e.id))
+    configured.post("/api/bitrix/webhook", data=event_form()).close()
+    (row,) = rows(app)
+    r = configured.post(f"/api/bitrix/clients/1/events/{row.id}/replay")
+    assert r.status_code == 200 and r.get_json()["result"]["status"] == "done"
+    assert calls == [row.id, row.id]
+    assert configured.post("/api/bitrix/clients/1/events/999/replay").status_code == 404
+    assert configured.post("/api/bitrix/clients/1/events/abc/replay").status_code == 400
+
+
+def test_cli_lists_and_replays(app, configured, handlers):
+    handlers.on("*")(lambda e: None)
+    configured.post("/api/bitrix/webhook", data=event_form()).close()
+    runner = app.test_cli_runner()
+    listing = runner.invoke(args=["bitrix24", "events", "list", "--client-id", "1"])
+    assert "ONCRMCONTACTADD" in listing.output and "done" in listing.output and "1 of 1 events" in listing.output
+    (row,) = rows(app)
+    assert "done" in runner.invoke(args=["bitrix24", "events", "replay", str(row.id)]).output
+    assert runner.invoke(args=["bitrix24", "events", "replay", "999"]).exit_code != 0
+
+
+def test_oversized_event_body_is_413_and_stores_nothing(make_app):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", BITRIX_EVENT_MAX_BYTES=2048)
+    form = event_form(token="tok-123456")
+    form["data[FIELDS][NOTE]"] = "x" * 5000
+    r = app.test_client().post("/api/bitrix/webhook", data=form)
+    assert r.status_code == 413 and r.is_json
+    assert rows(app) == []
+
+
+def test_unknown_domain_without_environment_token_is_refused(app, configured):
+    r = configured.post("/api/bitrix/webhook", data=event_form(domain="stranger.bitrix24.com", token="tok-c1-abcdef"))
+    assert r.status_code == 401 and rows(app) == []
+
+
+def test_member_id_is_learnt_and_routes_after_a_domain_rename(app, configured):
+    configured.post("/api/bitrix/webhook", data=event_form()).close()  # verified by domain + token
+    renamed = event_form(domain="new-name.bitrix24.com", ts="2")
+    r = configured.post("/api/bitrix/webhook", data=renamed)
+    assert r.status_code == 200
+    assert [e.client_id for e in rows(app)] == [1, 1]
+    # member_id pins the tenant: another client's token is refused even with a matching domain
+    configured.post("/api/bitrix/clients/2/config", json={"webhook_base": "https://new-name.bitrix24.com/rest/1/abcdef/",
+                                                          "outbound_token": "tok-c2-zzzzzz"})
+    r = configured.post("/api/bitrix/webhook", data=event_form(domain="new-name.bitrix24.com", token="tok-c2-zzzzzz", ts="3"))
+    assert r.status_code == 401
+
+
+def test_concurrent_redeliveries_are_stored_once(make_app, tmp_path):
+    import threading
+
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'c.db'}")
+    results = []
+
+    def send():
+        client = app.test_client()
+        r = client.post("/api/bitrix/webhook", data=event_form(token="tok-123456"))
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8 and len(rows(app)) == 1
+
+
+# --- with Redis: the RQ queue and the worker ---------------------------------------------------
+
+
+@pytest.fixture
+def redis_url():
+    import redis
+
+    url = service_url("TEST_REDIS_URL")
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"Redis at {url} is not reachable: {exc}")
+    return url
+
+
+def test_events_queued_while_the_worker_is_down_are_handled_when_it_is_back(make_app, handlers, redis_url):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", BITRIX_REDIS_URL=redis_url)
+    handled = []
+    handlers.on("*")(lambda e: handled.append(e.entity_id))
+    client = app.test_client()
+    for i in range(5):
+        r = client.post("/api/bitrix/webhook", data=event_form(token="tok-123456", entity_id=str(i), ts=str(i)))
+        assert r.status_code == 200
+        r.close()
+    # no worker yet: stored and queued, nothing handled
+    assert handled == [] and {e.status for e in rows(app)} == {"queued"}
+    queue = app.extensions["bitrix24"].event_queue
+    assert queue.queue.count == 5
+
+    # the worker comes back
+    from rq import SimpleWorker
+
+    from app.services import events
+
+    events._worker_app = app
+    try:
+        SimpleWorker([queue.queue], connection=queue.connection).work(burst=True)
+    finally:
+        events._worker_app = None
+    assert sorted(handled) == ["0", "1", "2", "3", "4"]
+    assert {e.status for e in rows(app)} == {"done"}
+
+
+def test_worker_command_sweeps_events_whose_queue_message_was_lost(make_app, handlers, redis_url):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", BITRIX_REDIS_URL=redis_url)
+    handled = []
+    handlers.on("*")(lambda e: handled.append(e.id))
+    app.test_client().post("/api/bitrix/webhook", data=event_form(token="tok-123456")).close()
+    app.extensions["bitrix24"].event_queue.queue.empty()  # the message is lost (Redis flushed, say)
+    result = app.test_cli_runner().invoke(args=["bitrix24", "worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    assert len(handled) == 1 and rows(app)[0].status == "done"
+
+
+def test_worker_command_without_redis_runs_due_retries(make_app, handlers):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", BITRIX_EVENT_RETRY_BASE=0)
+    outcomes = iter([RuntimeError("first try fails"), None])
+
+    def handler(event):
+        outcome = next(outcomes)
+        if outcome:
+            raise outcome
+
+    handlers.on("*")(handler)
+    app.test_client().post("/api/bitrix/webhook", data=event_form(token="tok-123456")).close()
+    assert rows(app)[0].status == "retry"
+    result = app.test_cli_runner().invoke(args=["bitrix24", "worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    assert rows(app)[0].status == "done" and rows(app)[0].attempts == 2
