@@ -34,7 +34,7 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_MAX_BODY_BYTES": (1_048_576, int),  # largest request body our endpoints read
     "BITRIX_RATE_BURST": (50, int),  # the portal's bucket size (Enterprise: 250)
     "BITRIX_RATE_DRAIN": (2.0, float),  # the portal's drain per second (Enterprise: 5)
-    "BITRIX_RATE_SAFETY": (0.97, float),  # we pace at this fraction of the drain rate
+    "BITRIX_RATE_SAFETY": (0.99, float),  # we pace at this fraction of the drain rate
     "BITRIX_OPERATING_LIMIT": (480.0, float),  # seconds of operating time per method per 10 minutes
     "BITRIX_MAX_WAIT": (30.0, float),  # longest a single API call waits for limits and retries
     "BITRIX_BULK_MAX_WAIT": (900.0, float),  # the same bound for bulk work (batch, list-all)

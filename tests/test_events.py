@@ -6,7 +6,7 @@ import pytest
 
 from app.extensions import bitrix24, db
 from app.models import BitrixEvent
-from tests.conftest import PORTAL_BASE, portal_url, service_url
+from tests.conftest import portal_url, service_url
 from tests.test_webhook import event_form
 
 

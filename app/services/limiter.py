@@ -23,7 +23,7 @@ from dataclasses import dataclass
 class BucketParams:
     burst: float = 50.0
     rate: float = 2.0  # drained per second
-    safety: float = 0.97  # fraction of the portal's drain rate we allow ourselves
+    safety: float = 0.99  # fraction of the portal's drain rate we allow ourselves
 
     @property
     def pace(self) -> float:
@@ -33,7 +33,7 @@ class BucketParams:
     def capacity(self) -> float:
         # Leave a place or two free: requests that leave our process a pace apart can still
         # arrive closer together (scheduling, network), and the portal counts arrivals.
-        return self.burst - max(1.0, round(self.burst * 0.04))
+        return self.burst - max(1.0, round(self.burst * 0.02))
 
 
 class LocalBuckets:
