@@ -33,7 +33,8 @@ def test_accepted_event_is_stored_without_the_token(app, configured):
     events = stored(app)
     assert len(events) == 1
     e = events[0]
-    assert (e.client_id, e.event, e.entity_type, e.entity_id, e.status) == (1, "ONCRMCONTACTADD", "CONTACT", "89", "received")
+    # no handler is registered: the event is logged and finished in the same write
+    assert (e.client_id, e.event, e.entity_type, e.entity_id, e.status) == (1, "ONCRMCONTACTADD", "CONTACT", "89", "done")
     assert e.payload["data"] == {"FIELDS": {"ID": "89"}}
     assert "application_token" not in e.payload["auth"]
     assert e.payload["auth"]["domain"] == "b24-test.bitrix24.com"

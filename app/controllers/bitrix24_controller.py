@@ -199,7 +199,7 @@ def _receive(client_id: int | None):
     except EventRejected as exc:
         return error_response(exc.status, exc.code, exc.description)
     response = jsonify({"result": {"event_id": event.id, "duplicate": duplicate}})
-    if not duplicate and not events_service.submit(event.id):
+    if not duplicate and event.status == "received" and not events_service.submit(event.id):
         # Inline mode: run the handlers once the answer has gone back to Bitrix24.
         app = current_app._get_current_object()
         event_id = event.id

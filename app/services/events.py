@@ -62,8 +62,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> int | None:
-    """The client this event belongs to (None: the environment's token). Raises on mismatch.
+def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> tuple[int | None, bool]:
+    """The client this event belongs to (None: the environment's token), and whether its portal's
+    member_id is still to be learnt. Raises on mismatch.
 
     Order: the per-client URL; else the stored configs of the portal, found by ``auth[member_id]``
     (stable across domain renames, learnt from the first verified event) or ``auth[domain]``; else
@@ -74,17 +75,18 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
         config = stored_config(client_id)
         if config is None or not _token_matches(given, config.outbound_token):
             raise invalid
-        return client_id
+        return client_id, True
     auth = _auth(payload)
     member, domain = _text(auth.get("member_id")), _text(auth.get("domain"))
-    candidates = (configs_for_member(member) if member else []) or (configs_for_domain(domain) if domain else [])
+    by_member = configs_for_member(member) if member else []
+    candidates = by_member or (configs_for_domain(domain) if domain else [])
     if candidates:
         matched = [c.client_id for c in candidates if _token_matches(given, c.outbound_token)]
         if matched:
-            return matched[0]
+            return matched[0], not by_member
         raise invalid
     if _token_matches(given, current_app.config.get("BITRIX_OUTBOUND_TOKEN")):
-        return None
+        return None, False
     raise invalid
 
 
@@ -123,25 +125,29 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     given = _auth(payload).get("application_token")
     if not isinstance(given, str) or not given:
         raise EventRejected(401, "INVALID_TOKEN", "invalid application_token: auth[application_token] is missing")
-    tenant = _find_tenant(payload, client_id, given)
+    tenant, learn = _find_tenant(payload, client_id, given)
 
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     fields = data.get("FIELDS") if isinstance(data.get("FIELDS"), dict) else {}
     entity = entity_for_event(event_name)
     key = dedupe_key(payload)
+    name = event_name.strip().upper()
+    # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
+    unhandled = not current_app.extensions["bitrix24"].extension.handlers_for(name)
     row = BitrixEvent(
         client_id=tenant,
         portal_domain=_text(_auth(payload).get("domain"))[:255] or None,
-        event=event_name.strip().upper(),
+        event=name,
         entity_type=entity.type_name if entity else None,
         entity_id=str(fields.get("ID"))[:64] if fields.get("ID") is not None else None,
         payload=_scrub(payload),
         dedupe_key=key,
-        status="received",
+        status="done" if unhandled else "received",
+        processed_at=_now() if unhandled else None,
     )
     db.session.add(row)
     try:
-        if tenant is not None:
+        if tenant is not None and learn:
             _learn_member_id(tenant, _text(_auth(payload).get("member_id")))
         db.session.commit()
     except IntegrityError:
