@@ -20,6 +20,7 @@ class Entity:
     type_name: str  # entityTypeName: "CONTACT"
     type_id: int  # entityTypeId (bitrix24-api.md §7)
     label: str  # singular, for messages: "contact"
+    upsert: bool = False  # crm.duplicate.findbycomm can find it by e-mail or phone
 
     def method(self, action: str) -> str:
         return f"{self.prefix}.{action}"
@@ -39,9 +40,10 @@ class Entity:
 ENTITIES: dict[str, Entity] = {
     e.name: e
     for e in (
-        Entity("contacts", "crm.contact", "CONTACT", 3, "contact"),
+        Entity("contacts", "crm.contact", "CONTACT", 3, "contact", upsert=True),
         Entity("deals", "crm.deal", "DEAL", 2, "deal"),
-        Entity("leads", "crm.lead", "LEAD", 1, "lead"),
+        Entity("leads", "crm.lead", "LEAD", 1, "lead", upsert=True),
+        Entity("companies", "crm.company", "COMPANY", 4, "company", upsert=True),
     )
 }
 

@@ -12,10 +12,12 @@ from typing import Any
 from flask import current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from ..entities import ENTITIES
 from ..extensions import db
 from ..models import BitrixEvent
 from ..services import client_config
 from ..services import events as events_service
+from ..services import upsert as upsert_service
 from ..services.bitrix24_service import Bitrix24Error, bx_call
 from ..services.events import EventRejected, receive_event
 from ..services.secrets import mask, mask_url
@@ -295,3 +297,27 @@ def replay_event(client_id: str, event_id: str):
         raise ApiError(404, "EVENT_NOT_FOUND", f"client {cid} has no event {eid}")
     row = events_service.replay(eid)
     return jsonify({"result": row.to_dict()}), 202 if row.status == "queued" else 200
+
+
+def entity_fields(client_id: str, entity: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    return jsonify({"result": bx_call(ent.method("fields"), client_id=cid)["result"]})
+
+
+def upsert_record(client_id: str, entity: str):
+    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    if not ent.upsert:
+        upsertable = ", ".join(e.name for e in ENTITIES.values() if e.upsert)
+        raise ApiError(404, "UNKNOWN_ENTITY", f"upsert works on {upsertable}, not {ent.name}")
+    fields, params = fields_and_params(ent)
+    try:
+        outcome = upsert_service.upsert(ent, fields, params, client_id=cid)
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_FIELDS", str(exc), field="fields")
+    response = jsonify({"result": outcome.as_dict()})
+    response.status_code = 201 if outcome.action == "created" else 200
+    if outcome.action == "created":
+        response.headers["Location"] = url_for(
+            "bitrix24.get_record", client_id=cid, entity=ent.name, record_id=outcome.id
+        )
+    return response

@@ -1,0 +1,100 @@
+"""Upsert: find a record by e-mail or phone (``crm.duplicate.findbycomm``), update it or create it,
+so a sync job can be run again without making duplicates."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..entities import Entity
+from .bitrix24_service import bx_call
+
+FINDBYCOMM_LIMIT = 20  # values per call (bitrix24-api.md §7)
+
+
+@dataclass
+class UpsertOutcome:
+    id: int
+    action: str  # "created" | "updated"
+    matched_by: str | None = None
+    duplicates: list[int] = field(default_factory=list)  # other records with the same e-mail/phone
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "matched_by": self.matched_by, "duplicates": self.duplicates}
+
+
+def _values(items: Any) -> list[str]:
+    """VALUEs of a multi-field given as a list of {"VALUE": ...}, a list of strings, or a string."""
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items:
+        value = item.get("VALUE") if isinstance(item, dict) else item
+        if isinstance(value, str) and value.strip():
+            out.append(value.strip())
+    return out
+
+
+def _normal(kind: str, value: str) -> str:
+    return re.sub(r"\D", "", value) if kind == "PHONE" else value.casefold()
+
+
+def comm_values(fields: dict[str, Any]) -> dict[str, list[str]]:
+    return {kind: _values(fields.get(kind)) for kind in ("EMAIL", "PHONE") if _values(fields.get(kind))}
+
+
+def _find(entity: Entity, kind: str, values: list[str], client_id: int | None) -> list[int]:
+    found: set[int] = set()
+    for i in range(0, len(values), FINDBYCOMM_LIMIT):
+        result = bx_call(
+            "crm.duplicate.findbycomm",
+            {"type": kind, "values": values[i : i + FINDBYCOMM_LIMIT], "entity_type": entity.type_name},
+            client_id=client_id,
+        )["result"]
+        if isinstance(result, dict):  # [] when nothing matches
+            found.update(int(x) for x in result.get(entity.type_name, []) or [])
+    return sorted(found)
+
+
+def _without_known(fields: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    # Update *adds* multi-field values (§7): leave out the e-mails and phones the record already has.
+    out = dict(fields)
+    for kind in ("EMAIL", "PHONE"):
+        if kind not in out:
+            continue
+        known = {_normal(kind, v) for v in _values(record.get(kind))}
+        items = out[kind] if isinstance(out[kind], list) else [out[kind]]
+        fresh = [i for i in items if not any(_normal(kind, v) in known for v in _values([i]))]
+        if fresh:
+            out[kind] = fresh
+        else:
+            del out[kind]
+    return out
+
+
+def upsert(entity: Entity, fields: dict[str, Any], params: dict[str, Any], *, client_id: int | None) -> UpsertOutcome:
+    """Match by e-mail first, then phone; update the oldest match, or create. Raises ValueError when
+    ``fields`` holds neither an EMAIL nor a PHONE."""
+    comms = comm_values(fields)
+    if not comms:
+        raise ValueError("upsert finds records by EMAIL or PHONE: give at least one in fields")
+    for kind in ("EMAIL", "PHONE"):
+        if kind not in comms:
+            continue
+        ids = _find(entity, kind, comms[kind], client_id)
+        if ids:
+            target = ids[0]
+            current = bx_call(entity.method("get"), {"id": target}, client_id=client_id)["result"]
+            changes = _without_known(fields, current if isinstance(current, dict) else {})
+            if changes:
+                payload: dict[str, Any] = {"id": target, "fields": changes}
+                if params:
+                    payload["params"] = params
+                bx_call(entity.method("update"), payload, client_id=client_id)
+            return UpsertOutcome(target, "updated", kind, ids[1:])
+    payload = {"fields": fields, **({"params": params} if params else {})}
+    new_id = bx_call(entity.method("add"), payload, client_id=client_id)["result"]
+    return UpsertOutcome(int(new_id), "created")

@@ -1,0 +1,61 @@
+"""Companies from the entity table, field metadata, and upsert by e-mail or phone (issue 6 part)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+def test_companies_crud(stack):
+    api, http = stack.api, stack.http
+    r = http.post(f"{api}/clients/1/companies", json={"fields": {"TITLE": "Acme", "EMAIL": [{"VALUE": "hi@acme.example"}]}})
+    assert r.status_code == 201
+    cid = r.json()["result"]
+    assert http.get(f"{api}/clients/1/companies/{cid}").json()["result"]["TITLE"] == "Acme"
+    assert http.patch(f"{api}/clients/1/companies/{cid}", json={"TITLE": "Acme Ltd"}).json() == {"result": True}
+    assert [row["TITLE"] for row in http.get(f"{api}/clients/1/companies", params={"select": ["ID", "TITLE"]}).json()["result"]] == ["Acme Ltd"]
+    assert http.delete(f"{api}/clients/1/companies/{cid}").json() == {"result": True}
+    assert http.get(f"{api}/clients/1/companies/{cid}").status_code == 404
+
+
+def test_field_metadata(stack):
+    body = stack.http.get(f"{stack.api}/clients/1/deals/fields").json()["result"]
+    assert body["TITLE"]["type"] == "string" and body["PHONE" if "PHONE" in body else "ID"]
+    assert "STAGE_ID" in body and body["ID"]["isReadOnly"] is True
+    assert stack.http.get(f"{stack.api}/clients/1/widgets/fields").status_code == 404
+
+
+def test_upsert_twice_leaves_one_record_updated(stack):
+    url = f"{stack.api}/clients/1/contacts/upsert"
+    first = stack.http.put(url, json={"fields": {"NAME": "Ada", "EMAIL": [{"VALUE": "ada@example.com", "VALUE_TYPE": "WORK"}]}})
+    assert first.status_code == 201
+    body = first.json()["result"]
+    assert body["action"] == "created" and body["matched_by"] is None
+    new_id = body["id"]
+    assert first.headers["Location"].endswith(f"/contacts/{new_id}")
+
+    again = stack.http.put(url, json={"fields": {"NAME": "Augusta Ada", "LAST_NAME": "King",
+                                                 "EMAIL": [{"VALUE": "ADA@example.com", "VALUE_TYPE": "WORK"}]}})
+    assert again.status_code == 200
+    assert again.json()["result"] == {"id": new_id, "action": "updated", "matched_by": "EMAIL", "duplicates": []}
+    records = stack.emulator.records["contact"]
+    assert list(records) == [new_id]
+    record = stack.http.get(f"{stack.api}/clients/1/contacts/{new_id}").json()["result"]
+    assert (record["NAME"], record["LAST_NAME"]) == ("Augusta Ada", "King")
+    assert [e["VALUE"] for e in record["EMAIL"]] == ["ada@example.com"]  # not added a second time
+
+
+def test_upsert_by_phone_and_for_leads_and_companies(stack):
+    stack.http.put(f"{stack.api}/clients/1/leads/upsert", json={"fields": {"TITLE": "L", "PHONE": [{"VALUE": "+1 (555) 010-0000"}]}})
+    r = stack.http.put(f"{stack.api}/clients/1/leads/upsert", json={"fields": {"TITLE": "L2", "PHONE": [{"VALUE": "+15550100000"}]}})
+    assert r.json()["result"]["action"] == "updated" and r.json()["result"]["matched_by"] == "PHONE"
+    assert Counter(x["TITLE"] for x in stack.emulator.records["lead"].values()) == {"L2": 1}
+    r = stack.http.put(f"{stack.api}/clients/1/companies/upsert", json={"TITLE": "Co", "EMAIL": "co@example.com"})
+    assert r.status_code == 201
+
+
+def test_upsert_refusals(stack):
+    r = stack.http.put(f"{stack.api}/clients/1/contacts/upsert", json={"fields": {"NAME": "No comms"}})
+    assert r.status_code == 400 and "EMAIL or PHONE" in r.json()["error_description"]
+    r = stack.http.put(f"{stack.api}/clients/1/deals/upsert", json={"fields": {"TITLE": "x", "EMAIL": "a@b.c"}})
+    assert r.status_code == 404
+    assert stack.emulator.counters.requests == 0
