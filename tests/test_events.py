@@ -168,11 +168,43 @@ def test_member_id_is_learnt_and_routes_after_a_domain_rename(app, configured):
     r = configured.post("/api/bitrix/webhook", data=renamed)
     assert r.status_code == 200
     assert [e.client_id for e in rows(app)] == [1, 1]
-    # member_id pins the tenant: another client's token is refused even with a matching domain
-    configured.post("/api/bitrix/clients/2/config", json={"webhook_base": "https://new-name.bitrix24.com/rest/1/abcdef/",
+
+
+def test_a_tenant_claiming_another_portals_member_id_cannot_block_its_events(app, configured):
+    """Client 2 (its own portal, its own token) sends events claiming client 1's member_id: client
+    1's genuine events must still be accepted and stored for client 1, none taken as duplicates."""
+    victim_member = "d897063e1ce7c5eb9f04b9751eef5915"
+    configured.post("/api/bitrix/clients/2/config", json={"webhook_base": "https://evil.bitrix24.com/rest/1/abcdef/",
                                                           "outbound_token": "tok-c2-zzzzzz"})
-    r = configured.post("/api/bitrix/webhook", data=event_form(domain="new-name.bitrix24.com", token="tok-c2-zzzzzz", ts="3"))
-    assert r.status_code == 401
+    forged = event_form(token="tok-c2-zzzzzz", domain="evil.bitrix24.com", ts="7")
+    forged["auth[member_id]"] = victim_member
+    assert configured.post("/api/bitrix/webhook", data=forged).status_code == 200  # its own event, stored for 2
+    # it also pre-sends the victim's next event (same ID and ts) to its own per-client URL
+    assert configured.post("/api/bitrix/clients/2/webhook", data=event_form(token="tok-c2-zzzzzz", ts="8")).status_code == 200
+    genuine = configured.post("/api/bitrix/webhook", data=event_form(ts="8"))
+    assert genuine.status_code == 200 and genuine.get_json()["result"]["duplicate"] is False
+    assert sorted(e.client_id for e in rows(app)) == [1, 2, 2]
+    # a learnt member_id is only a routing hint: the token decides, against every candidate
+    later = configured.post("/api/bitrix/webhook", data=event_form(ts="9"))
+    assert later.status_code == 200 and rows(app)[-1].client_id == 1
+    assert configured.post("/api/bitrix/webhook", data=event_form(token="tok-c2-zzzzzz", ts="10")).status_code == 200
+    assert rows(app)[-1].client_id == 2  # client 2's token names client 2, never client 1
+
+
+def test_malformed_member_id_and_surrogates_are_not_stored(app, configured):
+    bad = event_form()
+    bad["auth[member_id]"] = "x" * 40
+    assert configured.post("/api/bitrix/webhook", data=bad).status_code == 200
+    with app.app_context():
+        from app.models import ClientCRMAuth
+
+        assert db.session.query(ClientCRMAuth).one().member_id is None
+    for body in ({"event": "X", "auth": {"application_token": "\ud800"}},
+                 {"event": "ONCRMDEALADD", "auth": {"domain": "\ud800", "application_token": "tok-c1-abcdef"}},
+                 {"event": "\ufb03" * 100, "auth": {"application_token": "tok-c1-abcdef"}}):
+        r = configured.post("/api/bitrix/webhook", data=__import__("json").dumps(body).replace("\\\\", "\\"),
+                            content_type="application/json")
+        assert 400 <= r.status_code < 500, (body, r.get_data(as_text=True))
 
 
 def test_concurrent_redeliveries_are_stored_once(make_app, tmp_path):

@@ -196,6 +196,7 @@ class ClientConfig:
     portal_domain: str | None = None
     updated_at: dt.datetime | None = None
     rate_limit: dict[str, float] | None = None
+    member_id: str | None = None
 
 
 def _state():
@@ -237,6 +238,7 @@ def stored_config(client_id: int) -> ClientConfig | None:
         portal_domain=row.portal_domain,
         updated_at=row.updated_at,
         rate_limit=data.get("rate_limit"),
+        member_id=row.member_id,
     )
 
 
@@ -350,7 +352,8 @@ def _configs_where(condition) -> list[ClientConfig]:
         data = decrypt_json(_state().cipher, row.credentials)
         configs.append(
             ClientConfig(
-                row.client_id, data.get("webhook_base"), data.get("outbound_token"), "database", row.portal_domain
+                row.client_id, data.get("webhook_base"), data.get("outbound_token"), "database", row.portal_domain,
+                member_id=row.member_id,
             )
         )
     return configs

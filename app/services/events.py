@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,44 +59,58 @@ def _auth(payload: dict[str, Any]) -> dict[str, Any]:
     return auth if isinstance(auth, dict) else {}
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+def _text(value: Any, limit: int = 255) -> str:
+    # Only plain printable ASCII is used for routing and stored in clear (domains, member ids).
+    if isinstance(value, str) and value.isascii() and value.isprintable() and len(value) <= limit:
+        return value
+    return ""
 
 
-def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> tuple[int | None, bool]:
-    """The client this event belongs to (None: the environment's token), and whether its portal's
-    member_id is still to be learnt. Raises on mismatch.
+_MEMBER_ID = re.compile(r"[0-9a-f]{32}")
+_EVENT_NAME = re.compile(r"[A-Z0-9_]{1,128}")
 
-    Order: the per-client URL; else the stored configs of the portal, found by ``auth[member_id]``
-    (stable across domain renames, learnt from the first verified event) or ``auth[domain]``; else
-    BITRIX_OUTBOUND_TOKEN. Tokens are compared in constant time, every candidate checked.
+
+def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> tuple[int | None, Any]:
+    """The client this event belongs to (None: the environment's token) and its config. Raises on
+    mismatch.
+
+    Candidates: the per-client URL's config; else every stored config of the portal named by
+    ``auth[member_id]`` (learnt from earlier verified events) *or* ``auth[domain]``; else
+    BITRIX_OUTBOUND_TOKEN. The token must be the candidate's own: another tenant's is a mismatch.
+    Tokens are compared in constant time, every candidate checked.
     """
     invalid = EventRejected(401, "INVALID_TOKEN", "invalid application_token")
     if client_id is not None:
         config = stored_config(client_id)
         if config is None or not _token_matches(given, config.outbound_token):
             raise invalid
-        return client_id, True
+        return client_id, config
     auth = _auth(payload)
-    member, domain = _text(auth.get("member_id")), _text(auth.get("domain"))
-    by_member = configs_for_member(member) if member else []
-    candidates = by_member or (configs_for_domain(domain) if domain else [])
+    member, domain = _text(auth.get("member_id"), 64), _text(auth.get("domain"))
+    # The union, not "member first": a tenant that claimed someone else's member_id cannot hide
+    # the real owner's config.
+    candidates = {c.client_id: c for c in (configs_for_member(member) if member else [])}
+    candidates.update({c.client_id: c for c in (configs_for_domain(domain) if domain else [])})
     if candidates:
-        matched = [c.client_id for c in candidates if _token_matches(given, c.outbound_token)]
+        matched = [c for c in candidates.values() if _token_matches(given, c.outbound_token)]
         if matched:
-            return matched[0], not by_member
+            return matched[0].client_id, matched[0]
         raise invalid
     if _token_matches(given, current_app.config.get("BITRIX_OUTBOUND_TOKEN")):
-        return None, False
+        return None, None
     raise invalid
 
 
-def dedupe_key(payload: dict[str, Any]) -> str:
+def dedupe_key(payload: dict[str, Any], tenant: int | None = None) -> str:
+    """One key per delivery of one event to one tenant: a re-delivery has the same key; another
+    tenant, or another subscription (event_handler_id), never shares it."""
     auth = _auth(payload)
     portal = auth.get("member_id") or auth.get("domain") or ""
-    material = json.dumps([portal, payload.get("event"), payload.get("data"), payload.get("ts")],
-                          sort_keys=True, default=str)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    material = json.dumps(
+        [tenant, portal, payload.get("event"), payload.get("event_handler_id"), payload.get("data"), payload.get("ts")],
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _scrub(payload: dict[str, Any]) -> dict[str, Any]:
@@ -107,39 +122,61 @@ def _scrub(payload: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _learn_member_id(client_id: int, member_id: str) -> None:
-    # The portal's member_id survives a domain rename; remember it once a token proved the event.
-    if member_id and len(member_id) <= 64:
-        db.session.execute(
-            update(ClientCRMAuth)
-            .where(ClientCRMAuth.client_id == client_id, ClientCRMAuth.member_id.is_(None))
-            .values(member_id=member_id)
-        )
+def _learn_member_id(config: Any, member_id: str, domain: str) -> None:
+    """Remember the portal's member_id (it survives a domain rename), but only a well-formed one
+    sent from the very host the operator saved for this client, in an event its token proved."""
+    if config is None or config.member_id or not _MEMBER_ID.fullmatch(member_id):
+        return
+    if not domain or domain.lower() != (config.portal_domain or ""):
+        return
+    db.session.execute(
+        update(ClientCRMAuth)
+        .where(ClientCRMAuth.client_id == config.client_id, ClientCRMAuth.member_id.is_(None))
+        .values(member_id=member_id)
+    )
+
+
+def _valid_text(value: Any) -> bool:
+    """No lone surrogates anywhere (JSON bodies can carry them; no database stores them)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_text(k) and _valid_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_text(v) for v in value)
+    return True
 
 
 def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[BitrixEvent, bool]:
     """Verify and store one event. Returns ``(event, duplicate)``; raises ``EventRejected``."""
+    if not _valid_text(payload):
+        raise EventRejected(400, "INVALID_BODY", "the event holds text that is not valid UTF-8")
     event_name = payload.get("event")
-    if not isinstance(event_name, str) or not event_name.strip() or len(event_name) > 128:
-        raise EventRejected(400, "INVALID_EVENT", "the payload has no valid 'event' name")
+    name = event_name.strip().upper() if isinstance(event_name, str) else ""
+    if not _EVENT_NAME.fullmatch(name):
+        raise EventRejected(400, "INVALID_EVENT", "the payload has no valid 'event' name (like ONCRMDEALUPDATE)")
     given = _auth(payload).get("application_token")
     if not isinstance(given, str) or not given:
         raise EventRejected(401, "INVALID_TOKEN", "invalid application_token: auth[application_token] is missing")
-    tenant, learn = _find_tenant(payload, client_id, given)
+    tenant, config = _find_tenant(payload, client_id, given)
 
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     fields = data.get("FIELDS") if isinstance(data.get("FIELDS"), dict) else {}
-    entity = entity_for_event(event_name)
-    key = dedupe_key(payload)
-    name = event_name.strip().upper()
+    entity = entity_for_event(name)
+    key = dedupe_key(payload, tenant)
     # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
     unhandled = not current_app.extensions["bitrix24"].extension.handlers_for(name)
+    domain = _text(_auth(payload).get("domain"))
     row = BitrixEvent(
         client_id=tenant,
-        portal_domain=_text(_auth(payload).get("domain"))[:255] or None,
+        portal_domain=domain or None,
         event=name,
         entity_type=entity.type_name if entity else None,
-        entity_id=str(fields.get("ID"))[:64] if fields.get("ID") is not None else None,
+        entity_id=_text(str(fields.get("ID")), 64) or None if fields.get("ID") is not None else None,
         payload=_scrub(payload),
         dedupe_key=key,
         status="done" if unhandled else "received",
@@ -147,8 +184,7 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     )
     db.session.add(row)
     try:
-        if tenant is not None and learn:
-            _learn_member_id(tenant, _text(_auth(payload).get("member_id")))
+        _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
