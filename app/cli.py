@@ -54,12 +54,15 @@ def events_list_command(client_id: int | None, status: str | None, name: str | N
 @with_appcontext
 def events_replay_command(event_id: int) -> None:
     """Run an event's handlers again (queued to the worker when Redis is configured)."""
+    from .services import events
     from .services.events import replay
 
     try:
         row = replay(event_id)
     except LookupError:
         raise click.ClickException(f"no event {event_id}") from None
+    except events.EventBusy as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"event {row.id}: {row.status}" + (f" ({row.last_error})" if row.last_error else ""))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import copy
 import re
 from datetime import timedelta
@@ -11,7 +10,7 @@ from . import fields as fieldsmod
 from .errors import ApiError, crm_error
 from .fields import MULTI_DEFAULT_TYPE, MULTI_FIELDS, Field
 from .phpform import array_items, array_values, is_array, php_int, php_string
-from .query import build_filter, build_order, resolve_select, sort_records
+from .query import build_filter, build_order, first_page_by_id, resolve_select, sort_records
 from .values import Clock, integer, is_empty, money, yes_no
 
 PAGE_SIZE = 50
@@ -328,7 +327,7 @@ class CrmStore:
         if start < 0 and order in ([], [("ID", False)]):
             # start=-1 in ID order (the documented fast scan, §6): stop at the first page of matches,
             # starting past a ">ID" cursor, as the real server's nTopCount query does.
-            page = self._first_by_id(entity, filter_param, predicate)
+            page = first_page_by_id(self.records[entity], filter_param, predicate, PAGE_SIZE)
             return [self.output(entity, r, names) for r in page], None, None
         if not array_items(filter_param) and order in ([], [("ID", False)]):
             rows = list(self.records[entity].values())  # already in ID order: skip the sort
@@ -343,22 +342,6 @@ class CrmStore:
         total = len(rows)
         following = offset + len(page)
         return [self.output(entity, r, names) for r in page], total, following if following < total else None
-
-    def _first_by_id(self, entity: str, filter_param, predicate) -> list[dict]:
-        records = self.records[entity]
-        ids = list(records)  # insertion order is ID order: ids only grow
-        begin = 0
-        for key, value in array_items(filter_param):
-            if key in (">ID", ">=ID") and not is_array(value):
-                bound = php_int(value) + (1 if key == ">ID" else 0)
-                begin = max(begin, bisect.bisect_left(ids, bound))
-        page = []
-        for record_id in ids[begin:]:
-            if predicate(records[record_id]):
-                page.append(records[record_id])
-                if len(page) == PAGE_SIZE:
-                    break
-        return page
 
     # ---- duplicates -------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ DOCS crm-contact-fields.md. Order matters: ``get``/``list`` emit keys in this or
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MULTI_FIELDS = ("PHONE", "EMAIL", "WEB", "IM", "LINK")
@@ -15,7 +16,10 @@ MULTI_DEFAULT_TYPE = {"PHONE": "WORK", "EMAIL": "WORK", "WEB": "WORK", "IM": "OT
 
 # Types whose values are numbers for filtering and sorting.
 NUMERIC_TYPES = {"integer", "double", "user", "crm_company", "crm_contact", "crm_lead", "crm_category",
-                 "crm_quote"}
+                 "crm_quote", "crm_enum_ownertype", "crm_enum_activitytype", "crm_enum_activitydirection",
+                 "crm_enum_activitypriority", "crm_enum_activitystatus", "crm_enum_contenttype"}
+# List-valued fields: left out of "*" selects, never sorted on.
+COLLECTION_TYPES = {"crm_multifield", "crm_activity_communication"}
 # LIKE on these quietly becomes "=" (§6).
 EXACT_ONLY_TYPES = {"crm_status", "crm_company", "crm_contact"}
 
@@ -50,6 +54,10 @@ class Field:
     @property
     def is_multifield(self) -> bool:
         return self.type == "crm_multifield"
+
+    @property
+    def is_collection(self) -> bool:
+        return self.type in COLLECTION_TYPES
 
 
 def _f(type_, title, **kw) -> Field:
@@ -198,7 +206,39 @@ COMPANY = {
     **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
 }
 
-ENTITIES = {"contact": CONTACT, "deal": DEAL, "lead": LEAD, "company": COMPANY}
+# crm.activity.fields (DOCS crm/timeline/activities/activity-base/crm-activity-fields.md): the legacy
+# UPPER_CASE API like contacts. TYPE_ID: 1 meeting, 2 call, 3 task, 4 email, 5 action, 6 provider.
+ACTIVITY = {
+    **_ID,
+    "OWNER_ID": _f("integer", "Owner ID", required=True),
+    "OWNER_TYPE_ID": _f("crm_enum_ownertype", "Owner type", required=True),
+    "TYPE_ID": _f("crm_enum_activitytype", "Type", required=True, immutable=True),
+    "PROVIDER_ID": _f("string", "Provider"),
+    "PROVIDER_TYPE_ID": _f("string", "Provider type"),
+    "ASSOCIATED_ENTITY_ID": _f("integer", "Associated entity"),
+    "SUBJECT": _f("string", "Subject", required=True),
+    "DESCRIPTION": _f("string", "Description"),
+    "DESCRIPTION_TYPE": _f("crm_enum_contenttype", "Description type"),
+    "START_TIME": _f("datetime", "Start time"),
+    "END_TIME": _f("datetime", "End time"),
+    "DEADLINE": _f("datetime", "Deadline"),
+    "COMPLETED": _f("char", "Completed"),
+    "STATUS": _f("crm_enum_activitystatus", "Status", read_only=True),
+    "DIRECTION": _f("crm_enum_activitydirection", "Direction"),
+    "PRIORITY": _f("crm_enum_activitypriority", "Priority"),
+    "LOCATION": _f("string", "Location"),
+    "RESPONSIBLE_ID": _f("user", "Responsible person"),
+    "AUTHOR_ID": _f("user", "Created by", read_only=True),
+    "EDITOR_ID": _f("user", "Modified by", read_only=True),
+    "CREATED": _f("datetime", "Created on", read_only=True),
+    "LAST_UPDATED": _f("datetime", "Modified on", read_only=True),
+    "ORIGINATOR_ID": _f("string", "Data source ID"),
+    "ORIGIN_ID": _f("string", "Item ID in data source"),
+    "COMMUNICATIONS": _f("crm_activity_communication", "Communications", multiple=True),
+}
+ACTIVITY_TYPES = range(1, 7)
+
+ENTITIES = {"contact": CONTACT, "deal": DEAL, "lead": LEAD, "company": COMPANY, "activity": ACTIVITY}
 
 # Names used in findbycomm results and event names.
 ENTITY_TYPE_NAMES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "company": "COMPANY"}
@@ -206,3 +246,41 @@ ENTITY_TYPE_NAMES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "comp
 
 def user_field(name: str) -> Field:
     return Field("string", name, dynamic=True)
+
+
+# ---- smart processes (crm.item.*, camelCase, DOCS crm/universal/crm-item-fields.md) --------------
+
+SMART_PROCESS = {
+    "id": _f("integer", "ID", read_only=True),
+    "title": _f("string", "Name"),
+    "createdBy": _f("user", "Created by", read_only=True),
+    "updatedBy": _f("user", "Updated by", read_only=True),
+    "createdTime": _f("datetime", "Created at", read_only=True),
+    "updatedTime": _f("datetime", "Updated at", read_only=True),
+    "assignedById": _f("user", "Assigned to"),
+    "opened": _f("boolean", "Publicly available", required=True),
+    "categoryId": _f("crm_category", "Pipeline"),
+    "stageId": _f("crm_status", "Stage"),
+    "stageSemanticId": _f("string", "Stage group", read_only=True),
+    "opportunity": _f("double", "Amount"),
+    "currencyId": _f("crm_currency", "Currency"),
+    "companyId": _f("crm_company", "Company"),
+    "contactId": _f("crm_contact", "Contact"),
+}
+
+
+def upper_name(camel: str) -> str:
+    """``assignedById`` -> ``ASSIGNED_BY_ID``, ``ufCrm128_Budget`` -> ``UF_CRM_128_BUDGET``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z0-9])", "_", camel).upper()
+
+
+def smart_process_fields(entity_type_id: int, user_fields=()) -> dict[str, Field]:
+    defs = dict(SMART_PROCESS)
+    defs["stageId"] = Field("crm_status", "Stage", status_type=f"DYNAMIC_{entity_type_id}_STAGE_1")
+    for uf in user_fields:
+        defs[uf] = user_field(uf)
+    return defs
+
+
+def describe_item_field(name: str, field: Field) -> dict:
+    return {**field.describe(), "upperName": upper_name(name)}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from .fields import EXACT_ONLY_TYPES, NUMERIC_TYPES, Field
-from .phpform import array_items, array_values, is_array, php_float, php_string
+from .phpform import array_items, array_values, is_array, php_float, php_int, php_string
 from .values import Clock, is_empty
 
 # Longest prefixes first so "!@" is not read as "!" + "@FIELD".
@@ -99,7 +100,7 @@ def build_filter(filter_param, fields: dict[str, Field], clock: Clock):
     for key, wanted in array_items(filter_param):
         op, name = split_operator(key)
         field = fields.get(name)
-        if field is None:
+        if field is None or (field.is_collection and not field.is_multifield):
             continue
         conditions.append((op, name, field, wanted))
 
@@ -126,16 +127,17 @@ def build_order(order_param, fields: dict[str, Field]) -> list[tuple[str, bool]]
     for name, direction in array_items(order_param):
         field = fields.get(name)
         text = (php_string(direction) or "").upper() if not is_array(direction) else ""
-        if field is None or field.is_multifield or text not in ("ASC", "DESC"):
+        if field is None or field.is_collection or text not in ("ASC", "DESC"):
             continue
         order.append((name, text == "DESC"))
     return order
 
 
-def sort_records(records: list[dict], order, fields: dict[str, Field], clock: Clock) -> list[dict]:
+def sort_records(records: list[dict], order, fields: dict[str, Field], clock: Clock,
+                 id_name: str = "ID") -> list[dict]:
     # ID ascending is the tie-break (and the order when none is given); stable sorts applied
     # from the last key to the first give a multi-key sort.
-    rows = sorted(records, key=lambda r: int(r["ID"]))
+    rows = sorted(records, key=lambda r: int(r[id_name]))
     for name, descending in reversed(order):
         comparer = Comparer(fields[name], clock)
         rows.sort(key=lambda r, c=comparer, n=name: c.sort_key(r.get(n)), reverse=descending)
@@ -150,9 +152,28 @@ def resolve_select(select_param, fields: dict[str, Field]) -> list[str]:
     wanted = {"ID"}
     for name in names:
         if name == "*":
-            wanted.update(n for n, f in fields.items() if not f.is_multifield and not f.dynamic)
+            wanted.update(n for n, f in fields.items() if not f.is_collection and not f.dynamic)
         elif name == "UF_*":
             wanted.update(n for n, f in fields.items() if f.dynamic)
         elif name in fields:
             wanted.add(name)
     return [n for n in fields if n in wanted]
+
+
+def first_page_by_id(records: dict[int, dict], filter_param, predicate, page_size: int,
+                     id_name: str = "ID") -> list[dict]:
+    """start=-1 in ID order (the documented fast scan, §6): the first page of matches past a ``>ID``
+    cursor, found without counting or sorting everything, as the real server's top-N query does."""
+    ids = list(records)  # insertion order is ID order: ids only grow
+    begin = 0
+    for key, value in array_items(filter_param):
+        if key in (f">{id_name}", f">={id_name}") and not is_array(value):
+            bound = php_int(value) + (0 if key.startswith(">=") else 1)
+            begin = max(begin, bisect.bisect_left(ids, bound))
+    page = []
+    for record_id in ids[begin:]:
+        if predicate(records[record_id]):
+            page.append(records[record_id])
+            if len(page) == page_size:
+                break
+    return page

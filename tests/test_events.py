@@ -295,3 +295,44 @@ def test_worker_command_without_redis_runs_due_retries(make_app, handlers):
     result = app.test_cli_runner().invoke(args=["bitrix24", "worker", "--burst"])
     assert result.exit_code == 0, result.output
     assert rows(app)[0].status == "done" and rows(app)[0].attempts == 2
+
+
+def test_a_handler_that_breaks_the_session_still_gets_its_outcome_recorded(make_app, handlers):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456")
+
+    @handlers.on("*")
+    def clumsy(event):
+        # a failed flush leaves the session needing a rollback
+        db.session.add(BitrixEvent(event="X", payload={}, dedupe_key=rows(app)[0].dedupe_key, status="done"))
+        db.session.flush()
+
+    app.test_client().post("/api/bitrix/webhook", data=event_form(token="tok-123456")).close()
+    (row,) = rows(app)
+    assert row.status == "retry" and "IntegrityError" in row.last_error
+
+
+def test_a_run_that_died_mid_handler_is_taken_up_again(make_app, handlers):
+    import datetime as dt
+
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456")
+    handled = []
+    handlers.on("*")(lambda e: handled.append(e.attempt))
+    client = app.test_client()
+    r = client.post("/api/bitrix/webhook", data=event_form(token="tok-123456"))  # not closed: handler not run yet
+    event_id = r.get_json()["result"]["event_id"]
+    with app.app_context():
+        row = db.session.get(BitrixEvent, event_id)
+        row.status, row.attempts = "processing", 1  # a worker claimed it, then was killed
+        row.next_attempt_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=600)
+        db.session.commit()
+        from app.services.events import EventBusy, replay, run_due
+
+        with pytest.raises(EventBusy):
+            replay(event_id)  # the lease still holds: no second run at the same time
+        assert run_due() == 0
+        row = db.session.get(BitrixEvent, event_id)
+        row.next_attempt_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # the lease ran out
+        db.session.commit()
+        assert run_due() == 1
+    (row,) = rows(app)
+    assert row.status == "done" and handled == [2]

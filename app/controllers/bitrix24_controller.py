@@ -295,7 +295,10 @@ def replay_event(client_id: str, event_id: str):
     row = db.session.get(BitrixEvent, eid)
     if row is None or row.client_id != cid:
         raise ApiError(404, "EVENT_NOT_FOUND", f"client {cid} has no event {eid}")
-    row = events_service.replay(eid)
+    try:
+        row = events_service.replay(eid)
+    except events_service.EventBusy as exc:
+        raise ApiError(409, "EVENT_BUSY", str(exc))
     return jsonify({"result": row.to_dict()}), 202 if row.status == "queued" else 200
 
 

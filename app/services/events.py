@@ -38,6 +38,14 @@ RUNNABLE = ("received", "queued", "retry")
 STATUSES = ("received", "queued", "processing", "done", "retry", "failed")
 
 
+class EventBusy(Exception):
+    """A replay was asked for while a run holds the event."""
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # SQLite drops the zone
+
+
 class EventRejected(Exception):
     def __init__(self, status: int, code: str, description: str) -> None:
         super().__init__(description)
@@ -228,12 +236,24 @@ def _backoff(attempts: int) -> float:
     return min(3600.0, base * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
 
 
+LEASE_SECONDS = 900  # a claim older than this is a crashed run (jobs time out at 600 s)
+
+
+def _claimable():
+    # Runnable, or claimed by a run that died without recording an outcome (lease expired).
+    return or_(
+        BitrixEvent.status.in_(RUNNABLE),
+        (BitrixEvent.status == "processing") & (BitrixEvent.next_attempt_at <= _now()),
+    )
+
+
 def _claim(event_id: int) -> bool:
-    """Take the event for processing; False when someone else has it or it is finished."""
+    """Take the event for processing, with a lease; False when someone else has it or it is done."""
     result = db.session.execute(
         update(BitrixEvent)
-        .where(BitrixEvent.id == event_id, BitrixEvent.status.in_(RUNNABLE))
-        .values(status="processing", attempts=BitrixEvent.attempts + 1)
+        .where(BitrixEvent.id == event_id, _claimable())
+        .values(status="processing", attempts=BitrixEvent.attempts + 1,
+                next_attempt_at=_now() + dt.timedelta(seconds=LEASE_SECONDS))
     )
     db.session.commit()
     return result.rowcount == 1
@@ -251,6 +271,8 @@ def dispatch_event(event_id: int) -> BitrixEvent | None:
         for handler in ext.handlers_for(row.event):
             handler(event)
     except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
+        db.session.rollback()  # whatever the handler left in the session must not block our update
+        row = db.session.get(BitrixEvent, event_id)
         row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         if row.attempts >= int(current_app.config["BITRIX_EVENT_MAX_ATTEMPTS"]):
             row.status, row.next_attempt_at = "failed", None
@@ -297,14 +319,15 @@ def run_event_job(event_id: int) -> str | None:
 
 
 def due_events(limit: int = 100, stale_after: float = 60.0) -> list[int]:
-    """Events to (re)run now: retries whose time has come, and events received or queued more than
-    ``stale_after`` seconds ago that nobody ran (a lost queue message, a crash)."""
+    """Events to (re)run now: retries whose time has come, runs whose lease expired (a worker died
+    mid-handler), and events received or queued more than ``stale_after`` seconds ago that nobody
+    ran (a lost queue message, a crash)."""
     now = _now()
     stale = now - dt.timedelta(seconds=stale_after)
     stmt = (
         select(BitrixEvent.id)
         .where(or_(
-            (BitrixEvent.status == "retry") & (BitrixEvent.next_attempt_at <= now),
+            BitrixEvent.status.in_(("retry", "processing")) & (BitrixEvent.next_attempt_at <= now),
             BitrixEvent.status.in_(("received", "queued")) & (BitrixEvent.received_at <= stale),
         ))
         .order_by(BitrixEvent.id)
@@ -328,6 +351,8 @@ def replay(event_id: int) -> BitrixEvent:
     row = db.session.get(BitrixEvent, event_id)
     if row is None:
         raise LookupError(event_id)
+    if row.status == "processing" and row.next_attempt_at and _aware(row.next_attempt_at) > _now():
+        raise EventBusy(f"event {event_id} is being handled right now; replay it once that run has finished")
     row.status, row.attempts, row.next_attempt_at, row.last_error = "received", 0, None, None
     db.session.commit()
     if not submit(event_id):
