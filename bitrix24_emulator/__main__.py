@@ -37,7 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-limits", action="store_true", help="turn off both limiters")
     p.add_argument("--preload", action="append", default=[], metavar="ENTITY=N",
                    help="start with N records of ENTITY (contact, deal, lead, company); repeatable")
+    p.add_argument("--smart-process", action="append", default=[], metavar="TYPE_ID=TITLE",
+                   help="serve crm.item.* for this smart process, e.g. 128=Projects; repeatable "
+                        "(default: 128=Projects)")
     return p
+
+
+def _smart_processes(items: list[str]) -> dict[int, str] | None:
+    if not items:
+        return None  # the emulator's default, {128: "Projects"}
+    out = {}
+    for item in items:
+        type_id, _, title = item.partition("=")
+        if not type_id.strip().isdigit() or not title.strip():
+            raise SystemExit(f"--smart-process wants TYPE_ID=TITLE, e.g. 128=Projects, not {item!r}")
+        out[int(type_id)] = title.strip()
+    return out
 
 
 def _preload(items: list[str]) -> dict[str, int]:
@@ -59,7 +74,8 @@ def main(argv=None) -> int:
         drop_rate=args.drop_rate, drop_phase=args.drop_phase,
         fail_status=args.fail_status, fail_phase=args.fail_phase, event_url=args.event_url,
         application_token=args.application_token, domain=args.domain, seed=args.seed,
-        limits=not args.no_limits, preload=_preload(args.preload))
+        limits=not args.no_limits, preload=_preload(args.preload),
+        smart_processes=_smart_processes(args.smart_process))
     server = make_server(args.host, args.port, emu, threaded=True)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
     print(f"Bitrix24 emulator webhook base: http://{host}:{server.port}/rest/{emu.user_id}/{emu.secret}/",

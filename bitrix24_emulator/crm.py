@@ -78,6 +78,8 @@ class CrmStore:
         kind = field.type
         if kind == "file":
             return ...  # file uploads are not modelled
+        if kind == "crm_activity_communication":
+            return self._communications(value)
         if field.dynamic:
             return copy.deepcopy(value) if is_array(value) else php_string(value)
         if kind in ("date", "datetime"):
@@ -116,6 +118,22 @@ class CrmStore:
             value_type = (php_string(item.get("VALUE_TYPE")) or "").strip() or MULTI_DEFAULT_TYPE[name]
             ops.append((max(item_id, 0), value_type, text))
         return ops
+
+    def _communications(self, value):
+        """COMMUNICATIONS of an activity: stored as given (strings), each with a new ID; a non-array
+        value leaves the field alone. Saving replaces the whole list, as CCrmActivity::SaveCommunications."""
+        if not is_array(value):
+            return ...
+        items = []
+        for _, item in array_items(value):
+            if not isinstance(item, dict):
+                continue
+            entry = {"ID": str(self._next_multi_id)}
+            for key in ("TYPE", "VALUE", "ENTITY_ID", "ENTITY_TYPE_ID"):
+                entry[key] = None if is_array(item.get(key)) else php_string(item.get(key))
+            self._next_multi_id += 1
+            items.append(entry)
+        return items
 
     def _check_email(self, value_type: str, value: str) -> None:
         if self.validate_email and value and not _EMAIL.match(value):
@@ -174,6 +192,8 @@ class CrmStore:
             semantic = "S" if stage == "WON" else "F" if stage in ("LOSE", "APOLOGY") else "P"
             record["STAGE_SEMANTIC_ID"] = semantic
             record["CLOSED"] = "N" if semantic == "P" else "Y"
+        if entity == "activity":
+            record["STATUS"] = "2" if record.get("COMPLETED") == "Y" else "1"  # CCrmActivityStatus
         if entity == "lead":
             status = record.get("STATUS_ID") or ""
             record["STATUS_SEMANTIC_ID"] = "S" if status == "CONVERTED" else "F" if status == "JUNK" else "P"
@@ -182,12 +202,17 @@ class CrmStore:
         now = self.clock.iso()
         record = {}
         for name, field in self.fields[entity].items():
-            if field.is_multifield:
+            if field.is_collection:
                 record[name] = []
             elif field.type in ("date", "datetime") and not field.dynamic:
                 record[name] = ""
             else:
                 record[name] = None
+        if entity == "activity":
+            record.update(ID=str(new_id), CREATED=now, LAST_UPDATED=now, AUTHOR_ID=self.user_id,
+                          EDITOR_ID=self.user_id, RESPONSIBLE_ID=self.user_id, COMPLETED="N", DIRECTION="0",
+                          PRIORITY="2", DESCRIPTION_TYPE="1")
+            return record
         record.update(ID=str(new_id), DATE_CREATE=now, DATE_MODIFY=now, CREATED_BY_ID=self.user_id,
                       MODIFY_BY_ID=self.user_id, ASSIGNED_BY_ID=self.user_id, OPENED="Y")
         if "LAST_ACTIVITY_TIME" in record:
@@ -228,6 +253,8 @@ class CrmStore:
             raise crm_error('The "First name" field is required.<br />')
         if entity == "company" and is_empty(scalars.get("TITLE")):
             raise crm_error('The "Company name" field is required.<br />')
+        if entity == "activity":
+            self._check_activity(scalars, creating=True)
         new_id = self._next_id[entity]
         record = self._defaults(entity, new_id)
         if entity == "deal":
@@ -240,12 +267,24 @@ class CrmStore:
         for name in MULTI_FIELDS:
             if name in multis:
                 self._apply_multi(record, name, multis[name], creating=True)
+        if entity == "activity" and not record.get("DEADLINE"):
+            record["DEADLINE"] = record.get("END_TIME") or ""
         if entity in ("deal", "lead") and not record.get("TITLE"):
             record["TITLE"] = f"{entity.capitalize()} #{new_id}"
         self._refresh_flags(entity, record)
         self._next_id[entity] = new_id + 1
         self.records[entity][new_id] = record
         return new_id
+
+    @staticmethod
+    def _check_activity(scalars: dict, creating: bool) -> None:
+        """CCrmActivityRestProxy: owner, type and subject must be set (on update: not emptied)."""
+        checks = (("OWNER_TYPE_ID", lambda v: php_int(v) > 0), ("OWNER_ID", lambda v: php_int(v) > 0),
+                  ("TYPE_ID", lambda v: php_int(v) in fieldsmod.ACTIVITY_TYPES),
+                  ("SUBJECT", lambda v: not is_empty(v) and v.strip() != ""))
+        for name, valid in checks:
+            if (creating or name in scalars) and (is_empty(scalars.get(name)) or not valid(scalars[name])):
+                raise crm_error(f"The field {name} is not defined or invalid.")
 
     def _require(self, entity: str, params: dict, missing_text: str = "Not found") -> tuple[int, dict]:
         entity_id = resolve_entity_id(params)
@@ -283,6 +322,9 @@ class CrmStore:
         _, record = self._require(entity, params, missing.get(entity, "Not found"))
         scalars, multis = self._internalize(entity, fields_param, False)
         scalars.pop("CATEGORY_ID", None)  # immutable after creation
+        if entity == "activity":
+            scalars.pop("TYPE_ID", None)  # immutable too
+            self._check_activity(scalars, creating=False)
         if entity == "contact" and "NAME" in scalars and "LAST_NAME" in scalars and \
                 is_empty(scalars["NAME"]) and is_empty(scalars["LAST_NAME"]):
             raise crm_error('The "First name" field is required.<br />')
@@ -296,8 +338,10 @@ class CrmStore:
         for name in MULTI_FIELDS:
             if name in multis:
                 self._apply_multi(record, name, multis[name], creating=False)
-        record["DATE_MODIFY"] = self.clock.iso()
-        record["MODIFY_BY_ID"] = self.user_id
+        if entity == "activity":
+            record.update(LAST_UPDATED=self.clock.iso(), EDITOR_ID=self.user_id)
+        else:
+            record.update(DATE_MODIFY=self.clock.iso(), MODIFY_BY_ID=self.user_id)
         self._refresh_flags(entity, record)
         return entity_id
 

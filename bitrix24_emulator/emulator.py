@@ -19,16 +19,18 @@ from .crm import CrmStore
 from .errors import ApiError
 from .events import EventSender
 from .fields import ENTITY_TYPE_NAMES
+from .items import ItemStore
 from .limits import LeakyBucket, OperatingBudget
 from .phpform import assign_pairs, parse_str
 from .phpjson import dumps
 from .values import Clock
 
-ENTITIES = ("contact", "deal", "lead", "company")
+ENTITIES = ("contact", "deal", "lead", "company", "activity", "item")
 CRM_ACTIONS = ("add", "get", "update", "delete", "list", "fields")
 METHODS = frozenset([f"crm.{e}.{a}" for e in ENTITIES for a in CRM_ACTIONS]
                     + ["crm.duplicate.findbycomm", "profile", "batch"])
-EVENT_NAMES = [f"ONCRM{e.upper()}{a}" for e in ("lead", "deal", "contact", "company")
+# Activities raise no events here; smart-process items raise ONCRMDYNAMICITEM* (§8).
+EVENT_NAMES = [f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "DYNAMICITEM")
                for a in ("ADD", "UPDATE", "DELETE")]
 SERVER_ENDPOINT = "https://oauth.bitrix.info/rest/"
 
@@ -74,7 +76,8 @@ class Emulator:
                  event_url=None, application_token=None, domain=None, seed=None,
                  clock=time.time, limits=True, utc_offset_minutes=180, currency="RUB", user_fields=None,
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404,
-                 batch_operating="methods", delete_missing_error="legacy", validate_email=True):
+                 batch_operating="methods", delete_missing_error="legacy", validate_email=True,
+                 smart_processes=None):
         if drop_phase not in ("random", "before", "after"):
             raise ValueError("drop_phase must be 'random', 'before' or 'after'")
         if fail_phase not in ("random", "before", "after") or fail_status not in (500, 503):
@@ -110,6 +113,8 @@ class Emulator:
         self._random = random.Random(seed)
         self.store = CrmStore(self.clock, user_id=self.user_id, currency=currency, user_fields=user_fields,
                               validate_email=validate_email, delete_missing_error=delete_missing_error)
+        self.item_store = ItemStore(self.clock, smart_processes, user_id=self.user_id, currency=currency,
+                                    user_fields=user_fields)
         self.bucket = LeakyBucket(float(rate), float(burst), clock)
         self.budget = OperatingBudget(float(operating_limit), float(operating_window), clock)
         self.counters = Counters()
@@ -122,12 +127,18 @@ class Emulator:
     def records(self) -> dict[str, dict[int, dict]]:
         return self.store.records
 
+    @property
+    def items(self) -> dict[int, dict[int, dict]]:
+        """Smart-process items by entityTypeId, then id."""
+        return self.item_store.records
+
     def reset(self) -> None:
         """Forget records, counters, limiter state and event history (queued events are dropped)."""
         if self._sender:
             self._sender.discard_pending()
         with self._lock:
             self.store.reset()
+            self.item_store.reset()
             self.bucket.reset()
             self.budget.reset()
             self.counters = Counters()
@@ -147,7 +158,9 @@ class Emulator:
         if path == "/_emulator/stats":
             # Not part of Bitrix24: lets benchmarks and demos read the counters of a running emulator.
             with self._lock:
-                stats = {**self.counters.as_dict(), "records": {k: len(v) for k, v in self.records.items()},
+                records = {**{k: len(v) for k, v in self.records.items()},
+                           **{f"DYNAMIC_{k}": len(v) for k, v in self.items.items()}}
+                stats = {**self.counters.as_dict(), "records": records,
                          "events_sent": len(self.events_sent)}
             return Response(dumps(stats), mimetype="application/json")(environ, start_response)
         if not path.startswith("/rest/"):
@@ -303,6 +316,8 @@ class Emulator:
         if method == "crm.duplicate.findbycomm":
             return _Outcome(self.store.find_by_comm(params))
         _, entity, action = method.split(".")
+        if entity == "item":
+            return self._call_item(action, params, context)
         store = self.store
         if action == "fields":
             return _Outcome(store.describe_fields(entity))
@@ -323,6 +338,23 @@ class Emulator:
         self._emit(entity, "DELETE", entity_id, context)
         return _Outcome(True)
 
+    def _call_item(self, action: str, params: dict, context: dict) -> _Outcome:
+        items = self.item_store
+        if action == "fields":
+            return _Outcome(items.describe_fields(params))
+        if action == "get":
+            return _Outcome(items.get(params))
+        if action == "list":
+            page, total, following = items.list(params)
+            return _Outcome(page, total, following)
+        if action == "delete":
+            type_id, item_id = items.delete(params)
+            self._emit_item(type_id, "DELETE", item_id, context)
+            return _Outcome([])  # an empty PHP array (§2)
+        type_id, item_id, result = items.add(params) if action == "add" else items.update(params)
+        self._emit_item(type_id, action.upper(), item_id, context)
+        return _Outcome(result)
+
     def _profile(self) -> dict:
         return {"ID": str(self.user_id), "ADMIN": True, "NAME": "Demo", "LAST_NAME": "Administrator",
                 "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": "",
@@ -331,15 +363,23 @@ class Emulator:
     # ---- events (§8) ------------------------------------------------------------------------------
 
     def _emit(self, entity: str, action: str, entity_id: int, context: dict) -> None:
+        if entity in ENTITY_TYPE_NAMES:
+            self._post_event(f"ONCRM{ENTITY_TYPE_NAMES[entity]}{action}", [("data[FIELDS][ID]", str(entity_id))],
+                             context)
+
+    def _emit_item(self, entity_type_id: int, action: str, item_id: int, context: dict) -> None:
+        data = [("data[FIELDS][ID]", str(item_id)), ("data[FIELDS][ENTITY_TYPE_ID]", str(entity_type_id))]
+        self._post_event(f"ONCRMDYNAMICITEM{action}", data, context)
+
+    def _post_event(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
         if self._sender is None:
             return
-        name = f"ONCRM{ENTITY_TYPE_NAMES[entity]}{action}"
         domain = self.domain or context["host"]
         scheme = "https" if self.domain else context["scheme"]
         pairs = [
             ("event", name),
             ("event_handler_id", str(self.event_handler_ids[name])),
-            ("data[FIELDS][ID]", str(entity_id)),
+            *data,
             ("ts", str(int(self._now()))),
             ("auth[domain]", domain),
             ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
@@ -383,7 +423,9 @@ def create_emulator(*, preload: dict[str, int] | None = None, **options) -> Emul
     """Build an emulator; the returned object is the WSGI app and exposes its state.
 
     ``preload={"contact": 100_000}`` fills the store with that many simple records first (no
-    events, no limits), for demos and benchmarks of large portals.
+    events, no limits), for demos and benchmarks of large portals. ``smart_processes={128: "Projects"}``
+    (the default) names the smart processes ``crm.item.*`` serves; ``user_fields={128: ["ufCrm128_X"]}``
+    gives one of them user fields, as ``user_fields={"contact": ["UF_CRM_X"]}`` does for contacts.
     """
     emu = Emulator(**options)
     for entity, count in (preload or {}).items():

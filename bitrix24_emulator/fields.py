@@ -1,4 +1,5 @@
-"""Field metadata of the legacy CRM entities, as ``crm.*.fields`` describes them.
+"""Field metadata of the legacy CRM entities and activities, as ``crm.*.fields`` describes them, and of
+smart-process items as ``crm.item.fields`` does.
 
 Only the fields a typical integration touches are modelled; the shape of each description follows
 DOCS crm-contact-fields.md. Order matters: ``get``/``list`` emit keys in this order.

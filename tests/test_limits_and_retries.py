@@ -259,3 +259,49 @@ def test_redis_bucket_has_the_same_semantics():
     assert waits[5] == pytest.approx(1.0, abs=0.05) and waits[6] == pytest.approx(2.0, abs=0.05)
     assert buckets.reserve(key, params, max_wait=0.5) > 0.5
     assert buckets.level(key, params) == pytest.approx(7, abs=0.1)  # the refused one took no place
+
+
+def test_waiting_never_passes_the_bound(make_app, portal):
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_MAX_WAIT=10.0, BITRIX_RETRY_ATTEMPTS=50)
+    portal.post(portal_url("crm.contact.get"), **LIMIT_503)
+    for _ in range(30):
+        app.fake_time.sleeps.clear()
+        with pytest.raises(RateLimited):
+            call(app, "crm.contact.get", {"id": 1})
+        assert sum(app.fake_time.sleeps) <= 10.0
+
+
+def test_after_the_reset_time_passed_a_429_waits_a_whole_bucket(env_app, portal):
+    now = env_app.fake_time.time()
+    portal.post(portal_url("crm.deal.list"), json={"result": [], "time": {"operating": 470, "operating_reset_at": now + 5}})
+    portal.post(portal_url("crm.deal.list"), **BLOCKED_429)
+    portal.post(portal_url("crm.deal.list"), **BLOCKED_429)
+    portal.post(portal_url("crm.deal.list"), json={"result": []})
+    call(env_app, "crm.deal.list")
+    assert call(env_app, "crm.deal.list", max_wait=600)["result"] == []
+    long_waits = [w for w in env_app.fake_time.sleeps if w >= 1]
+    assert long_waits[0] == pytest.approx(5, abs=0.5) and long_waits[1] == pytest.approx(60, abs=0.5)
+
+
+def test_a_delete_not_found_after_a_refused_connection_is_not_called_done(env_app, portal):
+    from app.services.bitrix24_service import NotFound
+
+    portal.post(portal_url("crm.deal.delete"), body=requests.exceptions.ConnectionError("Connection refused"))
+    portal.post(portal_url("crm.deal.delete"), status=400, json={"error": "", "error_description": "Not found"})
+    with pytest.raises(NotFound):  # the first attempt never reached the portal: it really is not there
+        call(env_app, "crm.deal.delete", {"id": 3})
+
+
+def test_bulk_write_waits_out_the_portals_own_limit_before_looking_after_a_timeout(make_app, portal):
+    from app.services.bulk import bulk_write
+
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_TIMEOUT_READ=30)
+    portal.post(portal_url("batch"), body=requests.exceptions.ReadTimeout("read timed out"))
+    portal.post(portal_url("crm.contact.list"), json={"result": []})  # the marker lookup: nothing made
+    portal.post(portal_url("batch"), json={"result": {"result": {"w0": 11}, "result_error": [], "result_total": [],
+                                                      "result_next": [], "result_time": []}})
+    with app.app_context():
+        (outcome,) = bulk_write("crm.contact", [{"fields": {"NAME": "Slow"}}])
+    assert outcome.error is None and outcome.id == 11
+    assert [c.request.url.rsplit("/", 1)[-1] for c in portal.calls] == ["batch.json", "crm.contact.list.json", "batch.json"]
+    assert 35 in [round(w) for w in app.fake_time.sleeps]  # 65 s portal limit - 30 s read timeout

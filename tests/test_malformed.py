@@ -68,3 +68,35 @@ def test_encoded_filter_operators_work_too(configured, portal):
     r = configured.get("/api/bitrix/clients/1/deals?filter%5B%3E%3DOPPORTUNITY%5D=1000&filter[!STAGE_ID]=LOSE")
     assert r.status_code == 200
     assert sent_params(portal.calls[0]) == {"filter": {">=OPPORTUNITY": "1000", "!STAGE_ID": "LOSE"}}
+
+
+ODD_BODIES = [
+    # (method, path, raw JSON body, expected status)
+    ("POST", "/api/bitrix/clients/1/contacts", '{"fields": {"NAME": NaN}}', 400),
+    ("POST", "/api/bitrix/clients/1/contacts", '{"fields": {"OPPORTUNITY": 1e400}}', 400),
+    ("POST", "/api/bitrix/clients/1/contacts", '{"fields": {"NAME": "\\ud800"}}', 400),
+    ("POST", "/api/bitrix/clients/1/contacts", '{"fields": {"ADDRESS": {"": 1}}}', 400),
+    ("POST", "/api/bitrix/clients/1/contacts", '{"fields": {"ADDRESS": {"a[b]": 1}}}', 400),
+    ("POST", "/api/bitrix/clients/1/contacts", '{"fields": {"X": ' + "[" * 5000 + "]" * 5000 + "}}", 400),
+    ("PATCH", "/api/bitrix/clients/1/deals/5", '{"fields": {"TITLE": "\\udfff"}}', 400),
+    ("POST", "/api/bitrix/clients/1/contacts/batch", '{"items": [{"fields": {"NAME": NaN}}]}', 400),
+    ("POST", "/api/bitrix/clients/1/config", '{"webhook_base": "https://b24-test.bitrix24.com/rest/1/abc/", "plan": ["x"]}', 400),
+    ("POST", "/api/bitrix/clients/1/config", '{"webhook_base": "https://[zz/rest/1/abc/"}', 400),
+    ("POST", "/api/bitrix/clients/2147483648/config", '{"webhook_base": "https://b24-test.bitrix24.com/rest/1/abc/"}', 400),
+    ("POST", "/api/bitrix/webhook", '{"event": "X", "auth": {"application_token": "\\ud800"}}', 400),
+    ("POST", "/api/bitrix/webhook", "[" * 5000 + "]" * 5000, 400),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status", ODD_BODIES)
+def test_odd_json_never_500(configured, portal, method, path, body, status):
+    r = configured.open(path, method=method, data=body, content_type="application/json")
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    assert r.is_json and r.get_json()["error"]
+    assert not portal.calls
+
+
+@pytest.mark.parametrize("query", ["all=1&filter[>ID]=abc", "all=1&filter[>ID][]=1", "all=1&filter[>=ID]=1.5"])
+def test_list_all_with_a_bad_id_filter_is_400(configured, portal, query):
+    r = configured.get(f"/api/bitrix/clients/1/contacts?{query}")
+    assert r.status_code == 400 and r.get_json()["error"] == "INVALID_FILTER"

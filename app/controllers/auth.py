@@ -15,7 +15,7 @@ PUBLIC_ENDPOINTS = frozenset({"bitrix24.receive_event", "bitrix24.receive_client
 
 def _client_id_from_path() -> int | None:
     raw = (request.view_args or {}).get("client_id")
-    if isinstance(raw, str) and re.fullmatch(r"[1-9][0-9]{0,18}", raw):
+    if isinstance(raw, str) and re.fullmatch(r"[1-9][0-9]{0,9}", raw) and int(raw) < 2**31:
         return int(raw)
     return None
 

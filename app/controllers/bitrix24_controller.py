@@ -181,7 +181,10 @@ def list_records(client_id: str, entity: str):
 def _event_payload() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if request.mimetype == "application/json":
-        payload = request.get_json(silent=True)
+        try:
+            payload = request.get_json(silent=True)
+        except RecursionError:
+            payload = None
         if not isinstance(payload, dict):
             raise ApiError(400, "INVALID_BODY", "the event body is not a JSON object")
         return payload

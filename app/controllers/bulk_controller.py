@@ -11,7 +11,7 @@ from flask import Response, current_app, jsonify, stream_with_context
 from ..entities import ENTITIES, Entity
 from ..services.bitrix24_service import Bitrix24Error, bx_batch, bx_list_all
 from ..services.bulk import bulk_write
-from ..services.wire import parse_php_form
+from ..services.wire import encode_form, flatten_params, parse_php_form
 from .errors import ApiError
 from .params import check_field_names, json_object
 
@@ -91,13 +91,24 @@ def _batch_items(ent: Entity, body: dict[str, Any]) -> list[dict[str, Any]]:
             raise ApiError(400, "INVALID_PARAMS", f"{where}.params must be an object", field=f"{where}.params")
         check_field_names(ent, item["fields"], f"{where}.fields")
         check_field_names(ent, params, f"{where}.params")
+        _check_sendable({"fields": item["fields"], "params": params}, where)
         clean.append({"id": record_id, "fields": item["fields"], "params": params})
     return clean
 
 
+def _check_sendable(params: Any, where: str) -> None:
+    try:
+        encode_form(flatten_params(params))
+    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+        raise ApiError(400, "INVALID_PARAMS", f"{where} cannot be sent to Bitrix24: {exc}", field=where)
+
+
 def write_many(ent: Entity, client_id: int) -> Response:
     items = _batch_items(ent, json_object())
-    outcomes = bulk_write(ent.prefix, items, client_id=client_id)
+    try:
+        outcomes = bulk_write(ent.prefix, items, client_id=client_id)
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_ITEMS", str(exc), field="items")
     results = [o.as_dict() for o in outcomes]
     return jsonify(
         {
@@ -128,6 +139,7 @@ def _command(key: str, value: Any) -> tuple[str, Any]:
     else:
         raise ApiError(400, "INVALID_COMMAND",
                        f'{where} must be "method?query" or {{"method": ..., "params": {{...}}}}', field=where)
+    _check_sendable(params, where)
     if method.lower() not in _allowed_methods():
         allowed = f"crm.{{{','.join(e.label for e in ENTITIES.values())}}}.{{{','.join(_CRUD_ACTIONS)}}}"
         raise ApiError(400, "METHOD_NOT_ALLOWED_IN_BATCH", f"{where}: {method!r} is not allowed here; use {allowed}",

@@ -15,7 +15,8 @@ from werkzeug.datastructures import MultiDict
 from ..entities import ENTITIES, Entity
 from .errors import ApiError
 
-_POSITIVE_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+_POSITIVE_ID = re.compile(r"^[1-9][0-9]{0,9}$")
+MAX_ID = 2**31 - 1  # Bitrix24 ids and our client_id columns are 32-bit integers
 # Filter operators go in front of the field name (bitrix24-api.md §6), longest first.
 _FILTER_KEY = re.compile(r"^(?P<op>!=%|!%=|!=|!@|!%|>=|<=|=%|%=|=|!|>|<|@|%)?(?P<field>.*)$")
 _BRACKET_KEY = re.compile(r"^(?P<name>filter|order)\[(?P<key>[^\[\]]+)\](?P<append>\[\])?$", re.IGNORECASE)
@@ -25,8 +26,8 @@ def positive_id(value: str, name: str) -> int:
     if not isinstance(value, str) or not _POSITIVE_ID.match(value):
         raise ApiError(400, "INVALID_ID", f"{name} must be a positive integer, got {value!r}", field=name)
     number = int(value)
-    if number > 2**63 - 1:
-        raise ApiError(400, "INVALID_ID", f"{name} is too large", field=name)
+    if number > MAX_ID:
+        raise ApiError(400, "INVALID_ID", f"{name} is too large (at most {MAX_ID})", field=name)
     return number
 
 
@@ -43,7 +44,10 @@ def json_object() -> dict[str, Any]:
     data = request.get_data(cache=True)
     if not data.strip():
         raise ApiError(400, "INVALID_BODY", "the request body is empty: send a JSON object")
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise ApiError(400, "INVALID_JSON", "the request body nests too deeply")
     if body is None:
         raise ApiError(400, "INVALID_JSON", "the request body is not valid JSON")
     if not isinstance(body, dict):

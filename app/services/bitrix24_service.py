@@ -30,7 +30,7 @@ from .errors import (
     ServerError,
     TransportError,
 )
-from .wire import flatten_params
+from .wire import encode_form, flatten_params
 
 __all__ = [
     "bx_call",
@@ -55,7 +55,7 @@ __all__ = [
 log = logging.getLogger("app.bitrix24")
 
 # Method names are appended to the webhook URL: anything but dotted names could change the path.
-_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
 
 def bx_call(
@@ -75,8 +75,14 @@ def bx_call(
     Reads ``BITRIX_WEBHOOK_BASE``, ``BITRIX_ALLOWED_HOSTS``, ``BITRIX_RATE_*``, ``BITRIX_MAX_WAIT``,
     ``BITRIX_RETRY_ATTEMPTS`` and ``BITRIX_TIMEOUT_*``.
     """
-    if not isinstance(method, str) or not _METHOD.match(method):
+    if not isinstance(method, str) or not _METHOD.fullmatch(method):
         raise BadInput(f"{method!r} is not a Bitrix24 method name", code="INVALID_METHOD")
+    try:
+        # Refuse what cannot be sent before it takes a place in the portal's bucket.
+        encode_form(flatten_params(params))
+    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+        message = f"these params cannot be sent to Bitrix24: {exc}"
+        raise BadInput(message, code="INVALID_PARAMS", method=method) from None
     base, rate_limit = portal_target(client_id)
     state = current_app.extensions["bitrix24"]
     try:

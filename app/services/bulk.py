@@ -17,7 +17,7 @@ from flask import current_app
 
 from .bitrix24_service import bx_call
 from .caller import is_repeatable
-from .errors import Bitrix24Error, ServerError, TransportError, classify
+from .errors import BadInput, Bitrix24Error, PortalTimeout, ServerError, TransportError, classify
 from .wire import encode_form, flatten_params
 
 BATCH_LIMIT = 50  # commands per batch request (bitrix24-api.md §5)
@@ -186,7 +186,10 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
     last = 0
     for key in (f">{id_field}", f">={id_field}"):
         if key in flt:
-            value = int(flt.pop(key))
+            raw = flt.pop(key)
+            if not (isinstance(raw, int) or (isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,10}", raw))):
+                raise BadInput(f"filter[{key}] must be an integer to list every row", code="INVALID_FILTER")
+            value = int(raw)
             last = max(last, value if key == f">{id_field}" else value - 1)
     base = {**params, "order": {id_field: "ASC"}}
     max_wait = current_app.extensions["bitrix24"].bulk_max_wait
@@ -228,6 +231,12 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
 
 def _offsets(method: str, params: dict[str, Any], client_id: int | None, container: str | None):
     max_wait = current_app.extensions["bitrix24"].bulk_max_wait
+    order = dict(params.get("order") or {})
+    id_field = _row_shape(method)[1]
+    if id_field not in order and id_field.lower() not in order:
+        # Ties in a non-unique order could be paged differently by separate queries: break them by ID.
+        order[id_field] = "ASC"
+    params = {**params, "order": order}
     first = bx_call(method, {**params, "start": 0}, client_id=client_id, max_wait=max_wait)
     yield from _rows(first.get("result"), container)
     total, start = first.get("total"), first.get("next")
@@ -252,6 +261,7 @@ def _offsets(method: str, params: dict[str, Any], client_id: int | None, contain
 
 
 ORIGINATOR = "flask-bitrix24"
+PORTAL_MAX_RUN = 65.0  # Bitrix24 cloud stops one request at 60 s (bitrix24-api.md §4), plus a margin
 
 
 @dataclass
@@ -261,6 +271,7 @@ class WriteOutcome:
     id: int | None = None
     error: Bitrix24Error | None = None
     marker: str | None = field(default=None, repr=False)
+    generated: bool = field(default=False, repr=False)  # the marker is our UUID, not the caller's ORIGIN_ID
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "action": self.action, "ok": self.error is None, "id": self.id}
@@ -278,13 +289,20 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     not exist are sent again: every item is created exactly once.
     """
     outcomes = [WriteOutcome(i, "updated" if item.get("id") else "created") for i, item in enumerate(items)]
+    given = [str(item["fields"]["ORIGIN_ID"]) for item in items
+             if not item.get("id") and (item.get("fields") or {}).get("ORIGIN_ID")]
+    repeated = sorted({m for m in given if given.count(m) > 1})
+    if repeated:
+        # The marker finds a record after a lost answer: two items with one marker would be one record.
+        raise ValueError(f"ORIGIN_ID {repeated[0]!r} is given to more than one new record")
     pending = []
     for outcome, item in zip(outcomes, items, strict=True):
         fields = dict(item.get("fields") or {})
         if outcome.action == "created":
             if not fields.get("ORIGIN_ID"):
                 fields["ORIGIN_ID"] = uuid.uuid4().hex
-                fields.setdefault("ORIGINATOR_ID", ORIGINATOR)
+                fields["ORIGINATOR_ID"] = ORIGINATOR
+                outcome.generated = True
             outcome.marker = str(fields["ORIGIN_ID"])
             command = (f"{prefix}.add", {"fields": fields})
         else:
@@ -320,6 +338,11 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
                 for outcome, _ in chunk:
                     outcome.error = exc
                 return
+            if isinstance(exc, PortalTimeout):
+                # We gave up waiting, the portal may not have: let its own limit on one request
+                # pass before looking, or records it is still creating would be sent again.
+                state = current_app.extensions["bitrix24"]
+                state.caller.sleep(max(0.0, PORTAL_MAX_RUN - state.portals.timeouts.read))
             found = _find_markers(prefix, [o for o, _ in chunk if o.marker], client_id, max_wait)
             for outcome, _ in chunk:
                 if outcome.marker in found:
@@ -341,9 +364,12 @@ def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | No
     markers = [o.marker for o in outcomes if o.marker]
     if not markers:
         return {}
+    flt: dict[str, Any] = {"@ORIGIN_ID": markers}
+    if all(o.generated for o in outcomes):
+        flt["ORIGINATOR_ID"] = ORIGINATOR  # our own UUIDs: look only at records we made
     envelope = bx_call(
         f"{prefix}.list",
-        {"filter": {"@ORIGIN_ID": markers}, "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}},
+        {"filter": flt, "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}},
         client_id=client_id,
         max_wait=max_wait,
     )

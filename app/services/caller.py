@@ -117,28 +117,34 @@ class PortalCaller:
             return False
 
         backoff = wait_random_exponential(multiplier=self.policy.backoff_base, max=self.policy.backoff_max)
+        planned: dict[int, float] = {}
 
-        def wait(state: RetryCallState) -> float:
+        def next_wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, OperatingLimit):
                 return exc.retry_after or 1.0
             return backoff(state)
 
         def stop(state: RetryCallState) -> bool:
-            # Stop when attempts run out, or when the next backoff would pass the bound.
+            # Stop when attempts run out, or when the wait about to be taken would pass the bound.
+            # The wait is drawn here, once, and used as drawn (tenacity asks stop before wait).
             if stop_after_attempt(self.policy.attempts)(state):
                 return True
-            exc = state.outcome.exception() if state.outcome else None
-            upcoming = exc.retry_after if isinstance(exc, OperatingLimit) else self.policy.backoff_base
-            return waited() + (upcoming or 0) > bound
+            planned[state.attempt_number] = upcoming = next_wait(state)
+            return waited() + upcoming > bound
+
+        def wait(state: RetryCallState) -> float:
+            return planned.pop(state.attempt_number, 0.0)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             self.on_event("retry", {"method": method, "error": getattr(exc, "code", type(exc).__name__)})
             log.info("bitrix24 %s: retrying after %r (attempt %d)", method, exc, state.attempt_number)
 
+        ambiguous = False  # an earlier attempt may have reached the portal
+
         def attempt() -> dict[str, Any]:
-            nonlocal attempts
+            nonlocal attempts, ambiguous
             attempts += 1
             self._respect_limits(portal, method, bucket, bound - waited())
             try:
@@ -154,9 +160,12 @@ class PortalCaller:
                 self.on_event("operating_limited", {"method": method})
                 raise
             except NotFound:
-                # A delete repeated after an ambiguous failure: the first one did it.
-                if attempts > 1 and method.lower().endswith(".delete"):
+                # A delete repeated after an attempt that may have reached the portal: that one did it.
+                if ambiguous and method.lower().endswith(".delete"):
                     return {"result": True}
+                raise
+            except (TransportError, ServerError) as exc:
+                ambiguous = ambiguous or not isinstance(exc, TransportError) or exc.sent
                 raise
             self.budgets.record(portal, method, envelope.get("time"))
             return envelope
@@ -179,6 +188,7 @@ class PortalCaller:
                     "Method is blocked due to operation time limit.", method=method, retry_after=blocked
                 )
             self.sleep(blocked)
+            budget_left -= blocked
         delay = self.budgets.delay(portal, method)
         allowed = max(budget_left - delay, 0.0)
         wait = self.buckets.reserve(portal, bucket, allowed)

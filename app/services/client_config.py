@@ -111,7 +111,11 @@ def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
         raise InvalidConfig(field, "webhook_base must be a non-empty URL of at most 2048 characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in text):
         raise InvalidConfig(field, "webhook_base must not contain spaces, control characters or backslashes")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.hostname  # noqa: B018  (raises on a malformed [IPv6] host)
+    except ValueError:
+        raise InvalidConfig(field, "webhook_base is not a well-formed URL") from None
     if parts.scheme not in ("https", "http"):
         raise InvalidConfig(field, f"webhook_base must use https, not {parts.scheme or 'no scheme'!r}")
     if "@" in parts.netloc:
@@ -172,7 +176,7 @@ PLANS = {"standard": {"burst": 50, "drain": 2.0}, "enterprise": {"burst": 250, "
 
 def validate_rate_limit(plan: Any, rate_limit: Any) -> dict[str, float] | None:
     if plan is not None:
-        if plan not in PLANS:
+        if not isinstance(plan, str) or plan not in PLANS:
             raise InvalidConfig("plan", f"plan must be one of {', '.join(PLANS)}")
         return dict(PLANS[plan])
     if rate_limit is None:

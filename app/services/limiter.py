@@ -164,13 +164,14 @@ class OperatingBudgets:
             return min(7.0, max(0.0, (budget.reset_at - self._clock()) * 0.01))
 
     def blocked_for(self, portal: str, method: str) -> float:
-        """After OPERATION_TIME_LIMIT: seconds until the oldest bucket expires (at least 1 s; one
-        bucket, 60 s, when the portal never told us)."""
+        """After OPERATION_TIME_LIMIT: seconds until the oldest bucket expires, as the portal last
+        said; once that moment has passed (or was never given), one bucket: 60 s (bitrix24-api.md §4)."""
         with self._lock:
             budget = self._budgets.get((portal, method.lower()))
-            if budget is None or budget.reset_at is None:
+            now = self._clock()
+            if budget is None or budget.reset_at is None or budget.reset_at <= now:
                 return 60.0
-            return max(1.0, budget.reset_at - self._clock())
+            return max(1.0, budget.reset_at - now)
 
     def snapshot(self) -> dict[str, dict[str, float | None]]:
         with self._lock:

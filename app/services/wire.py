@@ -120,7 +120,8 @@ def encode_form(pairs: list[tuple[str, str]]) -> str:
     Every character outside the unreserved set is encoded, brackets included, so no value can be
     mistaken for syntax (``&``, ``=``, ``+``, ``%``, ``#``, ``?``, newlines, unicode as UTF-8).
     """
-    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    # errors="strict": a lone surrogate (possible in JSON input) raises instead of being mangled.
+    return "&".join(f"{quote(k, safe='', errors='strict')}={quote(v, safe='', errors='strict')}" for k, v in pairs)
 
 
 # ---------------------------------------------------------------------------------------------------

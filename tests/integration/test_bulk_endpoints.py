@@ -92,3 +92,10 @@ def test_raw_batch_only_allows_the_crm_methods_we_expose(stack):
     r = stack.http.post(f"{stack.api}/clients/1/batch", json={"cmd": {"a": "crm.contact.list"}, "halt": "no"})
     assert r.status_code == 400 and r.json()["field"] == "halt"
     assert stack.emulator.counters.requests == 0
+
+
+def test_entity_batch_refuses_one_origin_id_for_two_new_records(stack):
+    items = [{"fields": {"NAME": "A", "ORIGIN_ID": "crm-42"}}, {"fields": {"NAME": "B", "ORIGIN_ID": "crm-42"}}]
+    r = stack.http.post(f"{stack.api}/clients/1/contacts/batch", json={"items": items})
+    assert r.status_code == 400 and "crm-42" in r.json()["error_description"]
+    assert stack.emulator.counters.requests == 0
