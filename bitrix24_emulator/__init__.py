@@ -7,9 +7,8 @@
     server.stop()
 
 ``emu`` is the WSGI app itself; ``emu.records``, ``emu.items`` (smart processes), ``emu.counters``,
-``emu.events_sent``,
-``emu.wait_events()`` and ``emu.reset()`` expose its state to tests. Command line:
-``python -m bitrix24_emulator --port 5002``.
+``emu.events_sent``, ``emu.wait_events()`` and ``emu.reset()`` expose its state to tests. Command line:
+``python -m bitrix24_emulator --port 5002 [--smart-process 128=Projects]``.
 """
 
 from .emulator import ConnectionDropped, Counters, Emulator, create_emulator
