@@ -41,7 +41,9 @@ class Bitrix24State:
         )
         redis_url = cfg["BITRIX_REDIS_URL"]
         self.buckets = RedisBuckets(redis_url) if redis_url else LocalBuckets()
-        self.budgets = OperatingBudgets(float(cfg["BITRIX_OPERATING_LIMIT"]))
+        self.budgets = OperatingBudgets(
+            float(cfg["BITRIX_OPERATING_LIMIT"]), bucket=float(cfg["BITRIX_OPERATING_BUCKET"])
+        )
         self.caller = PortalCaller(
             self.portals,
             self.buckets,

@@ -36,6 +36,7 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_RATE_DRAIN": (2.0, float),  # the portal's drain per second (Enterprise: 5)
     "BITRIX_RATE_SAFETY": (0.99, float),  # we pace at this fraction of the drain rate
     "BITRIX_OPERATING_LIMIT": (480.0, float),  # seconds of operating time per method per 10 minutes
+    "BITRIX_OPERATING_BUCKET": (60.0, float),  # the portal's operating-time bucket (10 make the window)
     "BITRIX_MAX_WAIT": (30.0, float),  # longest a single API call waits for limits and retries
     "BITRIX_BULK_MAX_WAIT": (900.0, float),  # the same bound for bulk work (batch, list-all)
     "BITRIX_RETRY_ATTEMPTS": (6, int),

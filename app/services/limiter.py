@@ -136,8 +136,9 @@ class OperatingBudgets:
     """What the portal said about each method's operating time (``time.operating``,
     ``time.operating_reset_at``), to slow down near the limit and to know how long a block lasts."""
 
-    def __init__(self, limit: float = 480.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limit: float = 480.0, clock: Callable[[], float] = time.time, bucket: float = 60.0) -> None:
         self.limit = limit
+        self.bucket = bucket  # the portal counts operating time in buckets of a minute
         self._clock = clock
         self._budgets: dict[tuple[str, str], MethodBudget] = {}
         self._lock = threading.Lock()
@@ -165,13 +166,14 @@ class OperatingBudgets:
 
     def blocked_for(self, portal: str, method: str) -> float:
         """After OPERATION_TIME_LIMIT: seconds until the oldest bucket expires, as the portal last
-        said; once that moment has passed (or was never given), one bucket: 60 s (bitrix24-api.md §4)."""
+        said; once that moment has passed (or was never given), one bucket (bitrix24-api.md §4)."""
         with self._lock:
             budget = self._budgets.get((portal, method.lower()))
             now = self._clock()
-            if budget is None or budget.reset_at is None or budget.reset_at <= now:
-                return 60.0
-            return max(1.0, budget.reset_at - now)
+            # operating_reset_at is whole seconds: wake a second after it, not just before.
+            if budget is None or budget.reset_at is None or budget.reset_at + 1 <= now:
+                return self.bucket
+            return max(1.0, budget.reset_at + 1 - now)
 
     def snapshot(self) -> dict[str, dict[str, float | None]]:
         with self._lock:
