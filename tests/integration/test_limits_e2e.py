@@ -97,8 +97,8 @@ def test_without_a_shared_bucket_two_processes_do_overflow_it(tmp_path):
     emu = create_emulator(rate=20, burst=10)
     server = start_server(emu)
     try:
-        run_two_workers(server.base, tmp_path, None, calls=40)
+        run_two_workers(server.base, tmp_path, None, calls=60)
     finally:
         server.stop()
-    assert emu.counters.by_status[200] == 80
+    assert emu.counters.by_status[200] == 120
     assert emu.counters.rate_limited > 0
