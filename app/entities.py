@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Legacy crm.* field names are UPPER_CASE, user fields UF_CRM_* (bitrix24-api.md §7, §10.8).
+# Legacy crm.* field names are UPPER_CASE, user fields UF_CRM_* (bitrix24-api.md §7, §10.8);
+# crm.item.* names are camelCase, user fields ufCrm128_* (§7).
 LEGACY_FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+ITEM_FIELD_NAME = re.compile(r"^[a-z][A-Za-z0-9_]*$")
+FIRST_SMART_PROCESS_TYPE = 128  # smart-process entityTypeIds start here (§7)
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Entity:
     type_id: int  # entityTypeId (bitrix24-api.md §7)
     label: str  # singular, for messages: "contact"
     upsert: bool = False  # crm.duplicate.findbycomm can find it by e-mail or phone
+    camel: bool = False  # crm.item.*: camelCase fields, results wrapped in "item" / "items"
 
     def method(self, action: str) -> str:
         return f"{self.prefix}.{action}"
@@ -34,7 +38,12 @@ class Entity:
         return (f"{self.event_prefix}ADD", f"{self.event_prefix}UPDATE", f"{self.event_prefix}DELETE")
 
     def valid_field_name(self, name: str) -> bool:
-        return bool(LEGACY_FIELD_NAME.match(name))
+        return bool((ITEM_FIELD_NAME if self.camel else LEGACY_FIELD_NAME).match(name))
+
+
+def smart_process(type_id: int) -> Entity:
+    """The entity for one smart process (``crm.item.*`` with ``entityTypeId``)."""
+    return Entity("items", "crm.item", f"DYNAMIC_{type_id}", type_id, "item", camel=True)
 
 
 ENTITIES: dict[str, Entity] = {
@@ -44,6 +53,7 @@ ENTITIES: dict[str, Entity] = {
         Entity("deals", "crm.deal", "DEAL", 2, "deal"),
         Entity("leads", "crm.lead", "LEAD", 1, "lead", upsert=True),
         Entity("companies", "crm.company", "COMPANY", 4, "company", upsert=True),
+        Entity("activities", "crm.activity", "ACTIVITY", 6, "activity"),
     )
 }
 

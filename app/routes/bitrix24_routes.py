@@ -7,6 +7,7 @@ the routing layer's 404 page; ``<entity>`` is checked against the entity table t
 from flask import Blueprint
 
 from ..controllers import bitrix24_controller as c
+from ..controllers import items_controller as items
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
 from ..controllers.params import limit_body_size
@@ -28,6 +29,14 @@ bp.add_url_rule(f"{CLIENT}/webhook", "receive_client_event", c.receive_client_ev
 
 bp.add_url_rule(f"{CLIENT}/events", "list_events", c.list_events, methods=["GET"])
 bp.add_url_rule(f"{CLIENT}/events/<event_id>/replay", "replay_event", c.replay_event, methods=["POST"])
+ITEMS = f"{CLIENT}/items/<type_id>"
+bp.add_url_rule(ITEMS, "list_items", items.list_items, methods=["GET"])
+bp.add_url_rule(ITEMS, "create_item", items.create_item, methods=["POST"])
+bp.add_url_rule(f"{ITEMS}/fields", "item_fields", items.item_fields, methods=["GET"])
+bp.add_url_rule(f"{ITEMS}/<item_id>", "get_item", items.get_item, methods=["GET"])
+bp.add_url_rule(f"{ITEMS}/<item_id>", "update_item", items.update_item, methods=["PATCH"])
+bp.add_url_rule(f"{ITEMS}/<item_id>", "delete_item", items.delete_item, methods=["DELETE"])
+
 bp.add_url_rule(f"{CLIENT}/batch", "raw_batch", c.raw_batch, methods=["POST"])
 bp.add_url_rule(f"{CLIENT}/<entity>/batch", "write_many", c.write_many, methods=["POST"])
 bp.add_url_rule(f"{CLIENT}/<entity>/fields", "entity_fields", c.entity_fields, methods=["GET"])

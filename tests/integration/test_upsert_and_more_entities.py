@@ -59,3 +59,44 @@ def test_upsert_refusals(stack):
     r = stack.http.put(f"{stack.api}/clients/1/deals/upsert", json={"fields": {"TITLE": "x", "EMAIL": "a@b.c"}})
     assert r.status_code == 404
     assert stack.emulator.counters.requests == 0
+
+
+def test_activities_crud(stack):
+    api, http = stack.api, stack.http
+    contact = http.post(f"{api}/clients/1/contacts", json={"NAME": "Ada"}).json()["result"]
+    r = http.post(f"{api}/clients/1/activities", json={"fields": {
+        "OWNER_TYPE_ID": 3, "OWNER_ID": contact, "TYPE_ID": 2, "SUBJECT": "Call Ada", "COMPLETED": "N"}})
+    assert r.status_code == 201, r.text
+    aid = r.json()["result"]
+    assert http.get(f"{api}/clients/1/activities/{aid}").json()["result"]["SUBJECT"] == "Call Ada"
+    assert http.patch(f"{api}/clients/1/activities/{aid}", json={"COMPLETED": "Y"}).json() == {"result": True}
+    listed = http.get(f"{api}/clients/1/activities", params={"filter[OWNER_ID]": contact, "select": ["ID", "COMPLETED"]}).json()
+    assert listed["result"] == [{"ID": str(aid), "COMPLETED": "Y"}]
+    missing = http.post(f"{api}/clients/1/activities", json={"fields": {"SUBJECT": "no owner"}})
+    assert missing.status_code == 400
+    assert http.delete(f"{api}/clients/1/activities/{aid}").json() == {"result": True}
+
+
+def test_smart_process_items_crud_list_and_fields(stack):
+    api, http = stack.api, stack.http
+    r = http.post(f"{api}/clients/1/items/128", json={"fields": {"title": "Project X", "opportunity": 1500.5}})
+    assert r.status_code == 201, r.text
+    item_id = r.json()["result"]
+    assert isinstance(item_id, int) and r.headers["Location"].endswith(f"/clients/1/items/128/{item_id}")
+    item = http.get(f"{api}/clients/1/items/128/{item_id}").json()["result"]
+    assert item["title"] == "Project X" and item["opportunity"] == 1500.5 and item["id"] == item_id
+    updated = http.patch(f"{api}/clients/1/items/128/{item_id}", json={"title": "Project Y"}).json()["result"]
+    assert updated["title"] == "Project Y"
+    for i in range(60):
+        http.post(f"{api}/clients/1/items/128", json={"title": f"P{i}"})
+    page = http.get(f"{api}/clients/1/items/128", params={"select": ["id", "title"], "order[id]": "ASC"}).json()
+    assert page["total"] == 61 and len(page["result"]) == 50 and page["next"] == 50
+    every = http.get(f"{api}/clients/1/items/128", params={"all": 1, "select": ["id", "title"]}).json()
+    assert every["total"] == 61 and [x["id"] for x in every["result"]] == sorted(x["id"] for x in every["result"])
+    assert "title" in http.get(f"{api}/clients/1/items/128/fields").json()["result"]
+    assert http.delete(f"{api}/clients/1/items/128/{item_id}").json() == {"result": True}
+    gone = http.get(f"{api}/clients/1/items/128/{item_id}")
+    assert gone.status_code == 404 and gone.json()["error"] == "NOT_FOUND"
+    assert http.get(f"{api}/clients/1/items/999").status_code == 404  # no such smart process
+    bad = http.post(f"{api}/clients/1/items/128", json={"fields": {"TITLE": "upper case is legacy"}})
+    assert bad.status_code == 400 and bad.json()["error"] == "INVALID_FIELD_NAME"

@@ -1,0 +1,85 @@
+"""Smart-process items: ``crm.item.*`` with ``entityTypeId``, camelCase fields (bitrix24-api.md §2, §6, §7).
+
+Same shapes as the other entities on our side (``{"result": ...}``, 201 + Location on create,
+``total``/``next`` on lists, ``all=1`` streaming); Bitrix24's ``{"item": ...}`` / ``{"items": ...}``
+wrappers are taken off here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request, url_for
+
+from ..entities import smart_process
+from ..services.bitrix24_service import bx_call
+from . import bulk_controller
+from .errors import ApiError
+from .params import fields_and_params, list_params, positive_id, query_args
+
+
+def _ids(client_id: str, type_id: str):
+    return positive_id(client_id, "client_id"), smart_process(positive_id(type_id, "entity_type_id"))
+
+
+def _item(envelope: dict[str, Any]) -> Any:
+    result = envelope.get("result")
+    return result.get("item", result) if isinstance(result, dict) else result
+
+
+def create_item(client_id: str, type_id: str):
+    cid, ent = _ids(client_id, type_id)
+    fields, _ = fields_and_params(ent)
+    item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=cid))
+    new_id = item.get("id") if isinstance(item, dict) else item
+    response = jsonify({"result": new_id})
+    response.status_code = 201
+    response.headers["Location"] = url_for(
+        "bitrix24.get_item", client_id=cid, type_id=ent.type_id, item_id=new_id
+    )
+    return response
+
+
+def get_item(client_id: str, type_id: str, item_id: str):
+    cid, ent = _ids(client_id, type_id)
+    params = {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}
+    return jsonify({"result": _item(bx_call("crm.item.get", params, client_id=cid))})
+
+
+def update_item(client_id: str, type_id: str, item_id: str):
+    cid, ent = _ids(client_id, type_id)
+    fields, _ = fields_and_params(ent)
+    params = {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id"), "fields": fields}
+    return jsonify({"result": _item(bx_call("crm.item.update", params, client_id=cid))})
+
+
+def delete_item(client_id: str, type_id: str, item_id: str):
+    cid, ent = _ids(client_id, type_id)
+    bx_call("crm.item.delete", {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}, client_id=cid)
+    return jsonify({"result": True})  # Bitrix24 answers [] (§2)
+
+
+def list_items(client_id: str, type_id: str):
+    cid, ent = _ids(client_id, type_id)
+    args = query_args(request.query_string)
+    every = args.poplist("all")
+    if every and (len(every) > 1 or every[0] not in ("0", "1", "true", "false")):
+        raise ApiError(400, "INVALID_ALL", "all must be 1 (every matching row, streamed) or 0", field="all")
+    params = {"entityTypeId": ent.type_id, **list_params(ent, args)}
+    if every and every[0] in ("1", "true"):
+        if "start" in params:
+            raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")
+        return bulk_controller.stream_all(ent, params, cid)
+    envelope = bx_call("crm.item.list", params, client_id=cid)
+    result = envelope.get("result")
+    body: dict[str, Any] = {"result": result.get("items", []) if isinstance(result, dict) else []}
+    for key in ("total", "next"):
+        if key in envelope:
+            body[key] = envelope[key]
+    return jsonify(body)
+
+
+def item_fields(client_id: str, type_id: str):
+    cid, ent = _ids(client_id, type_id)
+    result = bx_call("crm.item.fields", {"entityTypeId": ent.type_id}, client_id=cid)["result"]
+    return jsonify({"result": result.get("fields", result) if isinstance(result, dict) else result})
