@@ -26,10 +26,26 @@ def service_url(name: str) -> str:
     """TEST_DATABASE_URL / TEST_REDIS_URL, or skip (fail in CI) with a clear reason."""
     url = os.environ.get(name)
     if not url:
-        message = f"{name} is not set: start the service and export {name} (.ci/run does both)"
-        if os.environ.get("TEST_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        _unavailable(f"{name} is not set: start the service and export {name} (.ci/run does both)")
+    return url
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A reachable, empty Redis database (TEST_REDIS_URL; .ci/run points it at database 15)."""
+    import redis
+
+    url = service_url("TEST_REDIS_URL")
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        _unavailable(f"Redis at {url} is not reachable: {exc}")
     return url
 
 

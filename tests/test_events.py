@@ -6,7 +6,7 @@ import pytest
 
 from app.extensions import bitrix24, db
 from app.models import BitrixEvent
-from tests.conftest import portal_url, service_url
+from tests.conftest import portal_url
 from tests.test_webhook import event_form
 
 
@@ -227,18 +227,6 @@ def test_concurrent_redeliveries_are_stored_once(make_app, tmp_path):
 
 
 # --- with Redis: the RQ queue and the worker ---------------------------------------------------
-
-
-@pytest.fixture
-def redis_url():
-    import redis
-
-    url = service_url("TEST_REDIS_URL")
-    try:
-        redis.Redis.from_url(url).flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis at {url} is not reachable: {exc}")
-    return url
 
 
 def test_events_queued_while_the_worker_is_down_are_handled_when_it_is_back(make_app, handlers, redis_url):

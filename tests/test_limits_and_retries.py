@@ -15,7 +15,7 @@ from app.services.bitrix24_service import (
     bx_call,
 )
 from app.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
-from tests.conftest import PORTAL_BASE, portal_url, service_url
+from tests.conftest import PORTAL_BASE, portal_url
 
 LIMIT_503 = {"status": 503, "json": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}}
 BLOCKED_429 = {"status": 429, "json": {"error": "OPERATION_TIME_LIMIT",
@@ -241,17 +241,10 @@ def test_api_answers_429_with_retry_after_from_operating_reset_at(make_app, port
 # --- Redis-shared bucket ---------------------------------------------------------------------------
 
 
-def test_redis_bucket_has_the_same_semantics():
-    import redis
-
+def test_redis_bucket_has_the_same_semantics(redis_url):
     from app.services.limiter import RedisBuckets
 
-    url = service_url("TEST_REDIS_URL")
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis at {url} is not reachable: {exc}")
-    buckets = RedisBuckets(url, prefix="test:bucket:")
+    buckets = RedisBuckets(redis_url, prefix="test:bucket:")
     key = f"p-{id(buckets)}"
     params = BucketParams(burst=6, rate=1.0, safety=1.0)  # capacity 5
     waits = [buckets.reserve(key, params) for _ in range(7)]

@@ -24,7 +24,16 @@ from ..services.secrets import mask, mask_url
 from ..services.wire import parse_php_form
 from . import bulk_controller
 from .errors import ApiError, error_response
-from .params import entity_or_404, fields_and_params, json_object, list_params, positive_id, query_args
+from .params import (
+    entity_or_404,
+    fields_and_params,
+    json_object,
+    list_params,
+    no_start_with_all,
+    positive_id,
+    query_args,
+    stream_all_flag,
+)
 
 log = logging.getLogger("app.bitrix24")
 
@@ -158,13 +167,10 @@ def delete_record(client_id: str, entity: str, record_id: str):
 def list_records(client_id: str, entity: str):
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
     args = query_args(request.query_string)
-    every = args.poplist("all")
-    if every and (len(every) > 1 or every[0] not in ("0", "1", "true", "false")):
-        raise ApiError(400, "INVALID_ALL", "all must be 1 (every matching row, streamed) or 0", field="all")
+    every = stream_all_flag(args)
     params = list_params(ent, args)
-    if every and every[0] in ("1", "true"):
-        if "start" in params:
-            raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")
+    if every:
+        no_start_with_all(params)
         return bulk_controller.stream_all(ent, params, cid)
     envelope = bx_call(ent.method("list"), params, client_id=cid)
     body: dict[str, Any] = {"result": envelope.get("result", [])}

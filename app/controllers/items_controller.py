@@ -14,8 +14,7 @@ from flask import jsonify, request, url_for
 from ..entities import smart_process
 from ..services.bitrix24_service import bx_call
 from . import bulk_controller
-from .errors import ApiError
-from .params import fields_and_params, list_params, positive_id, query_args
+from .params import fields_and_params, list_params, no_start_with_all, positive_id, query_args, stream_all_flag
 
 
 def _ids(client_id: str, type_id: str):
@@ -62,13 +61,10 @@ def delete_item(client_id: str, type_id: str, item_id: str):
 def list_items(client_id: str, type_id: str):
     cid, ent = _ids(client_id, type_id)
     args = query_args(request.query_string)
-    every = args.poplist("all")
-    if every and (len(every) > 1 or every[0] not in ("0", "1", "true", "false")):
-        raise ApiError(400, "INVALID_ALL", "all must be 1 (every matching row, streamed) or 0", field="all")
+    every = stream_all_flag(args)
     params = {"entityTypeId": ent.type_id, **list_params(ent, args)}
-    if every and every[0] in ("1", "true"):
-        if "start" in params:
-            raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")
+    if every:
+        no_start_with_all(params)
         return bulk_controller.stream_all(ent, params, cid)
     envelope = bx_call("crm.item.list", params, client_id=cid)
     result = envelope.get("result")

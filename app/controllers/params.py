@@ -205,3 +205,16 @@ def limit_body_size() -> None:
 
     key = "BITRIX_EVENT_MAX_BYTES" if request.endpoint in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
     request.max_content_length = int(current_app.config[key])
+
+
+def stream_all_flag(args: MultiDict) -> bool:
+    """Pop ``all`` from the list query: True for every matching row (streamed)."""
+    every = args.poplist("all")
+    if every and (len(every) > 1 or every[0] not in ("0", "1", "true", "false")):
+        raise ApiError(400, "INVALID_ALL", "all must be 1 (every matching row, streamed) or 0", field="all")
+    return bool(every) and every[0] in ("1", "true")
+
+
+def no_start_with_all(params: dict[str, Any]) -> None:
+    if "start" in params:
+        raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ..extensions import db
 from ..models import BITRIX24_CRM_NAME, CRM, BitrixEvent, ClientCRMAuth
@@ -37,7 +38,15 @@ def run_setup() -> SetupReport:
     report = SetupReport()
     existing = set(inspect(db.engine).get_table_names())
     report.tables_created = [t.name for t in OUR_TABLES if t.name not in existing]
-    db.metadata.create_all(db.engine, tables=OUR_TABLES, checkfirst=True)
+    try:
+        db.metadata.create_all(db.engine, tables=OUR_TABLES, checkfirst=True)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        # Several workers starting at once: another one created them between our check and ours.
+        db.session.rollback()
+        now = set(inspect(db.engine).get_table_names())
+        if any(t.name not in now for t in OUR_TABLES):
+            raise
+        report.tables_created = []
     crm = bitrix24_crm()
     if crm is None:
         crm = bitrix24_crm(create=True)

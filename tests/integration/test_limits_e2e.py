@@ -15,7 +15,6 @@ from cryptography.fernet import Fernet
 
 from app.services.bitrix24_service import OperatingLimit, bx_call
 from bitrix24_emulator import create_emulator, start_server
-from tests.conftest import service_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,12 +74,7 @@ def run_two_workers(emulator_base: str, tmp_path: Path, redis_url: str | None, c
         assert proc.returncode == 0, out
 
 
-def test_two_processes_sharing_redis_never_overflow_the_portals_bucket(tmp_path):
-    import redis
-
-    redis_url = service_url("TEST_REDIS_URL")
-    client = redis.Redis.from_url(redis_url)
-    client.delete(*client.keys("bitrix24:bucket:*") or ["none"])
+def test_two_processes_sharing_redis_never_overflow_the_portals_bucket(tmp_path, redis_url):
     emu = create_emulator(rate=20, burst=10)
     server = start_server(emu)
     try:
