@@ -197,8 +197,12 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
     while True:
         pages_left = BATCH_LIMIT
         if counted:
-            first = bx_call(method, {**base, "start": 0, "filter": {**flt, f">{id_field}": last}},
-                            client_id=client_id, max_wait=max_wait)
+            # (IDs start at 1: without a cursor yet, leave ">ID" out so the portal counts plainly.)
+            cursor = {f">{id_field}": last} if last > 0 else {}
+            count_params = {**base, "start": 0}
+            if flt or cursor:  # an empty filter would still be sent (as filter[]=), and crm.item refuses it
+                count_params["filter"] = {**flt, **cursor}
+            first = bx_call(method, count_params, client_id=client_id, max_wait=max_wait)
             rows = _rows(first.get("result"), container)
             yield from rows
             if len(rows) < PAGE:
