@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import inspect
@@ -38,15 +39,17 @@ def run_setup() -> SetupReport:
     report = SetupReport()
     existing = set(inspect(db.engine).get_table_names())
     report.tables_created = [t.name for t in OUR_TABLES if t.name not in existing]
-    try:
-        db.metadata.create_all(db.engine, tables=OUR_TABLES, checkfirst=True)
-    except (OperationalError, ProgrammingError, IntegrityError):
-        # Several workers starting at once: another one created them between our check and ours.
-        db.session.rollback()
-        now = set(inspect(db.engine).get_table_names())
-        if any(t.name not in now for t in OUR_TABLES):
-            raise
-        report.tables_created = []
+    for attempt in range(5):
+        try:
+            db.metadata.create_all(db.engine, tables=OUR_TABLES, checkfirst=True)
+            break
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Several workers starting at once: another one created a table between our check and
+            # our CREATE. Check again (the others may still be on their way) and go on.
+            db.session.rollback()
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
     crm = bitrix24_crm()
     if crm is None:
         crm = bitrix24_crm(create=True)
