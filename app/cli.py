@@ -90,6 +90,7 @@ def worker_command(burst: bool, interval: float) -> None:
 
     from flask import current_app
 
+    from .extensions import db
     from .services import events
 
     app = current_app._get_current_object()
@@ -105,7 +106,8 @@ def worker_command(burst: bool, interval: float) -> None:
                 except Exception as exc:  # keep sweeping: the database or Redis may come back
                     click.echo(f"sweep failed: {exc}", err=True)
 
-    events.run_due(stale_after=0 if burst else 60)
+    # Everything due now (in bursts of 1,000; re-queued events stay "queued", so one pass each).
+    events.run_due(limit=100_000 if burst else 1000, stale_after=0 if burst else 60)
     if queue.name == "rq":
         # No fork per job: a forked child would share the parent's database connections. Run
         # several workers for parallelism.
@@ -120,4 +122,8 @@ def worker_command(burst: bool, interval: float) -> None:
     click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
     while not burst:
         time.sleep(interval)
-        events.run_due()
+        try:
+            events.run_due()
+        except Exception as exc:  # keep going: the database may come back
+            db.session.rollback()
+            click.echo(f"sweep failed: {exc}", err=True)

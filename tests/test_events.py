@@ -324,3 +324,22 @@ def test_a_run_that_died_mid_handler_is_taken_up_again(make_app, handlers):
         assert run_due() == 1
     (row,) = rows(app)
     assert row.status == "done" and handled == [2]
+
+
+def test_an_event_whose_runs_keep_dying_ends_as_failed(make_app, handlers):
+    import datetime as dt
+
+    app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", BITRIX_EVENT_MAX_ATTEMPTS=3)
+    handlers.on("*")(lambda e: None)
+    r = app.test_client().post("/api/bitrix/webhook", data=event_form(token="tok-123456"))
+    event_id = r.get_json()["result"]["event_id"]
+    with app.app_context():
+        row = db.session.get(BitrixEvent, event_id)
+        row.status, row.attempts = "processing", 3  # three runs died without an outcome
+        row.next_attempt_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        db.session.commit()
+        from app.services.events import run_due
+
+        run_due()
+    (row,) = rows(app)
+    assert row.status == "failed" and "without an outcome" in row.last_error

@@ -298,3 +298,16 @@ def test_bulk_write_waits_out_the_portals_own_limit_before_looking_after_a_timeo
     assert outcome.error is None and outcome.id == 11
     assert [c.request.url.rsplit("/", 1)[-1] for c in portal.calls] == ["batch.json", "crm.contact.list.json", "batch.json"]
     assert 35 in [round(w) for w in app.fake_time.sleeps]  # 65 s portal limit - 30 s read timeout
+
+
+def test_bx_batch_keeps_the_results_of_requests_that_ran_when_a_later_one_fails(env_app, portal):
+    from app.services.bitrix24_service import PortalAuthFailed, bx_batch
+
+    first = {f"c{i}": i for i in range(50)}
+    portal.post(portal_url("batch"), json={"result": {"result": first, "result_error": [], "result_total": [],
+                                                      "result_next": [], "result_time": []}})
+    portal.post(portal_url("batch"), status=401, json={"error": "INVALID_CREDENTIALS", "error_description": "x"})
+    with env_app.app_context():
+        items = bx_batch([("crm.contact.add", {"fields": {"NAME": f"N{i}"}}) for i in range(60)])
+    assert [item.result for item in items[:50]] == list(range(50))
+    assert all(isinstance(item.error, PortalAuthFailed) for item in items[50:])

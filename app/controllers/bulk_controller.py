@@ -159,9 +159,12 @@ def raw_batch(client_id: int) -> Response:
     if not isinstance(cmd, dict) or not cmd or len(cmd) > limit:
         raise ApiError(400, "INVALID_COMMAND", f"'cmd' must be a non-empty object or list of at most {limit} commands",
                        field="cmd")
+    if halt in (0, 1) and not isinstance(halt, float):
+        halt = bool(halt)  # Bitrix24's own form is 0/1 (bitrix24-api.md §5)
     if not isinstance(halt, bool):
-        raise ApiError(400, "INVALID_BODY", "'halt' must be true or false", field="halt")
+        raise ApiError(400, "INVALID_BODY", "'halt' must be true/false or 1/0", field="halt")
     commands = {str(key): _command(str(key), value) for key, value in cmd.items()}
+    _check_sendable({"cmd": {key: "" for key in commands}}, "cmd")  # keys PHP would misread
     try:
         outcome = bx_batch(commands, client_id=client_id, halt=halt)
     except ValueError as exc:

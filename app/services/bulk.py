@@ -77,7 +77,9 @@ def bx_batch(
     ``(method, params)`` (an answer list in the same order). ``$result[key][...]`` references may
     point to earlier commands of the same chunk of 50; a reference across chunks is refused before
     anything is sent. Every command gets a ``BatchItem``: its result, or its error (with
-    ``halt=True``, commands after a failure get a ``BATCH_HALTED`` error). Nothing is dropped.
+    ``halt=True``, commands after a failure get a ``BATCH_HALTED`` error; when a later request of
+    the batch fails as a whole, its commands and the ones after it carry that error while the
+    results of the requests that ran are kept). Nothing is dropped.
     """
     keyed = isinstance(commands, Mapping)
     pairs = list(commands.items()) if keyed else [(f"c{i}", cmd) for i, cmd in enumerate(commands)]
@@ -92,13 +94,28 @@ def bx_batch(
             if outside:
                 raise ValueError(f"command {key!r} refers to {sorted(outside)} outside its batch of {BATCH_LIMIT}")
 
+        for key, (_, params) in chunk:
+            try:  # refuse what cannot be sent before the first chunk runs, not halfway through
+                command_string("x", params)
+            except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+                raise ValueError(f"command {key!r} cannot be sent: {exc}") from None
+
     items: list[BatchItem] = []
     halted = False
+    failure: Bitrix24Error | None = None
     for chunk in chunks:
-        if halted:
-            items += [_halted(str(k), m) for k, (m, _) in chunk]
+        if halted or failure is not None:
+            # Earlier chunks ran: their results stand. These did not run, and say why.
+            items += [BatchItem(str(k), m, error=failure) if failure else _halted(str(k), m) for k, (m, _) in chunk]
             continue
-        chunk_items = run_chunk(chunk, client_id=client_id, halt=halt, max_wait=max_wait)
+        try:
+            chunk_items = run_chunk(chunk, client_id=client_id, halt=halt, max_wait=max_wait)
+        except Bitrix24Error as exc:
+            if not items:
+                raise  # nothing ran: the caller gets the error itself
+            failure = exc
+            items += [BatchItem(str(k), m, error=exc) for k, (m, _) in chunk]
+            continue
         items += chunk_items
         halted = halt and any(not item.ok for item in chunk_items)
     return {item.key: item for item in items} if keyed else items

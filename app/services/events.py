@@ -265,6 +265,13 @@ def dispatch_event(event_id: int) -> BitrixEvent | None:
         return db.session.get(BitrixEvent, event_id)
     row = db.session.get(BitrixEvent, event_id)
     db.session.refresh(row)
+    max_attempts = int(current_app.config["BITRIX_EVENT_MAX_ATTEMPTS"])
+    if row.attempts > max_attempts:
+        # Claimed again after runs that never reported back (the worker died, or ran past its lease).
+        row.status, row.next_attempt_at = "failed", None
+        row.last_error = (row.last_error or "") + f" [gave up: {row.attempts - 1} runs ended without an outcome]"
+        db.session.commit()
+        return row
     event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
     ext = current_app.extensions["bitrix24"].extension
     try:
@@ -274,7 +281,7 @@ def dispatch_event(event_id: int) -> BitrixEvent | None:
         db.session.rollback()  # whatever the handler left in the session must not block our update
         row = db.session.get(BitrixEvent, event_id)
         row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if row.attempts >= int(current_app.config["BITRIX_EVENT_MAX_ATTEMPTS"]):
+        if row.attempts >= max_attempts:
             row.status, row.next_attempt_at = "failed", None
             log.error("Bitrix24 event %s (%s) failed for good after %d attempts: %s",
                       row.id, row.event, row.attempts, row.last_error)

@@ -75,9 +75,20 @@ def _without_known(fields: dict[str, Any], record: dict[str, Any]) -> dict[str, 
     return out
 
 
+def _as_multifield(items: Any) -> Any:
+    # Bitrix24 keeps only {"VALUE": ...} items in a multi-field (§7): "a@x.com" or ["a@x.com"] would be
+    # dropped, the record stored without the e-mail, and the next upsert would not find it.
+    if isinstance(items, str):
+        items = [items]
+    if isinstance(items, list):
+        return [{"VALUE": i, "VALUE_TYPE": "WORK"} if isinstance(i, str) else i for i in items]
+    return items
+
+
 def upsert(entity: Entity, fields: dict[str, Any], params: dict[str, Any], *, client_id: int | None) -> UpsertOutcome:
     """Match by e-mail first, then phone; update the oldest match, or create. Raises ValueError when
     ``fields`` holds neither an EMAIL nor a PHONE."""
+    fields = {k: _as_multifield(v) if k in ("EMAIL", "PHONE") else v for k, v in fields.items()}
     comms = comm_values(fields)
     if not comms:
         raise ValueError("upsert finds records by EMAIL or PHONE: give at least one in fields")

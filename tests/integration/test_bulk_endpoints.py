@@ -99,3 +99,18 @@ def test_entity_batch_refuses_one_origin_id_for_two_new_records(stack):
     r = stack.http.post(f"{stack.api}/clients/1/contacts/batch", json={"items": items})
     assert r.status_code == 400 and "crm-42" in r.json()["error_description"]
     assert stack.emulator.counters.requests == 0
+
+
+def test_raw_batch_refuses_an_unsendable_key_before_running_anything(stack):
+    cmd = {f"k{i}": {"method": "crm.contact.add", "params": {"fields": {"NAME": f"N{i}"}}} for i in range(50)}
+    cmd["z[1]"] = "crm.contact.get?id=1"
+    r = stack.http.post(f"{stack.api}/clients/1/batch", json={"cmd": cmd})
+    assert r.status_code == 400
+    assert stack.emulator.records["contact"] == {}
+
+
+def test_raw_batch_accepts_halt_as_0_or_1(stack):
+    r = stack.http.post(f"{stack.api}/clients/1/batch", json={"cmd": ["crm.contact.get?id=5", "crm.contact.list"], "halt": 1})
+    body = r.json()["result"]
+    assert r.status_code == 200 and list(body["result_error"]) == ["0", "1"]
+    assert body["result_error"]["1"]["error"] == "BATCH_HALTED"

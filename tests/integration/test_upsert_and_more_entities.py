@@ -100,3 +100,12 @@ def test_smart_process_items_crud_list_and_fields(stack):
     assert http.get(f"{api}/clients/1/items/999").status_code == 404  # no such smart process
     bad = http.post(f"{api}/clients/1/items/128", json={"fields": {"TITLE": "upper case is legacy"}})
     assert bad.status_code == 400 and bad.json()["error"] == "INVALID_FIELD_NAME"
+
+
+def test_upsert_with_emails_given_as_plain_strings_still_finds_the_record(stack):
+    url = f"{stack.api}/clients/1/contacts/upsert"
+    assert stack.http.put(url, json={"NAME": "A", "EMAIL": "a@x.example"}).status_code == 201
+    again = stack.http.put(url, json={"NAME": "A2", "EMAIL": ["a@x.example"]})
+    assert again.status_code == 200 and again.json()["result"]["action"] == "updated"
+    (record,) = stack.emulator.records["contact"].values()
+    assert record["NAME"] == "A2"
