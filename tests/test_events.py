@@ -336,7 +336,7 @@ def test_an_event_whose_runs_keep_dying_ends_as_failed(make_app, handlers):
     with app.app_context():
         row = db.session.get(BitrixEvent, event_id)
         row.status, row.attempts = "processing", 3  # three runs died without an outcome
-        row.next_attempt_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        row.next_attempt_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         db.session.commit()
         from app.services.events import run_due
 
