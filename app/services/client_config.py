@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -338,6 +338,16 @@ def delete_config(client_id: int) -> bool:
 def configs_for_domain(domain: str) -> list[ClientConfig]:
     """Every stored config whose portal is ``domain`` (for routing an incoming event)."""
     return _configs_where(ClientCRMAuth.portal_domain == domain.lower())
+
+
+def configs_for_portal(member_id: str, domain: str) -> list[ClientConfig]:
+    """Every stored config of the portal named by ``member_id`` or ``domain`` (one query)."""
+    conditions = []
+    if member_id:
+        conditions.append(ClientCRMAuth.member_id == member_id)
+    if domain:
+        conditions.append(ClientCRMAuth.portal_domain == domain.lower())
+    return _configs_where(or_(*conditions)) if conditions else []
 
 
 def configs_for_member(member_id: str) -> list[ClientConfig]:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from ..entities import ENTITIES, entity_for_event
 from ..extensions import db
 from ..models import BitrixEvent, ClientCRMAuth
-from .client_config import configs_for_domain, configs_for_member, stored_config
+from .client_config import configs_for_portal, stored_config
 
 log = logging.getLogger("app.bitrix24")
 
@@ -97,8 +97,7 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
     member, domain = _text(auth.get("member_id"), 64), _text(auth.get("domain"))
     # The union, not "member first": a tenant that claimed someone else's member_id cannot hide
     # the real owner's config.
-    candidates = {c.client_id: c for c in (configs_for_member(member) if member else [])}
-    candidates.update({c.client_id: c for c in (configs_for_domain(domain) if domain else [])})
+    candidates = {c.client_id: c for c in configs_for_portal(member, domain)}
     if candidates:
         matched = [c for c in candidates.values() if _token_matches(given, c.outbound_token)]
         if matched:
