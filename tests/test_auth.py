@@ -75,3 +75,21 @@ def test_event_receiver_does_not_need_the_api_key(make_app):
         data={"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1", "auth[application_token]": "evt-token"},
     )
     assert r.status_code == 200
+
+
+def test_authorize_decorator_as_the_readme_shows(make_app):
+    from flask import request
+
+    from app.extensions import bitrix24
+
+    @bitrix24.authorize
+    def may_use(client_id):
+        return request.headers.get("X-User-Client") == str(client_id)
+
+    try:
+        app = make_app(BITRIX_AUTH_DISABLED=False)
+        c = app.test_client()
+        assert c.get("/api/bitrix/clients/7/config", headers={"X-User-Client": "7"}).status_code == 200
+        assert c.get("/api/bitrix/clients/7/config", headers={"X-User-Client": "8"}).status_code == 403
+    finally:
+        bitrix24.authorize_hook = None
