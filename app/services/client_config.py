@@ -269,13 +269,9 @@ def effective_config(client_id: int | None) -> ClientConfig:
     return env
 
 
-def webhook_base_for(client_id: int | None) -> str:
-    """The validated webhook base for a call, or ``ConfigMissing`` saying what to set."""
-    return portal_target(client_id)[0]
-
-
 def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
-    """The validated webhook base and the client's own bucket settings (None: the app's defaults)."""
+    """The validated webhook base and the client's own bucket settings (None: the app's defaults),
+    or ``ConfigMissing`` saying what to set."""
     config = effective_config(client_id)
     if not config.webhook_base:
         who = f"client {client_id}" if client_id is not None else "calls without a client"
@@ -335,24 +331,15 @@ def delete_config(client_id: int) -> bool:
     return True
 
 
-def configs_for_domain(domain: str) -> list[ClientConfig]:
-    """Every stored config whose portal is ``domain`` (for routing an incoming event)."""
-    return _configs_where(ClientCRMAuth.portal_domain == domain.lower())
-
-
 def configs_for_portal(member_id: str, domain: str) -> list[ClientConfig]:
-    """Every stored config of the portal named by ``member_id`` or ``domain`` (one query)."""
+    """Every stored config of the portal named by ``member_id`` or ``domain`` (one query), for
+    routing an incoming event; member_id is learnt from verified events."""
     conditions = []
     if member_id:
         conditions.append(ClientCRMAuth.member_id == member_id)
     if domain:
         conditions.append(ClientCRMAuth.portal_domain == domain.lower())
     return _configs_where(or_(*conditions)) if conditions else []
-
-
-def configs_for_member(member_id: str) -> list[ClientConfig]:
-    """Every stored config of the portal with this ``member_id`` (learnt from verified events)."""
-    return _configs_where(ClientCRMAuth.member_id == member_id)
 
 
 def _configs_where(condition) -> list[ClientConfig]:

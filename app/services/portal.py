@@ -91,7 +91,7 @@ class PortalClient:
                 method=method,
             )
         if "error" in data or status >= 400:
-            retry_after = _retry_after(response, data)
+            retry_after = _retry_after(response)
             error = classify(status, data.get("error"), data.get("error_description"), method=method, body=data)
             error.retry_after = retry_after
             raise error
@@ -103,7 +103,7 @@ class PortalClient:
         self.session.close()
 
 
-def _retry_after(response: requests.Response, data: dict[str, Any]) -> float | None:
+def _retry_after(response: requests.Response) -> float | None:
     header = response.headers.get("Retry-After")
     if header:
         try:
