@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import inspect
+from filelock import FileLock
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ..extensions import db
@@ -34,8 +39,43 @@ class SetupReport:
         return out
 
 
+# Any fixed 64-bit number: the PostgreSQL advisory lock our setup holds while it runs.
+_PG_SETUP_LOCK = 0x42_58_32_34_53_45_54  # "BX24SET"
+
+
+@contextmanager
+def setup_lock(engine: Engine) -> Iterator[None]:
+    """Run one setup at a time across processes (gunicorn workers all start by running it).
+
+    PostgreSQL: a session advisory lock. SQLite file: a lock file beside the database (SQLite's own
+    locks don't cover the read-check-then-create sequence, and converting a new file to WAL while
+    others open it can fail without waiting). Other backends rely on the retries in run_setup.
+    """
+    url = engine.url
+    if url.get_backend_name() == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SETUP_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_SETUP_LOCK})
+                conn.commit()
+    elif url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not url.database.startswith("file:") and os.path.isdir(os.path.dirname(url.database) or "."):
+        # (a missing folder: no lock file, and SQLite's own error says what is wrong)
+        with FileLock(f"{url.database}.setup-lock", timeout=120):
+            yield
+    else:
+        yield
+
+
 def run_setup() -> SetupReport:
     """Create missing tables and the Bitrix24 CRM row. Needs an app context. Safe to rerun."""
+    with setup_lock(db.engine):
+        return _run_setup()
+
+
+def _run_setup() -> SetupReport:
     report = SetupReport()
     existing = set(inspect(db.engine).get_table_names())
     report.tables_created = [t.name for t in OUR_TABLES if t.name not in existing]
