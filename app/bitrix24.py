@@ -102,6 +102,7 @@ class Bitrix24:
             raise RuntimeError("the Bitrix24 extension is already registered on this app")
         from .cli import bitrix24_cli
         from .config import bitrix24_settings
+        from .controllers.openapi import init_api
         from .extensions import db
         from .routes.bitrix24_routes import bp
 
@@ -110,7 +111,7 @@ class Bitrix24:
         if "sqlalchemy" not in app.extensions:
             db.init_app(app)
         app.extensions["bitrix24"] = Bitrix24State(app, self)
-        app.register_blueprint(bp, url_prefix=url_prefix)
+        init_api(app, bp, url_prefix)  # registers the blueprint, its OpenAPI document and Swagger UI
         app.cli.add_command(bitrix24_cli)
 
     def authorize(self, hook: AuthorizeHook) -> AuthorizeHook:

@@ -116,7 +116,7 @@ def test_flask_app_run_entry_point(tmp_path, secret_key):
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "routes"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "/api/bitrix/clients/<client_id>/config" in result.stdout
+    assert "/api/bitrix/clients/<bx_id:client_id>/config" in result.stdout
 
 
 def test_create_app_config_overrides_environment(monkeypatch, tmp_path, secret_key):

@@ -6,7 +6,6 @@ No Bitrix24 wire details here: params are built as plain dicts and handed to ``b
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from flask import current_app, jsonify, request, url_for
@@ -27,12 +26,8 @@ from .errors import ApiError, error_response
 from .params import (
     entity_or_404,
     fields_and_params,
-    json_object,
     list_params,
-    no_start_with_all,
     positive_id,
-    query_args,
-    stream_all_flag,
 )
 
 log = logging.getLogger("app.bitrix24")
@@ -53,29 +48,30 @@ def _config_view(config: client_config.ClientConfig) -> dict[str, Any]:
     }
 
 
-def save_config(client_id: str):
+def save_config(body: dict[str, Any], client_id: str):
+    """Save (or partly update) the client's Bitrix24 connection; answers the masked view."""
     cid = positive_id(client_id, "client_id")
-    body = json_object()
     existed = client_config.stored_config(cid) is not None
     config = client_config.save_config(cid, body)
-    response = jsonify({"result": _config_view(config)})
-    response.status_code = 200 if existed else 201
-    return response
+    return {"result": _config_view(config)}, 200 if existed else 201
 
 
 def get_config(client_id: str):
+    """The client's effective config (database, else environment), secrets masked."""
     cid = positive_id(client_id, "client_id")
-    return jsonify({"result": _config_view(client_config.effective_config(cid))})
+    return {"result": _config_view(client_config.effective_config(cid))}
 
 
 def delete_config(client_id: str):
+    """Forget the client's saved config (the environment fallback, if any, applies again)."""
     cid = positive_id(client_id, "client_id")
     if not client_config.delete_config(cid):
         raise ApiError(404, "CONFIG_NOT_FOUND", f"client {cid} has no saved Bitrix24 config")
-    return jsonify({"result": True})
+    return {"result": True}
 
 
-def debug_config(client_id: str):
+def debug_config(query: dict[str, Any], client_id: str):
+    """Where the config comes from, the portal host, masked secrets, the CRM row; ?check=1 calls the portal."""
     cid = positive_id(client_id, "client_id")
     config = client_config.effective_config(cid)
     crm = client_config.bitrix24_crm()
@@ -100,9 +96,9 @@ def debug_config(client_id: str):
     )
     if config.source == "database" and not config.outbound_token:
         view["outbound_token"] = mask(current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None)
-    if request.args.get("check") in ("1", "true", "yes"):
+    if query.get("check") in ("1", "true", "yes"):
         view["check"] = _live_check(cid)
-    return jsonify({"result": view})
+    return {"result": view}
 
 
 def _live_check(client_id: int) -> dict[str, Any]:
@@ -129,55 +125,55 @@ def _as_id(value: Any) -> Any:
     return value
 
 
-def create_record(client_id: str, entity: str):
+def create_record(body: dict[str, Any], client_id: str, entity: str):
+    """Create a record: 201, the new id as result, and its Location."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    fields, params = fields_and_params(ent)
+    fields, params = fields_and_params(ent, body)
     payload: dict[str, Any] = {"fields": fields}
     if params:
         payload["params"] = params
     new_id = _as_id(bx_call(ent.method("add"), payload, client_id=cid)["result"])
-    response = jsonify({"result": new_id})
-    response.status_code = 201
-    response.headers["Location"] = url_for("bitrix24.get_record", client_id=cid, entity=ent.name, record_id=new_id)
-    return response
+    location = url_for("bitrix24.get_record", client_id=cid, entity=ent.name, record_id=new_id)
+    return {"result": new_id}, 201, {"Location": location}
 
 
 def get_record(client_id: str, entity: str, record_id: str):
+    """One record, as Bitrix24 has it."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
     rid = positive_id(record_id, "id")
-    return jsonify({"result": bx_call(ent.method("get"), {"id": rid}, client_id=cid)["result"]})
+    return {"result": bx_call(ent.method("get"), {"id": rid}, client_id=cid)["result"]}
 
 
-def update_record(client_id: str, entity: str, record_id: str):
+def update_record(body: dict[str, Any], client_id: str, entity: str, record_id: str):
+    """Change the given fields of a record (a bare object of fields works too)."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
     rid = positive_id(record_id, "id")
-    fields, params = fields_and_params(ent)
+    fields, params = fields_and_params(ent, body)
     payload: dict[str, Any] = {"id": rid, "fields": fields}
     if params:
         payload["params"] = params
-    return jsonify({"result": bx_call(ent.method("update"), payload, client_id=cid)["result"]})
+    return {"result": bx_call(ent.method("update"), payload, client_id=cid)["result"]}
 
 
 def delete_record(client_id: str, entity: str, record_id: str):
+    """Delete a record."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
     rid = positive_id(record_id, "id")
-    return jsonify({"result": bx_call(ent.method("delete"), {"id": rid}, client_id=cid)["result"]})
+    return {"result": bx_call(ent.method("delete"), {"id": rid}, client_id=cid)["result"]}
 
 
-def list_records(client_id: str, entity: str):
+def list_records(query: dict[str, Any], client_id: str, entity: str):
+    """One page of records (50, Bitrix24's page size), or with all=1 every matching row, streamed."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    args = query_args(request.query_string)
-    every = stream_all_flag(args)
-    params = list_params(ent, args)
-    if every:
-        no_start_with_all(params)
+    params = list_params(ent, query)
+    if query.get("all"):
         return bulk_controller.stream_all(ent, params, cid)
     envelope = bx_call(ent.method("list"), params, client_id=cid)
     body: dict[str, Any] = {"result": envelope.get("result", [])}
     for key in ("total", "next"):
         if key in envelope:
             body[key] = envelope[key]
-    return jsonify(body)
+    return body
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,10 +223,12 @@ def _receive(client_id: int | None):
 
 
 def receive_event_view():
+    """Bitrix24's outbound webhook: checked by auth[application_token], stored, then dispatched."""
     return _receive(None)
 
 
 def receive_client_event_view(client_id: str):
+    """Bitrix24's outbound webhook for one client (its outbound_token must match)."""
     return _receive(positive_id(client_id, "client_id"))
 
 
@@ -253,50 +251,31 @@ def not_found(subpath: str = ""):
     raise ApiError(404, "NOT_FOUND", f"no Bitrix24 API endpoint at {request.path}")
 
 
-def write_many(client_id: str, entity: str):
-    return bulk_controller.write_many(entity_or_404(entity), positive_id(client_id, "client_id"))
+def write_many(body: dict[str, Any], client_id: str, entity: str):
+    """Create (no id) or update (with id) many records, 50 per batch request; creates are safe to rerun."""
+    return bulk_controller.write_many(entity_or_404(entity), positive_id(client_id, "client_id"), body)
 
 
-def raw_batch(client_id: str):
-    return bulk_controller.raw_batch(positive_id(client_id, "client_id"))
+def raw_batch(body: dict[str, Any], client_id: str):
+    """Bitrix24's batch: up to 50 CRM commands in one request, $result[...] references included."""
+    return bulk_controller.raw_batch(positive_id(client_id, "client_id"), body)
 
 
 # ----------------------------------------------------------------------------------------------
 # The event log
 
 
-def list_events(client_id: str):
+def list_events(query: dict[str, Any], client_id: str):
+    """The client's event log, newest first, filtered by status and event name."""
     cid = positive_id(client_id, "client_id")
-    args = request.args
-    unknown = sorted(set(args) - {"status", "event", "start", "limit"})
-    if unknown:
-        raise ApiError(
-            400, "UNKNOWN_PARAMETER", f"unknown query parameter {unknown[0]!r}: use status, event, start, limit",
-            field=unknown[0],
-        )
-    status = args.get("status")
-    if status is not None and status not in events_service.STATUSES:
-        raise ApiError(400, "INVALID_STATUS", f"status must be one of {', '.join(events_service.STATUSES)}",
-                       field="status")
-    name = args.get("event")
-    if name is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,128}", name):
-        raise ApiError(400, "INVALID_EVENT", "event must be an event name like ONCRMDEALUPDATE", field="event")
-    start = _int_arg("start", 0, 0, 10**9)
-    limit = _int_arg("limit", 50, 1, 500)
-    rows, total = events_service.list_events(cid, status=status, name=name, start=start, limit=limit)
+    start, limit = query["start"], query["limit"]
+    rows, total = events_service.list_events(
+        cid, status=query.get("status"), name=query.get("event"), start=start, limit=limit
+    )
     body: dict[str, Any] = {"result": [row.to_dict() for row in rows], "total": total}
     if start + len(rows) < total:
         body["next"] = start + len(rows)
-    return jsonify(body)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,10}", raw) or not low <= int(raw) <= high:
-        raise ApiError(400, f"INVALID_{name.upper()}", f"{name} must be an integer from {low} to {high}", field=name)
-    return int(raw)
+    return body
 
 
 def replay_event(client_id: str, event_id: str):
@@ -308,28 +287,27 @@ def replay_event(client_id: str, event_id: str):
         row = events_service.replay(eid)
     except events_service.EventBusy as exc:
         raise ApiError(409, "EVENT_BUSY", str(exc))
-    return jsonify({"result": row.to_dict()}), 202 if row.status == "queued" else 200
+    return {"result": row.to_dict()}, 202 if row.status == "queued" else 200
 
 
 def entity_fields(client_id: str, entity: str):
+    """The entity's field metadata (crm.*.fields), user fields included."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    return jsonify({"result": bx_call(ent.method("fields"), client_id=cid)["result"]})
+    return {"result": bx_call(ent.method("fields"), client_id=cid)["result"]}
 
 
-def upsert_record(client_id: str, entity: str):
+def upsert_record(body: dict[str, Any], client_id: str, entity: str):
+    """Find the record by e-mail or phone (crm.duplicate.findbycomm), then update it or create it."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
     if not ent.upsert:
         upsertable = ", ".join(e.name for e in ENTITIES.values() if e.upsert)
         raise ApiError(404, "UNKNOWN_ENTITY", f"upsert works on {upsertable}, not {ent.name}")
-    fields, params = fields_and_params(ent)
+    fields, params = fields_and_params(ent, body)
     try:
         outcome = upsert_service.upsert(ent, fields, params, client_id=cid)
     except ValueError as exc:
         raise ApiError(400, "INVALID_FIELDS", str(exc), field="fields")
-    response = jsonify({"result": outcome.as_dict()})
-    response.status_code = 201 if outcome.action == "created" else 200
-    if outcome.action == "created":
-        response.headers["Location"] = url_for(
-            "bitrix24.get_record", client_id=cid, entity=ent.name, record_id=outcome.id
-        )
-    return response
+    if outcome.action != "created":
+        return {"result": outcome.as_dict()}
+    location = url_for("bitrix24.get_record", client_id=cid, entity=ent.name, record_id=outcome.id)
+    return {"result": outcome.as_dict()}, 201, {"Location": location}

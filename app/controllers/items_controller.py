@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify, request, url_for
+from flask import url_for
 
 from ..entities import smart_process
 from ..services.bitrix24_service import bx_call
 from . import bulk_controller
-from .params import fields_and_params, list_params, no_start_with_all, positive_id, query_args, stream_all_flag
+from .params import fields_and_params, list_params, positive_id
 
 
 def _ids(client_id: str, type_id: str):
@@ -26,45 +26,43 @@ def _item(envelope: dict[str, Any]) -> Any:
     return result.get("item", result) if isinstance(result, dict) else result
 
 
-def create_item(client_id: str, type_id: str):
+def create_item(body: dict[str, Any], client_id: str, type_id: str):
+    """Create a smart-process item (camelCase fields): 201, the new id, its Location."""
     cid, ent = _ids(client_id, type_id)
-    fields, _ = fields_and_params(ent)
+    fields, _ = fields_and_params(ent, body)
     item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=cid))
     new_id = item.get("id") if isinstance(item, dict) else item
-    response = jsonify({"result": new_id})
-    response.status_code = 201
-    response.headers["Location"] = url_for(
-        "bitrix24.get_item", client_id=cid, type_id=ent.type_id, item_id=new_id
-    )
-    return response
+    location = url_for("bitrix24.get_item", client_id=cid, type_id=ent.type_id, item_id=new_id)
+    return {"result": new_id}, 201, {"Location": location}
 
 
 def get_item(client_id: str, type_id: str, item_id: str):
+    """One smart-process item."""
     cid, ent = _ids(client_id, type_id)
     params = {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}
-    return jsonify({"result": _item(bx_call("crm.item.get", params, client_id=cid))})
+    return {"result": _item(bx_call("crm.item.get", params, client_id=cid))}
 
 
-def update_item(client_id: str, type_id: str, item_id: str):
+def update_item(body: dict[str, Any], client_id: str, type_id: str, item_id: str):
+    """Change the given fields of a smart-process item."""
     cid, ent = _ids(client_id, type_id)
-    fields, _ = fields_and_params(ent)
+    fields, _ = fields_and_params(ent, body)
     params = {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id"), "fields": fields}
-    return jsonify({"result": _item(bx_call("crm.item.update", params, client_id=cid))})
+    return {"result": _item(bx_call("crm.item.update", params, client_id=cid))}
 
 
 def delete_item(client_id: str, type_id: str, item_id: str):
+    """Delete a smart-process item."""
     cid, ent = _ids(client_id, type_id)
     bx_call("crm.item.delete", {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}, client_id=cid)
-    return jsonify({"result": True})  # Bitrix24 answers [] (§2)
+    return {"result": True}  # Bitrix24 answers [] (§2)
 
 
-def list_items(client_id: str, type_id: str):
+def list_items(query: dict[str, Any], client_id: str, type_id: str):
+    """One page of smart-process items, or with all=1 every matching one, streamed."""
     cid, ent = _ids(client_id, type_id)
-    args = query_args(request.query_string)
-    every = stream_all_flag(args)
-    params = {"entityTypeId": ent.type_id, **list_params(ent, args)}
-    if every:
-        no_start_with_all(params)
+    params = {"entityTypeId": ent.type_id, **list_params(ent, query)}
+    if query.get("all"):
         return bulk_controller.stream_all(ent, params, cid)
     envelope = bx_call("crm.item.list", params, client_id=cid)
     result = envelope.get("result")
@@ -72,10 +70,11 @@ def list_items(client_id: str, type_id: str):
     for key in ("total", "next"):
         if key in envelope:
             body[key] = envelope[key]
-    return jsonify(body)
+    return body
 
 
 def item_fields(client_id: str, type_id: str):
+    """The smart process's field metadata (crm.item.fields)."""
     cid, ent = _ids(client_id, type_id)
     result = bx_call("crm.item.fields", {"entityTypeId": ent.type_id}, client_id=cid)["result"]
-    return jsonify({"result": result.get("fields", result) if isinstance(result, dict) else result})
+    return {"result": result.get("fields", result) if isinstance(result, dict) else result}

@@ -66,32 +66,9 @@ def check_field_names(entity: Entity, mapping: dict[str, Any], where: str) -> No
             )
 
 
-def fields_and_params(entity: Entity) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``{"fields": {...}, "params": {...}}`` or a bare object of fields (``{"STAGE_ID": "WON"}``)."""
-    body = json_object()
-    if "fields" in body or "params" in body:
-        extra = sorted(set(body) - {"fields", "params"})
-        if extra:
-            raise ApiError(
-                400,
-                "INVALID_BODY",
-                f"unexpected key {extra[0]!r} beside 'fields': put every field inside 'fields'",
-                field=extra[0],
-            )
-        fields, params = body.get("fields"), body.get("params", {})
-        if not isinstance(fields, dict):
-            raise ApiError(400, "INVALID_FIELDS", "'fields' must be an object of Bitrix24 fields", field="fields")
-        if not isinstance(params, dict):
-            raise ApiError(
-                400,
-                "INVALID_PARAMS",
-                '\'params\' must be an object (e.g. {"REGISTER_SONET_EVENT": "N"})',
-                field="params",
-            )
-    else:
-        fields, params = body, {}
-    if not fields:
-        raise ApiError(400, "INVALID_FIELDS", "'fields' is empty: give at least one field", field="fields")
+def fields_and_params(entity: Entity, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A loaded ``RecordBody`` -> (fields, params), with the entity's field-name spelling checked."""
+    fields, params = body["fields"], body.get("params") or {}
     check_field_names(entity, fields, "fields")
     check_field_names(entity, params, "params")
     return fields, params
@@ -127,66 +104,69 @@ def query_args(raw: bytes | str) -> MultiDict:
     return out
 
 
-LIST_QUERY_KEYS = ("filter[...]", "select", "select[]", "order[...]", "ORDER_BY", "start", "all")
+def grouped_list_query(raw: bytes | str) -> dict[str, Any]:
+    """A list request's query string, grouped for the ``ListQuery`` schema.
 
-
-def list_params(entity: Entity, args: MultiDict) -> dict[str, Any]:
-    """Query string -> ``crm.*.list`` params: filter, select, order, start."""
-    params: dict[str, Any] = {}
-    filters: dict[str, Any] = {}
-    order: dict[str, str] = {}
-    select: list[str] = []
+    ``filter[KEY]`` / ``order[KEY]`` become the ``filter`` / ``order`` objects (a filter given more
+    than once, with ``[]`` or with the ``@`` / ``!@`` operators becomes a list); ``select`` and
+    ``select[]`` (repeated or comma-separated) become one list; ``ORDER_BY`` in any case a list.
+    Anything else is passed on as it came, for the schema to refuse or read.
+    """
+    args = query_args(raw)
+    out: dict[str, Any] = {}
     for key in args.keys():
         values = args.getlist(key)
         bracket = _BRACKET_KEY.match(key)
-        if bracket:
-            kind, inner = bracket["name"].lower(), bracket["key"]
-            if kind == "filter":
-                match = _FILTER_KEY.match(inner)
-                if not entity.valid_field_name(match["field"]):
-                    raise ApiError(
-                        400,
-                        "INVALID_FILTER",
-                        f"filter key {inner!r} is not [OPERATOR]FIELD with an UPPER_CASE Bitrix24 field "
-                        "(Bitrix24 silently ignores unknown filter keys and returns every row)",
-                        field=key,
-                    )
-                many = bracket["append"] or match["op"] in ("@", "!@") or len(values) > 1
-                filters[inner] = list(values) if many else values[0]
-            else:
-                if not entity.valid_field_name(inner) or len(values) != 1 or values[0].upper() not in ("ASC", "DESC"):
-                    raise ApiError(400, "INVALID_ORDER", f"{key} must be ASC or DESC on an UPPER_CASE field", field=key)
-                order[inner] = values[0].upper()
+        if bracket and bracket["name"].lower() == "filter":
+            inner = bracket["key"]
+            op = _FILTER_KEY.match(inner)["op"]
+            many = bracket["append"] or op in ("@", "!@") or len(values) > 1
+            out.setdefault("filter", {})[inner] = list(values) if many else values[0]
+        elif bracket:
+            if len(values) != 1:
+                raise ApiError(400, "INVALID_ORDER", f"{key} is given {len(values)} times", field=key)
+            out.setdefault("order", {})[bracket["key"]] = values[0].upper()
         elif key in ("select", "select[]"):
-            for value in values:
-                for name in value.split(","):
-                    name = name.strip()
-                    if name not in ("*", "UF_*") and not entity.valid_field_name(name):
-                        raise ApiError(
-                            400, "INVALID_SELECT", f"select {name!r} is not a Bitrix24 field name", field="select"
-                        )
-                    select.append(name)
+            out.setdefault("select", []).extend(n.strip() for v in values for n in v.split(","))
         elif key.upper() == "ORDER_BY":
-            for value in values:
-                direction = "DESC" if value.startswith("-") else "ASC"
-                name = value.lstrip("-+")
-                if not entity.valid_field_name(name):
-                    raise ApiError(400, "INVALID_ORDER", f"ORDER_BY {value!r} must be FIELD or -FIELD", field=key)
-                order[name] = direction
-        elif key == "start":
-            value = values[-1]
-            if not re.fullmatch(r"-1|0|[1-9][0-9]{0,9}", value):
-                raise ApiError(
-                    400, "INVALID_START", f"start must be a non-negative integer, got {value!r}", field="start"
-                )
-            params["start"] = int(value)
+            out.setdefault("ORDER_BY", []).extend(values)
         else:
+            out[key] = values[-1] if key == "start" else (values[0] if len(values) == 1 else values)
+    return out
+
+
+def list_params(entity: Entity, query: dict[str, Any]) -> dict[str, Any]:
+    """A loaded ``ListQuery`` -> ``crm.*.list`` params, with the entity's field names checked."""
+    params: dict[str, Any] = {}
+    filters: dict[str, Any] = {}
+    order: dict[str, str] = {}
+    for inner, value in (query.get("filter") or {}).items():
+        if not entity.valid_field_name(_FILTER_KEY.match(inner)["field"]):
             raise ApiError(
                 400,
-                "UNKNOWN_PARAMETER",
-                f"unknown query parameter {key!r}: use {', '.join(LIST_QUERY_KEYS)}",
-                field=key,
+                "INVALID_FILTER",
+                f"filter key {inner!r} is not [OPERATOR]FIELD with a Bitrix24 field name "
+                "(Bitrix24 silently ignores unknown filter keys and returns every row)",
+                field=f"filter[{inner}]",
             )
+        filters[inner] = value
+    for name, direction in (query.get("order") or {}).items():
+        if not entity.valid_field_name(name):
+            raise ApiError(400, "INVALID_ORDER", f"order[{name}] must name a Bitrix24 field", field=f"order[{name}]")
+        order[name] = direction
+    for value in query.get("ORDER_BY") or []:
+        name = value.lstrip("-+")
+        if not entity.valid_field_name(name):
+            raise ApiError(400, "INVALID_ORDER", f"ORDER_BY {value!r} must be FIELD or -FIELD", field="ORDER_BY")
+        order[name] = "DESC" if value.startswith("-") else "ASC"
+    select = query.get("select") or []
+    for name in select:
+        if name not in ("*", "UF_*") and not entity.valid_field_name(name):
+            raise ApiError(400, "INVALID_SELECT", f"select {name!r} is not a Bitrix24 field name", field="select")
+    if "start" in query:
+        if query.get("all"):
+            raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")
+        params["start"] = query["start"]
     if filters:
         params["filter"] = filters
     if select:
@@ -205,16 +185,3 @@ def limit_body_size() -> None:
 
     key = "BITRIX_EVENT_MAX_BYTES" if request.endpoint in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
     request.max_content_length = int(current_app.config[key])
-
-
-def stream_all_flag(args: MultiDict) -> bool:
-    """Pop ``all`` from the list query: True for every matching row (streamed)."""
-    every = args.poplist("all")
-    if every and (len(every) > 1 or every[0] not in ("0", "1", "true", "false")):
-        raise ApiError(400, "INVALID_ALL", "all must be 1 (every matching row, streamed) or 0", field="all")
-    return bool(every) and every[0] in ("1", "true")
-
-
-def no_start_with_all(params: dict[str, Any]) -> None:
-    if "start" in params:
-        raise ApiError(400, "INVALID_START", "start cannot be combined with all=1", field="start")

@@ -1,53 +1,102 @@
-"""The Blueprint and its URL rules. Views live in the controllers.
+"""The Blueprint, its URL rules and each rule's contract (the schemas it reads and answers with).
 
-Ids are taken as strings and checked in the controller so a bad id gets our JSON 400 instead of
-the routing layer's 404 page; ``<entity>`` is checked against the entity table the same way.
+The OpenAPI document is generated from what is declared here. Ids and entity names use converters
+that match any segment (``bx_id``, ``bx_entity``): the controller checks them, so a bad id gets our
+JSON 400 instead of the routing layer's 404 page.
 """
 
-from flask import Blueprint
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from marshmallow import Schema
 
 from ..controllers import bitrix24_controller as c
 from ..controllers import items_controller as items
+from ..controllers import schemas as s
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
+from ..controllers.openapi import ApiBlueprint
 from ..controllers.params import limit_body_size
 
-bp = Blueprint("bitrix24", __name__)
+bp = ApiBlueprint("bitrix24", __name__, description="Bitrix24 CRM, per client")
 bp.before_request(limit_body_size)
 bp.before_request(require_api_auth)
 register_error_handlers(bp)
 
-CLIENT = "/clients/<client_id>"
+CLIENT = "/clients/<bx_id:client_id>"
+ITEMS = f"{CLIENT}/items/<bx_id:type_id>"
 
-bp.add_url_rule(f"{CLIENT}/config", "save_config", c.save_config, methods=["POST"])
-bp.add_url_rule(f"{CLIENT}/config", "get_config", c.get_config, methods=["GET"])
-bp.add_url_rule(f"{CLIENT}/config", "delete_config", c.delete_config, methods=["DELETE"])
-bp.add_url_rule(f"{CLIENT}/config/debug", "debug_config", c.debug_config, methods=["GET"])
 
-bp.add_url_rule("/webhook", "receive_event", c.receive_event_view, methods=["POST"])
-bp.add_url_rule(f"{CLIENT}/webhook", "receive_client_event", c.receive_client_event_view, methods=["POST"])
+def route(
+    rule: str,
+    endpoint: str,
+    view: Callable[..., Any],
+    method: str,
+    answer: type[Schema],
+    *,
+    status: int = 200,
+    body: type[Schema] | None = None,
+    query: type[Schema] | None = None,
+    tags: list[str],
+    **doc: Any,
+) -> None:
+    """One URL rule: ``body`` / ``query`` are parsed and checked before the view runs (the view gets
+    the loaded data as its first argument); ``answer`` documents and dumps the success body."""
+    wrapped = bp.response(status, answer)(view)
+    if body is not None:
+        wrapped = bp.arguments(body, location="json", error_status_code=400)(wrapped)
+    if query is not None:
+        wrapped = bp.arguments(query, location="query", error_status_code=400, as_kwargs=False)(wrapped)
+    if doc:
+        wrapped = bp.doc(**doc)(wrapped)
+    bp.add_url_rule(rule, endpoint, wrapped, methods=[method], tags=tags)
 
-bp.add_url_rule(f"{CLIENT}/events", "list_events", c.list_events, methods=["GET"])
-bp.add_url_rule(f"{CLIENT}/events/<event_id>/replay", "replay_event", c.replay_event, methods=["POST"])
-ITEMS = f"{CLIENT}/items/<type_id>"
-bp.add_url_rule(ITEMS, "list_items", items.list_items, methods=["GET"])
-bp.add_url_rule(ITEMS, "create_item", items.create_item, methods=["POST"])
-bp.add_url_rule(f"{ITEMS}/fields", "item_fields", items.item_fields, methods=["GET"])
-bp.add_url_rule(f"{ITEMS}/<item_id>", "get_item", items.get_item, methods=["GET"])
-bp.add_url_rule(f"{ITEMS}/<item_id>", "update_item", items.update_item, methods=["PATCH"])
-bp.add_url_rule(f"{ITEMS}/<item_id>", "delete_item", items.delete_item, methods=["DELETE"])
 
-bp.add_url_rule(f"{CLIENT}/batch", "raw_batch", c.raw_batch, methods=["POST"])
-bp.add_url_rule(f"{CLIENT}/<entity>/batch", "write_many", c.write_many, methods=["POST"])
-bp.add_url_rule(f"{CLIENT}/<entity>/fields", "entity_fields", c.entity_fields, methods=["GET"])
-bp.add_url_rule(f"{CLIENT}/<entity>/upsert", "upsert_record", c.upsert_record, methods=["PUT"])
-bp.add_url_rule(f"{CLIENT}/<entity>", "list_records", c.list_records, methods=["GET"])
-bp.add_url_rule(f"{CLIENT}/<entity>", "create_record", c.create_record, methods=["POST"])
-bp.add_url_rule(f"{CLIENT}/<entity>/<record_id>", "get_record", c.get_record, methods=["GET"])
-bp.add_url_rule(f"{CLIENT}/<entity>/<record_id>", "update_record", c.update_record, methods=["PATCH"])
-bp.add_url_rule(f"{CLIENT}/<entity>/<record_id>", "delete_record", c.delete_record, methods=["DELETE"])
+CONFIG, EVENTS, RECORDS, ITEMS_TAG, BULK = ["config"], ["events"], ["records"], ["smart-process items"], ["bulk"]
 
-# Anything else under our prefix still answers JSON (404, or 405 where another method fits).
+route(f"{CLIENT}/config", "save_config", c.save_config, "POST", s.ConfigAnswer, body=s.ConfigBody, tags=CONFIG,
+      responses={201: {"description": "Saved (first time)"}})
+route(f"{CLIENT}/config", "get_config", c.get_config, "GET", s.ConfigAnswer, tags=CONFIG)
+route(f"{CLIENT}/config", "delete_config", c.delete_config, "DELETE", s.Flag, tags=CONFIG)
+route(f"{CLIENT}/config/debug", "debug_config", c.debug_config, "GET", s.DebugAnswer, query=s.DebugQuery, tags=CONFIG)
+
+_FORM = {"schema": s.EventForm}
+_EVENT_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": _FORM,
+                                                              "application/json": _FORM}},
+               "security": []}
+route("/webhook", "receive_event", c.receive_event_view, "POST", s.EventAnswer, tags=EVENTS, **_EVENT_BODY)
+route(f"{CLIENT}/webhook", "receive_client_event", c.receive_client_event_view, "POST", s.EventAnswer, tags=EVENTS,
+      **_EVENT_BODY)
+route(f"{CLIENT}/events", "list_events", c.list_events, "GET", s.EventPage, query=s.EventsQuery, tags=EVENTS)
+route(f"{CLIENT}/events/<bx_id:event_id>/replay", "replay_event", c.replay_event, "POST", s.EventOne, tags=EVENTS,
+      responses={202: {"description": "Queued for a worker"}})
+
+route(ITEMS, "list_items", items.list_items, "GET", s.Page, query=s.ListQuery, tags=ITEMS_TAG)
+route(ITEMS, "create_item", items.create_item, "POST", s.CreatedId, status=201, body=s.RecordBody, tags=ITEMS_TAG)
+route(f"{ITEMS}/fields", "item_fields", items.item_fields, "GET", s.Result, tags=ITEMS_TAG)
+route(f"{ITEMS}/<bx_id:item_id>", "get_item", items.get_item, "GET", s.Result, tags=ITEMS_TAG)
+route(f"{ITEMS}/<bx_id:item_id>", "update_item", items.update_item, "PATCH", s.Result, body=s.RecordBody,
+      tags=ITEMS_TAG)
+route(f"{ITEMS}/<bx_id:item_id>", "delete_item", items.delete_item, "DELETE", s.Result, tags=ITEMS_TAG)
+
+route(f"{CLIENT}/batch", "raw_batch", c.raw_batch, "POST", s.BatchAnswer, body=s.RawBatchBody, tags=BULK)
+route(f"{CLIENT}/<bx_entity:entity>/batch", "write_many", c.write_many, "POST", s.WriteAnswer,
+      body=s.BatchWriteBody, tags=BULK)
+route(f"{CLIENT}/<bx_entity:entity>/fields", "entity_fields", c.entity_fields, "GET", s.Result, tags=RECORDS)
+route(f"{CLIENT}/<bx_upsert_entity:entity>/upsert", "upsert_record", c.upsert_record, "PUT", s.UpsertAnswer,
+      body=s.RecordBody, tags=RECORDS, responses={201: {"description": "Created (no record matched)"}})
+route(f"{CLIENT}/<bx_entity:entity>", "list_records", c.list_records, "GET", s.Page, query=s.ListQuery, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>", "create_record", c.create_record, "POST", s.CreatedId, status=201,
+      body=s.RecordBody, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "get_record", c.get_record, "GET", s.Result, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "update_record", c.update_record, "PATCH", s.Result,
+      body=s.RecordBody, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "delete_record", c.delete_record, "DELETE", s.Result,
+      tags=RECORDS)
+
+# Anything else under our prefix still answers JSON (404, or 405 where another method fits); not in the document.
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-bp.add_url_rule("/", "not_found", c.not_found, methods=ANY)
-bp.add_url_rule("/<path:subpath>", "not_found", c.not_found, methods=ANY)
+bp.add_plain_rule("/", "not_found", c.not_found, methods=ANY)
+bp.add_plain_rule("/<path:subpath>", "not_found", c.not_found, methods=ANY)

@@ -54,7 +54,7 @@ def test_entity_batch_creates_and_updates_with_a_result_per_item(stack):
 
 
 def test_entity_batch_refuses_bad_items_before_sending(stack):
-    for body, field in [({"items": []}, "items"), ({"items": [{"NAME": "bare"}]}, "items[0]"),
+    for body, field in [({"items": []}, "items"), ({"items": [{"NAME": "bare"}]}, "items[0].NAME"),
                         ({"items": [{"fields": {"NAME": "a"}}, {"fields": {"name": "b"}}]}, "items[1].fields.name"),
                         ({"items": [{"id": -3, "fields": {"NAME": "a"}}]}, "items[0].id"),
                         ({"items": [{"fields": {"NAME": "a"}, "x": 1}]}, "items[0].x"),

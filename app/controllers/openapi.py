@@ -1,0 +1,175 @@
+"""OpenAPI for our blueprint: flask-smorest, kept to our own routes.
+
+- ``ApiBlueprint`` parses request bodies and queries with the schemas in ``schemas.py`` and turns a
+  refusal into our own 400 (``{"error", "error_description", "field"}``), not webargs' 422.
+- ``Api`` generates the document from those schemas and serves ``openapi.json`` and Swagger UI
+  beside our routes; it registers no error handlers on the host app (flask-smorest's own would
+  replace the host's error pages).
+- Path converters ``bx_id`` / ``bx_entity`` match any segment, so a bad id still reaches our
+  controller and gets ``INVALID_ID`` instead of a routing 404, and are documented as what they accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask_smorest
+from flask import Flask
+from marshmallow import Schema, ValidationError
+from marshmallow import fields as ma_fields
+from webargs.flaskparser import FlaskParser
+from werkzeug.routing import BaseConverter
+
+from ..entities import ENTITIES
+from .errors import ApiError
+from .params import MAX_ID, grouped_list_query, json_object
+from .schemas import Error
+
+_UNKNOWN_CODE = {"json": "INVALID_BODY", "query": "UNKNOWN_PARAMETER", "list_query": "UNKNOWN_PARAMETER"}
+
+
+class BxParser(FlaskParser):
+    """webargs parser: our JSON rules (no Content-Type needed, clear errors) and our error format."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION: dict = {}  # the schemas' own rule (RAISE): unknown keys are refused
+
+    def load_json(self, req, schema):  # noqa: ARG002 - webargs' signature
+        return json_object()
+
+    def load_querystring(self, req, schema):
+        if getattr(schema, "BRACKET_KEYS", False):
+            # filter[>=OPPORTUNITY]=1 and order[ID]=DESC, grouped into {"filter": {...}, "order": {...}}
+            return grouped_list_query(req.query_string)
+        return super().load_querystring(req, schema)
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):  # noqa: ARG002
+        location, messages = next(iter(error.messages.items()), ("json", {}))
+        path, text = _first_error(messages)
+        where = _dotted(path) or location
+        if "Unknown field" in text:
+            code = "INVALID_BODY" if location == "json" else "UNKNOWN_PARAMETER"
+            if len(path) > 1:
+                code = _code_for(schema, path[:-1]) or code
+            kind = "key" if location == "json" else "query parameter"
+            raise ApiError(400, code, f"unknown {kind} {where!r}", field=where)
+        raise ApiError(400, _code_for(schema, path) or "INVALID_BODY", f"{where}: {text}", field=where)
+
+
+def _dotted(path: list[Any]) -> str:
+    """["items", 0, "fields"] -> "items[0].fields" """
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _first_error(messages: Any) -> tuple[list[Any], str]:
+    """marshmallow's nested messages -> (path to the first bad part, its message)."""
+    path: list[Any] = []
+    while isinstance(messages, dict) and messages:
+        # An unknown key first: it is usually the cause (a misspelt "fields" is also a missing one).
+        key = next((k for k, v in messages.items() if v == ["Unknown field."]), next(iter(messages)))
+        if key != "_schema":
+            path.append(key)
+        messages = messages[key]
+    if isinstance(messages, list) and messages:
+        first = messages[0]
+        if isinstance(first, (dict, list)):
+            sub_path, text = _first_error(first)
+            return path + sub_path, text
+        return path, str(first)
+    return path, str(messages)
+
+
+def _code_for(schema: Schema, path: list[Any]) -> str | None:
+    """The ``code`` metadata of the deepest schema field on ``path`` that has one."""
+    code = None
+    current: Any = schema
+    for part in path:
+        field = current.fields.get(part) if isinstance(current, Schema) else None
+        if field is None:
+            break
+        code = field.metadata.get("code", code)
+        inner = field.inner if isinstance(field, ma_fields.List) else field
+        current = inner.schema if isinstance(inner, ma_fields.Nested) else None
+        if isinstance(field, ma_fields.List):
+            continue  # the next part is the list index
+    return code
+
+
+class ApiBlueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = BxParser()
+
+    def add_plain_rule(self, rule: str, endpoint: str, view_func, **options) -> None:
+        """A route left out of the document (the JSON 404/405 catch-all)."""
+        flask_smorest.Blueprint.__mro__[1].add_url_rule(self, rule, endpoint, view_func, **options)
+
+
+class Api(flask_smorest.Api):
+    ERROR_SCHEMA = Error
+
+    def _register_error_handlers(self) -> None:
+        """None: our blueprint has its own handlers and the host app keeps its own."""
+
+
+class IdConverter(BaseConverter):
+    """Any path segment; the controller checks it (400 INVALID_ID). Documented as a positive id."""
+
+
+class EntityConverter(BaseConverter):
+    """Any path segment; the controller checks it (404 UNKNOWN_ENTITY). Documented as the entity names."""
+
+
+class UpsertEntityConverter(BaseConverter):
+    """The entities that have an upsert."""
+
+
+CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, "bx_upsert_entity": UpsertEntityConverter}
+
+
+def _deep_object(_converter, field, **_: Any) -> dict[str, Any]:
+    # filter[FIELD]=value is OpenAPI's deepObject style.
+    if isinstance(field, ma_fields.Dict):
+        return {"style": "deepObject", "explode": True}
+    return {}
+
+
+def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
+    """Register ``blueprint`` on ``app`` through flask-smorest, with its document and Swagger UI."""
+    for name, converter in CONVERTERS.items():
+        app.url_map.converters.setdefault(name, converter)
+    config = {
+        "BITRIX_OPENAPI_URL_PREFIX": url_prefix,
+        "BITRIX_OPENAPI_JSON_PATH": "openapi.json",
+        "BITRIX_OPENAPI_SWAGGER_UI_PATH": "docs",
+        "BITRIX_OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+    }
+    for key, value in config.items():
+        app.config.setdefault(key, value)
+    api = Api(
+        app,
+        config_prefix="BITRIX",
+        spec_kwargs={
+            "title": "Bitrix24 CRM integration",
+            "version": "1.0.0",
+            "openapi_version": "3.0.3",
+            "info": {"description": "Per-client Bitrix24 CRM: records, lists, bulk writes, events. Errors are "
+                                    '{"error": CODE, "error_description": text, "field": part to fix}.'},
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "description": "BITRIX_API_KEY"}
+    )
+    api.ma_plugin.converter.add_parameter_attribute_function(_deep_object)
+    api.register_converter(IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
+    api.register_converter(EntityConverter, lambda _: {"type": "string", "enum": list(ENTITIES)})
+    api.register_converter(
+        UpsertEntityConverter, lambda _: {"type": "string", "enum": [e.name for e in ENTITIES.values() if e.upsert]}
+    )
+    api.register_blueprint(blueprint, url_prefix=url_prefix)
+    return api
+
+
+__all__ = ["Api", "ApiBlueprint", "ValidationError", "init_api"]

@@ -1,0 +1,302 @@
+"""The API's models: marshmallow schemas that check what callers send and shape what we answer.
+
+The OpenAPI document at ``/api/bitrix/openapi.json`` is generated from these (flask-smorest and
+apispec), so the spec and the checks cannot drift apart. Each field's ``code`` metadata is the
+error code a refusal of that field gets (``{"error": code, "error_description": ..., "field": ...}``);
+checks that depend on the entity (field-name spelling, which methods a batch may run) are made by
+the controllers after these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, pre_load
+from marshmallow.validate import Length, OneOf, Range, Regexp
+
+from ..services.events import STATUSES
+from .params import MAX_ID
+
+FIELDS_HELP = (
+    "Bitrix24 fields by their names: UPPER_CASE (NAME, STAGE_ID, UF_CRM_*) for contacts, deals, leads, "
+    "companies and activities; camelCase (title, stageId, ufCrm*) for smart-process items. Multi-fields "
+    '(PHONE, EMAIL, ...) are lists of {"VALUE": ..., "VALUE_TYPE": ...}. null clears a field.'
+)
+
+
+def _field_map(code: str, description: str, **kwargs: Any) -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(), values=fields.Raw(allow_none=True), metadata={"code": code, "description": description},
+        **kwargs,
+    )
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# ----------------------------------------------------------------------------------------------
+# Requests
+
+
+class RecordBody(StrictSchema):
+    """``{"fields": {...}, "params": {...}}``; a bare object of fields is read as ``fields``."""
+
+    fields = _field_map(
+        "INVALID_FIELDS", FIELDS_HELP, required=True,
+        validate=Length(min=1, error="'fields' is empty: give at least one field"),
+    )
+    params = _field_map("INVALID_PARAMS", 'Options of the Bitrix24 method, e.g. {"REGISTER_SONET_EVENT": "N"}.')
+
+    @pre_load
+    def bare_fields(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and "fields" not in data and "params" not in data:
+            return {"fields": data}
+        return data
+
+
+class ConfigBody(StrictSchema):
+    """A client's Bitrix24 connection. Partial updates merge with what is saved."""
+
+    webhook_base = fields.String(
+        metadata={"code": "INVALID_CONFIG", "example": "https://example.bitrix24.com/rest/1/abc123secret/",
+                  "description": "Inbound webhook URL: https://HOST/rest/<user_id>/<secret>/, HOST allowed by "
+                                 "BITRIX_ALLOWED_HOSTS. Required when nothing is saved yet."},
+    )
+    outbound_token = fields.String(
+        allow_none=True,
+        metadata={"code": "INVALID_CONFIG",
+                  "description": "The application_token Bitrix24 sends with this portal's events (null clears it)."},
+    )
+    plan = fields.String(metadata={"code": "INVALID_CONFIG", "description": "Rate-limit preset of the portal's plan."})
+    rate_limit = fields.Dict(
+        keys=fields.String(), values=fields.Float(),
+        metadata={"code": "INVALID_CONFIG", "example": {"burst": 50, "drain": 2},
+                  "description": "Bitrix24's leaky bucket for this portal: burst size and drain per second."},
+    )
+
+
+class BatchItem(StrictSchema):
+    id = fields.Integer(
+        strict=True, validate=Range(min=1, max=MAX_ID),
+        metadata={"code": "INVALID_ID", "description": "Update this record; without id a record is created."},
+    )
+    fields = _field_map("INVALID_ITEMS", FIELDS_HELP, required=True,
+                        validate=Length(min=1, error="'fields' is empty: give at least one field"))
+    params = _field_map("INVALID_PARAMS", "Options of the Bitrix24 method.")
+
+
+class BatchWriteBody(StrictSchema):
+    items = fields.List(
+        fields.Nested(BatchItem), required=True, validate=Length(min=1, error="'items' is empty"),
+        metadata={"code": "INVALID_ITEMS",
+                  "description": "Records to create (no id) or update (with id); at most BITRIX_BATCH_MAX_ITEMS."},
+    )
+
+
+class RawBatchBody(StrictSchema):
+    cmd = fields.Raw(
+        required=True,
+        metadata={"code": "INVALID_COMMAND",
+                  "description": 'Commands by key (or a list): "crm.deal.get?id=1" or '
+                                 '{"method": ..., "params": {...}}; results of earlier commands can be '
+                                 "referenced as $result[key].",
+                  "example": {"deal": "crm.deal.get?id=1", "contacts": {"method": "crm.contact.list",
+                                                                         "params": {"filter": {"ID": 1}}}}},
+    )
+    halt = fields.Boolean(
+        truthy={True}, falsy={False}, load_default=False,
+        metadata={"code": "INVALID_BODY", "description": "Stop at the first failing command."},
+    )
+
+
+class ListQuery(StrictSchema):
+    """What a list request's query string may hold (grouped from ``filter[...]`` / ``order[...]`` keys)."""
+
+    BRACKET_KEYS = True  # read by the parser: group filter[...] / order[...] before loading
+
+    filter = fields.Dict(
+        keys=fields.String(), values=fields.Raw(),
+        metadata={"code": "INVALID_FILTER",
+                  "description": "filter[FIELD]=value, with an operator in front of the field when needed "
+                                 "(filter[>OPPORTUNITY]=1000, filter[%TITLE]=acme, filter[@ID][]=1)."},
+    )
+    order = fields.Dict(
+        keys=fields.String(), values=fields.String(validate=OneOf(["ASC", "DESC"])),
+        metadata={"code": "INVALID_ORDER", "description": "order[FIELD]=ASC|DESC"},
+    )
+    select = fields.List(fields.String(), metadata={"code": "INVALID_SELECT",
+                                                    "description": "Fields to return (select=ID&select=NAME, "
+                                                                   "select[]=ID, or comma-separated)."})
+    ORDER_BY = fields.List(fields.String(), metadata={"code": "INVALID_ORDER",
+                                                      "description": "FIELD (ascending) or -FIELD (descending)."})
+    start = fields.Integer(
+        validate=Range(min=-1, max=MAX_ID),
+        metadata={"code": "INVALID_START", "description": "Offset of the page (the previous answer's next); "
+                                                          "-1 skips counting."},
+    )
+    all = fields.Boolean(
+        truthy={"1", "true"}, falsy={"0", "false"},
+        metadata={"code": "INVALID_ALL", "description": "1: every matching row, streamed as one JSON document."},
+    )
+
+
+class DebugQuery(StrictSchema):
+    check = fields.String(
+        validate=OneOf(["0", "1", "true", "false", "yes", "no"]),
+        metadata={"code": "INVALID_CHECK", "description": "1: also call the portal's profile method and report."},
+    )
+
+
+class EventsQuery(StrictSchema):
+    status = fields.String(validate=OneOf(STATUSES), metadata={"code": "INVALID_STATUS"})
+    event = fields.String(
+        validate=Regexp(r"^[A-Za-z0-9_]{1,128}$", error="event must be an event name like ONCRMDEALUPDATE"),
+        metadata={"code": "INVALID_EVENT"},
+    )
+    start = fields.Integer(validate=Range(min=0, max=10**9), load_default=0, metadata={"code": "INVALID_START"})
+    limit = fields.Integer(validate=Range(min=1, max=500), load_default=50, metadata={"code": "INVALID_LIMIT"})
+
+
+class EventForm(Schema):
+    """What Bitrix24 posts to the event receiver (form-encoded, PHP-style keys)."""
+
+    event = fields.String(required=True, metadata={"example": "ONCRMDEALUPDATE"})
+    event_handler_id = fields.String()
+    data = fields.Dict(metadata={"description": "data[FIELDS][ID]=42 and the like."})
+    ts = fields.String(metadata={"description": "Unix time of the event."})
+    auth = fields.Dict(metadata={"description": "auth[domain], auth[member_id], auth[application_token]: the "
+                                                "token is checked against the client's outbound_token."})
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers
+
+
+class Error(Schema):
+    error = fields.String(required=True, metadata={"example": "INVALID_ID"})
+    error_description = fields.String(required=True)
+    field = fields.String(metadata={"description": "The part of the request to fix."})
+    method = fields.String(metadata={"description": "The Bitrix24 method that failed."})
+    bitrix24_status = fields.Integer(metadata={"description": "The HTTP status Bitrix24 answered with."})
+    bitrix24_error = fields.String(metadata={"description": "Bitrix24's own error code."})
+
+
+class Result(Schema):
+    result = fields.Raw(required=True, metadata={"description": "What Bitrix24 answered, as it answered it."})
+
+
+class CreatedId(Schema):
+    result = fields.Integer(required=True, metadata={"description": "The new record's id (see Location)."})
+
+
+class Flag(Schema):
+    result = fields.Boolean(required=True)
+
+
+class Page(Schema):
+    result = fields.List(fields.Raw(), required=True)
+    total = fields.Integer()
+    next = fields.Integer(metadata={"description": "start of the next page; absent on the last page."})
+    error = fields.String(metadata={"description": "With all=1: the listing stopped early (rows so far are kept)."})
+    error_description = fields.String()
+
+
+class ConfigView(Schema):
+    client_id = fields.Integer(allow_none=True)
+    source = fields.String(metadata={"description": "database, environment or none"})
+    portal_domain = fields.String(allow_none=True)
+    webhook_base = fields.String(allow_none=True, metadata={"description": "masked"})
+    outbound_token = fields.String(allow_none=True, metadata={"description": "masked"})
+    rate_limit = fields.Dict(allow_none=True)
+    updated_at = fields.String(allow_none=True)
+
+
+class DebugView(ConfigView):
+    outbound_token_source = fields.String()
+    crm = fields.Dict(allow_none=True)
+    allowed_hosts = fields.List(fields.String())
+    environment = fields.Dict()
+    check = fields.Dict(metadata={"description": "With ?check=1: the outcome of a live profile call."})
+
+
+class ConfigAnswer(Schema):
+    result = fields.Nested(ConfigView, required=True)
+
+
+class DebugAnswer(Schema):
+    result = fields.Nested(DebugView, required=True)
+
+
+class UpsertOutcome(Schema):
+    id = fields.Integer()
+    action = fields.String(metadata={"description": "created or updated"})
+    matched_by = fields.String(allow_none=True)
+    duplicates = fields.List(fields.Integer())
+
+
+class UpsertAnswer(Schema):
+    result = fields.Nested(UpsertOutcome, required=True)
+
+
+class WriteOutcome(Schema):
+    index = fields.Integer()
+    action = fields.String()
+    ok = fields.Boolean()
+    id = fields.Integer(allow_none=True)
+    error = fields.String()
+    error_description = fields.String()
+
+
+class WriteAnswer(Schema):
+    result = fields.List(fields.Nested(WriteOutcome), required=True)
+    created = fields.Integer()
+    updated = fields.Integer()
+    failed = fields.Integer()
+
+
+class BatchResult(Schema):
+    result = fields.Dict()
+    result_error = fields.Dict()
+    result_total = fields.Dict()
+    result_next = fields.Dict()
+
+
+class BatchAnswer(Schema):
+    result = fields.Nested(BatchResult, required=True)
+
+
+class EventReceipt(Schema):
+    event_id = fields.Integer()
+    duplicate = fields.Boolean()
+
+
+class EventAnswer(Schema):
+    result = fields.Nested(EventReceipt, required=True)
+
+
+class EventView(Schema):
+    id = fields.Integer()
+    client_id = fields.Integer(allow_none=True)
+    portal_domain = fields.String(allow_none=True)
+    event = fields.String()
+    entity_type = fields.String(allow_none=True)
+    entity_id = fields.String(allow_none=True)
+    status = fields.String()
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    received_at = fields.String(allow_none=True)
+    next_attempt_at = fields.String(allow_none=True)
+    processed_at = fields.String(allow_none=True)
+    payload = fields.Dict()
+
+
+class EventPage(Schema):
+    result = fields.List(fields.Nested(EventView), required=True)
+    total = fields.Integer()
+    next = fields.Integer()
+
+
+class EventOne(Schema):
+    result = fields.Nested(EventView, required=True)
