@@ -232,7 +232,8 @@ def receive_client_event_view(client_id: str):
     return _receive(positive_id(client_id, "client_id"))
 
 
-def not_found(subpath: str = ""):
+def allowed_methods() -> list[str]:
+    """The methods our real routes take at this path (the JSON catch-all does not count)."""
     adapter = current_app.url_map.bind_to_environ(request.environ)
     allowed = []
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
@@ -240,8 +241,22 @@ def not_found(subpath: str = ""):
             endpoint, _ = adapter.match(method=method)
         except HTTPException:
             continue
-        if endpoint != request.endpoint:
+        if endpoint != "bitrix24.not_found":
             allowed.append(method)
+    return allowed
+
+
+def fix_allow_header(response):
+    """``after_request``: Flask's automatic OPTIONS answer lists every method of every rule that
+    matches, the catch-all's too; say only what the path really takes."""
+    if request.method == "OPTIONS" and "Allow" in response.headers:
+        allowed = allowed_methods()
+        response.headers["Allow"] = ", ".join([*allowed, *(["HEAD"] if "GET" in allowed else []), "OPTIONS"])
+    return response
+
+
+def not_found(subpath: str = ""):
+    allowed = allowed_methods()
     if allowed:
         response = error_response(
             405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here: use {', '.join(allowed)}"

@@ -46,7 +46,8 @@ class BxParser(FlaskParser):
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):  # noqa: ARG002
         location, messages = next(iter(error.messages.items()), ("json", {}))
         path, text = _first_error(messages)
-        where = _dotted(path) or location
+        path = _clean_path(schema, path)
+        where = _dotted(schema, path, location == "query") or location
         if "Unknown field" in text:
             code = "INVALID_BODY" if location == "json" else "UNKNOWN_PARAMETER"
             if len(path) > 1:
@@ -56,11 +57,39 @@ class BxParser(FlaskParser):
         raise ApiError(400, _code_for(schema, path) or "INVALID_BODY", f"{where}: {text}", field=where)
 
 
-def _dotted(path: list[Any]) -> str:
-    """["items", 0, "fields"] -> "items[0].fields" """
-    out = ""
+def _walk(schema: Schema, path: list[Any]):
+    """Yield (part, field or None) along ``path``; list indexes and mapping keys give None."""
+    current: Any = schema
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        field = current.fields.get(part) if isinstance(current, Schema) and isinstance(part, str) else None
+        yield part, field
+        if field is not None:
+            inner = field.inner if isinstance(field, ma_fields.List) else field
+            current = inner.schema if isinstance(inner, ma_fields.Nested) else None
+        elif not isinstance(part, int):
+            current = None
+
+
+def _clean_path(schema: Schema, path: list[Any]) -> list[Any]:
+    """Drop marshmallow's "key" / "value" level under the key of a mapping field."""
+    out: list[Any] = []
+    for part in path:
+        steps = list(_walk(schema, out))
+        if part in ("key", "value") and len(steps) >= 2 and isinstance(steps[-2][1], ma_fields.Dict):
+            continue
+        out.append(part)
+    return out
+
+
+def _dotted(schema: Schema, path: list[Any], query: bool) -> str:
+    """["items", 0, "fields", "NAME"] -> "items[0].fields.NAME"; in a query string the way it is
+    written there: ["order", "ID"] -> "order[ID]"."""
+    out = ""
+    for part, field in _walk(schema, path):
+        if isinstance(part, int) or (query and field is None and out):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out
 
 
@@ -87,14 +116,14 @@ def _code_for(schema: Schema, path: list[Any]) -> str | None:
     code = None
     current: Any = schema
     for part in path:
+        if isinstance(part, int):
+            continue  # a list index
         field = current.fields.get(part) if isinstance(current, Schema) else None
         if field is None:
             break
         code = field.metadata.get("code", code)
         inner = field.inner if isinstance(field, ma_fields.List) else field
         current = inner.schema if isinstance(inner, ma_fields.Nested) else None
-        if isinstance(field, ma_fields.List):
-            continue  # the next part is the list index
     return code
 
 
@@ -113,12 +142,22 @@ class Api(flask_smorest.Api):
         """None: our blueprint has its own handlers and the host app keeps its own."""
 
 
+def _segment_except(*words: str) -> str:
+    # One path segment other than these words (they name sub-resources: /contacts/fields is not
+    # record "fields", and PATCH there is a 405, not a bad id).
+    return rf"(?!(?:{'|'.join(words)})(?![^/]))[^/]+"
+
+
 class IdConverter(BaseConverter):
     """Any path segment; the controller checks it (400 INVALID_ID). Documented as a positive id."""
+
+    regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay")
 
 
 class EntityConverter(BaseConverter):
     """Any path segment; the controller checks it (404 UNKNOWN_ENTITY). Documented as the entity names."""
+
+    regex = _segment_except("batch", "config", "webhook", "events", "items")
 
 
 class UpsertEntityConverter(BaseConverter):

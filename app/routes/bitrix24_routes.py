@@ -23,6 +23,7 @@ from ..controllers.params import limit_body_size
 bp = ApiBlueprint("bitrix24", __name__, description="Bitrix24 CRM, per client")
 bp.before_request(limit_body_size)
 bp.before_request(require_api_auth)
+bp.after_request(c.fix_allow_header)
 register_error_handlers(bp)
 
 CLIENT = "/clients/<bx_id:client_id>"
@@ -97,6 +98,6 @@ route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "delete_record", c.delet
       tags=RECORDS)
 
 # Anything else under our prefix still answers JSON (404, or 405 where another method fits); not in the document.
-ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-bp.add_plain_rule("/", "not_found", c.not_found, methods=ANY)
-bp.add_plain_rule("/<path:subpath>", "not_found", c.not_found, methods=ANY)
+ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+bp.add_plain_rule("/", "not_found", c.not_found, methods=ANY, provide_automatic_options=False)
+bp.add_plain_rule("/<path:subpath>", "not_found", c.not_found, methods=ANY, provide_automatic_options=False)

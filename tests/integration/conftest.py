@@ -66,7 +66,7 @@ def make_stack(make_app):
             "BITRIX_RATE_DRAIN": emulator_options.get("rate", 2.0) if limits else 100_000.0,
             **(app_config or {}),
         }
-        app = make_app(real_time=True, BITRIX_ALLOWED_HOSTS="127.0.0.1,localhost,*.bitrix24.com", **app_config)
+        app = make_app(real_time=True, **{"BITRIX_ALLOWED_HOSTS": "127.0.0.1,localhost,*.bitrix24.com", **app_config})
         app_server = AppServer(app)
         stops.append(app_server.stop)
         emulator_options.setdefault("event_url", f"{app_server.url}/api/bitrix/webhook")
