@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 from flask import Flask
+from flask_migrate import Migrate
 from sqlalchemy import event
 
 from .config import app_settings
 from .extensions import bitrix24, db
+from .services.setup import MIGRATIONS
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -34,6 +36,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
     db.init_app(app)
     bitrix24.init_app(app)
+    # `flask --app app db ...` for writing this repo's own migrations (a host app keeps its own Migrate;
+    # our setup applies ours without it).
+    Migrate(app, db, directory=str(MIGRATIONS))
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)

@@ -65,13 +65,15 @@ def database_url(request, tmp_path) -> str:
 
 
 def _drop_our_tables(url: str) -> None:
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, text
 
     from app.extensions import db
 
     engine = create_engine(url)
     try:
         db.metadata.drop_all(engine)
+        with engine.begin() as conn:  # our migration history, and a "host" one a test made
+            conn.execute(text("DROP TABLE IF EXISTS bitrix24_alembic_version, alembic_version"))
     finally:
         engine.dispose()
 
@@ -136,9 +138,9 @@ def make_app(tmp_path, secret_key, database_url):
 
     for app in created:
         with app.app_context():
-            if database_url.startswith("postgresql"):
-                db.drop_all()
             db.engine.dispose()
+        if database_url.startswith("postgresql"):
+            _drop_our_tables(database_url)
         app.extensions["bitrix24"].portals.close()
 
 

@@ -7,12 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from app import create_app
 from app.bitrix24 import Bitrix24
 from app.extensions import db
 from app.models import CRM
+from app.services.setup import OUR_TABLES, run_setup
+
+OUR_NAMES = {t.name for t in OUR_TABLES}
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,3 +142,61 @@ def test_workers_starting_together_on_a_new_database(tmp_path, secret_key):
                                   stderr=subprocess.PIPE, text=True) for _ in range(6)]
         outcomes = [p.communicate(timeout=120) for p in procs]
         assert all(p.returncode == 0 for p in procs), [err[-600:] for _, err in outcomes if err]
+
+
+def _tables(app) -> set[str]:
+    with app.app_context():
+        return set(sa.inspect(db.engine).get_table_names())
+
+
+def test_setup_applies_our_migrations_in_their_own_version_table(make_app):
+    """Our history is its own branch in bitrix24_alembic_version: the host's alembic_version is not touched."""
+    app = make_app(BITRIX_AUTO_SETUP=False)
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO alembic_version VALUES ('host_rev_42')"))
+        report = run_setup()
+        assert report.migrations == ["0001_initial"] and "applied migrations: 0001_initial" in report.lines()
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM bitrix24_alembic_version")).scalar() == "0001_initial"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "host_rev_42"
+        again = run_setup()
+        assert not again.changed and again.lines()[0].startswith("nothing to do")
+    assert {"CRMs", "client_crm_auth", "bitrix_events", "bitrix24_alembic_version"} <= _tables(app)
+
+
+def test_models_and_migrations_agree(make_app):
+    """What the migrations build is what the models describe (autogenerate finds nothing to do)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    app = make_app(BITRIX_AUTO_SETUP=False)
+    with app.app_context():
+        run_setup()
+        with db.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={
+                "include_object": lambda obj, name, type_, *_: type_ != "table" or name in OUR_NAMES,
+                "compare_type": True})
+            diff = compare_metadata(context, db.metadata)
+    assert diff == []
+
+
+def test_setup_adopts_an_install_made_before_migrations(make_app):
+    """Tables made by an earlier version (create_all, no version table) are kept with their rows."""
+    app = make_app(BITRIX_AUTO_SETUP=False)
+    with app.app_context():
+        db.metadata.create_all(db.engine, tables=OUR_TABLES)
+        db.session.add(CRM(name="Bitrix24"))
+        db.session.commit()
+        report = run_setup()
+        assert report.tables_created == [] and report.migrations == ["0001_initial"] and not report.crm_created
+        assert db.session.query(CRM).count() == 1
+
+
+def test_flask_migrate_sees_our_history(tmp_path, secret_key):
+    env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key, "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "current"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "0001_initial (head)" in result.stdout

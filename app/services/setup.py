@@ -3,35 +3,43 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from filelock import FileLock
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ..extensions import db
 from ..models import BITRIX24_CRM_NAME, CRM, BitrixEvent, ClientCRMAuth
 from .client_config import bitrix24_crm
 
 OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__]
+# Our own Alembic history (app/migrations, branch "bitrix24") in our own version table, so that a
+# host app's migrations and its alembic_version stay untouched.
+VERSION_TABLE = "bitrix24_alembic_version"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 @dataclass
 class SetupReport:
     tables_created: list[str] = field(default_factory=list)
+    migrations: list[str] = field(default_factory=list)
     crm_created: bool = False
     crm_id: int | None = None
 
     @property
     def changed(self) -> bool:
-        return bool(self.tables_created or self.crm_created)
+        return bool(self.tables_created or self.migrations or self.crm_created)
 
     def lines(self) -> list[str]:
         out = [f"created table {name}" for name in self.tables_created]
+        out += [f"applied migrations: {step}" for step in self.migrations]
         if self.crm_created:
             out.append(f"added {BITRIX24_CRM_NAME} to the CRMs table (id {self.crm_id})")
         if not out:
@@ -75,21 +83,28 @@ def run_setup() -> SetupReport:
         return _run_setup()
 
 
+def _alembic_config(connection) -> AlembicConfig:
+    config = AlembicConfig(str(MIGRATIONS / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _revision(connection) -> str | None:
+    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
 def _run_setup() -> SetupReport:
     report = SetupReport()
     existing = set(inspect(db.engine).get_table_names())
     report.tables_created = [t.name for t in OUR_TABLES if t.name not in existing]
-    for attempt in range(5):
-        try:
-            db.metadata.create_all(db.engine, tables=OUR_TABLES, checkfirst=True)
-            break
-        except (OperationalError, ProgrammingError, IntegrityError):
-            # Several workers starting at once: another one created a table between our check and
-            # our CREATE. Check again (the others may still be on their way) and go on.
-            db.session.rollback()
-            if attempt == 4:
-                raise
-            time.sleep(0.1 * (attempt + 1))
+    with db.engine.connect() as connection:
+        before = _revision(connection)
+        command.upgrade(_alembic_config(connection), "bitrix24@head")
+        connection.commit()
+        after = _revision(connection)
+    if after != before:
+        report.migrations = [after] if before is None else [f"{before} -> {after}"]
     crm = bitrix24_crm()
     if crm is None:
         crm = bitrix24_crm(create=True)
