@@ -25,7 +25,9 @@ class Bitrix24State:
     def __init__(self, app: Flask, extension: Bitrix24) -> None:
         from .services.caller import PortalCaller, RetryPolicy
         from .services.client_config import parse_allowed_hosts
+        from .services.events import event_stats
         from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets
+        from .services.metrics import Metrics
         from .services.portal import PortalPool, Timeouts
         from .services.secrets import load_cipher
 
@@ -44,11 +46,13 @@ class Bitrix24State:
         self.budgets = OperatingBudgets(
             float(cfg["BITRIX_OPERATING_LIMIT"]), bucket=float(cfg["BITRIX_OPERATING_BUCKET"])
         )
+        self.metrics = Metrics(event_source=event_stats)
         self.caller = PortalCaller(
             self.portals,
             self.buckets,
             self.budgets,
             RetryPolicy(attempts=int(cfg["BITRIX_RETRY_ATTEMPTS"]), max_wait=float(cfg["BITRIX_MAX_WAIT"])),
+            on_event=self.metrics.on_event,
         )
         self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
         from .services.event_queue import make_event_queue

@@ -11,6 +11,8 @@ from .errors import ApiError
 
 # The event receivers prove themselves with Bitrix24's application token instead.
 PUBLIC_ENDPOINTS = frozenset({"bitrix24.receive_event", "bitrix24.receive_client_event"})
+# Health names no tenant and no secret; load balancers ask it without credentials.
+OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"bitrix24.health"}
 
 
 def _client_id_from_path() -> int | None:
@@ -22,7 +24,7 @@ def _client_id_from_path() -> int | None:
 
 def require_api_auth() -> None:
     """``before_request`` of the blueprint. Raises ``ApiError`` (401/403) when not allowed."""
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    if request.endpoint in OPEN_ENDPOINTS:
         return
     state = current_app.extensions["bitrix24"]
     if state.authorize is not None:

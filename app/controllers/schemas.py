@@ -300,3 +300,19 @@ class EventPage(Schema):
 
 class EventOne(Schema):
     result = fields.Nested(EventView, required=True)
+
+
+class Probe(Schema):
+    ok = fields.Boolean()
+    ms = fields.Float()
+    error = fields.String()
+    backend = fields.String()
+    configured = fields.Boolean()
+
+
+class Health(Schema):
+    status = fields.String(required=True, metadata={"description": "ok, or fail (then the status is 503)"})
+    database = fields.Nested(Probe)
+    redis = fields.Nested(Probe)
+    limiter = fields.Dict()
+    event_queue = fields.Dict()

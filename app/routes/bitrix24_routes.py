@@ -14,6 +14,7 @@ from marshmallow import Schema
 
 from ..controllers import bitrix24_controller as c
 from ..controllers import items_controller as items
+from ..controllers import ops_controller as ops
 from ..controllers import schemas as s
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
@@ -35,7 +36,7 @@ def route(
     endpoint: str,
     view: Callable[..., Any],
     method: str,
-    answer: type[Schema],
+    answer: type[Schema] | None,
     *,
     status: int = 200,
     body: type[Schema] | None = None,
@@ -45,7 +46,7 @@ def route(
 ) -> None:
     """One URL rule: ``body`` / ``query`` are parsed and checked before the view runs (the view gets
     the loaded data as its first argument); ``answer`` documents and dumps the success body."""
-    wrapped = bp.response(status, answer)(view)
+    wrapped = bp.response(status, answer, **({} if answer else {"content_type": doc.pop("content_type")}))(view)
     if body is not None:
         wrapped = bp.arguments(body, location="json", error_status_code=400)(wrapped)
     if query is not None:
@@ -56,6 +57,14 @@ def route(
 
 
 CONFIG, EVENTS, RECORDS, ITEMS_TAG, BULK = ["config"], ["events"], ["records"], ["smart-process items"], ["bulk"]
+OPS = ["operations"]
+
+route("/health", "health", ops.health, "GET", s.Health, tags=OPS, security=[],
+      responses={503: {"description": "The database or a configured Redis does not answer",
+                       "content": {"application/json": {"schema": s.Health}}}})
+route("/metrics", "metrics", ops.metrics, "GET", None, tags=OPS, content_type="text/plain",
+      responses={200: {"description": "Prometheus text format",
+                       "content": {"text/plain": {"schema": {"type": "string"}}}}})
 
 route(f"{CLIENT}/config", "save_config", c.save_config, "POST", s.ConfigAnswer, body=s.ConfigBody, tags=CONFIG,
       responses={201: {"description": "Saved (first time)"}})

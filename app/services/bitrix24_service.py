@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from flask import current_app
@@ -30,6 +31,7 @@ from .errors import (
     ServerError,
     TransportError,
 )
+from .metrics import tenant_label
 from .wire import encode_form, flatten_params
 
 __all__ = [
@@ -85,13 +87,21 @@ def bx_call(
         raise BadInput(message, code="INVALID_PARAMS", method=method) from None
     base, rate_limit = portal_target(client_id)
     state = current_app.extensions["bitrix24"]
+    metrics, tenant = state.metrics, tenant_label(client_id)
+    started = time.perf_counter()
     try:
         envelope = state.caller.call(
-            base, method, params, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable
+            base, method, params, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
+            tenant=tenant,
         )
     except Bitrix24Error as exc:
+        metrics.calls.labels(tenant, method.lower(), "error").inc()
+        metrics.errors.labels(tenant, exc.code or type(exc).__name__).inc()
+        metrics.call_seconds.labels(tenant).observe(time.perf_counter() - started)
         log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
         raise
+    metrics.calls.labels(tenant, method.lower(), "ok").inc()
+    metrics.call_seconds.labels(tenant).observe(time.perf_counter() - started)
     log.debug("bitrix24 %s ok for client %s", method, client_id)
     return envelope
 

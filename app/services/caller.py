@@ -95,7 +95,9 @@ class PortalCaller:
         bucket: BucketParams,
         repeatable: bool | None = None,
         max_wait: float | None = None,
+        tenant: str = "env",
     ) -> dict[str, Any]:
+        """Call ``method`` on the portal at ``base``; ``tenant`` labels what ``on_event`` reports."""
         portal = urlsplit(base).netloc
         repeatable = is_repeatable(method) if repeatable is None else repeatable
         bound = self.policy.max_wait if max_wait is None else max_wait
@@ -138,7 +140,8 @@ class PortalCaller:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            self.on_event("retry", {"method": method, "error": getattr(exc, "code", type(exc).__name__)})
+            self.on_event("retry", {"tenant": tenant, "method": method,
+                                    "error": getattr(exc, "code", type(exc).__name__)})
             log.info("bitrix24 %s: retrying after %r (attempt %d)", method, exc, state.attempt_number)
 
         ambiguous = False  # an earlier attempt may have reached the portal
@@ -151,13 +154,13 @@ class PortalCaller:
                 envelope = self.pool.for_base(base).call(base, method, params)
             except RateLimited:
                 self.buckets.fill(portal, bucket)
-                self.on_event("rate_limited", {"method": method})
+                self.on_event("rate_limited", {"tenant": tenant, "method": method})
                 raise
             except OperatingLimit as exc:
                 blocked = self.budgets.blocked_for(portal, method)
                 self._blocked_until[(portal, method.lower())] = self.clock() + blocked
                 exc.retry_after = blocked
-                self.on_event("operating_limited", {"method": method})
+                self.on_event("operating_limited", {"tenant": tenant, "method": method})
                 raise
             except NotFound:
                 # A delete repeated after an attempt that may have reached the portal: that one did it.
@@ -167,7 +170,10 @@ class PortalCaller:
             except (TransportError, ServerError) as exc:
                 ambiguous = ambiguous or not isinstance(exc, TransportError) or exc.sent
                 raise
-            self.budgets.record(portal, method, envelope.get("time"))
+            timing = envelope.get("time")
+            self.budgets.record(portal, method, timing)
+            if isinstance(timing, dict) and "operating" in timing:
+                self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
             return envelope
 
         retrying = Retrying(

@@ -389,3 +389,22 @@ def list_events(client_id: int | None, *, status: str | None = None, name: str |
     total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
     rows = db.session.execute(stmt.order_by(BitrixEvent.id.desc()).offset(start).limit(limit)).scalars().all()
     return list(rows), total
+
+
+WAITING = ("received", "queued", "retry", "processing")
+
+
+def event_stats() -> tuple[list[tuple[Any, str, int]], list[tuple[Any, Any]]]:
+    """For the metrics: event counts by (client, status), and each client's oldest waiting event."""
+    counts = db.session.execute(
+        select(BitrixEvent.client_id, BitrixEvent.status, func.count()).group_by(
+            BitrixEvent.client_id, BitrixEvent.status
+        )
+    ).all()
+    oldest = db.session.execute(
+        select(BitrixEvent.client_id, func.min(BitrixEvent.received_at))
+        .where(BitrixEvent.status.in_(WAITING))
+        .group_by(BitrixEvent.client_id)
+    ).all()
+    db.session.rollback()  # read-only: end the transaction so SQLite does not hold a read lock
+    return [tuple(row) for row in counts], [tuple(row) for row in oldest if row[1] is not None]

@@ -39,10 +39,19 @@ class BucketParams:
 class LocalBuckets:
     """In-process buckets, one per portal key. Thread-safe."""
 
+    name = "local"
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._state: dict[str, tuple[float, float]] = {}  # key -> (level, at)
         self._lock = threading.Lock()
+
+    def ping(self) -> bool:
+        return True
+
+    def portals(self) -> int:
+        """How many portals this process has paced calls for."""
+        return len(self._state)
 
     def reserve(self, key: str, params: BucketParams, max_wait: float = float("inf")) -> float:
         """Take one place; return how long to wait before sending (0 when there is room). When the
@@ -101,6 +110,8 @@ return math.floor(result * 1000000)
 class RedisBuckets:
     """The same buckets in Redis, shared by every process and machine using ``url``."""
 
+    name = "redis"
+
     def __init__(self, url: str, prefix: str = "bitrix24:bucket:") -> None:
         import redis
 
@@ -123,6 +134,9 @@ class RedisBuckets:
 
     def ping(self) -> bool:
         return bool(self._redis.ping())
+
+    def portals(self) -> int | None:
+        return None  # shared in Redis; not counted here
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +82,11 @@ def run_setup() -> SetupReport:
     """Create missing tables and the Bitrix24 CRM row. Needs an app context. Safe to rerun."""
     with setup_lock(db.engine):
         return _run_setup()
+
+
+# Alembic says "Context impl SQLiteImpl" on every start; our report says what was applied.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _alembic_config(connection) -> AlembicConfig:

@@ -1,0 +1,100 @@
+"""Prometheus metrics (prometheus_client), one registry per app.
+
+Calls, errors, limits met, retries and operating time are counted in the process that makes the
+calls. Event counts and lag are read from the event table at scrape time, so they are right
+whichever process (web worker or RQ worker) handled the events. Under gunicorn with several
+workers set ``PROMETHEUS_MULTIPROC_DIR`` (an empty folder) and every worker's counters are summed
+at scrape time (prometheus_client's multiprocess mode).
+
+Labels: ``tenant`` is the client id (``env`` for the global ``BITRIX_WEBHOOK_BASE``), ``method``
+the Bitrix24 method, ``code`` Bitrix24's error code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+WAITING = ("received", "queued", "retry", "processing")
+
+
+def tenant_label(client_id: int | None) -> str:
+    return "env" if client_id is None else str(client_id)
+
+
+class Metrics:
+    def __init__(self, event_source=None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.calls = Counter("bitrix24_calls", "Bitrix24 REST calls by outcome (ok / error)",
+                             ["tenant", "method", "outcome"], registry=r)
+        self.errors = Counter("bitrix24_errors", "Failed Bitrix24 calls by Bitrix24's error code",
+                              ["tenant", "code"], registry=r)
+        self.limits = Counter("bitrix24_limits_met",
+                              "Limit answers met: 503 QUERY_LIMIT_EXCEEDED and 429 OPERATION_TIME_LIMIT",
+                              ["tenant", "status"], registry=r)
+        self.retries = Counter("bitrix24_retries", "Retries of Bitrix24 calls by the error that caused them",
+                               ["tenant", "error"], registry=r)
+        self.call_seconds = Histogram("bitrix24_call_seconds", "Time of one bx_call, waits and retries included",
+                                      ["tenant"], registry=r,
+                                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.operating = Gauge("bitrix24_operating_seconds",
+                               "Operating time the portal reports used for a method in its 10-minute window "
+                               "(time.operating; the limit is 480 s)", ["tenant", "method"], registry=r,
+                               multiprocess_mode="max")
+        if event_source is not None:
+            r.register(_EventCollector(event_source))
+
+    # Called from the caller's on_event hook and from bx_call.
+    def on_event(self, name: str, info: dict[str, Any]) -> None:
+        tenant = info.get("tenant", "env")
+        if name == "retry":
+            self.retries.labels(tenant, info.get("error", "?")).inc()
+        elif name == "rate_limited":
+            self.limits.labels(tenant, "503").inc()
+        elif name == "operating_limited":
+            self.limits.labels(tenant, "429").inc()
+        elif name == "operating" and isinstance(info.get("seconds"), (int, float)):
+            self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            for collector in list(self.registry._collector_to_names):  # the event collector reads the database
+                if isinstance(collector, _EventCollector):
+                    registry.register(collector)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class _EventCollector:
+    """Event counts by tenant and status, and the age of the oldest event still waiting."""
+
+    def __init__(self, source) -> None:
+        self.source = source  # () -> (counts [(client_id, status, n)], oldest [(client_id, received_at)])
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts, oldest = self.source()
+        events = GaugeMetricFamily("bitrix24_events", "Stored Bitrix24 events by status (received, queued, "
+                                   "processing, retry, done, failed)", labels=["tenant", "status"])
+        for client_id, status, n in counts:
+            events.add_metric([tenant_label(client_id), status], n)
+        yield events
+        lag = GaugeMetricFamily("bitrix24_event_lag_seconds", "Age of the oldest event not yet handled",
+                                labels=["tenant"])
+        now = dt.datetime.now(dt.UTC)
+        for client_id, received_at in oldest:
+            if received_at.tzinfo is None:
+                received_at = received_at.replace(tzinfo=dt.UTC)
+            lag.add_metric([tenant_label(client_id)], max(0.0, (now - received_at).total_seconds()))
+        yield lag

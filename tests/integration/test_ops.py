@@ -1,0 +1,105 @@
+"""Health and Prometheus metrics, through the app in front of the emulator over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..conftest import API_KEY
+from .conftest import EVENT_TOKEN
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def secured(make_stack):
+    # limits on, so the emulator reports time.operating; each call costs 0.25 s of it
+    stack = make_stack({"BITRIX_API_KEY": API_KEY, "BITRIX_AUTH_DISABLED": False}, limits=True, cost_per_call=0.25)
+    stack.http.headers["Authorization"] = f"Bearer {API_KEY}"
+    stack.configure()
+    return stack
+
+
+def test_health_is_public_and_says_what_it_checked(secured):
+    r = secured.http.get(f"{secured.api}/health", headers={"Authorization": ""})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["database"]["ok"] is True
+    assert body["redis"] == {"configured": False}
+    assert body["limiter"]["backend"] == "local" and body["event_queue"]["backend"] == "inline"
+    assert "127.0.0.1" not in r.text  # no portal, no tenant
+
+
+def test_health_fails_when_the_configured_redis_is_down(make_app):
+    app = make_app(BITRIX_REDIS_URL="redis://127.0.0.1:1/0")
+    r = app.test_client().get("/api/bitrix/health")
+    assert r.status_code == 503
+    assert r.get_json()["status"] == "fail" and r.get_json()["redis"]["ok"] is False
+    assert r.get_json()["redis"]["error"] == "ConnectionError"
+
+
+def test_health_with_redis(make_app, redis_url):
+    r = make_app(BITRIX_REDIS_URL=redis_url).test_client().get("/api/bitrix/health")
+    assert r.status_code == 200 and r.get_json()["redis"]["ok"] is True
+    assert r.get_json()["limiter"]["backend"] == "redis" and r.get_json()["event_queue"]["backend"] == "rq"
+
+
+def test_metrics_are_protected(secured):
+    assert secured.http.get(f"{secured.api}/metrics", headers={"Authorization": ""}).status_code == 401
+    r = secured.http.get(f"{secured.api}/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+
+
+def test_metrics_count_calls_errors_limits_retries_and_events(secured):
+    api, http = secured.api, secured.http
+    assert http.post(f"{api}/clients/1/contacts", json={"NAME": "Ann"}).status_code == 201
+    assert http.get(f"{api}/clients/1/contacts/999999").status_code == 404
+    secured.emulator.fail_rate, secured.emulator.fail_status = 1.0, 503  # every request: QUERY_LIMIT_EXCEEDED
+    assert http.get(f"{api}/clients/1/contacts/1").status_code == 429
+    secured.emulator.fail_rate = 0.0
+    form = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1790000000",
+            "auth[domain]": secured.emulator_server.base.split("/")[2], "auth[application_token]": EVENT_TOKEN}
+    assert http.post(f"{api}/clients/1/webhook", data=form).status_code == 200
+
+    stored = http.get(f"{api}/clients/1/events").json()  # ours, and the emulator's ONCRMCONTACTADD
+    samples = _samples(http.get(f"{api}/metrics").text)
+    assert _value(samples, "bitrix24_calls_total", tenant="1", method="crm.contact.add", outcome="ok") == 1
+    assert _value(samples, "bitrix24_calls_total", tenant="1", method="crm.contact.get", outcome="error") == 2
+    assert _value(samples, "bitrix24_errors_total", tenant="1", code="NOT_FOUND") == 1
+    assert _value(samples, "bitrix24_errors_total", tenant="1", code="QUERY_LIMIT_EXCEEDED") == 1
+    met = _value(samples, "bitrix24_limits_met_total", tenant="1", status="503")
+    retries = _value(samples, "bitrix24_retries_total", tenant="1", error="QUERY_LIMIT_EXCEEDED")
+    assert met >= 2 and retries == met - 1  # every 503 but the last was retried
+    assert _value(samples, "bitrix24_call_seconds_count", tenant="1") == 3
+    assert _value(samples, "bitrix24_operating_seconds", tenant="1", method="crm.contact.add") == 0.25
+    events = {labels: v for (name, labels), v in samples.items() if name == "bitrix24_events"}
+    assert stored["total"] >= 1 and sum(events.values()) == stored["total"]
+    assert {dict(labels)["tenant"] for labels in events} == {"1"}
+
+
+def test_event_lag_is_the_age_of_the_oldest_waiting_event(make_app):
+    import datetime as dt
+
+    from app.extensions import db
+    from app.models import BitrixEvent
+
+    app = make_app()
+    now = dt.datetime.now(dt.UTC)
+    with app.app_context():
+        for i, (status, age) in enumerate([("retry", 120), ("received", 30), ("done", 900), ("failed", 600)]):
+            db.session.add(BitrixEvent(client_id=7, event="ONCRMDEALUPDATE", payload={}, dedupe_key=f"k{i}",
+                                       status=status, attempts=0, received_at=now - dt.timedelta(seconds=age)))
+        db.session.commit()
+    samples = _samples(app.test_client().get("/api/bitrix/metrics").get_data(as_text=True))
+    assert 120 <= _value(samples, "bitrix24_event_lag_seconds", tenant="7") < 180  # done/failed do not count
+    assert _value(samples, "bitrix24_events", tenant="7", status="failed") == 1
