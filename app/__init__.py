@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -11,6 +10,7 @@ from sqlalchemy import event
 
 from .config import app_settings
 from .extensions import bitrix24, db
+from .logs import configure_standalone
 from .services.setup import MIGRATIONS
 
 
@@ -27,8 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///bitrix24.db"  # in the instance folder
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_standalone(str(app.config.get("BITRIX_LOG_FORMAT", "text")).lower())
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         # Concurrent writers (several workers receiving events) wait for the lock instead of failing.

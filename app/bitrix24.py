@@ -108,6 +108,7 @@ class Bitrix24:
         from .config import bitrix24_settings
         from .controllers.openapi import init_api
         from .extensions import db
+        from .logs import install_on_our_loggers
         from .routes.bitrix24_routes import bp
 
         for key, value in bitrix24_settings().items():
@@ -115,6 +116,7 @@ class Bitrix24:
         if "sqlalchemy" not in app.extensions:
             db.init_app(app)
         app.extensions["bitrix24"] = Bitrix24State(app, self)
+        install_on_our_loggers()  # request id, tenant and redaction on our log lines
         init_api(app, bp, url_prefix)  # registers the blueprint, its OpenAPI document and Swagger UI
         app.cli.add_command(bitrix24_cli)
 

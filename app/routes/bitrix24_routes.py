@@ -12,6 +12,7 @@ from typing import Any
 
 from marshmallow import Schema
 
+from .. import logs
 from ..controllers import bitrix24_controller as c
 from ..controllers import items_controller as items
 from ..controllers import ops_controller as ops
@@ -22,6 +23,9 @@ from ..controllers.openapi import ApiBlueprint
 from ..controllers.params import limit_body_size
 
 bp = ApiBlueprint("bitrix24", __name__, description="Bitrix24 CRM, per client")
+bp.before_request(logs.begin_request)  # first: everything after logs with the request id and tenant
+bp.after_request(logs.end_request)
+bp.teardown_request(logs.teardown)
 bp.before_request(limit_body_size)
 bp.before_request(require_api_auth)
 bp.after_request(c.fix_allow_header)

@@ -25,10 +25,12 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import logs
 from ..entities import ENTITIES, entity_for_event
 from ..extensions import db
 from ..models import BitrixEvent, ClientCRMAuth
 from .client_config import configs_for_portal, stored_config
+from .metrics import tenant_label
 
 log = logging.getLogger("app.bitrix24")
 
@@ -260,6 +262,11 @@ def _claim(event_id: int) -> bool:
 
 def dispatch_event(event_id: int) -> BitrixEvent | None:
     """Run the handlers for one stored event and record the outcome. Needs an app context."""
+    with logs.bound(request_id=f"event-{event_id}"):
+        return _dispatch(event_id)
+
+
+def _dispatch(event_id: int) -> BitrixEvent | None:
     if not _claim(event_id):
         return db.session.get(BitrixEvent, event_id)
     row = db.session.get(BitrixEvent, event_id)
@@ -273,24 +280,25 @@ def dispatch_event(event_id: int) -> BitrixEvent | None:
         return row
     event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
     ext = current_app.extensions["bitrix24"].extension
-    try:
-        for handler in ext.handlers_for(row.event):
-            handler(event)
-    except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
-        db.session.rollback()  # whatever the handler left in the session must not block our update
-        row = db.session.get(BitrixEvent, event_id)
-        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if row.attempts >= max_attempts:
-            row.status, row.next_attempt_at = "failed", None
-            log.error("Bitrix24 event %s (%s) failed for good after %d attempts: %s",
-                      row.id, row.event, row.attempts, row.last_error)
+    with logs.bound(tenant=tenant_label(row.client_id)):
+        try:
+            for handler in ext.handlers_for(row.event):
+                handler(event)
+        except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
+            db.session.rollback()  # whatever the handler left in the session must not block our update
+            row = db.session.get(BitrixEvent, event_id)
+            row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            if row.attempts >= max_attempts:
+                row.status, row.next_attempt_at = "failed", None
+                log.error("Bitrix24 event %s (%s) failed for good after %d attempts: %s",
+                          row.id, row.event, row.attempts, row.last_error)
+            else:
+                row.status = "retry"
+                row.next_attempt_at = _now() + dt.timedelta(seconds=_backoff(row.attempts))
+                log.warning("Bitrix24 event %s (%s) handler failed (attempt %d), retrying: %s",
+                            row.id, row.event, row.attempts, row.last_error)
         else:
-            row.status = "retry"
-            row.next_attempt_at = _now() + dt.timedelta(seconds=_backoff(row.attempts))
-            log.warning("Bitrix24 event %s (%s) handler failed (attempt %d), retrying: %s",
-                        row.id, row.event, row.attempts, row.last_error)
-    else:
-        row.status, row.processed_at, row.next_attempt_at, row.last_error = "done", _now(), None, None
+            row.status, row.processed_at, row.next_attempt_at, row.last_error = "done", _now(), None, None
     db.session.commit()
     return row
 

@@ -1,0 +1,82 @@
+"""Request ids, tenants and redaction in the logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from app.logs import RedactFilter, redact
+
+from .conftest import PORTAL_BASE, portal_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = PORTAL_BASE.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_request_id_is_echoed_or_made(configured):
+    made = configured.get("/api/bitrix/clients/1/config")
+    assert len(made.headers["X-Request-ID"]) == 32
+    kept = configured.get("/api/bitrix/clients/1/config", headers={"X-Request-ID": "lb-7f3a.1"})
+    assert kept.headers["X-Request-ID"] == "lb-7f3a.1"
+    refused = configured.get("/api/bitrix/clients/1/config", headers={"X-Request-ID": "bad id <script>" + "x" * 80})
+    assert len(refused.headers["X-Request-ID"]) == 32 and "<" not in refused.headers["X-Request-ID"]
+    assert configured.get("/api/bitrix/clients/x/config").headers["X-Request-ID"]  # errors carry it too
+
+
+def test_log_lines_carry_request_id_and_tenant(configured, portal, caplog):
+    portal.post(portal_url("crm.contact.get"), status=400,
+                json={"error": "", "error_description": "Not found"})
+    with caplog.at_level(logging.INFO, logger="app.bitrix24"):
+        r = configured.get("/api/bitrix/clients/1/contacts/5", headers={"X-Request-ID": "req-123"})
+    assert r.status_code == 404
+    lines = [rec for rec in caplog.records if "crm.contact.get" in rec.getMessage()]
+    assert lines and all((rec.request_id, rec.tenant) == ("req-123", "1") for rec in lines)
+    logging.getLogger("app.bitrix24").warning("outside a request")
+    assert (caplog.records[-1].request_id, caplog.records[-1].tenant) == ("-", "-")
+
+
+def test_secrets_are_redacted_in_messages_and_tracebacks(caplog):
+    log = logging.getLogger("app.bitrix24")
+    with caplog.at_level(logging.INFO, logger="app.bitrix24"):
+        log.info("calling %s", PORTAL_BASE + "crm.deal.add")
+        log.info("event auth[application_token]=s3cr3tt0k3nvalue&auth[domain]=x")
+        log.info('payload {"access_token": "abcdefghijklmnop", "refresh_token": "qrstuvwxyzabcdef"}')
+        log.info("header Authorization: Bearer my-api-key-123456")
+        try:
+            raise ConnectionError(f"could not reach {PORTAL_BASE}crm.deal.add")
+        except ConnectionError:
+            log.exception("failed")
+    text = "\n".join(rec.getMessage() + (rec.exc_text or "") for rec in caplog.records)
+    for secret in (SECRET, "s3cr3tt0k3nvalue", "abcdefghijklmnop", "qrstuvwxyzabcdef", "my-api-key-123456"):
+        assert secret not in text
+    assert "crm.deal.add" in text and "/rest/1/" in text  # what to debug with stays
+
+
+def test_urllib3_request_lines_are_redacted():
+    record = logging.LogRecord("urllib3.connectionpool", logging.DEBUG, __file__, 1,
+                               '%s://%s:%s "%s %s %s" %s %s', ("https", "b24.bitrix24.com", 443, "POST",
+                                                               f"/rest/1/{SECRET}/crm.contact.add", "HTTP/1.1",
+                                                               200, 55), None)
+    assert RedactFilter().filter(record) and SECRET not in record.getMessage()
+    assert redact("no secrets here /api/bitrix/clients/1") == "no secrets here /api/bitrix/clients/1"
+
+
+def test_json_logs_of_the_standalone_app(tmp_path, secret_key):
+    code = (
+        "from app import create_app\n"
+        "app = create_app({'BITRIX_AUTH_DISABLED': True})\n"
+        "app.test_client().get('/api/bitrix/clients/9/config', headers={'X-Request-ID': 'json-1'})\n"
+        "import logging; logging.getLogger('app.bitrix24').warning('token auth[application_token]=zzzzyyyyxxxx')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key, "BITRIX_LOG_FORMAT": "json",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'j.db'}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "name", "message", "request_id", "tenant"} <= set(r) for r in records)
+    last = records[-1]
+    assert last["level"] == "WARNING" and "zzzzyyyyxxxx" not in last["message"]
