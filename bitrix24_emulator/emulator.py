@@ -49,6 +49,7 @@ class Counters:
     operating_limited: int = 0  # 429 OPERATION_TIME_LIMIT (HTTP calls and batch commands)
     failed: int = 0             # injected 500s
     dropped: int = 0            # connections closed with no response
+    connections: int = 0        # TCP connections clients opened (distinct peer address and port)
 
     def __getitem__(self, name):
         return getattr(self, name)
@@ -57,7 +58,7 @@ class Counters:
         return {"requests": self.requests, "by_status": dict(self.by_status),
                 "by_method": dict(self.by_method), "batch_commands": dict(self.batch_commands),
                 "rate_limited": self.rate_limited, "operating_limited": self.operating_limited,
-                "failed": self.failed, "dropped": self.dropped}
+                "failed": self.failed, "dropped": self.dropped, "connections": self.connections}
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Emulator:
         self.clock = Clock(clock, utc_offset_minutes)
         self._now = clock
         self._lock = threading.RLock()
+        self._peers: set[tuple] = set()  # (address, port) of every connection seen
         self._seed = seed
         self._random = random.Random(seed)
         self.store = CrmStore(self.clock, user_id=self.user_id, currency=currency, user_fields=user_fields,
@@ -169,7 +171,11 @@ class Emulator:
         method = segments[-1].lower()
         if method.endswith(".json"):
             method = method[: -len(".json")]
+        peer = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
         with self._lock:
+            if peer not in self._peers:
+                self._peers.add(peer)
+                self.counters.connections += 1
             self.counters.requests += 1
             self.counters.by_method[method] += 1
             fault = self._draw_fault()

@@ -262,3 +262,14 @@ def test_preload_and_stats_endpoint(serve):
         assert stats["records"]["contact"] == 120 and stats["requests"] == 1 and stats["rate_limited"] == 0
     finally:
         server.stop()
+
+
+def test_stats_count_connections(serve):
+    """A kept-alive session is one connection however many requests it sends; a new one is another."""
+    server = serve(limits=False)
+    with requests.Session() as http:
+        for _ in range(5):
+            assert http.post(server.base + "profile", timeout=5).status_code == 200
+    requests.post(server.base + "profile", timeout=5)
+    stats = requests.get(server.url + "/_emulator/stats", timeout=5).json()
+    assert stats["requests"] == 6 and stats["connections"] == 2  # the session and the lone post
