@@ -55,6 +55,8 @@ class Bitrix24State:
             on_event=self.metrics.on_event,
         )
         self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
+        # client_id -> (expires, (webhook base, rate limit)): see client_config.portal_target
+        self.target_cache: dict[Any, tuple[float, Any]] = {}
         from .services.event_queue import make_event_queue
 
         self.event_queue = make_event_queue(redis_url)

@@ -44,6 +44,7 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_EVENT_MAX_BYTES": (65_536, int),  # largest event body the receiver reads
     "BITRIX_EVENT_MAX_ATTEMPTS": (5, int),  # handler runs per event before it is kept as failed
     "BITRIX_EVENT_RETRY_BASE": (30.0, float),  # seconds before the first retry; doubles each time
+    "BITRIX_CONFIG_CACHE_SECONDS": (5.0, float),  # how long a process reuses a client's looked-up config
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
 }
 

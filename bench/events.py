@@ -64,7 +64,7 @@ def run(database_url: str, deliveries: int, senders: int, label: str) -> dict:
     env.update(DATABASE_URL=database_url, BITRIX_SECRET_KEY=Fernet.generate_key().decode(), BITRIX_AUTH_DISABLED="1")
     engine = create_engine(database_url)
     with engine.begin() as conn:  # a clean slate
-        for table in ("bitrix_events", "client_crm_auth", '"CRMs"'):
+        for table in ("bitrix_events", "client_crm_auth", '"CRMs"', "bitrix24_alembic_version"):
             conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     subprocess.run([sys.executable, "setup_bitrix24_crm.py"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = free_port()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -271,7 +272,32 @@ def effective_config(client_id: int | None) -> ClientConfig:
 
 def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
     """The validated webhook base and the client's own bucket settings (None: the app's defaults),
-    or ``ConfigMissing`` saying what to set."""
+    or ``ConfigMissing`` saying what to set.
+
+    Every call needs this, so it is kept for ``BITRIX_CONFIG_CACHE_SECONDS`` (default 5; 0: never):
+    a save or delete in this process takes effect at once, in other processes within that time.
+    """
+    state = _state()
+    key = (client_id, current_app.config.get("BITRIX_WEBHOOK_BASE"))
+    hit = state.target_cache.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    target = _portal_target(client_id)
+    ttl = float(current_app.config.get("BITRIX_CONFIG_CACHE_SECONDS", 5.0))
+    if ttl > 0:
+        state.target_cache[key] = (now + ttl, target)
+    return target
+
+
+def forget_target(client_id: int) -> None:
+    """Drop what ``portal_target`` keeps for a client (its config changed)."""
+    cache = _state().target_cache
+    for key in [k for k in list(cache) if k[0] == client_id]:
+        cache.pop(key, None)
+
+
+def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
     config = effective_config(client_id)
     if not config.webhook_base:
         who = f"client {client_id}" if client_id is not None else "calls without a client"
@@ -319,6 +345,7 @@ def save_config(client_id: int, data: dict[str, Any]) -> ClientConfig:
         row.credentials = ciphertext
     row.portal_domain = portal_domain(merged["webhook_base"])
     db.session.commit()
+    forget_target(client_id)
     return stored_config(client_id)  # type: ignore[return-value]
 
 
@@ -328,6 +355,7 @@ def delete_config(client_id: int) -> bool:
         return False
     db.session.delete(row)
     db.session.commit()
+    forget_target(client_id)
     return True
 
 

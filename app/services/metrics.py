@@ -48,8 +48,9 @@ class Metrics:
                                "Operating time the portal reports used for a method in its 10-minute window "
                                "(time.operating; the limit is 480 s)", ["tenant", "method"], registry=r,
                                multiprocess_mode="max")
-        if event_source is not None:
-            r.register(_EventCollector(event_source))
+        self.event_collector = _EventCollector(event_source) if event_source is not None else None
+        if self.event_collector is not None:
+            r.register(self.event_collector)
 
     # Called from the caller's on_event hook and from bx_call.
     def on_event(self, name: str, info: dict[str, Any]) -> None:
@@ -66,10 +67,9 @@ class Metrics:
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-            for collector in list(self.registry._collector_to_names):  # the event collector reads the database
-                if isinstance(collector, _EventCollector):
-                    registry.register(collector)
+            MultiProcessCollector(registry)  # every worker's counters, from their files
+            if self.event_collector is not None:  # read from the database: the same for every worker
+                registry.register(self.event_collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
