@@ -28,15 +28,12 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+from benchkit import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BURST, DRAIN = 50, 2.0
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 120) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,26 +30,12 @@ import time
 from pathlib import Path
 
 import requests
+from benchkit import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
 
 
 def pct(values: list[float], q: float) -> float:
