@@ -38,6 +38,7 @@ class Bitrix24State:
         self.portals = PortalPool(Timeouts(float(cfg["BITRIX_TIMEOUT_CONNECT"]), float(cfg["BITRIX_TIMEOUT_READ"])))
         self.api_keys = tuple(k.strip() for k in str(cfg["BITRIX_API_KEY"] or "").split(",") if k.strip())
         self.auth_disabled = bool(cfg["BITRIX_AUTH_DISABLED"])
+        self.metrics_keys = tuple(k.strip() for k in str(cfg["BITRIX_METRICS_TOKEN"] or "").split(",") if k.strip())
         self.default_bucket = BucketParams(
             float(cfg["BITRIX_RATE_BURST"]), float(cfg["BITRIX_RATE_DRAIN"]), float(cfg["BITRIX_RATE_SAFETY"])
         )
@@ -57,6 +58,7 @@ class Bitrix24State:
         self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
         # client_id -> (expires, (webhook base, rate limit)): see client_config.portal_target
         self.target_cache: dict[Any, tuple[float, Any]] = {}
+        self.target_generation = 0  # bumped by every config change
         from .services.event_queue import make_event_queue
 
         self.event_queue = make_event_queue(redis_url)

@@ -27,6 +27,7 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_SECRET_KEY": ("", str),  # Fernet key(s), comma-separated, newest first
     "BITRIX_API_KEY": ("", str),  # bearer key(s) for our API, comma-separated for rotation
     "BITRIX_AUTH_DISABLED": (False, env_bool),  # demo only: no API authentication
+    "BITRIX_METRICS_TOKEN": ("", str),  # bearer key(s) for /metrics (BITRIX_API_KEY works too)
     "BITRIX_ALLOWED_HOSTS": ("", str),  # portal host allowlist; empty = Bitrix24 cloud zones
     "BITRIX_REDIS_URL": ("", str),  # shared limiter and event queue (later issues)
     "BITRIX_TIMEOUT_CONNECT": (3.05, float),

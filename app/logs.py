@@ -39,13 +39,22 @@ def _keep(secret: str) -> str:
     return secret[: min(4, len(secret) // 4)] + "…"
 
 
+_TOKEN = r"[A-Za-z0-9._~+/=-]{8,}"  # secret-looking: 8 or more token characters
 _PATTERNS: list[tuple[re.Pattern[str], object]] = [
-    # https://portal/rest/1/<secret>/method -> the secret masked
-    (re.compile(r"(/rest/\d+/)([^/\s\"'?#]+)"), lambda m: m.group(1) + _keep(m.group(2))),
-    # auth[application_token]=..., "application_token": "...", access_token=..., refresh_token...
-    (re.compile(r"((?:application|access|refresh)_token\]?[\"']?\s*[:=]\s*[\"']?)([^\"'&\s,}]+)", re.IGNORECASE),
+    # https://portal/rest/1/<secret>/method, also percent-encoded (%2Frest%2F1%2F<secret>)
+    (re.compile(r"((?:/|%2F)rest(?:/|%2F)\d+(?:/|%2F))([A-Za-z0-9]{8,})(?=/|%2F|\s|$|[\"'?#&])", re.IGNORECASE),
      lambda m: m.group(1) + _keep(m.group(2))),
-    (re.compile(r"(Bearer\s+)([^\s\"',]+)", re.IGNORECASE), lambda m: m.group(1) + _keep(m.group(2))),
+    # auth[application_token]=..., "outbound_token": "...", access/refresh tokens, client_secret,
+    # password=...; brackets may come percent-encoded (auth%5Bapplication_token%5D=...)
+    (re.compile(r"((?:application_token|outbound_token|access_token|refresh_token|client_secret|password|api_key)"
+                r"(?:\]|%5D)?[\"']?\s*(?::|=|%3D)\s*[\"']?)([^\"'&\s,}]+)", re.IGNORECASE),
+     lambda m: m.group(1) + _keep(m.group(2))),
+    # Authorization: Bearer <key> / Basic <credentials>; X-Api-Key: <key>
+    (re.compile(rf"((?:Bearer|Basic)\s+|X-Api-Key:\s*)({_TOKEN})", re.IGNORECASE),
+     lambda m: m.group(1) + _keep(m.group(2))),
+    # passwords in URLs: redis://:pass@host, postgresql://user:pass@host
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)", re.IGNORECASE),
+     lambda m: m.group(1) + _keep(m.group(2)) + m.group(3)),
 ]
 
 
@@ -75,6 +84,9 @@ class RedactFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+            # Formatters that rebuild the traceback from exc_info (python-json-logger does) would
+            # bring the secret back: leave them only the cleaned text.
+            record.exc_info = None
         return True
 
 

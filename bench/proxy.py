@@ -60,7 +60,11 @@ def throughput(make_call, clients: int, total: int) -> tuple[float, int]:
             with lock:
                 if next(counter, None) is None:
                     return
-            if make_call(session).status_code != 200:
+            try:
+                ok = make_call(session).status_code == 200
+            except requests.RequestException:
+                ok = False
+            if not ok:
                 with lock:
                     failures += 1
 

@@ -61,7 +61,16 @@ def test_urllib3_request_lines_are_redacted():
                                                                f"/rest/1/{SECRET}/crm.contact.add", "HTTP/1.1",
                                                                200, 55), None)
     assert RedactFilter().filter(record) and SECRET not in record.getMessage()
-    assert redact("no secrets here /api/bitrix/clients/1") == "no secrets here /api/bitrix/clients/1"
+    for plain in ("no secrets here /api/bitrix/clients/1", "Bearer of bad news", "/api/rest/1/items",
+                  "password reset requested"):
+        assert redact(plain) == plain
+    for text, secret in [("auth%5Bapplication_token%5D=s3cr3tt0k3nvalue&x=1", "s3cr3tt0k3nvalue"),
+                         ("GET x%2Frest%2F1%2Fabcdefgh12345678%2Fprofile", "abcdefgh12345678"),
+                         ('{"outbound_token": "tok-c1-abcdef123"}', "tok-c1-abcdef123"),
+                         ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+                         ("redis://:hunter22pass@redis:6379/0", "hunter22pass"),
+                         ("postgresql+psycopg://bitrix:CHANGEME99@db/x", "CHANGEME99")]:
+        assert secret not in redact(text), text
 
 
 def test_json_logs_of_the_standalone_app(tmp_path, secret_key):
@@ -70,6 +79,10 @@ def test_json_logs_of_the_standalone_app(tmp_path, secret_key):
         "app = create_app({'BITRIX_AUTH_DISABLED': True})\n"
         "app.test_client().get('/api/bitrix/clients/9/config', headers={'X-Request-ID': 'json-1'})\n"
         "import logging; logging.getLogger('app.bitrix24').warning('token auth[application_token]=zzzzyyyyxxxx')\n"
+        "try:\n"
+        "    raise ConnectionError('could not reach https://a.bitrix24.com/rest/1/qwertyuiop123456/crm.deal.add')\n"
+        "except ConnectionError:\n"
+        "    logging.getLogger('app.bitrix24').exception('call failed')\n"
     )
     env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key, "BITRIX_LOG_FORMAT": "json",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'j.db'}"}
@@ -78,5 +91,7 @@ def test_json_logs_of_the_standalone_app(tmp_path, secret_key):
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "name", "message", "request_id", "tenant"} <= set(r) for r in records)
-    last = records[-1]
-    assert last["level"] == "WARNING" and "zzzzyyyyxxxx" not in last["message"]
+    warning, failure = records[-2], records[-1]
+    assert warning["level"] == "WARNING" and "zzzzyyyyxxxx" not in warning["message"]
+    # the traceback too: python-json-logger formats it itself
+    assert "qwertyuiop123456" not in result.stderr and "crm.deal.add" in failure.get("exc_info", "")

@@ -27,19 +27,15 @@ def require_api_auth() -> None:
     if request.endpoint in OPEN_ENDPOINTS:
         return
     state = current_app.extensions["bitrix24"]
+    if request.endpoint == "bitrix24.metrics":
+        _require_metrics_key(state)
+        return
     if state.authorize is not None:
         if not state.authorize(_client_id_from_path()):
             raise ApiError(403, "FORBIDDEN", "not allowed to use the Bitrix24 API for this client")
         return
     if state.api_keys:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        # compare_digest against every key (no early exit) so timing says nothing about which matched.
-        matched = False
-        for key in state.api_keys:
-            matched |= hmac.compare_digest(token.encode("utf-8"), key.encode("utf-8"))
-        if scheme.lower() != "bearer" or not token or not matched:
+        if not _bearer_matches(state.api_keys):
             raise ApiError(401, "UNAUTHORIZED", "send 'Authorization: Bearer <BITRIX_API_KEY>'")
         return
     if state.auth_disabled:
@@ -49,3 +45,26 @@ def require_api_auth() -> None:
         "UNAUTHORIZED",
         "API authentication is not configured: set BITRIX_API_KEY (or BITRIX_AUTH_DISABLED=1 for a local demo)",
     )
+
+
+def _bearer_matches(keys: tuple[str, ...]) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    # compare_digest against every key (no early exit) so timing says nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token.encode("utf-8"), key.encode("utf-8"))
+    return scheme.lower() == "bearer" and bool(token) and matched
+
+
+def _require_metrics_key(state) -> None:
+    """Metrics span every tenant, so the per-client ``authorize`` hook cannot grant them: they need
+    BITRIX_METRICS_TOKEN or BITRIX_API_KEY (or BITRIX_AUTH_DISABLED for a demo)."""
+    keys = state.metrics_keys + state.api_keys
+    if keys:
+        if not _bearer_matches(keys):
+            raise ApiError(401, "UNAUTHORIZED", "send 'Authorization: Bearer <BITRIX_METRICS_TOKEN or BITRIX_API_KEY>'")
+        return
+    if state.auth_disabled:
+        return
+    raise ApiError(401, "UNAUTHORIZED", "metrics need a key: set BITRIX_METRICS_TOKEN (or BITRIX_API_KEY)")

@@ -172,6 +172,14 @@ class EventForm(Schema):
 
 # ----------------------------------------------------------------------------------------------
 # Answers
+#
+# What comes from the portal is passed on as it came (legacy CRM answers flip between strings and
+# numbers, lists and objects): those fields are documented with their usual type but dumped
+# untouched, so an odd answer is never turned into something else or into a 500.
+
+
+def _as_sent(json_type: str, required: bool = False, **metadata: Any) -> fields.Raw:
+    return fields.Raw(required=required, metadata={"type": json_type, **metadata})
 
 
 class Error(Schema):
@@ -188,7 +196,7 @@ class Result(Schema):
 
 
 class CreatedId(Schema):
-    result = fields.Integer(required=True, metadata={"description": "The new record's id (see Location)."})
+    result = _as_sent("integer", required=True, description="The new record's id (see Location).")
 
 
 class Flag(Schema):
@@ -196,9 +204,9 @@ class Flag(Schema):
 
 
 class Page(Schema):
-    result = fields.List(fields.Raw(), required=True)
-    total = fields.Integer()
-    next = fields.Integer(metadata={"description": "start of the next page; absent on the last page."})
+    result = _as_sent("array", required=True, items={})
+    total = _as_sent("integer")
+    next = _as_sent("integer", description="start of the next page; absent on the last page.")
     error = fields.String(metadata={"description": "With all=1: the listing stopped early (rows so far are kept)."})
     error_description = fields.String()
 
@@ -230,7 +238,7 @@ class DebugAnswer(Schema):
 
 
 class UpsertOutcome(Schema):
-    id = fields.Integer()
+    id = _as_sent("integer")
     action = fields.String(metadata={"description": "created or updated"})
     matched_by = fields.String(allow_none=True)
     duplicates = fields.List(fields.Integer())
@@ -244,7 +252,7 @@ class WriteOutcome(Schema):
     index = fields.Integer()
     action = fields.String()
     ok = fields.Boolean()
-    id = fields.Integer(allow_none=True)
+    id = _as_sent("integer", nullable=True)
     error = fields.String()
     error_description = fields.String()
 

@@ -85,9 +85,10 @@ def bx_call(
     except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
         message = f"these params cannot be sent to Bitrix24: {exc}"
         raise BadInput(message, code="INVALID_PARAMS", method=method) from None
-    base, rate_limit = portal_target(client_id)
+    base, rate_limit, source = portal_target(client_id)
     state = current_app.extensions["bitrix24"]
-    metrics, tenant = state.metrics, tenant_label(client_id)
+    # Calls on the global BITRIX_WEBHOOK_BASE are one tenant, "env", whatever client id they name.
+    metrics, tenant = state.metrics, tenant_label(client_id if source == "database" else None)
     started = time.perf_counter()
     try:
         envelope = state.caller.call(
@@ -95,13 +96,10 @@ def bx_call(
             tenant=tenant,
         )
     except Bitrix24Error as exc:
-        metrics.calls.labels(tenant, method.lower(), "error").inc()
-        metrics.errors.labels(tenant, exc.code or type(exc).__name__).inc()
-        metrics.call_seconds.labels(tenant).observe(time.perf_counter() - started)
+        metrics.record_call(tenant, method.lower(), time.perf_counter() - started, exc.code or type(exc).__name__)
         log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
         raise
-    metrics.calls.labels(tenant, method.lower(), "ok").inc()
-    metrics.call_seconds.labels(tenant).observe(time.perf_counter() - started)
+    metrics.record_call(tenant, method.lower(), time.perf_counter() - started)
     log.debug("bitrix24 %s ok for client %s", method, client_id)
     return envelope
 

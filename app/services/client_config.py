@@ -270,9 +270,9 @@ def effective_config(client_id: int | None) -> ClientConfig:
     return env
 
 
-def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
-    """The validated webhook base and the client's own bucket settings (None: the app's defaults),
-    or ``ConfigMissing`` saying what to set.
+def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
+    """The validated webhook base, the client's own bucket settings (None: the app's defaults) and
+    where they come from ("database" or "environment"); or ``ConfigMissing`` saying what to set.
 
     Every call needs this, so it is kept for ``BITRIX_CONFIG_CACHE_SECONDS`` (default 5; 0: never):
     a save or delete in this process takes effect at once, in other processes within that time.
@@ -283,21 +283,29 @@ def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
     now = time.monotonic()
     if hit is not None and hit[0] > now:
         return hit[1]
+    generation = state.target_generation
     target = _portal_target(client_id)
     ttl = float(current_app.config.get("BITRIX_CONFIG_CACHE_SECONDS", 5.0))
-    if ttl > 0:
+    # Not kept if a config changed while we looked (what we read may be the old one).
+    if ttl > 0 and generation == state.target_generation:
+        if len(state.target_cache) >= MAX_CACHED_TARGETS:  # many client ids on the global fallback
+            state.target_cache.clear()
         state.target_cache[key] = (now + ttl, target)
     return target
 
 
+MAX_CACHED_TARGETS = 10_000
+
+
 def forget_target(client_id: int) -> None:
     """Drop what ``portal_target`` keeps for a client (its config changed)."""
-    cache = _state().target_cache
-    for key in [k for k in list(cache) if k[0] == client_id]:
-        cache.pop(key, None)
+    state = _state()
+    state.target_generation += 1
+    for key in [k for k in list(state.target_cache) if k[0] == client_id]:
+        state.target_cache.pop(key, None)
 
 
-def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]:
+def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
     config = effective_config(client_id)
     if not config.webhook_base:
         who = f"client {client_id}" if client_id is not None else "calls without a client"
@@ -306,7 +314,8 @@ def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None]
             "POST /api/bitrix/clients/<id>/config or set BITRIX_WEBHOOK_BASE"
         )
     try:
-        return validate_webhook_base(config.webhook_base, _state().allowed_hosts), config.rate_limit
+        base = validate_webhook_base(config.webhook_base, _state().allowed_hosts)
+        return base, config.rate_limit, config.source
     except InvalidConfig as exc:
         where = "BITRIX_WEBHOOK_BASE" if config.source == "environment" else f"the saved config of client {client_id}"
         raise ConfigMissing(f"{where} is not usable: {exc}") from None

@@ -13,7 +13,9 @@ the Bitrix24 method, ``code`` Bitrix24's error code.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 WAITING = ("received", "queued", "retry", "processing")
+MAX_CODES = 100  # distinct error-code labels per process; more are counted as "other"
+_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+log = logging.getLogger("app.bitrix24")
 
 
 def tenant_label(client_id: int | None) -> str:
@@ -30,7 +35,11 @@ def tenant_label(client_id: int | None) -> str:
 
 class Metrics:
     def __init__(self, event_source=None) -> None:
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder:  # multiprocess mode writes there from the first count on: it must exist
+            os.makedirs(folder, exist_ok=True)
         self.registry = CollectorRegistry(auto_describe=True)
+        self._codes: set[str] = set()
         r = self.registry
         self.calls = Counter("bitrix24_calls", "Bitrix24 REST calls by outcome (ok / error)",
                              ["tenant", "method", "outcome"], registry=r)
@@ -47,16 +56,45 @@ class Metrics:
         self.operating = Gauge("bitrix24_operating_seconds",
                                "Operating time the portal reports used for a method in its 10-minute window "
                                "(time.operating; the limit is 480 s)", ["tenant", "method"], registry=r,
-                               multiprocess_mode="max")
+                               multiprocess_mode="livemostrecent")
         self.event_collector = _EventCollector(event_source) if event_source is not None else None
         if self.event_collector is not None:
             r.register(self.event_collector)
 
-    # Called from the caller's on_event hook and from bx_call.
+    def code_label(self, code: str | None) -> str:
+        """Bitrix24's error code as a label; codes come from the portal, so their number is capped."""
+        code = code or "UNKNOWN"
+        if not _CODE.match(code):
+            return "other"
+        if code not in self._codes:
+            if len(self._codes) >= MAX_CODES:
+                return "other"
+            self._codes.add(code)
+        return code
+
+    def record_call(self, tenant: str, method: str, seconds: float, error_code: str | None = None) -> None:
+        """One bx_call's outcome. Never raises: a metrics problem must not fail a call that was made."""
+        try:
+            if error_code is None:
+                self.calls.labels(tenant, method, "ok").inc()
+            else:
+                self.calls.labels(tenant, method, "error").inc()
+                self.errors.labels(tenant, self.code_label(error_code)).inc()
+            self.call_seconds.labels(tenant).observe(seconds)
+        except Exception:  # e.g. PROMETHEUS_MULTIPROC_DIR removed under us
+            log.warning("could not record metrics for %s", method, exc_info=True)
+
+    # Called from the caller's on_event hook.
     def on_event(self, name: str, info: dict[str, Any]) -> None:
+        try:
+            self._on_event(name, info)
+        except Exception:
+            log.warning("could not record metrics for %s", name, exc_info=True)
+
+    def _on_event(self, name: str, info: dict[str, Any]) -> None:
         tenant = info.get("tenant", "env")
         if name == "retry":
-            self.retries.labels(tenant, info.get("error", "?")).inc()
+            self.retries.labels(tenant, self.code_label(info.get("error"))).inc()
         elif name == "rate_limited":
             self.limits.labels(tenant, "503").inc()
         elif name == "operating_limited":
@@ -84,7 +122,11 @@ class _EventCollector:
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        counts, oldest = self.source()
+        try:
+            counts, oldest = self.source()
+        except Exception:  # the database is down: keep the rest of the scrape
+            log.warning("event metrics skipped: the event table could not be read", exc_info=True)
+            return
         events = GaugeMetricFamily("bitrix24_events", "Stored Bitrix24 events by status (received, queued, "
                                    "processing, retry, done, failed)", labels=["tenant", "status"])
         for client_id, status, n in counts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class SetupReport:
         return out
 
 
+LOCK_TIMEOUT = 120.0  # seconds a setup waits for another one to finish
 # Any fixed 64-bit number: the PostgreSQL advisory lock our setup holds while it runs.
 _PG_SETUP_LOCK = 0x42_58_32_34_53_45_54  # "BX24SET"
 
@@ -58,12 +60,17 @@ def setup_lock(engine: Engine) -> Iterator[None]:
 
     PostgreSQL: a session advisory lock. SQLite file: a lock file beside the database (SQLite's own
     locks don't cover the read-check-then-create sequence, and converting a new file to WAL while
-    others open it can fail without waiting). Other backends rely on the retries in run_setup.
+    others open it can fail without waiting). Other backends (not supported: SQLite and PostgreSQL
+    are) get no lock: run the setup once before starting several workers there.
     """
     url = engine.url
     if url.get_backend_name() == "postgresql":
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SETUP_LOCK})
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_SETUP_LOCK}).scalar():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another setup has held the lock for {LOCK_TIMEOUT:.0f} s")
+                time.sleep(0.2)
             try:
                 yield
             finally:
@@ -72,7 +79,7 @@ def setup_lock(engine: Engine) -> Iterator[None]:
     elif url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
             and not url.database.startswith("file:") and os.path.isdir(os.path.dirname(url.database) or "."):
         # (a missing folder: no lock file, and SQLite's own error says what is wrong)
-        with FileLock(f"{url.database}.setup-lock", timeout=120):
+        with FileLock(f"{url.database}.setup-lock", timeout=LOCK_TIMEOUT):
             yield
     else:
         yield

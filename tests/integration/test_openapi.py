@@ -132,3 +132,15 @@ def test_schemathesis_against_the_app_in_front_of_the_emulator(make_stack, capsy
     assert result.returncode == 0, output[output.find("FAILURES"):][:6000]
     assert summary and int(summary.group(1)) >= 200, output[-2000:]
     assert stack.emulator.counters.requests > 0  # the requests went through to the portal
+
+
+def test_odd_portal_answers_are_passed_on_as_they_came(configured, portal):
+    """The answer schemas document the usual types but never reshape what the portal said."""
+    from ..conftest import portal_url
+
+    portal.post(portal_url("crm.contact.add"), json={"result": "abc"})
+    portal.post(portal_url("crm.contact.list"), json={"result": {"0": {"ID": "1"}}, "total": "many"})
+    created = configured.post("/api/bitrix/clients/1/contacts", json={"NAME": "x"})
+    assert created.status_code == 201 and created.get_json() == {"result": "abc"}
+    listed = configured.get("/api/bitrix/clients/1/contacts")
+    assert listed.status_code == 200 and listed.get_json() == {"result": {"0": {"ID": "1"}}, "total": "many"}

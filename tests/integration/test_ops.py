@@ -103,3 +103,53 @@ def test_event_lag_is_the_age_of_the_oldest_waiting_event(make_app):
     samples = _samples(app.test_client().get("/api/bitrix/metrics").get_data(as_text=True))
     assert 120 <= _value(samples, "bitrix24_event_lag_seconds", tenant="7") < 180  # done/failed do not count
     assert _value(samples, "bitrix24_events", tenant="7", status="failed") == 1
+
+
+def test_metrics_need_a_key_even_with_an_authorize_hook(secret_key, tmp_path):
+    """The hook decides per client; metrics span every tenant, so it cannot grant them."""
+    from flask import Flask
+
+    from app.bitrix24 import Bitrix24
+
+    host = Flask("host")
+    host.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'm.db'}", BITRIX_SECRET_KEY=secret_key,
+                       BITRIX_METRICS_TOKEN="scrape-token-123")
+    Bitrix24(host, authorize=lambda client_id: True)  # lets everyone use the API
+    from app.extensions import db
+
+    with host.app_context():
+        db.create_all()
+    client = host.test_client()
+    assert client.get("/api/bitrix/clients/1/config").status_code == 200
+    assert client.get("/api/bitrix/metrics").status_code == 401
+    ok = client.get("/api/bitrix/metrics", headers={"Authorization": "Bearer scrape-token-123"})
+    assert ok.status_code == 200 and b"bitrix24_calls_total" in ok.data
+
+
+def test_metrics_never_fail_a_call_and_label_the_global_webhook_env(make_stack, monkeypatch, tmp_path):
+    stack = make_stack({"BITRIX_WEBHOOK_BASE": "", "BITRIX_API_KEY": API_KEY, "BITRIX_AUTH_DISABLED": False})
+    stack.http.headers["Authorization"] = f"Bearer {API_KEY}"
+    stack.app.config["BITRIX_WEBHOOK_BASE"] = stack.emulator_server.base  # every client falls back to it
+    for client_id in (5, 6, 7):
+        assert stack.http.post(f"{stack.api}/clients/{client_id}/contacts", json={"NAME": "x"}).status_code == 201
+    samples = _samples(stack.http.get(f"{stack.api}/metrics").text)
+    assert _value(samples, "bitrix24_calls_total", tenant="env", method="crm.contact.add", outcome="ok") == 3
+    assert not any(dict(labels).get("tenant") in ("5", "6", "7") for _, labels in samples)
+
+    metrics = stack.app.extensions["bitrix24"].metrics
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("metrics folder gone")
+
+    monkeypatch.setattr(metrics.calls, "labels", broken)
+    assert stack.http.post(f"{stack.api}/clients/5/contacts", json={"NAME": "y"}).status_code == 201
+
+
+def test_error_codes_from_the_portal_are_bounded_labels():
+    from app.services.metrics import MAX_CODES, Metrics
+
+    metrics = Metrics()
+    assert metrics.code_label("QUERY_LIMIT_EXCEEDED") == "QUERY_LIMIT_EXCEEDED"
+    assert metrics.code_label("<script>") == "other" and metrics.code_label(None) == "UNKNOWN"
+    labels = {metrics.code_label(f"CODE_{i}") for i in range(MAX_CODES * 2)}
+    assert "other" in labels and len(labels) <= MAX_CODES + 1
