@@ -83,15 +83,23 @@ def main(argv=None) -> int:
     if args.event_url:
         print(f"Events go to {args.event_url} with application_token {emu.application_token}", flush=True)
 
+    def ignore_further_signals() -> None:
+        # Ctrl-C reaches the whole process group and `make run` then also sends SIGTERM: a second
+        # signal during the shutdown must not interrupt it (it printed a traceback).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def stop(signum, frame):
+        ignore_further_signals()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        ignore_further_signals()
     finally:
+        ignore_further_signals()
         server.server_close()
         print("Bitrix24 emulator stopped.", flush=True)
     return 0

@@ -64,7 +64,10 @@ def run_two_workers(emulator_base: str, tmp_path: Path, redis_url: str | None, c
     # jitter: pace at 90% here (the default 99% is for the portal's 2 a second, 500 ms a slot).
     env.update(BITRIX_WEBHOOK_BASE=emulator_base, BITRIX_ALLOWED_HOSTS="127.0.0.1", BITRIX_RATE_BURST="10",
                BITRIX_RATE_DRAIN="20", BITRIX_RATE_SAFETY="0.9", BITRIX_SECRET_KEY=Fernet.generate_key().decode(), BITRIX_MAX_WAIT="60",
-               DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")
+               DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
+               # Unshared, two processes can meet several 503s in a row (each retry is paced by its own
+               # bucket only); enough attempts that the control run always finishes.
+               BITRIX_RETRY_ATTEMPTS="30")
     if redis_url:
         env["BITRIX_REDIS_URL"] = redis_url
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(calls)], cwd=ROOT, env=env,
