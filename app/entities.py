@@ -38,7 +38,8 @@ class Entity:
         return (f"{self.event_prefix}ADD", f"{self.event_prefix}UPDATE", f"{self.event_prefix}DELETE")
 
     def valid_field_name(self, name: str) -> bool:
-        return bool((ITEM_FIELD_NAME if self.camel else LEGACY_FIELD_NAME).match(name))
+        # fullmatch: "$" alone would let "NAME\n" through
+        return bool((ITEM_FIELD_NAME if self.camel else LEGACY_FIELD_NAME).fullmatch(name))
 
 
 def smart_process(type_id: int) -> Entity:

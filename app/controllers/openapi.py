@@ -167,6 +167,12 @@ class UpsertEntityConverter(BaseConverter):
 CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, "bx_upsert_entity": UpsertEntityConverter}
 
 
+def _property_names(_converter, field, **_: Any) -> dict[str, Any]:
+    # OpenAPI 3.1 (JSON Schema): which keys an object field takes, from the field's metadata.
+    names = field.metadata.get("property_names")
+    return {"propertyNames": names} if names else {}
+
+
 def _deep_object(_converter, field, **_: Any) -> dict[str, Any]:
     # filter[FIELD]=value is OpenAPI's deepObject style.
     if isinstance(field, ma_fields.Dict):
@@ -192,7 +198,7 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
         spec_kwargs={
             "title": "Bitrix24 CRM integration",
             "version": "1.0.0",
-            "openapi_version": "3.0.3",
+            "openapi_version": "3.1.0",
             "info": {"description": "Per-client Bitrix24 CRM: records, lists, bulk writes, events. Errors are "
                                     '{"error": CODE, "error_description": text, "field": part to fix}.'},
             "security": [{"bearerAuth": []}],
@@ -202,6 +208,7 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "BITRIX_API_KEY"}
     )
     api.ma_plugin.converter.add_parameter_attribute_function(_deep_object)
+    api.ma_plugin.converter.add_attribute_function(_property_names)
     api.register_converter(IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
     api.register_converter(EntityConverter, lambda _: {"type": "string", "enum": list(ENTITIES)})
     api.register_converter(

@@ -11,11 +11,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, pre_load
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
+from ..entities import ENTITIES, ITEM_FIELD_NAME, LEGACY_FIELD_NAME
+from ..services.client_config import PLANS
 from ..services.events import STATUSES
-from .params import MAX_ID
+from .params import FILTER_OPERATORS, MAX_ID
+
+# What the controllers accept as field names (entities.py), stated in the document as propertyNames.
+UPPER_NAMES = {"pattern": LEGACY_FIELD_NAME.pattern}
+CAMEL_NAMES = {"pattern": ITEM_FIELD_NAME.pattern}
+
+
+def _filter_keys(names: dict[str, str]) -> dict[str, str]:
+    return {"pattern": f"^({FILTER_OPERATORS})?{names['pattern'].lstrip('^')}"}
+
+
+def _select_items(names: dict[str, str]) -> dict[str, str]:
+    return {"pattern": rf"^(\*|UF_\*|{names['pattern'].strip('^$')})$"}
+
+
+def _order_by_items(names: dict[str, str]) -> dict[str, str]:
+    return {"pattern": f"^[-+]?{names['pattern'].lstrip('^')}"}
 
 FIELDS_HELP = (
     "Bitrix24 fields by their names: UPPER_CASE (NAME, STAGE_ID, UF_CRM_*) for contacts, deals, leads, "
@@ -24,11 +42,18 @@ FIELDS_HELP = (
 )
 
 
-def _field_map(code: str, description: str, **kwargs: Any) -> fields.Dict:
-    return fields.Dict(
-        keys=fields.String(), values=fields.Raw(allow_none=True), metadata={"code": code, "description": description},
-        **kwargs,
-    )
+def _not_empty(value: dict) -> None:
+    if not value:
+        raise ValidationError("'fields' is empty: give at least one field")
+
+
+def _field_map(code: str, description: str, names: dict[str, str] = UPPER_NAMES, non_empty: bool = False,
+               **kwargs: Any) -> fields.Dict:
+    metadata: dict[str, Any] = {"code": code, "description": description, "property_names": names}
+    if non_empty:
+        metadata["minProperties"] = 1
+        kwargs["validate"] = _not_empty
+    return fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), metadata=metadata, **kwargs)
 
 
 class StrictSchema(Schema):
@@ -43,15 +68,24 @@ class StrictSchema(Schema):
 class RecordBody(StrictSchema):
     """``{"fields": {...}, "params": {...}}``; a bare object of fields is read as ``fields``."""
 
-    fields = _field_map(
-        "INVALID_FIELDS", FIELDS_HELP, required=True,
-        validate=Length(min=1, error="'fields' is empty: give at least one field"),
-    )
+    fields = _field_map("INVALID_FIELDS", FIELDS_HELP, required=True, non_empty=True)
     params = _field_map("INVALID_PARAMS", 'Options of the Bitrix24 method, e.g. {"REGISTER_SONET_EVENT": "N"}.')
 
     @pre_load
     def bare_fields(self, data: Any, **_: Any) -> Any:
         if isinstance(data, dict) and "fields" not in data and "params" not in data:
+            return {"fields": data}
+        return data
+
+
+class ItemBody(StrictSchema):
+    """A smart-process item: ``{"fields": {...}}`` with camelCase names, or the bare fields."""
+
+    fields = _field_map("INVALID_FIELDS", FIELDS_HELP, CAMEL_NAMES, required=True, non_empty=True)
+
+    @pre_load
+    def bare_fields(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and "fields" not in data:
             return {"fields": data}
         return data
 
@@ -69,7 +103,8 @@ class ConfigBody(StrictSchema):
         metadata={"code": "INVALID_CONFIG",
                   "description": "The application_token Bitrix24 sends with this portal's events (null clears it)."},
     )
-    plan = fields.String(metadata={"code": "INVALID_CONFIG", "description": "Rate-limit preset of the portal's plan."})
+    plan = fields.String(validate=OneOf(list(PLANS)),
+                         metadata={"code": "INVALID_CONFIG", "description": "Rate-limit preset of the portal's plan."})
     rate_limit = fields.Dict(
         keys=fields.String(), values=fields.Float(),
         metadata={"code": "INVALID_CONFIG", "example": {"burst": 50, "drain": 2},
@@ -82,8 +117,7 @@ class BatchItem(StrictSchema):
         strict=True, validate=Range(min=1, max=MAX_ID),
         metadata={"code": "INVALID_ID", "description": "Update this record; without id a record is created."},
     )
-    fields = _field_map("INVALID_ITEMS", FIELDS_HELP, required=True,
-                        validate=Length(min=1, error="'fields' is empty: give at least one field"))
+    fields = _field_map("INVALID_ITEMS", FIELDS_HELP, required=True, non_empty=True)
     params = _field_map("INVALID_PARAMS", "Options of the Bitrix24 method.")
 
 
@@ -95,10 +129,21 @@ class BatchWriteBody(StrictSchema):
     )
 
 
+_BATCH_METHOD = (rf"crm\.({'|'.join(e.label for e in ENTITIES.values())})"
+                 r"\.(add|get|update|delete|list|fields)")
+_COMMAND = {"oneOf": [
+    {"type": "string", "pattern": rf"^{_BATCH_METHOD}(\?.*)?$"},
+    {"type": "object", "required": ["method"], "additionalProperties": False,
+     "properties": {"method": {"type": "string", "pattern": rf"^{_BATCH_METHOD}$"}, "params": {"type": "object"}}},
+]}
+
+
 class RawBatchBody(StrictSchema):
     cmd = fields.Raw(
         required=True,
         metadata={"code": "INVALID_COMMAND",
+                  "oneOf": [{"type": "object", "minProperties": 1, "additionalProperties": _COMMAND},
+                            {"type": "array", "minItems": 1, "items": _COMMAND}],
                   "description": 'Commands by key (or a list): "crm.deal.get?id=1" or '
                                  '{"method": ..., "params": {...}}; results of earlier commands can be '
                                  "referenced as $result[key].",
@@ -111,35 +156,46 @@ class RawBatchBody(StrictSchema):
     )
 
 
-class ListQuery(StrictSchema):
-    """What a list request's query string may hold (grouped from ``filter[...]`` / ``order[...]`` keys)."""
+def _list_query(names: dict[str, str]) -> type[StrictSchema]:
+    class ListQuery(StrictSchema):
+        """What a list request's query string may hold (grouped from ``filter[...]`` / ``order[...]``)."""
 
-    BRACKET_KEYS = True  # read by the parser: group filter[...] / order[...] before loading
+        BRACKET_KEYS = True  # read by the parser: group filter[...] / order[...] before loading
 
-    filter = fields.Dict(
-        keys=fields.String(), values=fields.Raw(),
-        metadata={"code": "INVALID_FILTER",
-                  "description": "filter[FIELD]=value, with an operator in front of the field when needed "
-                                 "(filter[>OPPORTUNITY]=1000, filter[%TITLE]=acme, filter[@ID][]=1)."},
-    )
-    order = fields.Dict(
-        keys=fields.String(), values=fields.String(validate=OneOf(["ASC", "DESC"])),
-        metadata={"code": "INVALID_ORDER", "description": "order[FIELD]=ASC|DESC"},
-    )
-    select = fields.List(fields.String(), metadata={"code": "INVALID_SELECT",
-                                                    "description": "Fields to return (select=ID&select=NAME, "
-                                                                   "select[]=ID, or comma-separated)."})
-    ORDER_BY = fields.List(fields.String(), metadata={"code": "INVALID_ORDER",
-                                                      "description": "FIELD (ascending) or -FIELD (descending)."})
-    start = fields.Integer(
-        validate=Range(min=-1, max=MAX_ID),
-        metadata={"code": "INVALID_START", "description": "Offset of the page (the previous answer's next); "
-                                                          "-1 skips counting."},
-    )
-    all = fields.Boolean(
-        truthy={"1", "true"}, falsy={"0", "false"},
-        metadata={"code": "INVALID_ALL", "description": "1: every matching row, streamed as one JSON document."},
-    )
+        filter = fields.Dict(
+            keys=fields.String(), values=fields.Raw(),
+            metadata={"code": "INVALID_FILTER", "property_names": _filter_keys(names),
+                      "description": "filter[FIELD]=value, with an operator in front of the field when needed "
+                                     "(filter[>OPPORTUNITY]=1000, filter[%TITLE]=acme, filter[@ID][]=1)."},
+        )
+        order = fields.Dict(
+            keys=fields.String(), values=fields.String(validate=OneOf(["ASC", "DESC"])),
+            metadata={"code": "INVALID_ORDER", "description": "order[FIELD]=ASC|DESC", "property_names": names},
+        )
+        select = fields.List(
+            fields.String(metadata=_select_items(names)),
+            metadata={"code": "INVALID_SELECT",
+                      "description": "Fields to return (select=ID&select=NAME, select[]=ID, or comma-separated)."},
+        )
+        ORDER_BY = fields.List(
+            fields.String(metadata=_order_by_items(names)),
+            metadata={"code": "INVALID_ORDER", "description": "FIELD (ascending) or -FIELD (descending)."},
+        )
+        start = fields.Integer(
+            validate=Range(min=-1, max=MAX_ID),
+            metadata={"code": "INVALID_START", "description": "Offset of the page (the previous answer's next); "
+                                                              "-1 skips counting."},
+        )
+        all = fields.Boolean(
+            truthy={"1", "true"}, falsy={"0", "false"},
+            metadata={"code": "INVALID_ALL", "description": "1: every matching row, streamed as one JSON document."},
+        )
+
+    return ListQuery
+
+
+ListQuery = _list_query(UPPER_NAMES)
+ItemListQuery = type("ItemListQuery", (_list_query(CAMEL_NAMES),), {})
 
 
 class DebugQuery(StrictSchema):
@@ -162,7 +218,8 @@ class EventsQuery(StrictSchema):
 class EventForm(Schema):
     """What Bitrix24 posts to the event receiver (form-encoded, PHP-style keys)."""
 
-    event = fields.String(required=True, metadata={"example": "ONCRMDEALUPDATE"})
+    event = fields.String(required=True, validate=Regexp(r"^[A-Za-z0-9_]{1,128}$"),
+                          metadata={"example": "ONCRMDEALUPDATE"})
     event_handler_id = fields.String()
     data = fields.Dict(metadata={"description": "data[FIELDS][ID]=42 and the like."})
     ts = fields.String(metadata={"description": "Unix time of the event."})

@@ -87,11 +87,11 @@ route(f"{CLIENT}/events", "list_events", c.list_events, "GET", s.EventPage, quer
 route(f"{CLIENT}/events/<bx_id:event_id>/replay", "replay_event", c.replay_event, "POST", s.EventOne, tags=EVENTS,
       responses={202: {"description": "Queued for a worker"}})
 
-route(ITEMS, "list_items", items.list_items, "GET", s.Page, query=s.ListQuery, tags=ITEMS_TAG)
-route(ITEMS, "create_item", items.create_item, "POST", s.CreatedId, status=201, body=s.RecordBody, tags=ITEMS_TAG)
+route(ITEMS, "list_items", items.list_items, "GET", s.Page, query=s.ItemListQuery, tags=ITEMS_TAG)
+route(ITEMS, "create_item", items.create_item, "POST", s.CreatedId, status=201, body=s.ItemBody, tags=ITEMS_TAG)
 route(f"{ITEMS}/fields", "item_fields", items.item_fields, "GET", s.Result, tags=ITEMS_TAG)
 route(f"{ITEMS}/<bx_id:item_id>", "get_item", items.get_item, "GET", s.Result, tags=ITEMS_TAG)
-route(f"{ITEMS}/<bx_id:item_id>", "update_item", items.update_item, "PATCH", s.Result, body=s.RecordBody,
+route(f"{ITEMS}/<bx_id:item_id>", "update_item", items.update_item, "PATCH", s.Result, body=s.ItemBody,
       tags=ITEMS_TAG)
 route(f"{ITEMS}/<bx_id:item_id>", "delete_item", items.delete_item, "DELETE", s.Result, tags=ITEMS_TAG)
 

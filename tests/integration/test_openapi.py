@@ -51,6 +51,11 @@ def test_openapi_document_lists_every_endpoint(make_app):
     # Generated from the schemas that check requests: the record body and its rules are there.
     record = spec["components"]["schemas"]["RecordBody"]
     assert record["required"] == ["fields"] and record["additionalProperties"] is False
+    # the field-name rules the controllers apply, stated as JSON Schema (OpenAPI 3.1)
+    assert record["properties"]["fields"]["propertyNames"] == {"pattern": "^[A-Z][A-Z0-9_]*$"}
+    assert record["properties"]["fields"]["minProperties"] == 1
+    item = spec["components"]["schemas"]["ItemBody"]
+    assert item["properties"]["fields"]["propertyNames"] == {"pattern": "^[a-z][A-Za-z0-9_]*$"}
     ids = spec["paths"]["/api/bitrix/clients/{client_id}/{entity}/{record_id}"]["parameters"]
     assert {p["name"]: p["schema"].get("minimum") for p in ids}["record_id"] == 1
     assert spec["components"]["responses"]["DEFAULT_ERROR"]["content"]["application/json"]["schema"] == {
@@ -96,6 +101,11 @@ def test_bad_input_refused_by_the_schemas_names_the_field(make_app):
         ("post", "/api/bitrix/clients/1/config", {"webhook_base": 5}, "INVALID_CONFIG", "webhook_base"),
         ("get", "/api/bitrix/clients/1/events?limit=0", None, "INVALID_LIMIT", "limit"),
         ("get", "/api/bitrix/clients/1/deals?order[ID]=UP", None, "INVALID_ORDER", "order[ID]"),
+        ("post", "/api/bitrix/clients/1/contacts", {"fields": {"NAME\n": "a"}}, "INVALID_FIELD_NAME",
+         "fields.NAME\n"),
+        ("post", "/api/bitrix/clients/1/items/128", {"fields": {"title": "a"}, "params": {}}, "INVALID_BODY",
+         "params"),
+        ("post", "/api/bitrix/clients/1/config", {"plan": "gold"}, "INVALID_CONFIG", "plan"),
         # found by schemathesis: a line break inside a filter key was a 500
         ("get", "/api/bitrix/clients/1/deals?filter[%0AID]=1", None, "INVALID_FILTER", "filter[\nID]"),
     ]
