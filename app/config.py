@@ -47,6 +47,8 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_EVENT_RETRY_BASE": (30.0, float),  # seconds before the first retry; doubles each time
     "BITRIX_CONFIG_CACHE_SECONDS": (5.0, float),  # how long a process reuses a client's looked-up config
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
+    # where the Swagger UI page at /api/bitrix/docs loads its scripts from (a self-hosted copy, say)
+    "BITRIX_OPENAPI_SWAGGER_UI_URL": ("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/", str),
 }
 
 

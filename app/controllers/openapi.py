@@ -188,7 +188,6 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
         "BITRIX_OPENAPI_URL_PREFIX": url_prefix,
         "BITRIX_OPENAPI_JSON_PATH": "openapi.json",
         "BITRIX_OPENAPI_SWAGGER_UI_PATH": "docs",
-        "BITRIX_OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
     }
     for key, value in config.items():
         app.config.setdefault(key, value)

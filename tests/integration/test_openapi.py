@@ -62,10 +62,17 @@ def test_openapi_document_lists_every_endpoint(make_app):
         "$ref": "#/components/schemas/Error"}
 
 
-def test_swagger_ui_page(make_app):
+def test_swagger_ui_page(make_app, monkeypatch):
     page = make_app().test_client().get("/api/bitrix/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert "swagger-ui" in page.get_data(as_text=True) and "/api/bitrix/openapi.json" in page.get_data(as_text=True)
+    assert "cdn.jsdelivr.net/npm/swagger-ui-dist@5/" in page.get_data(as_text=True)
+    monkeypatch.setenv("BITRIX_OPENAPI_SWAGGER_UI_URL", "https://static.example.com/swagger/")
+    from app.config import bitrix24_settings
+
+    own = make_app(BITRIX_OPENAPI_SWAGGER_UI_URL=bitrix24_settings()["BITRIX_OPENAPI_SWAGGER_UI_URL"])
+    assert "https://static.example.com/swagger/swagger-ui-bundle.js" in own.test_client().get(
+        "/api/bitrix/docs").get_data(as_text=True)
 
 
 def test_host_app_error_pages_are_untouched(secret_key, tmp_path):
