@@ -25,6 +25,8 @@ from contextlib import contextmanager
 
 from flask import g, request
 
+from .services.secrets import mask
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("bitrix24_request_id", default="-")
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("bitrix24_tenant", default="-")
 
@@ -35,26 +37,22 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s tenant=%(tenan
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(tenant)s %(message)s"
 
 
-def _keep(secret: str) -> str:
-    return secret[: min(4, len(secret) // 4)] + "…"
-
-
 _TOKEN = r"[A-Za-z0-9._~+/=-]{8,}"  # secret-looking: 8 or more token characters
 _PATTERNS: list[tuple[re.Pattern[str], object]] = [
     # https://portal/rest/1/<secret>/method, also percent-encoded (%2Frest%2F1%2F<secret>)
     (re.compile(r"((?:/|%2F)rest(?:/|%2F)\d+(?:/|%2F))([A-Za-z0-9]{8,})(?=/|%2F|\s|$|[\"'?#&])", re.IGNORECASE),
-     lambda m: m.group(1) + _keep(m.group(2))),
+     lambda m: m.group(1) + mask(m.group(2))),
     # auth[application_token]=..., "outbound_token": "...", access/refresh tokens, client_secret,
     # password=...; brackets may come percent-encoded (auth%5Bapplication_token%5D=...)
     (re.compile(r"((?:application_token|outbound_token|access_token|refresh_token|client_secret|password|api_key)"
                 r"(?:\]|%5D)?[\"']?\s*(?::|=|%3D)\s*[\"']?)([^\"'&\s,}]+)", re.IGNORECASE),
-     lambda m: m.group(1) + _keep(m.group(2))),
+     lambda m: m.group(1) + mask(m.group(2))),
     # Authorization: Bearer <key> / Basic <credentials>; X-Api-Key: <key>
     (re.compile(rf"((?:Bearer|Basic)\s+|X-Api-Key:\s*)({_TOKEN})", re.IGNORECASE),
-     lambda m: m.group(1) + _keep(m.group(2))),
+     lambda m: m.group(1) + mask(m.group(2))),
     # passwords in URLs: redis://:pass@host, postgresql://user:pass@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)", re.IGNORECASE),
-     lambda m: m.group(1) + _keep(m.group(2)) + m.group(3)),
+     lambda m: m.group(1) + mask(m.group(2)) + m.group(3)),
 ]
 
 

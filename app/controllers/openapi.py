@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask
 import flask_smorest
 from flask import Flask
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 from marshmallow import fields as ma_fields
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import BaseConverter
@@ -24,8 +25,6 @@ from ..entities import ENTITIES
 from .errors import ApiError
 from .params import MAX_ID, grouped_list_query, json_object
 from .schemas import Error
-
-_UNKNOWN_CODE = {"json": "INVALID_BODY", "query": "UNKNOWN_PARAMETER", "list_query": "UNKNOWN_PARAMETER"}
 
 
 class BxParser(FlaskParser):
@@ -114,16 +113,9 @@ def _first_error(messages: Any) -> tuple[list[Any], str]:
 def _code_for(schema: Schema, path: list[Any]) -> str | None:
     """The ``code`` metadata of the deepest schema field on ``path`` that has one."""
     code = None
-    current: Any = schema
-    for part in path:
-        if isinstance(part, int):
-            continue  # a list index
-        field = current.fields.get(part) if isinstance(current, Schema) else None
-        if field is None:
-            break
-        code = field.metadata.get("code", code)
-        inner = field.inner if isinstance(field, ma_fields.List) else field
-        current = inner.schema if isinstance(inner, ma_fields.Nested) else None
+    for _, field in _walk(schema, path):
+        if field is not None:
+            code = field.metadata.get("code", code)
     return code
 
 
@@ -132,7 +124,7 @@ class ApiBlueprint(flask_smorest.Blueprint):
 
     def add_plain_rule(self, rule: str, endpoint: str, view_func, **options) -> None:
         """A route left out of the document (the JSON 404/405 catch-all)."""
-        flask_smorest.Blueprint.__mro__[1].add_url_rule(self, rule, endpoint, view_func, **options)
+        flask.Blueprint.add_url_rule(self, rule, endpoint, view_func, **options)
 
 
 class Api(flask_smorest.Api):
@@ -217,4 +209,4 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
     return api
 
 
-__all__ = ["Api", "ApiBlueprint", "ValidationError", "init_api"]
+__all__ = ["Api", "ApiBlueprint", "init_api"]

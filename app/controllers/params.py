@@ -139,9 +139,9 @@ def grouped_list_query(raw: bytes | str) -> dict[str, Any]:
 def list_params(entity: Entity, query: dict[str, Any]) -> dict[str, Any]:
     """A loaded ``ListQuery`` -> ``crm.*.list`` params, with the entity's field names checked."""
     params: dict[str, Any] = {}
-    filters: dict[str, Any] = {}
+    filters: dict[str, Any] = query.get("filter") or {}
     order: dict[str, str] = {}
-    for inner, value in (query.get("filter") or {}).items():
+    for inner in filters:
         if not entity.valid_field_name(_FILTER_KEY.match(inner)["field"]):
             raise ApiError(
                 400,
@@ -150,7 +150,6 @@ def list_params(entity: Entity, query: dict[str, Any]) -> dict[str, Any]:
                 "(Bitrix24 silently ignores unknown filter keys and returns every row)",
                 field=f"filter[{inner}]",
             )
-        filters[inner] = value
     for name, direction in (query.get("order") or {}).items():
         if not entity.valid_field_name(name):
             raise ApiError(400, "INVALID_ORDER", f"order[{name}] must name a Bitrix24 field", field=f"order[{name}]")

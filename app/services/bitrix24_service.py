@@ -32,7 +32,7 @@ from .errors import (
     TransportError,
 )
 from .metrics import tenant_label
-from .wire import encode_form, flatten_params
+from .wire import flatten_params, form_body
 
 __all__ = [
     "bx_call",
@@ -80,8 +80,9 @@ def bx_call(
     if not isinstance(method, str) or not _METHOD.fullmatch(method):
         raise BadInput(f"{method!r} is not a Bitrix24 method name", code="INVALID_METHOD")
     try:
-        # Refuse what cannot be sent before it takes a place in the portal's bucket.
-        encode_form(flatten_params(params))
+        # Encoded here, once: what cannot be sent is refused before it takes a place in the
+        # portal's bucket, and retries send this same body.
+        body = form_body(params)
     except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
         message = f"these params cannot be sent to Bitrix24: {exc}"
         raise BadInput(message, code="INVALID_PARAMS", method=method) from None
@@ -92,7 +93,7 @@ def bx_call(
     started = time.perf_counter()
     try:
         envelope = state.caller.call(
-            base, method, params, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
+            base, method, body, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
             tenant=tenant,
         )
     except Bitrix24Error as exc:

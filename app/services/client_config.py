@@ -270,6 +270,9 @@ def effective_config(client_id: int | None) -> ClientConfig:
     return env
 
 
+MAX_CACHED_TARGETS = 10_000  # client ids kept by portal_target before it starts over
+
+
 def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
     """The validated webhook base, the client's own bucket settings (None: the app's defaults) and
     where they come from ("database" or "environment"); or ``ConfigMissing`` saying what to set.
@@ -292,9 +295,6 @@ def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, 
             state.target_cache.clear()
         state.target_cache[key] = (now + ttl, target)
     return target
-
-
-MAX_CACHED_TARGETS = 10_000
 
 
 def forget_target(client_id: int) -> None:

@@ -18,7 +18,7 @@ from requests.adapters import HTTPAdapter
 
 from .errors import PortalMoved, PortalTimeout, ServerError, TransportError, classify
 from .secrets import mask_url
-from .wire import encode_form, flatten_params
+from .wire import form_body
 
 USER_AGENT = "flask-bitrix24/0.1 (+python-requests)"
 
@@ -42,8 +42,9 @@ class PortalClient:
         self.session.mount("https://", adapter)
 
     def call(self, base: str, method: str, params: Any = None) -> dict[str, Any]:
-        """POST ``method`` with form-encoded ``params``; return the decoded envelope or raise."""
-        body = encode_form(flatten_params(params))
+        """POST ``method`` with form-encoded ``params`` (or a ready ``EncodedForm``); return the
+        decoded envelope or raise."""
+        body = form_body(params)
         url = base + method + ".json"
         try:
             response = self.session.post(

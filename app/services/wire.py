@@ -124,6 +124,17 @@ def encode_form(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='', errors='strict')}={quote(v, safe='', errors='strict')}" for k, v in pairs)
 
 
+class EncodedForm(str):
+    """A request body already made by ``form_body``: passed down as it is, not encoded again."""
+
+
+def form_body(params: Any) -> EncodedForm:
+    """``params`` as the form body Bitrix24 reads (``flatten_params`` + ``encode_form``), once."""
+    if isinstance(params, EncodedForm):
+        return params
+    return EncodedForm(encode_form(flatten_params(params)))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Reading PHP-style forms (Bitrix24's outbound events)
 
