@@ -18,9 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: DATABASE_URL, else SQLite in instance/)")
     args = parser.parse_args(argv)
 
-    from app import create_app
-    from app.config import app_settings
-    from app.services.setup import run_setup
+    from flask_bitrix24 import create_app
+    from flask_bitrix24.config import app_settings
+    from flask_bitrix24.services.setup import run_setup
 
     overrides = {"BITRIX_AUTO_SETUP": False}
     if args.database_url:

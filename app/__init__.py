@@ -1,59 +1,94 @@
-"""The standalone app: ``create_app()`` is what ``make run`` and ``flask --app app run`` serve."""
+"""flask_bitrix24: a multi-tenant Bitrix24 CRM integration for Flask apps.
+
+In a host app::
+
+    from flask_bitrix24 import Bitrix24
+    bitrix24 = Bitrix24(db=db)          # the host's Flask-SQLAlchemy instance
+    bitrix24.init_app(app)              # in the app factory
+
+This is the one public module: everything a host uses is imported from here (``__all__``).
+``create_app`` builds the standalone app (``flask --app app run`` in this repository).
+Importing it creates nothing, touches no logger outside ``flask_bitrix24`` and reads no setting.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from flask_migrate import Migrate
-from sqlalchemy import event
+from ._version import __version__
+from .extension import Bitrix24
+from .hooks import AuthorizeHook, EventHandler
+from .models import ClientConfigMixin, CRMMixin, EventLogMixin
+from .runtime import Runtime, runtime
+from .services.bitrix24_service import (
+    BadInput,
+    Bitrix24Error,
+    ConfigMissing,
+    LimitExceeded,
+    MethodNotFound,
+    NotFound,
+    OperatingLimit,
+    PortalAuthFailed,
+    PortalMoved,
+    PortalTimeout,
+    RateLimited,
+    ServerError,
+    TransportError,
+    bx_batch,
+    bx_call,
+    bx_list_all,
+    flatten_params,
+)
+from .services.client_config import InvalidConfig
+from .services.events import Event
+from .store import ClientConfig, ConfigStore, ConfigValues, CRMRow, EncryptedStore, ModelStore, StoreNotReady
 
-from .config import app_settings
-from .extensions import bitrix24, db
-from .logs import configure_standalone
-from .services.setup import MIGRATIONS
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the app. ``config`` overrides settings read from the environment (tests use it).
+    """The standalone app (SQLite by default, our own migrations); see ``standalone.create_app``."""
+    from .standalone import create_app as build
 
-    Reads DATABASE_URL and every BITRIX_* variable (see app/config.py). Creates the tables and the
-    Bitrix24 CRM row on start unless ``BITRIX_AUTO_SETUP`` is False (the setup is idempotent).
-    """
-    app = Flask(__name__, instance_relative_config=True)
-    app.config.update(app_settings())
-    app.config["BITRIX_AUTO_SETUP"] = True
-    if config:
-        app.config.update(config)
-    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
-        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///bitrix24.db"  # in the instance folder
-    configure_standalone(str(app.config.get("BITRIX_LOG_FORMAT", "text")).lower())
-
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        # Concurrent writers (several workers receiving events) wait for the lock instead of failing.
-        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
-        options.setdefault("connect_args", {}).setdefault("timeout", 30)
-    db.init_app(app)
-    bitrix24.init_app(app)
-    # `flask --app app db ...` for writing this repo's own migrations (a host app keeps its own Migrate;
-    # our setup applies ours without it).
-    Migrate(app, db, directory=str(MIGRATIONS))
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        with app.app_context():
-            event.listen(db.engine, "connect", _sqlite_pragmas)
-
-    if app.config["BITRIX_AUTO_SETUP"]:
-        from .services.setup import run_setup
-
-        with app.app_context():
-            run_setup()
-    return app
+    return build(config)
 
 
-def _sqlite_pragmas(connection, _record) -> None:
-    # WAL lets readers work while one process writes; busy_timeout makes writers queue.
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+__all__ = [
+    "AuthorizeHook",
+    "BadInput",
+    "Bitrix24",
+    "Bitrix24Error",
+    "CRMMixin",
+    "CRMRow",
+    "ClientConfig",
+    "ClientConfigMixin",
+    "ConfigMissing",
+    "ConfigStore",
+    "ConfigValues",
+    "EncryptedStore",
+    "Event",
+    "EventHandler",
+    "EventLogMixin",
+    "InvalidConfig",
+    "LimitExceeded",
+    "MethodNotFound",
+    "ModelStore",
+    "NotFound",
+    "OperatingLimit",
+    "PortalAuthFailed",
+    "PortalMoved",
+    "PortalTimeout",
+    "RateLimited",
+    "Runtime",
+    "ServerError",
+    "StoreNotReady",
+    "TransportError",
+    "__version__",
+    "bx_batch",
+    "bx_call",
+    "bx_list_all",
+    "create_app",
+    "flatten_params",
+    "runtime",
+]

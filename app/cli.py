@@ -12,12 +12,18 @@ bitrix24_cli = AppGroup("bitrix24", help="Bitrix24 integration: setup and mainte
 @bitrix24_cli.command("setup")
 @with_appcontext
 def setup_command() -> None:
-    """Create the integration's tables and the Bitrix24 CRM row (idempotent)."""
-    from .services.setup import run_setup
+    """Check (in a host app) or create (standalone) the integration's tables, and add the Bitrix24
+    CRM row where the store says how (idempotent). Exits 1 with what to do when something is missing."""
+    from .services.setup import SetupIncomplete, run_setup
 
-    report = run_setup()
+    try:
+        report = run_setup()
+    except SetupIncomplete as exc:
+        raise click.ClickException(str(exc)) from None
     for line in report.lines():
         click.echo(line)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @bitrix24_cli.command("generate-key")
@@ -90,12 +96,12 @@ def worker_command(burst: bool, interval: float) -> None:
 
     from flask import current_app
 
-    from .extensions import db
+    from .runtime import runtime
     from .services import events
+    from .services.event_queue import app_job_class
 
     app = current_app._get_current_object()
-    events._worker_app = app
-    queue = app.extensions["bitrix24"].event_queue
+    queue = runtime(app).event_queue
     stop = threading.Event()
 
     def sweep_forever() -> None:
@@ -116,7 +122,8 @@ def worker_command(burst: bool, interval: float) -> None:
         if not burst:
             threading.Thread(target=sweep_forever, daemon=True).start()
         click.echo(f"Bitrix24 event worker (RQ) on {queue.queue.name}")
-        Worker([queue.queue], connection=queue.connection).work(burst=burst)
+        # Each job in a fresh app context of this app: the host's handlers, a new session.
+        Worker([queue.queue], connection=queue.connection, job_class=app_job_class(app)).work(burst=burst)
         stop.set()
         return
     click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
@@ -125,5 +132,5 @@ def worker_command(burst: bool, interval: float) -> None:
         try:
             events.run_due()
         except Exception as exc:  # keep going: the database may come back
-            db.session.rollback()
+            runtime(app).session.rollback()
             click.echo(f"sweep failed: {exc}", err=True)

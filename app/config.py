@@ -24,12 +24,14 @@ def env_bool(value: Any) -> bool:
 BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_WEBHOOK_BASE": ("", str),  # global fallback webhook base
     "BITRIX_OUTBOUND_TOKEN": ("", str),  # global fallback application token for events
+    # 1: a client without a saved config uses BITRIX_WEBHOOK_BASE (one portal); 0: CONFIG_MISSING
+    "BITRIX_ENV_FALLBACK": (True, env_bool),
     "BITRIX_SECRET_KEY": ("", str),  # Fernet key(s), comma-separated, newest first
     "BITRIX_API_KEY": ("", str),  # bearer key(s) for our API, comma-separated for rotation
     "BITRIX_AUTH_DISABLED": (False, env_bool),  # demo only: no API authentication
     "BITRIX_METRICS_TOKEN": ("", str),  # bearer key(s) for /metrics (BITRIX_API_KEY works too)
     "BITRIX_ALLOWED_HOSTS": ("", str),  # portal host allowlist; empty = Bitrix24 cloud zones
-    "BITRIX_REDIS_URL": ("", str),  # shared limiter and event queue (later issues)
+    "BITRIX_REDIS_URL": ("", str),  # shared limiter and event queue (the `redis` extra)
     "BITRIX_TIMEOUT_CONNECT": (3.05, float),
     "BITRIX_TIMEOUT_READ": (30.0, float),
     "BITRIX_MAX_BODY_BYTES": (1_048_576, int),  # largest request body our endpoints read

@@ -9,7 +9,7 @@
   access / refresh tokens, bearer keys.
 - ``BITRIX_LOG_FORMAT=json`` (standalone app) writes one JSON object per line (python-json-logger).
 
-The filters go on our own loggers (``app.bitrix24`` and the HTTP client's ``urllib3``, which logs
+The filters go on our own loggers (``flask_bitrix24`` and the HTTP client's ``urllib3``, which logs
 request paths, secret included, at DEBUG); the standalone app also puts them on its root handler.
 A host app adds them to its own handlers with ``install_filters(handler)``.
 """
@@ -89,7 +89,7 @@ class RedactFilter(logging.Filter):
 
 
 _CONTEXT, _REDACT = ContextFilter(), RedactFilter()
-OUR_LOGGERS = ("app.bitrix24", "urllib3.connectionpool")
+OUR_LOGGERS = ("flask_bitrix24", "urllib3.connectionpool")
 
 
 def install_filters(target: logging.Logger | logging.Handler) -> None:
@@ -118,6 +118,9 @@ def configure_standalone(log_format: str) -> None:
         root.setLevel(logging.INFO)
     for handler in root.handlers:
         install_filters(handler)
+    # Alembic says "Context impl SQLiteImpl" on every start; our setup report says what was applied.
+    if logging.getLogger("alembic").level == logging.NOTSET:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -70,8 +70,7 @@ class Emulator:
 
 def our_app(base: str, tmp: str):
     from cryptography.fernet import Fernet
-
-    from app import create_app
+    from flask_bitrix24 import create_app
 
     return create_app({
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/bench-{time.monotonic_ns()}.db",
@@ -116,7 +115,7 @@ def measure(label: str, rows: int, setup, preload: int = 0, needed: int = 0) -> 
 
 def ours_list(tmp: str):
     def setup(base: str):
-        from app.services.bitrix24_service import bx_list_all
+        from flask_bitrix24.services.bitrix24_service import bx_list_all
 
         app = our_app(base, tmp)
 
@@ -144,7 +143,7 @@ def items(n: int) -> list[dict]:
 
 def ours_create(tmp: str, n: int):
     def setup(base: str):
-        from app.services.bulk import bulk_write
+        from flask_bitrix24.services.bulk import bulk_write
 
         app, payload = our_app(base, tmp), items(n)
 
@@ -214,7 +213,7 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=100_000, help="rows for the memory run (0: skip)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    for name in ("fast_bitrix24", "app.bitrix24", "werkzeug"):
+    for name in ("fast_bitrix24", "flask_bitrix24", "werkzeug"):
         logging.getLogger(name).setLevel(logging.WARNING)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

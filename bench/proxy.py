@@ -92,7 +92,7 @@ def in_process_times(env: dict, emulator: str, calls: int, call_direct, direct) 
     import tempfile as _tempfile
 
     sys.path.insert(0, str(ROOT))
-    from app import create_app
+    from flask_bitrix24 import create_app
 
     config = {key: env[key] for key in ("BITRIX_SECRET_KEY", "BITRIX_API_KEY", "BITRIX_WEBHOOK_BASE",
                                         "BITRIX_ALLOWED_HOSTS")}

@@ -54,7 +54,7 @@ def main() -> int:
             print(f"port {emulator_port} is in use: stop what runs there or set EMULATOR_PORT", file=sys.stderr)
             return 1
         sys.path.insert(0, str(ROOT))
-        from app.services.client_config import DEFAULT_ALLOWED_HOSTS
+        from flask_bitrix24.services.client_config import DEFAULT_ALLOWED_HOSTS
 
         event_url = f"http://127.0.0.1:{port}/api/bitrix/webhook"
         emulator = subprocess.Popen(

@@ -12,9 +12,8 @@ from urllib.parse import parse_qsl
 import pytest
 import responses
 from cryptography.fernet import Fernet
-
-from app import create_app
-from app.services.wire import parse_php_form
+from flask_bitrix24 import create_app
+from flask_bitrix24.services.wire import parse_php_form
 
 PORTAL_HOST = "b24-test.bitrix24.com"
 PORTAL_SECRET = "s3cr3tW3bh00kXyZ"
@@ -65,9 +64,8 @@ def database_url(request, tmp_path) -> str:
 
 
 def _drop_our_tables(url: str) -> None:
+    from flask_bitrix24.extensions import db
     from sqlalchemy import create_engine, text
-
-    from app.extensions import db
 
     engine = create_engine(url)
     try:
@@ -134,7 +132,7 @@ def make_app(tmp_path, secret_key, database_url):
         return app
 
     yield factory
-    from app.extensions import db
+    from flask_bitrix24.extensions import db
 
     for app in created:
         with app.app_context():

@@ -41,7 +41,7 @@ def test_key_also_guards_unknown_paths(make_app):
 
 
 def test_authorize_hook_decides_per_client(make_app):
-    from app.extensions import bitrix24
+    from flask_bitrix24.extensions import bitrix24
 
     seen = []
 
@@ -49,7 +49,7 @@ def test_authorize_hook_decides_per_client(make_app):
         seen.append(client_id)
         return client_id == 1
 
-    bitrix24.authorize_hook = hook
+    bitrix24.hooks.authorize = hook
     try:
         app = make_app(BITRIX_AUTH_DISABLED=False)
         c = app.test_client()
@@ -58,7 +58,7 @@ def test_authorize_hook_decides_per_client(make_app):
         assert r.status_code == 403 and r.get_json()["error"] == "FORBIDDEN"
         assert seen == [1, 2]
     finally:
-        bitrix24.authorize_hook = None
+        bitrix24.hooks.authorize = None
 
 
 def test_auth_disabled_logs_a_warning(make_app, caplog):
@@ -79,8 +79,7 @@ def test_event_receiver_does_not_need_the_api_key(make_app):
 
 def test_authorize_decorator_as_the_readme_shows(make_app):
     from flask import request
-
-    from app.extensions import bitrix24
+    from flask_bitrix24.extensions import bitrix24
 
     @bitrix24.authorize
     def may_use(client_id):
@@ -92,4 +91,4 @@ def test_authorize_decorator_as_the_readme_shows(make_app):
         assert c.get("/api/bitrix/clients/7/config", headers={"X-User-Client": "7"}).status_code == 200
         assert c.get("/api/bitrix/clients/7/config", headers={"X-User-Client": "8"}).status_code == 403
     finally:
-        bitrix24.authorize_hook = None
+        bitrix24.hooks.authorize = None

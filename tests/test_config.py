@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from flask_bitrix24.services.client_config import DEFAULT_ALLOWED_HOSTS, InvalidConfig, validate_webhook_base
 
-from app.services.client_config import DEFAULT_ALLOWED_HOSTS, InvalidConfig, validate_webhook_base
 from tests.conftest import PORTAL_BASE, PORTAL_SECRET, portal_url
 
 ALLOW_LOOPBACK = ("127.0.0.1", "localhost", *DEFAULT_ALLOWED_HOSTS)
@@ -143,7 +143,7 @@ def test_secrets_not_in_clear_in_the_database_file(make_app, tmp_path):
     c = app.test_client()
     c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE, "outbound_token": "TOKEN-in-clear-xyz"})
     with app.app_context():
-        from app.extensions import db
+        from flask_bitrix24.extensions import db
 
         db.engine.dispose()
     raw = Path(db_file).read_bytes()
@@ -179,14 +179,14 @@ def test_key_rotation_reads_old_rows(make_app, secret_key):
 
 
 def test_bad_secret_key_fails_fast(make_app):
-    from app.services.secrets import SecretKeyError
+    from flask_bitrix24.services.secrets import SecretKeyError
 
     with pytest.raises(SecretKeyError, match="generate-key"):
         make_app(BITRIX_SECRET_KEY="not-a-fernet-key")
 
 
 def test_generated_key_file_is_private(make_app, tmp_path, caplog, monkeypatch):
-    from app.services.secrets import load_cipher
+    from flask_bitrix24.services.secrets import load_cipher
 
     instance = tmp_path / "inst"
     with caplog.at_level(logging.WARNING):

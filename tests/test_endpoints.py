@@ -194,8 +194,8 @@ def test_one_session_per_portal_is_reused(app, configured, portal):
 
 
 def test_bx_call_raises_typed_errors_outside_requests(app, portal):
-    from app.services.bitrix24_service import NotFound, bx_call
-    from app.services.client_config import save_config
+    from flask_bitrix24.services.bitrix24_service import NotFound, bx_call
+    from flask_bitrix24.services.client_config import save_config
 
     portal.post(portal_url("crm.deal.get"), status=400, json={"error": "", "error_description": "Not found"})
     with app.app_context():
@@ -207,7 +207,7 @@ def test_bx_call_raises_typed_errors_outside_requests(app, portal):
 
 
 def test_bx_call_refuses_method_names_that_would_change_the_url(app):
-    from app.services.bitrix24_service import BadInput, bx_call
+    from flask_bitrix24.services.bitrix24_service import BadInput, bx_call
 
     with app.app_context():
         for bad in ("../profile", "crm.contact.get?x=1", "a/b", "", "crm..get"):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from flask_bitrix24.extensions import bitrix24, db
+from flask_bitrix24.models.standalone import BitrixEvent
 
-from app.extensions import bitrix24, db
-from app.models import BitrixEvent
 from tests.conftest import portal_url
 from tests.test_webhook import event_form
 
@@ -13,10 +13,10 @@ from tests.test_webhook import event_form
 @pytest.fixture
 def handlers():
     """Register handlers for one test only."""
-    saved = {k: list(v) for k, v in bitrix24._handlers.items()}
+    saved = {k: list(v) for k, v in bitrix24.hooks._handlers.items()}
     yield bitrix24
-    bitrix24._handlers.clear()
-    bitrix24._handlers.update(saved)
+    bitrix24.hooks._handlers.clear()
+    bitrix24.hooks._handlers.update(saved)
 
 
 def rows(app):
@@ -75,7 +75,7 @@ def test_handler_raising_is_retried_with_backoff_then_kept_as_failed(make_app, h
     assert (row.status, row.attempts) == ("retry", 1) and "downstream is down (1)" in row.last_error
     assert row.next_attempt_at is not None
 
-    from app.services.events import run_due
+    from flask_bitrix24.services.events import run_due
 
     with app.app_context():
         assert run_due() == 1  # the retry is due (base 0 s)
@@ -86,7 +86,7 @@ def test_handler_raising_is_retried_with_backoff_then_kept_as_failed(make_app, h
     assert attempts == [1, 2, 3]
 
     # an operator fixes the cause and replays it
-    handlers._handlers["ONCRMDEALUPDATE"] = [lambda e: attempts.append("fixed")]
+    handlers.hooks._handlers["ONCRMDEALUPDATE"] = [lambda e: attempts.append("fixed")]
     r = client.post(f"/api/bitrix/clients/1/events/{row.id}/replay")
     assert r.status_code == 404  # the event belongs to no client (it came with the environment's token)
     runner = app.test_cli_runner()
@@ -196,7 +196,7 @@ def test_malformed_member_id_and_surrogates_are_not_stored(app, configured):
     bad["auth[member_id]"] = "x" * 40
     assert configured.post("/api/bitrix/webhook", data=bad).status_code == 200
     with app.app_context():
-        from app.models import ClientCRMAuth
+        from flask_bitrix24.models.standalone import ClientCRMAuth
 
         assert db.session.query(ClientCRMAuth).one().member_id is None
     for body in ({"event": "X", "auth": {"application_token": "\ud800"}},
@@ -244,15 +244,12 @@ def test_events_queued_while_the_worker_is_down_are_handled_when_it_is_back(make
     assert queue.queue.count == 5
 
     # the worker comes back
+    from flask_bitrix24.services.event_queue import app_job_class
     from rq import SimpleWorker
 
-    from app.services import events
-
-    events._worker_app = app
-    try:
-        SimpleWorker([queue.queue], connection=queue.connection).work(burst=True)
-    finally:
-        events._worker_app = None
+    # jobs name our function by its real module path, whatever the host's package is called
+    assert {job.func_name for job in queue.queue.jobs} == {"flask_bitrix24.services.events.run_event_job"}
+    SimpleWorker([queue.queue], connection=queue.connection, job_class=app_job_class(app)).work(burst=True)
     assert sorted(handled) == ["0", "1", "2", "3", "4"]
     assert {e.status for e in rows(app)} == {"done"}
 
@@ -313,7 +310,7 @@ def test_a_run_that_died_mid_handler_is_taken_up_again(make_app, handlers):
         row.status, row.attempts = "processing", 1  # a worker claimed it, then was killed
         row.next_attempt_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=600)
         db.session.commit()
-        from app.services.events import EventBusy, replay, run_due
+        from flask_bitrix24.services.events import EventBusy, replay, run_due
 
         with pytest.raises(EventBusy):
             replay(event_id)  # the lease still holds: no second run at the same time
@@ -338,7 +335,7 @@ def test_an_event_whose_runs_keep_dying_ends_as_failed(make_app, handlers):
         row.status, row.attempts = "processing", 3  # three runs died without an outcome
         row.next_attempt_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         db.session.commit()
-        from app.services.events import run_due
+        from flask_bitrix24.services.events import run_due
 
         run_due()
     (row,) = rows(app)

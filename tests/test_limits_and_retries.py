@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-
-from app.services.bitrix24_service import (
+from flask_bitrix24.services.bitrix24_service import (
     OperatingLimit,
     PortalTimeout,
     RateLimited,
@@ -14,7 +13,8 @@ from app.services.bitrix24_service import (
     TransportError,
     bx_call,
 )
-from app.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
+from flask_bitrix24.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
+
 from tests.conftest import PORTAL_BASE, portal_url
 
 LIMIT_503 = {"status": 503, "json": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}}
@@ -188,7 +188,7 @@ def test_timeouts_surface_after_the_retries(env_app, portal):
 def test_client_errors_are_not_retried(env_app, portal):
     portal.post(portal_url("crm.contact.get"), status=400, json={"error": "", "error_description": "Not found"})
     portal.post(portal_url("crm.deal.get"), status=401, json={"error": "INVALID_CREDENTIALS", "error_description": "x"})
-    from app.services.bitrix24_service import NotFound, PortalAuthFailed
+    from flask_bitrix24.services.bitrix24_service import NotFound, PortalAuthFailed
 
     for method, error in (("crm.contact.get", NotFound), ("crm.deal.get", PortalAuthFailed)):
         with pytest.raises(error):
@@ -242,7 +242,7 @@ def test_api_answers_429_with_retry_after_from_operating_reset_at(make_app, port
 
 
 def test_redis_bucket_has_the_same_semantics(redis_url):
-    from app.services.limiter import RedisBuckets
+    from flask_bitrix24.services.limiter import RedisBuckets
 
     buckets = RedisBuckets(redis_url, prefix="test:bucket:")
     key = f"p-{id(buckets)}"
@@ -277,7 +277,7 @@ def test_after_the_reset_time_passed_a_429_waits_a_whole_bucket(env_app, portal)
 
 
 def test_a_delete_not_found_after_a_refused_connection_is_not_called_done(env_app, portal):
-    from app.services.bitrix24_service import NotFound
+    from flask_bitrix24.services.bitrix24_service import NotFound
 
     portal.post(portal_url("crm.deal.delete"), body=requests.exceptions.ConnectionError("Connection refused"))
     portal.post(portal_url("crm.deal.delete"), status=400, json={"error": "", "error_description": "Not found"})
@@ -286,7 +286,7 @@ def test_a_delete_not_found_after_a_refused_connection_is_not_called_done(env_ap
 
 
 def test_bulk_write_waits_out_the_portals_own_limit_before_looking_after_a_timeout(make_app, portal):
-    from app.services.bulk import bulk_write
+    from flask_bitrix24.services.bulk import bulk_write
 
     app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_TIMEOUT_READ=30)
     portal.post(portal_url("batch"), body=requests.exceptions.ReadTimeout("read timed out"))
@@ -301,7 +301,7 @@ def test_bulk_write_waits_out_the_portals_own_limit_before_looking_after_a_timeo
 
 
 def test_bx_batch_keeps_the_results_of_requests_that_ran_when_a_later_one_fails(env_app, portal):
-    from app.services.bitrix24_service import PortalAuthFailed, bx_batch
+    from flask_bitrix24.services.bitrix24_service import PortalAuthFailed, bx_batch
 
     first = {f"c{i}": i for i in range(50)}
     portal.post(portal_url("batch"), json={"result": {"result": first, "result_error": [], "result_total": [],

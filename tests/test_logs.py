@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.logs import RedactFilter, redact
+from flask_bitrix24.logs import RedactFilter, redact
 
 from .conftest import PORTAL_BASE, portal_url
 
@@ -29,18 +29,18 @@ def test_request_id_is_echoed_or_made(configured):
 def test_log_lines_carry_request_id_and_tenant(configured, portal, caplog):
     portal.post(portal_url("crm.contact.get"), status=400,
                 json={"error": "", "error_description": "Not found"})
-    with caplog.at_level(logging.INFO, logger="app.bitrix24"):
+    with caplog.at_level(logging.INFO, logger="flask_bitrix24"):
         r = configured.get("/api/bitrix/clients/1/contacts/5", headers={"X-Request-ID": "req-123"})
     assert r.status_code == 404
     lines = [rec for rec in caplog.records if "crm.contact.get" in rec.getMessage()]
     assert lines and all((rec.request_id, rec.tenant) == ("req-123", "1") for rec in lines)
-    logging.getLogger("app.bitrix24").warning("outside a request")
+    logging.getLogger("flask_bitrix24").warning("outside a request")
     assert (caplog.records[-1].request_id, caplog.records[-1].tenant) == ("-", "-")
 
 
 def test_secrets_are_redacted_in_messages_and_tracebacks(caplog):
-    log = logging.getLogger("app.bitrix24")
-    with caplog.at_level(logging.INFO, logger="app.bitrix24"):
+    log = logging.getLogger("flask_bitrix24")
+    with caplog.at_level(logging.INFO, logger="flask_bitrix24"):
         log.info("calling %s", PORTAL_BASE + "crm.deal.add")
         log.info("event auth[application_token]=s3cr3tt0k3nvalue&auth[domain]=x")
         log.info('payload {"access_token": "abcdefghijklmnop", "refresh_token": "qrstuvwxyzabcdef"}')
@@ -75,14 +75,14 @@ def test_urllib3_request_lines_are_redacted():
 
 def test_json_logs_of_the_standalone_app(tmp_path, secret_key):
     code = (
-        "from app import create_app\n"
+        "from flask_bitrix24 import create_app\n"
         "app = create_app({'BITRIX_AUTH_DISABLED': True})\n"
         "app.test_client().get('/api/bitrix/clients/9/config', headers={'X-Request-ID': 'json-1'})\n"
-        "import logging; logging.getLogger('app.bitrix24').warning('token auth[application_token]=zzzzyyyyxxxx')\n"
+        "import logging; logging.getLogger('flask_bitrix24').warning('token auth[application_token]=zzzzyyyyxxxx')\n"
         "try:\n"
         "    raise ConnectionError('could not reach https://a.bitrix24.com/rest/1/qwertyuiop123456/crm.deal.add')\n"
         "except ConnectionError:\n"
-        "    logging.getLogger('app.bitrix24').exception('call failed')\n"
+        "    logging.getLogger('flask_bitrix24').exception('call failed')\n"
     )
     env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key, "BITRIX_LOG_FORMAT": "json",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'j.db'}"}

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-
-from app import create_app
-from app.bitrix24 import Bitrix24
-from app.extensions import db
-from app.models import CRM
-from app.services.setup import OUR_TABLES, run_setup
+from flask_bitrix24 import Bitrix24, create_app, runtime
+from flask_bitrix24.extensions import db
+from flask_bitrix24.models.standalone import CRM, OUR_TABLES
+from flask_bitrix24.services.setup import run_setup
 
 OUR_NAMES = {t.name for t in OUR_TABLES}
 
@@ -70,7 +68,7 @@ def test_crm_row_id_is_looked_up_not_hard_coded(make_app):
         db.create_all()
         db.session.add(CRM(name="HubSpot"))
         db.session.commit()
-        from app.services.setup import run_setup
+        from flask_bitrix24.services.setup import run_setup
 
         report = run_setup()
         assert report.crm_id == 2
@@ -101,9 +99,9 @@ def test_extension_in_a_host_app_keeps_host_error_pages(tmp_path, secret_key):
     def boom():
         raise ValueError("host error")
 
-    ext = Bitrix24(host)
+    ext = Bitrix24(host)  # no db of the host's: the extension brings its own, on SQLALCHEMY_DATABASE_URI
     with host.app_context():
-        db.create_all()
+        runtime(host).db.create_all()
     c = host.test_client()
     assert c.get("/no-such-page").content_type.startswith("text/html")  # the host's 404 page
     assert c.get("/api/bitrix/no-such-page").is_json
@@ -134,7 +132,7 @@ def test_create_app_config_overrides_environment(monkeypatch, tmp_path, secret_k
 
 def test_workers_starting_together_on_a_new_database(tmp_path, secret_key):
     """Several processes (gunicorn workers) run the auto-setup on the same new database at once."""
-    code = "from app import create_app; create_app(); print('ok')"
+    code = "from flask_bitrix24 import create_app; create_app(); print('ok')"
     for round_ in range(3):  # a race: give it several chances to show
         env = {"PATH": "/usr/bin:/bin", "BITRIX_SECRET_KEY": secret_key,
                "DATABASE_URL": f"sqlite:///{tmp_path / f'race{round_}.db'}"}

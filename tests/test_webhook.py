@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from app.extensions import db
-from app.models import BitrixEvent
+from flask_bitrix24.extensions import db
+from flask_bitrix24.models.standalone import BitrixEvent
+
 from tests.conftest import PORTAL_BASE
 
 

@@ -7,9 +7,8 @@ from decimal import Decimal
 from urllib.parse import parse_qsl
 
 import pytest
-
-from app.services.bitrix24_service import flatten_params
-from app.services.wire import encode_form, parse_php_form
+from flask_bitrix24.services.bitrix24_service import flatten_params
+from flask_bitrix24.services.wire import encode_form, parse_php_form
 
 
 def roundtrip(data):

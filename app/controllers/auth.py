@@ -5,40 +5,58 @@ from __future__ import annotations
 import hmac
 import re
 
-from flask import current_app, request
+from flask import request
 
+from ..runtime import Runtime, runtime
 from .errors import ApiError
 
 # The event receivers prove themselves with Bitrix24's application token instead.
-PUBLIC_ENDPOINTS = frozenset({"bitrix24.receive_event", "bitrix24.receive_client_event"})
+PUBLIC_ENDPOINTS = frozenset({"receive_event", "receive_client_event"})
 # Health names no tenant and no secret; load balancers ask it without credentials.
-OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"bitrix24.health"}
+OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"health"}
+_CLIENT_ID = re.compile(r"[1-9][0-9]{0,9}")
 
 
 def _client_id_from_path() -> int | None:
+    """The path's client id, parsed the way the controllers parse it (they refuse anything else
+    with 400 INVALID_ID before a view runs, so the hook never sees an id a view would not use)."""
     raw = (request.view_args or {}).get("client_id")
-    if isinstance(raw, str) and re.fullmatch(r"[1-9][0-9]{0,9}", raw) and int(raw) < 2**31:
-        return int(raw)
-    return None
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.isascii() or not _CLIENT_ID.fullmatch(raw) or int(raw) >= 2**31:
+        raise ApiError(400, "INVALID_ID", f"client_id must be a positive integer, got {raw!r}", field="client_id")
+    return int(raw)
+
+
+def endpoint_name(rt: Runtime | None = None) -> str:
+    """The request's endpoint within our blueprint (``get_record``), whatever the blueprint is called."""
+    rt = rt or runtime()
+    endpoint = request.endpoint or ""
+    prefix = rt.blueprint_name + "."
+    return endpoint[len(prefix):] if endpoint.startswith(prefix) else endpoint
 
 
 def require_api_auth() -> None:
     """``before_request`` of the blueprint. Raises ``ApiError`` (401/403) when not allowed."""
-    if request.endpoint in OPEN_ENDPOINTS:
+    rt = runtime()
+    endpoint = endpoint_name(rt)
+    if endpoint in OPEN_ENDPOINTS:
         return
-    state = current_app.extensions["bitrix24"]
-    if request.endpoint == "bitrix24.metrics":
-        _require_metrics_key(state)
+    if endpoint == "metrics":
+        _require_metrics_key(rt)
         return
-    if state.authorize is not None:
-        if not state.authorize(_client_id_from_path()):
+    if rt.hooks.authorize is not None:
+        decision = rt.hooks.authorize(_client_id_from_path())
+        if decision is None:
+            raise ApiError(401, "UNAUTHORIZED", "sign in to use the Bitrix24 API")
+        if decision is not True:
             raise ApiError(403, "FORBIDDEN", "not allowed to use the Bitrix24 API for this client")
         return
-    if state.api_keys:
-        if not _bearer_matches(state.api_keys):
+    if rt.api_keys:
+        if not _bearer_matches(rt.api_keys):
             raise ApiError(401, "UNAUTHORIZED", "send 'Authorization: Bearer <BITRIX_API_KEY>'")
         return
-    if state.auth_disabled:
+    if rt.auth_disabled:
         return
     raise ApiError(
         401,
@@ -57,14 +75,14 @@ def _bearer_matches(keys: tuple[str, ...]) -> bool:
     return scheme.lower() == "bearer" and bool(token) and matched
 
 
-def _require_metrics_key(state) -> None:
+def _require_metrics_key(rt: Runtime) -> None:
     """Metrics span every tenant, so the per-client ``authorize`` hook cannot grant them: they need
     BITRIX_METRICS_TOKEN or BITRIX_API_KEY (or BITRIX_AUTH_DISABLED for a demo)."""
-    keys = state.metrics_keys + state.api_keys
+    keys = rt.metrics_keys + rt.api_keys
     if keys:
         if not _bearer_matches(keys):
             raise ApiError(401, "UNAUTHORIZED", "send 'Authorization: Bearer <BITRIX_METRICS_TOKEN or BITRIX_API_KEY>'")
         return
-    if state.auth_disabled:
+    if rt.auth_disabled:
         return
     raise ApiError(401, "UNAUTHORIZED", "metrics need a key: set BITRIX_METRICS_TOKEN (or BITRIX_API_KEY)")

@@ -12,8 +12,7 @@ from flask import current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..entities import ENTITIES
-from ..extensions import db
-from ..models import BitrixEvent
+from ..runtime import runtime
 from ..services import client_config
 from ..services import events as events_service
 from ..services import upsert as upsert_service
@@ -30,7 +29,7 @@ from .params import (
     positive_id,
 )
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -74,8 +73,8 @@ def debug_config(query: dict[str, Any], client_id: str):
     """Where the config comes from, the portal host, masked secrets, the CRM row; ?check=1 calls the portal."""
     cid = positive_id(client_id, "client_id")
     config = client_config.effective_config(cid)
-    crm = client_config.bitrix24_crm()
-    state = current_app.extensions["bitrix24"]
+    crm_id = client_config.bitrix24_crm_id()
+    state = runtime()
     view = _config_view(config)
     view.update(
         {
@@ -86,7 +85,9 @@ def debug_config(query: dict[str, Any], client_id: str):
                 if current_app.config.get("BITRIX_OUTBOUND_TOKEN")
                 else "none"
             ),
-            "crm": {"id": crm.id, "name": crm.name} if crm else None,
+            "crm": {"id": crm_id, "name": state.store.crm.name} if crm_id is not None else None,
+            "env_fallback": state.env_fallback,
+            "store": type(state.store).__name__,
             "allowed_hosts": list(state.allowed_hosts),
             "environment": {
                 "BITRIX_WEBHOOK_BASE": mask_url(current_app.config.get("BITRIX_WEBHOOK_BASE") or None),
@@ -133,7 +134,7 @@ def create_record(body: dict[str, Any], client_id: str, entity: str):
     if params:
         payload["params"] = params
     new_id = _as_id(bx_call(ent.method("add"), payload, client_id=cid)["result"])
-    location = url_for("bitrix24.get_record", client_id=cid, entity=ent.name, record_id=new_id)
+    location = url_for(runtime().endpoint("get_record"), client_id=cid, entity=ent.name, record_id=new_id)
     return {"result": new_id}, 201, {"Location": location}
 
 
@@ -241,7 +242,7 @@ def allowed_methods() -> list[str]:
             endpoint, _ = adapter.match(method=method)
         except HTTPException:
             continue
-        if endpoint != "bitrix24.not_found":
+        if endpoint != runtime().endpoint("not_found"):
             allowed.append(method)
     return allowed
 
@@ -295,7 +296,7 @@ def list_events(query: dict[str, Any], client_id: str):
 
 def replay_event(client_id: str, event_id: str):
     cid, eid = positive_id(client_id, "client_id"), positive_id(event_id, "event_id")
-    row = db.session.get(BitrixEvent, eid)
+    row = runtime().session.get(runtime().event_model, eid)
     if row is None or row.client_id != cid:
         raise ApiError(404, "EVENT_NOT_FOUND", f"client {cid} has no event {eid}")
     try:
@@ -324,5 +325,5 @@ def upsert_record(body: dict[str, Any], client_id: str, entity: str):
         raise ApiError(400, "INVALID_FIELDS", str(exc), field="fields")
     if outcome.action != "created":
         return {"result": outcome.as_dict()}
-    location = url_for("bitrix24.get_record", client_id=cid, entity=ent.name, record_id=outcome.id)
+    location = url_for(runtime().endpoint("get_record"), client_id=cid, entity=ent.name, record_id=outcome.id)
     return {"result": outcome.as_dict()}, 201, {"Location": location}

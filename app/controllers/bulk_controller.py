@@ -15,7 +15,7 @@ from ..services.wire import encode_form, flatten_params, parse_php_form
 from .errors import ApiError
 from .params import check_field_names
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 _FLUSH_BYTES = 64 * 1024
 _CRUD_ACTIONS = ("add", "get", "update", "delete", "list", "fields")

@@ -16,22 +16,14 @@ from werkzeug.exceptions import HTTPException
 
 from ..services.client_config import InvalidConfig
 from ..services.errors import (
-    BadInput,
     Bitrix24Error,
-    ConfigMissing,
     LimitExceeded,
-    MethodNotFound,
-    NotFound,
     OperatingLimit,
     PortalAuthFailed,
-    PortalMoved,
-    PortalTimeout,
-    ServerError,
-    TransportError,
 )
 from ..services.secrets import SecretKeyError
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 
 class ApiError(Exception):
@@ -52,25 +44,11 @@ def error_response(
     return response
 
 
-# Most specific first: the first matching class decides the status (DESIGN.md, "Public contract").
-_BITRIX_STATUS: list[tuple[type[Bitrix24Error], int]] = [
-    (ConfigMissing, 400),
-    (NotFound, 404),
-    (LimitExceeded, 429),
-    (PortalAuthFailed, 502),
-    (PortalTimeout, 504),
-    (TransportError, 502),
-    (PortalMoved, 502),
-    (MethodNotFound, 502),
-    (ServerError, 502),
-    (BadInput, 400),
-]
-
 DEFAULT_RETRY_AFTER = {"RateLimited": 2, "OperatingLimit": 60}
 
 
 def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
-    status = next((s for cls, s in _BITRIX_STATUS if isinstance(exc, cls)), 502)
+    status = exc.status
     headers = {}
     extra: dict[str, Any] = {}
     if isinstance(exc, LimitExceeded):

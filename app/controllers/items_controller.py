@@ -12,6 +12,7 @@ from typing import Any
 from flask import url_for
 
 from ..entities import smart_process
+from ..runtime import runtime
 from ..services.bitrix24_service import bx_call
 from . import bulk_controller
 from .params import fields_and_params, list_params, positive_id
@@ -32,7 +33,7 @@ def create_item(body: dict[str, Any], client_id: str, type_id: str):
     fields, _ = fields_and_params(ent, body)
     item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=cid))
     new_id = item.get("id") if isinstance(item, dict) else item
-    location = url_for("bitrix24.get_item", client_id=cid, type_id=ent.type_id, item_id=new_id)
+    location = url_for(runtime().endpoint("get_item"), client_id=cid, type_id=ent.type_id, item_id=new_id)
     return {"result": new_id}, 201, {"Location": location}
 
 

@@ -21,6 +21,7 @@ from marshmallow import fields as ma_fields
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import BaseConverter
 
+from .._version import __version__
 from ..entities import ENTITIES
 from .errors import ApiError
 from .params import MAX_ID, grouped_list_query, json_object
@@ -172,10 +173,11 @@ def _deep_object(_converter, field, **_: Any) -> dict[str, Any]:
     return {}
 
 
-def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
-    """Register ``blueprint`` on ``app`` through flask-smorest, with its document and Swagger UI."""
-    for name, converter in CONVERTERS.items():
-        app.url_map.converters.setdefault(name, converter)
+def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str, name: str = "bitrix24") -> Api:
+    """Register ``blueprint`` on ``app`` (as ``name``) through flask-smorest, with its document and
+    Swagger UI under ``url_prefix``."""
+    for converter_name, converter in CONVERTERS.items():
+        app.url_map.converters.setdefault(converter_name, converter)
     config = {
         "BITRIX_OPENAPI_URL_PREFIX": url_prefix,
         "BITRIX_OPENAPI_JSON_PATH": "openapi.json",
@@ -188,7 +190,7 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
         config_prefix="BITRIX",
         spec_kwargs={
             "title": "Bitrix24 CRM integration",
-            "version": "1.0.0",
+            "version": __version__,
             "openapi_version": "3.1.0",
             "info": {"description": "Per-client Bitrix24 CRM: records, lists, bulk writes, events. Errors are "
                                     '{"error": CODE, "error_description": text, "field": part to fix}.'},
@@ -205,7 +207,7 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str) -> Api:
     api.register_converter(
         UpsertEntityConverter, lambda _: {"type": "string", "enum": [e.name for e in ENTITIES.values() if e.upsert]}
     )
-    api.register_blueprint(blueprint, url_prefix=url_prefix)
+    api.register_blueprint(blueprint, url_prefix=url_prefix, name=name)
     return api
 
 

@@ -41,7 +41,17 @@ def entity_or_404(name: str) -> Entity:
 
 
 def json_object() -> dict[str, Any]:
-    """The request body as a JSON object (the Content-Type is not required: curl -d sends a form type)."""
+    """The request body as a JSON object; ``Content-Type: application/json`` is required.
+
+    Requiring it is what keeps a host that authenticates by cookie safe from cross-site form posts:
+    a browser sends a cross-site ``application/json`` body only after a CORS preflight the host
+    controls, while a plain form post (or curl -d without the header) is refused with 415.
+    """
+    if not request.is_json:
+        raise ApiError(
+            415, "UNSUPPORTED_MEDIA_TYPE",
+            f"send the body as JSON with 'Content-Type: application/json' (got {request.mimetype or 'none'!r})",
+        )
     data = request.get_data(cache=True)
     if not data.strip():
         raise ApiError(400, "INVALID_BODY", "the request body is empty: send a JSON object")
@@ -181,7 +191,7 @@ def limit_body_size() -> None:
     without touching the host app's own MAX_CONTENT_LENGTH."""
     from flask import current_app
 
-    from .auth import PUBLIC_ENDPOINTS
+    from .auth import PUBLIC_ENDPOINTS, endpoint_name
 
-    key = "BITRIX_EVENT_MAX_BYTES" if request.endpoint in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
+    key = "BITRIX_EVENT_MAX_BYTES" if endpoint_name() in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
     request.max_content_length = int(current_app.config[key])

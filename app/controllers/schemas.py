@@ -282,6 +282,9 @@ class DebugView(ConfigView):
     outbound_token_source = fields.String()
     crm = fields.Dict(allow_none=True)
     allowed_hosts = fields.List(fields.String())
+    env_fallback = fields.Boolean(metadata={"description": "whether a client without a saved config uses "
+                                                           "BITRIX_WEBHOOK_BASE (BITRIX_ENV_FALLBACK)"})
+    store = fields.String(metadata={"description": "the config store class (EncryptedStore, ModelStore, ...)"})
     environment = fields.Dict()
     check = fields.Dict(metadata={"description": "With ?check=1: the outcome of a live profile call."})
 

@@ -1,18 +1,24 @@
-"""Alembic environment for the integration's own tables.
+"""Alembic environment for the standalone app's own tables (a host app's migrations own ours).
 
 Our history is its own branch ("bitrix24") kept in its own version table
-(``bitrix24_alembic_version``), so a host app's migrations and its ``alembic_version`` are never
-touched, and autogenerate only ever looks at our tables. Run through ``flask bitrix24 setup`` /
-``setup_bitrix24_crm.py`` (which hold the setup lock), or, when writing a new migration for this
-repo, ``flask --app app db revision --autogenerate -m "..."`` (Flask-Migrate, see app/__init__.py).
+(``bitrix24_alembic_version``), and autogenerate only ever looks at our tables. It runs through
+``flask bitrix24 setup`` / ``setup_bitrix24_crm.py`` (which pass the connection, the metadata and our
+table names, and hold the setup lock), or, when writing a new migration for this repository,
+``flask --app app db revision --autogenerate --head bitrix24@head -m "..."`` (Flask-Migrate).
+No imports from the package: this file is loaded by path, under whichever name the package has.
 """
 
 from alembic import context
+from flask import current_app
 
-from app.extensions import db
-from app.services.setup import OUR_TABLES, VERSION_TABLE
-
-OUR_NAMES = {table.name for table in OUR_TABLES}
+VERSION_TABLE = "bitrix24_alembic_version"
+_attributes = context.config.attributes
+if "target_metadata" in _attributes:  # from our setup
+    METADATA, OUR_NAMES = _attributes["target_metadata"], _attributes["tables"]
+else:  # from Flask-Migrate's `flask db ...` on the standalone app
+    _rt = current_app.extensions["bitrix24"]
+    METADATA = current_app.extensions["migrate"].db.metadata
+    OUR_NAMES = {t.name for t in [*_rt.store.tables(), _rt.event_model.__table__]}
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # noqa: ARG001 - alembic's signature
@@ -25,7 +31,7 @@ def include_object(obj, name, type_, reflected, compare_to):  # noqa: ARG001 - a
 def _run(connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=db.metadata,
+        target_metadata=METADATA,
         version_table=VERSION_TABLE,
         include_object=include_object,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
@@ -40,7 +46,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
     else:
-        with db.engine.connect() as connection:
+        with current_app.extensions["migrate"].db.engine.connect() as connection:
             _run(connection)
             connection.commit()
 

@@ -1,4 +1,78 @@
-from .crm import BITRIX24_CRM_NAME, CRM, ClientCRMAuth
-from .event import BitrixEvent
+"""Our tables, declared on whichever Flask-SQLAlchemy ``db`` the app gives (see ``mixins``).
 
-__all__ = ["BITRIX24_CRM_NAME", "CRM", "ClientCRMAuth", "BitrixEvent"]
+``declare_models(db)`` builds the event log model (and, for the default store, the encrypted
+config model) on the host's ``db`` once per ``db`` and table name, so that several apps sharing one
+``db`` (tests, app factories) share the classes too, and never declares a table whose name the
+host's metadata already holds: a host model of that name wins, and we say so.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from sqlalchemy import UniqueConstraint
+
+from .mixins import ClientConfigMixin, CRMMixin, EventLogMixin, iso, utcnow
+
+# Table names a host gets by default: prefixed, so they never meet a host's own "CRMs",
+# "ClientCRMAuth" or "client_crm_auth".
+DEFAULT_EVENT_TABLE = "bitrix24_events"
+DEFAULT_CONFIG_TABLE = "bitrix24_client_configs"
+
+_declared: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], type]] = weakref.WeakKeyDictionary()
+
+
+class TableNameTaken(RuntimeError):
+    """The host's metadata already has a table of the name we were going to declare."""
+
+
+def _declare(db: Any, kind: str, table: str, build) -> type:
+    cache = _declared.setdefault(db, {})
+    key = (kind, table)
+    if key in cache:
+        return cache[key]
+    if table in db.metadata.tables:
+        raise TableNameTaken(
+            f"the app's database already has a model for table {table!r}: pass "
+            f"{'event_model' if kind == 'event' else 'store'}=... to Bitrix24() to use it, or choose "
+            f"another table name ({'event_table' if kind == 'event' else 'config_table'}=...)"
+        )
+    cache[key] = build()
+    return cache[key]
+
+
+def event_model(db: Any, table: str = DEFAULT_EVENT_TABLE) -> type:
+    """The event log model on ``db`` (declared the first time, then reused)."""
+
+    def build() -> type:
+        return type("Bitrix24Event", (EventLogMixin, db.Model), {"__tablename__": table})
+
+    return _declare(db, "event", table, build)
+
+
+def config_model(db: Any, table: str = DEFAULT_CONFIG_TABLE) -> type:
+    """Our encrypted per-client config model on ``db`` (one row per client)."""
+
+    def build() -> type:
+        return type(
+            "Bitrix24ClientConfig",
+            (ClientConfigMixin, db.Model),
+            {"__tablename__": table, "__table_args__": (UniqueConstraint("client_id", name=f"uq_{table}_client"),)},
+        )
+
+    return _declare(db, "config", table, build)
+
+
+__all__ = [
+    "CRMMixin",
+    "ClientConfigMixin",
+    "DEFAULT_CONFIG_TABLE",
+    "DEFAULT_EVENT_TABLE",
+    "EventLogMixin",
+    "TableNameTaken",
+    "config_model",
+    "event_model",
+    "iso",
+    "utcnow",
+]

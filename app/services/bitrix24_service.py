@@ -13,8 +13,7 @@ import re
 import time
 from typing import Any
 
-from flask import current_app
-
+from ..runtime import runtime
 from .client_config import portal_target
 from .errors import (
     BadInput,
@@ -54,7 +53,7 @@ __all__ = [
     "TransportError",
 ]
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 # Method names are appended to the webhook URL: anything but dotted names could change the path.
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
@@ -87,7 +86,7 @@ def bx_call(
         message = f"these params cannot be sent to Bitrix24: {exc}"
         raise BadInput(message, code="INVALID_PARAMS", method=method) from None
     base, rate_limit, source = portal_target(client_id)
-    state = current_app.extensions["bitrix24"]
+    state = runtime()
     # Calls on the global BITRIX_WEBHOOK_BASE are one tenant, "env", whatever client id they name.
     metrics, tenant = state.metrics, tenant_label(client_id if source == "database" else None)
     started = time.perf_counter()

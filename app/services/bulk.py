@@ -13,8 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app
-
+from ..runtime import runtime
 from .bitrix24_service import bx_call
 from .caller import is_repeatable
 from .errors import BadInput, Bitrix24Error, PortalTimeout, ServerError, TransportError, classify
@@ -209,7 +208,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
             value = int(raw)
             last = max(last, value if key == f">{id_field}" else value - 1)
     base = {**params, "order": {id_field: "ASC"}}
-    max_wait = current_app.extensions["bitrix24"].bulk_max_wait
+    max_wait = runtime().bulk_max_wait
     counted = True
     while True:
         pages_left = BATCH_LIMIT
@@ -251,7 +250,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
 
 
 def _offsets(method: str, params: dict[str, Any], client_id: int | None, container: str | None):
-    max_wait = current_app.extensions["bitrix24"].bulk_max_wait
+    max_wait = runtime().bulk_max_wait
     order = dict(params.get("order") or {})
     id_field = _row_shape(method)[1]
     if id_field not in order and id_field.lower() not in order:
@@ -333,7 +332,7 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
             command[1]["params"] = item["params"]
         pending.append((outcome, command))
 
-    max_wait = current_app.extensions["bitrix24"].bulk_max_wait
+    max_wait = runtime().bulk_max_wait
     for start in range(0, len(pending), BATCH_LIMIT):
         try:
             _write_chunk(prefix, pending[start : start + BATCH_LIMIT], client_id, max_wait, attempts)
@@ -362,7 +361,7 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
             if isinstance(exc, PortalTimeout):
                 # We gave up waiting, the portal may not have: let its own limit on one request
                 # pass before looking, or records it is still creating would be sent again.
-                state = current_app.extensions["bitrix24"]
+                state = runtime()
                 state.caller.sleep(max(0.0, PORTAL_MAX_RUN - state.portals.timeouts.read))
             found = _find_markers(prefix, [o for o, _ in chunk if o.marker], client_id, max_wait)
             for outcome, _ in chunk:

@@ -39,7 +39,7 @@ from .errors import (
 from .limiter import BucketParams, OperatingBudgets
 from .portal import PortalPool
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 _READ_ACTIONS = ("get", "list", "fields", "getlist", "getfields", "search", "find", "findbycomm")
 _READ_METHODS = frozenset({"profile", "methods", "scope", "app.info", "user.current", "server.time"})

@@ -7,22 +7,17 @@ to it: https, a host on the allowlist, the ``/rest/<user_id>/<secret>/`` shape (
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 
-from ..extensions import db
-from ..models import BITRIX24_CRM_NAME, CRM, ClientCRMAuth
+from ..runtime import runtime
+from ..store import ClientConfig, ConfigValues, StoreNotReady, portal_domain
 from .errors import ConfigMissing
-from .secrets import decrypt_json, encrypt_json
 
 # Bitrix24's cloud zones (portal.bitrix24.<zone>); BITRIX_ALLOWED_HOSTS replaces the list.
 DEFAULT_ALLOWED_HOSTS = tuple(
@@ -61,6 +56,9 @@ _TOKEN = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces
 
 class InvalidConfig(ValueError):
     """A config value was refused; ``field`` names it, the message says what to fix."""
+
+    status = 400
+    code = "INVALID_CONFIG"
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -166,11 +164,6 @@ def validate_outbound_token(value: Any) -> str | None:
     return value
 
 
-def portal_domain(base: str) -> str:
-    """The host[:port] Bitrix24 sends as ``auth[domain]`` in events (the emulator includes the port)."""
-    return urlsplit(base).netloc.lower()
-
-
 # Bitrix24's request buckets per plan (bitrix24-api.md §4).
 PLANS = {"standard": {"burst": 50, "drain": 2.0}, "enterprise": {"burst": 250, "drain": 5.0}}
 
@@ -192,59 +185,9 @@ def validate_rate_limit(plan: Any, rate_limit: Any) -> dict[str, float] | None:
     return {"burst": burst, "drain": float(drain)}
 
 
-@dataclass
-class ClientConfig:
-    client_id: int | None
-    webhook_base: str | None
-    outbound_token: str | None
-    source: str  # "database" | "environment" | "none"
-    portal_domain: str | None = None
-    updated_at: dt.datetime | None = None
-    rate_limit: dict[str, float] | None = None
-    member_id: str | None = None
-
-
-def _state():
-    return current_app.extensions["bitrix24"]
-
-
-def _row(client_id: int) -> ClientCRMAuth | None:
-    stmt = (
-        select(ClientCRMAuth)
-        .join(CRM, ClientCRMAuth.crm_id == CRM.id)
-        .where(ClientCRMAuth.client_id == client_id, CRM.name == BITRIX24_CRM_NAME)
-    )
-    return db.session.execute(stmt).scalar_one_or_none()
-
-
-def bitrix24_crm(create: bool = False) -> CRM | None:
-    crm = db.session.execute(select(CRM).where(CRM.name == BITRIX24_CRM_NAME)).scalar_one_or_none()
-    if crm is None and create:
-        crm = CRM(name=BITRIX24_CRM_NAME)
-        db.session.add(crm)
-        try:
-            db.session.flush()
-        except IntegrityError:  # created meanwhile by another process
-            db.session.rollback()
-            crm = db.session.execute(select(CRM).where(CRM.name == BITRIX24_CRM_NAME)).scalar_one()
-    return crm
-
-
 def stored_config(client_id: int) -> ClientConfig | None:
-    row = _row(client_id)
-    if row is None:
-        return None
-    data = decrypt_json(_state().cipher, row.credentials)
-    return ClientConfig(
-        client_id=client_id,
-        webhook_base=data.get("webhook_base"),
-        outbound_token=data.get("outbound_token"),
-        source="database",
-        portal_domain=row.portal_domain,
-        updated_at=row.updated_at,
-        rate_limit=data.get("rate_limit"),
-        member_id=row.member_id,
-    )
+    """The client's saved config, from the app's store."""
+    return runtime().store.get(client_id)
 
 
 def environment_config() -> ClientConfig:
@@ -260,11 +203,14 @@ def environment_config() -> ClientConfig:
 
 
 def effective_config(client_id: int | None) -> ClientConfig:
-    """The config a call for ``client_id`` would use: the client's row, else the environment."""
+    """The config a call for ``client_id`` would use: the client's own, else (unless
+    ``BITRIX_ENV_FALLBACK`` is off) the environment's ``BITRIX_WEBHOOK_BASE``."""
     if client_id is not None:
         stored = stored_config(client_id)
         if stored is not None:
             return stored
+        if not runtime().env_fallback:  # multi-tenant: a client without a config has none
+            return ClientConfig(client_id=client_id, webhook_base=None, outbound_token=None, source="none")
     env = environment_config()
     env.client_id = client_id
     return env
@@ -280,7 +226,7 @@ def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, 
     Every call needs this, so it is kept for ``BITRIX_CONFIG_CACHE_SECONDS`` (default 5; 0: never):
     a save or delete in this process takes effect at once, in other processes within that time.
     """
-    state = _state()
+    state = runtime()
     key = (client_id, current_app.config.get("BITRIX_WEBHOOK_BASE"))
     hit = state.target_cache.get(key)
     now = time.monotonic()
@@ -299,7 +245,7 @@ def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, 
 
 def forget_target(client_id: int) -> None:
     """Drop what ``portal_target`` keeps for a client (its config changed)."""
-    state = _state()
+    state = runtime()
     state.target_generation += 1
     for key in [k for k in list(state.target_cache) if k[0] == client_id]:
         state.target_cache.pop(key, None)
@@ -308,13 +254,14 @@ def forget_target(client_id: int) -> None:
 def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
     config = effective_config(client_id)
     if not config.webhook_base:
+        rt = runtime()
         who = f"client {client_id}" if client_id is not None else "calls without a client"
-        raise ConfigMissing(
-            f"No Bitrix24 webhook base configured for {who}: save one with "
-            "POST /api/bitrix/clients/<id>/config or set BITRIX_WEBHOOK_BASE"
-        )
+        where = f"POST {rt.url_prefix}/clients/{client_id if client_id is not None else '<id>'}/config"
+        fallback = " or set BITRIX_WEBHOOK_BASE" if rt.env_fallback or client_id is None else \
+            " (BITRIX_ENV_FALLBACK is off: the global BITRIX_WEBHOOK_BASE is not used for clients)"
+        raise ConfigMissing(f"No Bitrix24 webhook base configured for {who}: save one with {where}{fallback}")
     try:
-        base = validate_webhook_base(config.webhook_base, _state().allowed_hosts)
+        base = validate_webhook_base(config.webhook_base, runtime().allowed_hosts)
         return base, config.rate_limit, config.source
     except InvalidConfig as exc:
         where = "BITRIX_WEBHOOK_BASE" if config.source == "environment" else f"the saved config of client {client_id}"
@@ -338,60 +285,48 @@ def save_config(client_id: int, data: dict[str, Any]) -> ClientConfig:
     if "plan" in data or "rate_limit" in data:
         merged["rate_limit"] = validate_rate_limit(data.get("plan"), data.get("rate_limit"))
     if "webhook_base" in data:
-        merged["webhook_base"] = validate_webhook_base(data["webhook_base"], _state().allowed_hosts)
+        merged["webhook_base"] = validate_webhook_base(data["webhook_base"], runtime().allowed_hosts)
     if "outbound_token" in data:
         merged["outbound_token"] = validate_outbound_token(data["outbound_token"])
     if not merged["webhook_base"]:
         raise InvalidConfig("webhook_base", "webhook_base is required for a client that has no saved config")
 
-    crm = bitrix24_crm(create=True)
-    row = _row(client_id)
-    ciphertext = encrypt_json(_state().cipher, merged)
-    if row is None:
-        row = ClientCRMAuth(client_id=client_id, crm_id=crm.id, credentials=ciphertext)
-        db.session.add(row)
-    else:
-        row.credentials = ciphertext
-    row.portal_domain = portal_domain(merged["webhook_base"])
-    db.session.commit()
-    forget_target(client_id)
+    try:
+        runtime().store.save(client_id, ConfigValues(**merged))
+    finally:
+        forget_target(client_id)
     return stored_config(client_id)  # type: ignore[return-value]
 
 
 def delete_config(client_id: int) -> bool:
-    row = _row(client_id)
-    if row is None:
-        return False
-    db.session.delete(row)
-    db.session.commit()
-    forget_target(client_id)
-    return True
+    try:
+        return runtime().store.delete(client_id)
+    finally:
+        forget_target(client_id)
 
 
 def configs_for_portal(member_id: str, domain: str) -> list[ClientConfig]:
-    """Every stored config of the portal named by ``member_id`` or ``domain`` (one query), for
-    routing an incoming event; member_id is learnt from verified events."""
-    conditions = []
-    if member_id:
-        conditions.append(ClientCRMAuth.member_id == member_id)
-    if domain:
-        conditions.append(ClientCRMAuth.portal_domain == domain.lower())
-    return _configs_where(or_(*conditions)) if conditions else []
+    """Every stored config of the portal named by ``member_id`` or ``domain``, for routing an
+    incoming event; member_id is learnt from verified events (where the store keeps it)."""
+    return runtime().store.find_for_portal(member_id, domain)
 
 
-def _configs_where(condition) -> list[ClientConfig]:
-    stmt = (
-        select(ClientCRMAuth)
-        .join(CRM, ClientCRMAuth.crm_id == CRM.id)
-        .where(condition, CRM.name == BITRIX24_CRM_NAME)
-    )
-    configs = []
-    for row in db.session.execute(stmt).scalars():
-        data = decrypt_json(_state().cipher, row.credentials)
-        configs.append(
-            ClientConfig(
-                row.client_id, data.get("webhook_base"), data.get("outbound_token"), "database", row.portal_domain,
-                member_id=row.member_id,
-            )
-        )
-    return configs
+def bitrix24_crm_id() -> int | None:
+    """The id of the Bitrix24 row in the CRMs table, when the store uses one (debug view)."""
+    crm = getattr(runtime().store, "crm", None)
+    return None if crm is None else crm.id(runtime().session)
+
+
+__all__ = [
+    "ClientConfig",
+    "InvalidConfig",
+    "StoreNotReady",
+    "configs_for_portal",
+    "delete_config",
+    "effective_config",
+    "portal_domain",
+    "portal_target",
+    "save_config",
+    "stored_config",
+    "validate_webhook_base",
+]

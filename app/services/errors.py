@@ -13,7 +13,10 @@ from typing import Any
 
 class Bitrix24Error(Exception):
     """Base class. ``code``/``description`` are Bitrix24's (or ours for local failures);
-    ``http_status`` is the status the portal answered with (None when no answer came)."""
+    ``http_status`` is the status the portal answered with (None when no answer came); ``status``
+    is the one our API answers with (``bx_call`` callers in a host view can use it too)."""
+
+    status = 502  # what our API answers with
 
     default_code = "BITRIX24_ERROR"
 
@@ -50,11 +53,15 @@ class Bitrix24Error(Exception):
 class ConfigMissing(Bitrix24Error):
     """No usable webhook base for this client (none saved, no BITRIX_WEBHOOK_BASE, or invalid)."""
 
+    status = 400  # what our API answers with
+
     default_code = "CONFIG_MISSING"
 
 
 class BadInput(Bitrix24Error):
     """Bitrix24 refused the request because of what was sent (its 4xx about the caller's input)."""
+
+    status = 400  # what our API answers with
 
     default_code = "BAD_REQUEST"
 
@@ -62,11 +69,15 @@ class BadInput(Bitrix24Error):
 class NotFound(BadInput):
     """The record does not exist (legacy CRM: ``""`` + "Not found"; crm.item: ``NOT_FOUND``)."""
 
+    status = 404  # what our API answers with
+
     default_code = "NOT_FOUND"
 
 
 class MethodNotFound(Bitrix24Error):
     """The portal does not know the method (module missing, or a typo in a raw call)."""
+
+    status = 502  # what our API answers with
 
     default_code = "ERROR_METHOD_NOT_FOUND"
 
@@ -74,11 +85,15 @@ class MethodNotFound(Bitrix24Error):
 class PortalAuthFailed(Bitrix24Error):
     """The portal rejected our credentials or their rights (401/403, scope, deleted portal...)."""
 
+    status = 502  # what our API answers with
+
     default_code = "PORTAL_AUTH_FAILED"
 
 
 class LimitExceeded(Bitrix24Error):
     """A Bitrix24 limit refused the call; ``retry_after`` says when trying again makes sense."""
+
+    status = 429  # what our API answers with
 
 
 class RateLimited(LimitExceeded):
@@ -96,6 +111,8 @@ class OperatingLimit(LimitExceeded):
 class ServerError(Bitrix24Error):
     """The portal failed (5xx) or answered something that is not a Bitrix24 envelope."""
 
+    status = 502  # what our API answers with
+
     default_code = "PORTAL_ERROR"
 
 
@@ -109,6 +126,8 @@ class TransportError(Bitrix24Error):
     """No answer: DNS, connection refused or reset, TLS. ``sent`` says whether the request may
     have reached the portal (decides whether a write may be retried)."""
 
+    status = 502  # what our API answers with
+
     default_code = "PORTAL_UNREACHABLE"
 
     def __init__(self, description: str, *, sent: bool = True, **kwargs: Any) -> None:
@@ -118,6 +137,8 @@ class TransportError(Bitrix24Error):
 
 class PortalTimeout(TransportError):
     """The portal took longer than our timeout to answer."""
+
+    status = 504  # what our API answers with
 
     default_code = "PORTAL_TIMEOUT"
 

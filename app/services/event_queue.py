@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 
-log = logging.getLogger("app.bitrix24")
+from flask import Flask
+
+log = logging.getLogger("flask_bitrix24.events")
 
 QUEUE_NAME = "bitrix24-events"
 
@@ -32,16 +34,24 @@ class RQQueue:
     name = "rq"
 
     def __init__(self, url: str) -> None:
-        import redis
-        from rq import Queue
+        try:
+            import redis
+            from rq import Queue
+        except ImportError:
+            raise RuntimeError(
+                "BITRIX_REDIS_URL is set but Redis support is not installed: pip install 'flask-bitrix24[redis]'"
+            ) from None
 
         self.connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
 
     def submit(self, event_id: int) -> bool:
+        from .events import run_event_job
+
         try:
-            self.queue.enqueue("app.services.events.run_event_job", event_id, job_timeout=600,
-                               result_ttl=3600, failure_ttl=7 * 86400)
+            # The function itself, so RQ records its real module path (flask_bitrix24.services...,
+            # whatever the host's own package is called).
+            self.queue.enqueue(run_event_job, event_id, job_timeout=600, result_ttl=3600, failure_ttl=7 * 86400)
         except Exception as exc:  # Redis down: the event is stored; the worker's sweep will find it
             log.error("could not queue Bitrix24 event %s: %s", event_id, exc)
             return False
@@ -51,5 +61,22 @@ class RQQueue:
         return bool(self.connection.ping())
 
 
-def make_event_queue(redis_url: str | None):
+EventQueue = InlineQueue | RQQueue
+
+
+def make_event_queue(redis_url: str | None) -> EventQueue:
     return RQQueue(redis_url) if redis_url else InlineQueue()
+
+
+def app_job_class(app: Flask) -> type:
+    """An RQ ``Job`` class whose jobs run inside a fresh app context of ``app`` (as Flask-RQ's
+    does): each job gets the app's config, its handlers and a new database session, which the
+    context's teardown closes even when the job fails."""
+    from rq.job import Job
+
+    class AppContextJob(Job):
+        def perform(self):  # noqa: D102 - RQ's
+            with app.app_context():
+                return super().perform()
+
+    return AppContextJob

@@ -21,18 +21,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import current_app, has_app_context
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import logs
 from ..entities import ENTITIES, entity_for_event
-from ..extensions import db
-from ..models import BitrixEvent, ClientCRMAuth
+from ..runtime import runtime
 from .client_config import configs_for_portal, stored_config
 from .metrics import tenant_label
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 # Never stored: the shared secret itself and OAuth tokens an app event may carry.
 _SECRET_AUTH_KEYS = ("application_token", "access_token", "refresh_token")
@@ -56,6 +55,15 @@ class EventRejected(Exception):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _model() -> Any:
+    """The app's event log model (ours on the host's ``db``, or the host's own)."""
+    return runtime().event_model
+
+
+def _session() -> Any:
+    return runtime().session
 
 
 def _token_matches(given: str, expected: str | None) -> bool:
@@ -138,11 +146,7 @@ def _learn_member_id(config: Any, member_id: str, domain: str) -> None:
         return
     if not domain or domain.lower() != (config.portal_domain or ""):
         return
-    db.session.execute(
-        update(ClientCRMAuth)
-        .where(ClientCRMAuth.client_id == config.client_id, ClientCRMAuth.member_id.is_(None))
-        .values(member_id=member_id)
-    )
+    runtime().store.remember_member_id(config.client_id, member_id)
 
 
 def _valid_text(value: Any) -> bool:
@@ -160,7 +164,7 @@ def _valid_text(value: Any) -> bool:
     return True
 
 
-def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[BitrixEvent, bool]:
+def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[Any, bool]:
     """Verify and store one event. Returns ``(event, duplicate)``; raises ``EventRejected``."""
     if not _valid_text(payload):
         raise EventRejected(400, "INVALID_BODY", "the event holds text that is not valid UTF-8")
@@ -178,9 +182,9 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     entity = entity_for_event(name)
     key = dedupe_key(payload, tenant)
     # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
-    unhandled = not current_app.extensions["bitrix24"].extension.handlers_for(name)
+    unhandled = not runtime().hooks.handlers_for(name)
     domain = _text(_auth(payload).get("domain"))
-    row = BitrixEvent(
+    row = _model()(
         client_id=tenant,
         portal_domain=domain or None,
         event=name,
@@ -191,13 +195,13 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         status="done" if unhandled else "received",
         processed_at=_now() if unhandled else None,
     )
-    db.session.add(row)
+    _session().add(row)
     try:
         _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
-        db.session.commit()
+        _session().commit()
     except IntegrityError:
-        db.session.rollback()
-        existing = db.session.execute(select(BitrixEvent).where(BitrixEvent.dedupe_key == key)).scalar_one()
+        _session().rollback()
+        existing = _session().execute(select(_model()).where(_model().dedupe_key == key)).scalar_one()
         return existing, True
     return row, False
 
@@ -243,50 +247,50 @@ LEASE_SECONDS = 900  # a claim older than this is a crashed run (jobs time out a
 def _claimable():
     # Runnable, or claimed by a run that died without recording an outcome (lease expired).
     return or_(
-        BitrixEvent.status.in_(RUNNABLE),
-        (BitrixEvent.status == "processing") & (BitrixEvent.next_attempt_at <= _now()),
+        _model().status.in_(RUNNABLE),
+        (_model().status == "processing") & (_model().next_attempt_at <= _now()),
     )
 
 
 def _claim(event_id: int) -> bool:
     """Take the event for processing, with a lease; False when someone else has it or it is done."""
-    result = db.session.execute(
-        update(BitrixEvent)
-        .where(BitrixEvent.id == event_id, _claimable())
-        .values(status="processing", attempts=BitrixEvent.attempts + 1,
+    result = _session().execute(
+        update(_model())
+        .where(_model().id == event_id, _claimable())
+        .values(status="processing", attempts=_model().attempts + 1,
                 next_attempt_at=_now() + dt.timedelta(seconds=LEASE_SECONDS))
     )
-    db.session.commit()
+    _session().commit()
     return result.rowcount == 1
 
 
-def dispatch_event(event_id: int) -> BitrixEvent | None:
+def dispatch_event(event_id: int) -> Any:
     """Run the handlers for one stored event and record the outcome. Needs an app context."""
     with logs.bound(request_id=f"event-{event_id}"):
         return _dispatch(event_id)
 
 
-def _dispatch(event_id: int) -> BitrixEvent | None:
+def _dispatch(event_id: int) -> Any:
     if not _claim(event_id):
-        return db.session.get(BitrixEvent, event_id)
-    row = db.session.get(BitrixEvent, event_id)
-    db.session.refresh(row)
+        return _session().get(_model(), event_id)
+    row = _session().get(_model(), event_id)
+    _session().refresh(row)
     max_attempts = int(current_app.config["BITRIX_EVENT_MAX_ATTEMPTS"])
     if row.attempts > max_attempts:
         # Claimed again after runs that never reported back (the worker died, or ran past its lease).
         row.status, row.next_attempt_at = "failed", None
         row.last_error = (row.last_error or "") + f" [gave up: {row.attempts - 1} runs ended without an outcome]"
-        db.session.commit()
+        _session().commit()
         return row
     event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
-    ext = current_app.extensions["bitrix24"].extension
+    hooks = runtime().hooks
     with logs.bound(tenant=tenant_label(row.client_id)):
         try:
-            for handler in ext.handlers_for(row.event):
+            for handler in hooks.handlers_for(row.event):
                 handler(event)
         except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
-            db.session.rollback()  # whatever the handler left in the session must not block our update
-            row = db.session.get(BitrixEvent, event_id)
+            _session().rollback()  # whatever the handler left in the session must not block our update
+            row = _session().get(_model(), event_id)
             row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             if row.attempts >= max_attempts:
                 row.status, row.next_attempt_at = "failed", None
@@ -299,36 +303,28 @@ def _dispatch(event_id: int) -> BitrixEvent | None:
                             row.id, row.event, row.attempts, row.last_error)
         else:
             row.status, row.processed_at, row.next_attempt_at, row.last_error = "done", _now(), None, None
-    db.session.commit()
+    _session().commit()
     return row
 
 
 def submit(event_id: int) -> bool:
     """Hand an event to the queue. True when queued; False means "run it inline"."""
-    state = current_app.extensions["bitrix24"]
-    if state.event_queue.submit(event_id):
-        db.session.execute(
-            update(BitrixEvent).where(BitrixEvent.id == event_id, BitrixEvent.status == "received")
+    if runtime().event_queue.submit(event_id):
+        _session().execute(
+            update(_model()).where(_model().id == event_id, _model().status == "received")
             .values(status="queued")
         )
-        db.session.commit()
+        _session().commit()
         return True
     return False
 
 
-_worker_app: Flask | None = None
-
-
 def run_event_job(event_id: int) -> str | None:
-    """The RQ job: runs in ``flask bitrix24 worker``, which sets the app."""
-    if has_app_context():
-        row = dispatch_event(event_id)
-    else:
-        if _worker_app is None:
-            raise RuntimeError("run Bitrix24 event jobs with `flask bitrix24 worker`")
-        with _worker_app.app_context():
-            row = dispatch_event(event_id)
-            return row.status if row else None
+    """The RQ job. ``flask bitrix24 worker`` runs each job in a fresh app context of the host's app
+    (``event_queue.app_job_class``), so the handlers are the host's and the session is new."""
+    if not has_app_context():
+        raise RuntimeError("Bitrix24 event jobs need an app context: run them with `flask bitrix24 worker`")
+    row = dispatch_event(event_id)
     return row.status if row else None
 
 
@@ -339,15 +335,15 @@ def due_events(limit: int = 100, stale_after: float = 60.0) -> list[int]:
     now = _now()
     stale = now - dt.timedelta(seconds=stale_after)
     stmt = (
-        select(BitrixEvent.id)
+        select(_model().id)
         .where(or_(
-            BitrixEvent.status.in_(("retry", "processing")) & (BitrixEvent.next_attempt_at <= now),
-            BitrixEvent.status.in_(("received", "queued")) & (BitrixEvent.received_at <= stale),
+            _model().status.in_(("retry", "processing")) & (_model().next_attempt_at <= now),
+            _model().status.in_(("received", "queued")) & (_model().received_at <= stale),
         ))
-        .order_by(BitrixEvent.id)
+        .order_by(_model().id)
         .limit(limit)
     )
-    return list(db.session.execute(stmt).scalars())
+    return list(_session().execute(stmt).scalars())
 
 
 def run_due(limit: int = 100, stale_after: float = 60.0) -> int:
@@ -360,42 +356,42 @@ def run_due(limit: int = 100, stale_after: float = 60.0) -> int:
     return count
 
 
-def replay(event_id: int) -> BitrixEvent:
+def replay(event_id: int) -> Any:
     """Run an event's handlers again, whatever its status (attempts start over)."""
-    row = db.session.get(BitrixEvent, event_id)
+    row = _session().get(_model(), event_id)
     if row is None:
         raise LookupError(event_id)
     if row.status == "processing" and row.next_attempt_at and _aware(row.next_attempt_at) > _now():
         raise EventBusy(f"event {event_id} is being handled right now; replay it once that run has finished")
     row.status, row.attempts, row.next_attempt_at, row.last_error = "received", 0, None, None
-    db.session.commit()
+    _session().commit()
     if not submit(event_id):
         dispatch_event(event_id)
-    db.session.refresh(row)
+    _session().refresh(row)
     return row
 
 
 def retry_failed(client_id: int | None = None) -> int:
-    stmt = select(BitrixEvent.id).where(BitrixEvent.status == "failed")
+    stmt = select(_model().id).where(_model().status == "failed")
     if client_id is not None:
-        stmt = stmt.where(BitrixEvent.client_id == client_id)
-    ids = list(db.session.execute(stmt).scalars())
+        stmt = stmt.where(_model().client_id == client_id)
+    ids = list(_session().execute(stmt).scalars())
     for event_id in ids:
         replay(event_id)
     return len(ids)
 
 
 def list_events(client_id: int | None, *, status: str | None = None, name: str | None = None,
-                start: int = 0, limit: int = 50) -> tuple[list[BitrixEvent], int]:
-    stmt = select(BitrixEvent)
+                start: int = 0, limit: int = 50) -> tuple[list[Any], int]:
+    stmt = select(_model())
     if client_id is not None:
-        stmt = stmt.where(BitrixEvent.client_id == client_id)
+        stmt = stmt.where(_model().client_id == client_id)
     if status:
-        stmt = stmt.where(BitrixEvent.status == status)
+        stmt = stmt.where(_model().status == status)
     if name:
-        stmt = stmt.where(BitrixEvent.event == name.upper())
-    total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = db.session.execute(stmt.order_by(BitrixEvent.id.desc()).offset(start).limit(limit)).scalars().all()
+        stmt = stmt.where(_model().event == name.upper())
+    total = _session().execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = _session().execute(stmt.order_by(_model().id.desc()).offset(start).limit(limit)).scalars().all()
     return list(rows), total
 
 
@@ -404,15 +400,15 @@ WAITING = ("received", "queued", "retry", "processing")
 
 def event_stats() -> tuple[list[tuple[Any, str, int]], list[tuple[Any, Any]]]:
     """For the metrics: event counts by (client, status), and each client's oldest waiting event."""
-    counts = db.session.execute(
-        select(BitrixEvent.client_id, BitrixEvent.status, func.count()).group_by(
-            BitrixEvent.client_id, BitrixEvent.status
+    counts = _session().execute(
+        select(_model().client_id, _model().status, func.count()).group_by(
+            _model().client_id, _model().status
         )
     ).all()
-    oldest = db.session.execute(
-        select(BitrixEvent.client_id, func.min(BitrixEvent.received_at))
-        .where(BitrixEvent.status.in_(WAITING))
-        .group_by(BitrixEvent.client_id)
+    oldest = _session().execute(
+        select(_model().client_id, func.min(_model().received_at))
+        .where(_model().status.in_(WAITING))
+        .group_by(_model().client_id)
     ).all()
-    db.session.rollback()  # read-only: end the transaction so SQLite does not hold a read lock
+    _session().rollback()  # read-only: end the transaction so SQLite does not hold a read lock
     return [tuple(row) for row in counts], [tuple(row) for row in oldest if row[1] is not None]

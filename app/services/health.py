@@ -7,8 +7,6 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ..extensions import db
-
 
 def _probe(check) -> dict[str, Any]:
     started = time.perf_counter()
@@ -21,6 +19,8 @@ def _probe(check) -> dict[str, Any]:
 
 def health(state) -> tuple[dict[str, Any], bool]:
     """(report, healthy). Unhealthy when the database or a configured Redis does not answer."""
+
+    db = state.db
 
     def database() -> None:
         with db.engine.connect() as conn:

@@ -113,7 +113,12 @@ class RedisBuckets:
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "bitrix24:bucket:") -> None:
-        import redis
+        try:
+            import redis
+        except ImportError:
+            raise RuntimeError(
+                "BITRIX_REDIS_URL is set but Redis support is not installed: pip install 'flask-bitrix24[redis]'"
+            ) from None
 
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
         self._script = self._redis.register_script(_LUA)

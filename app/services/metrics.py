@@ -19,22 +19,46 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
-
 WAITING = ("received", "queued", "retry", "processing")
 MAX_CODES = 100  # distinct error-code labels per process; more are counted as "other"
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24.metrics")
 
 
 def tenant_label(client_id: int | None) -> str:
     return "env" if client_id is None else str(client_id)
 
 
+class NoMetrics:
+    """Without prometheus_client (the ``metrics`` extra) nothing is counted; /metrics says so."""
+
+    available = False
+
+    def record_call(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_event(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def exposition(self) -> bytes | None:
+        return None
+
+
+def make_metrics(event_source=None) -> Metrics | NoMetrics:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return NoMetrics()
+    return Metrics(event_source)
+
+
 class Metrics:
+    available = True
+
     def __init__(self, event_source=None) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+
+        self.content_type = CONTENT_TYPE_LATEST
         folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if folder:  # multiprocess mode writes there from the first count on: it must exist
             os.makedirs(folder, exist_ok=True)
@@ -103,6 +127,9 @@ class Metrics:
             self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
 
     def exposition(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # every worker's counters, from their files
@@ -121,7 +148,9 @@ class _EventCollector:
     def describe(self):
         return []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
         try:
             counts, oldest = self.source()
         except Exception:  # the database is down: keep the rest of the scrape

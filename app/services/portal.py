@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from .._version import __version__
 from .errors import PortalMoved, PortalTimeout, ServerError, TransportError, classify
 from .secrets import mask_url
 from .wire import form_body
 
-USER_AGENT = "flask-bitrix24/0.1 (+python-requests)"
+USER_AGENT = f"flask-bitrix24/{__version__} (+python-requests)"
 
 
 @dataclass(frozen=True)

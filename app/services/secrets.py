@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-log = logging.getLogger("app.bitrix24")
+log = logging.getLogger("flask_bitrix24")
 
 KEY_FILE_NAME = "bitrix24_secret.key"
 

@@ -1,8 +1,14 @@
-"""Idempotent setup: our tables and the Bitrix24 row in the CRMs table."""
+"""Idempotent setup: the tables and the Bitrix24 row in the CRMs table.
+
+- The standalone app (``own_migrations``) applies our own Alembic branch (``migrations/``, branch
+  ``bitrix24``, version table ``bitrix24_alembic_version``) under a cross-process lock, then adds
+  the Bitrix24 CRM row.
+- In a host app our tables are the host's migrations' job, so setup only checks that they are there
+  (and says how to add them when they are not) and adds the CRMs row when the store says how.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -10,22 +16,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from filelock import FileLock
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
-from ..extensions import db
-from ..models import BITRIX24_CRM_NAME, CRM, BitrixEvent, ClientCRMAuth
-from .client_config import bitrix24_crm
+from ..runtime import runtime
 
-OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__]
-# Our own Alembic history (app/migrations, branch "bitrix24") in our own version table, so that a
-# host app's migrations and its alembic_version stay untouched.
+# Our own Alembic history, for the standalone app only.
 VERSION_TABLE = "bitrix24_alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class SetupIncomplete(RuntimeError):
+    """Setup found something only the host can fix (missing tables, a CRMs row it cannot add)."""
 
 
 @dataclass
@@ -34,18 +36,26 @@ class SetupReport:
     migrations: list[str] = field(default_factory=list)
     crm_created: bool = False
     crm_id: int | None = None
+    crm_name: str | None = None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.tables_created or self.migrations or self.crm_created)
 
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
     def lines(self) -> list[str]:
         out = [f"created table {name}" for name in self.tables_created]
         out += [f"applied migrations: {step}" for step in self.migrations]
         if self.crm_created:
-            out.append(f"added {BITRIX24_CRM_NAME} to the CRMs table (id {self.crm_id})")
+            out.append(f"added {self.crm_name} to the CRMs table (id {self.crm_id})")
+        out += [f"to do: {problem}" for problem in self.problems]
         if not out:
-            out.append(f"nothing to do: tables exist and {BITRIX24_CRM_NAME} is in the CRMs table (id {self.crm_id})")
+            crm = f" and {self.crm_name} is in the CRMs table (id {self.crm_id})" if self.crm_id is not None else ""
+            out.append(f"nothing to do: the tables exist{crm}")
         return out
 
 
@@ -79,6 +89,8 @@ def setup_lock(engine: Engine) -> Iterator[None]:
     elif url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
             and not url.database.startswith("file:") and os.path.isdir(os.path.dirname(url.database) or "."):
         # (a missing folder: no lock file, and SQLite's own error says what is wrong)
+        from filelock import FileLock
+
         with FileLock(f"{url.database}.setup-lock", timeout=LOCK_TIMEOUT):
             yield
     else:
@@ -86,42 +98,79 @@ def setup_lock(engine: Engine) -> Iterator[None]:
 
 
 def run_setup() -> SetupReport:
-    """Create missing tables and the Bitrix24 CRM row. Needs an app context. Safe to rerun."""
-    with setup_lock(db.engine):
-        return _run_setup()
+    """Our migrations (standalone) or a check of the host's tables, then the CRMs row. Needs an
+    app context. Safe to rerun; ``report.problems`` lists what only the host can fix."""
+    rt = runtime()
+    if rt.own_migrations:
+        with setup_lock(rt.db.engine):
+            report = _apply_own_migrations()
+    else:
+        report = _check_host_tables()
+    if report.ok:
+        _ensure_crm(report)
+    return report
 
 
-# Alembic says "Context impl SQLiteImpl" on every start; our report says what was applied.
-if logging.getLogger("alembic").level == logging.NOTSET:
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def our_tables() -> list:
+    rt = runtime()
+    return [*rt.store.tables(), rt.event_model.__table__]
 
 
-def _alembic_config(connection) -> AlembicConfig:
+def _check_host_tables() -> SetupReport:
+    report = SetupReport()
+    existing = set(inspect(runtime().db.engine).get_table_names())
+    missing = sorted({t.name for t in our_tables()} - existing)
+    if missing:
+        report.problems.append(
+            f"table(s) {', '.join(missing)} missing: they are declared on your db's metadata, so "
+            "`flask db migrate` then `flask db upgrade` add them (or db.create_all() in tests)"
+        )
+    return report
+
+
+def _ensure_crm(report: SetupReport) -> None:
+    rt = runtime()
+    added, crm_id, problem = rt.store.ensure_crm()
+    crm = getattr(rt.store, "crm", None)
+    report.crm_created, report.crm_id = added, crm_id
+    report.crm_name = crm.name if crm is not None else None
+    if problem:
+        report.problems.append(problem)
+
+
+def _alembic_config(connection):
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig(str(MIGRATIONS / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    config.attributes["target_metadata"] = runtime().db.metadata
+    config.attributes["tables"] = {t.name for t in our_tables()}
     return config
 
 
 def _revision(connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
-def _run_setup() -> SetupReport:
+def _apply_own_migrations() -> SetupReport:
+    try:
+        from alembic import command
+    except ImportError:
+        raise SetupIncomplete(
+            "the standalone app's migrations need Alembic: pip install 'flask-bitrix24[standalone]'"
+        ) from None
+    rt = runtime()
     report = SetupReport()
-    existing = set(inspect(db.engine).get_table_names())
-    report.tables_created = [t.name for t in OUR_TABLES if t.name not in existing]
-    with db.engine.connect() as connection:
+    existing = set(inspect(rt.db.engine).get_table_names())
+    report.tables_created = [t.name for t in our_tables() if t.name not in existing]
+    with rt.db.engine.connect() as connection:
         before = _revision(connection)
         command.upgrade(_alembic_config(connection), "bitrix24@head")
         connection.commit()
         after = _revision(connection)
     if after != before:
         report.migrations = [after] if before is None else [f"{before} -> {after}"]
-    crm = bitrix24_crm()
-    if crm is None:
-        crm = bitrix24_crm(create=True)
-        report.crm_created = True
-    db.session.commit()
-    report.crm_id = crm.id
     return report

@@ -6,9 +6,8 @@ import threading
 from collections import Counter
 
 import pytest
-
-from app.services.bulk import bulk_write, bx_batch, bx_list_all
-from app.services.errors import NotFound
+from flask_bitrix24.services.bulk import bulk_write, bx_batch, bx_list_all
+from flask_bitrix24.services.errors import NotFound
 
 
 def seed(emulator, entity, count, start=0):

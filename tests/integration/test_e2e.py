@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from app.extensions import db
-from app.models import BitrixEvent
+from flask_bitrix24.extensions import db
+from flask_bitrix24.models.standalone import BitrixEvent
 
 SAMPLES = {
     "contacts": ("contact", {"NAME": "Ada", "LAST_NAME": "Lovelace", "EMAIL": [{"VALUE": "ada@example.com", "VALUE_TYPE": "WORK"}]},

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from flask_bitrix24.services.bitrix24_service import OperatingLimit, bx_call
 
-from app.services.bitrix24_service import OperatingLimit, bx_call
 from bitrix24_emulator import create_emulator, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +49,8 @@ def test_operation_time_limit_surfaces_when_the_wait_is_too_long(make_stack):
 
 WORKER = textwrap.dedent("""
     import sys
-    from app import create_app
-    from app.services.bitrix24_service import bx_call
+    from flask_bitrix24 import create_app
+    from flask_bitrix24.services.bitrix24_service import bx_call
     app = create_app()
     with app.app_context():
         for _ in range(int(sys.argv[1])):

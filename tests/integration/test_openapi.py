@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask
-
-from app.bitrix24 import Bitrix24
+from flask_bitrix24 import Bitrix24
 
 from ..conftest import API_KEY
 
@@ -68,7 +67,7 @@ def test_swagger_ui_page(make_app, monkeypatch):
     assert "swagger-ui" in page.get_data(as_text=True) and "/api/bitrix/openapi.json" in page.get_data(as_text=True)
     assert "cdn.jsdelivr.net/npm/swagger-ui-dist@5/" in page.get_data(as_text=True)
     monkeypatch.setenv("BITRIX_OPENAPI_SWAGGER_UI_URL", "https://static.example.com/swagger/")
-    from app.config import bitrix24_settings
+    from flask_bitrix24.config import bitrix24_settings
 
     own = make_app(BITRIX_OPENAPI_SWAGGER_UI_URL=bitrix24_settings()["BITRIX_OPENAPI_SWAGGER_UI_URL"])
     assert "https://static.example.com/swagger/swagger-ui-bundle.js" in own.test_client().get(

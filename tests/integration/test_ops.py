@@ -90,8 +90,8 @@ def test_metrics_count_calls_errors_limits_retries_and_events(secured):
 def test_event_lag_is_the_age_of_the_oldest_waiting_event(make_app):
     import datetime as dt
 
-    from app.extensions import db
-    from app.models import BitrixEvent
+    from flask_bitrix24.extensions import db
+    from flask_bitrix24.models.standalone import BitrixEvent
 
     app = make_app()
     now = dt.datetime.now(dt.UTC)
@@ -108,17 +108,16 @@ def test_event_lag_is_the_age_of_the_oldest_waiting_event(make_app):
 def test_metrics_need_a_key_even_with_an_authorize_hook(secret_key, tmp_path):
     """The hook decides per client; metrics span every tenant, so it cannot grant them."""
     from flask import Flask
-
-    from app.bitrix24 import Bitrix24
+    from flask_bitrix24 import Bitrix24
 
     host = Flask("host")
     host.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'm.db'}", BITRIX_SECRET_KEY=secret_key,
                        BITRIX_METRICS_TOKEN="scrape-token-123")
     Bitrix24(host, authorize=lambda client_id: True)  # lets everyone use the API
-    from app.extensions import db
+    from flask_bitrix24 import runtime
 
     with host.app_context():
-        db.create_all()
+        runtime(host).db.create_all()
     client = host.test_client()
     assert client.get("/api/bitrix/clients/1/config").status_code == 200
     assert client.get("/api/bitrix/metrics").status_code == 401
@@ -146,7 +145,7 @@ def test_metrics_never_fail_a_call_and_label_the_global_webhook_env(make_stack, 
 
 
 def test_error_codes_from_the_portal_are_bounded_labels():
-    from app.services.metrics import MAX_CODES, Metrics
+    from flask_bitrix24.services.metrics import MAX_CODES, Metrics
 
     metrics = Metrics()
     assert metrics.code_label("QUERY_LIMIT_EXCEEDED") == "QUERY_LIMIT_EXCEEDED"

@@ -1,0 +1,98 @@
+"""Our tables as mixins, so that whichever ``db`` an app gives owns them.
+
+A host composes them into its own ``db.Model`` (to add columns, or to pick the table names); by
+default :func:`declare_models` does that on the host's ``db`` when the extension is set up, so the
+host's own migrations (``flask db migrate``) see our tables like its own. Nothing here creates a
+table: that is the host's migrations' job, or, in the standalone app, our own Alembic branch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
+
+
+class CRMMixin:
+    """A CRMs table (one row per CRM; Bitrix24's is found by name). Only the standalone app has
+    one of its own: a host keeps its own table and tells the store about it."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+
+    def __repr__(self) -> str:
+        return f"CRM(id={self.id!r}, name={self.name!r})"
+
+
+class ClientConfigMixin:
+    """One client's portal connection, for our encrypted store.
+
+    ``credentials`` is MultiFernet ciphertext of a JSON object (``webhook_base``, ``outbound_token``,
+    ``rate_limit``); ``portal_domain`` and ``member_id`` stay in clear to route events.
+    """
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    credentials: Mapped[str] = mapped_column(Text, nullable=False)
+    portal_domain: Mapped[str | None] = mapped_column(String(255), index=True)
+    member_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+    def __repr__(self) -> str:  # no credentials, not even encrypted
+        return f"{type(self).__name__}(client_id={self.client_id!r}, portal={self.portal_domain!r})"
+
+
+class EventLogMixin:
+    """The durable log of the events Bitrix24 posted to us (one row per delivery)."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    portal_domain: Mapped[str | None] = mapped_column(String(255))
+    event: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    entity_type: Mapped[str | None] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    # The payload as received, minus the application token and any OAuth tokens.
+    payload: Mapped[dict] = mapped_column(JSON, nullable=False)
+    # Bitrix24 never re-sends, but queues and proxies can: one row per (portal, event, data, ts).
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # received -> (queued ->) processing -> done | retry (-> processing ...) | failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="received", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "client_id": self.client_id,
+            "portal_domain": self.portal_domain,
+            "event": self.event,
+            "entity_type": self.entity_type,
+            "entity_id": self.entity_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "received_at": iso(self.received_at),
+            "next_attempt_at": iso(self.next_attempt_at),
+            "processed_at": iso(self.processed_at),
+            "payload": self.payload,
+        }

@@ -1,0 +1,36 @@
+"""The standalone app's tables, on its own ``db``: the seed's ``CRMs`` and ``client_crm_auth``
+(credentials encrypted, tied to the Bitrix24 row of ``CRMs``) and ``bitrix_events``.
+
+Only ``create_app`` imports this module: a host app never gets these classes (its tables are
+declared on its own ``db`` by the extension, or are its own models mapped onto a store).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .mixins import ClientConfigMixin, CRMMixin, EventLogMixin
+
+# The Bitrix24 row is found by this name at run time; its id is never written into source files.
+BITRIX24_CRM_NAME = "Bitrix24"
+
+
+class CRM(CRMMixin, db.Model):
+    __tablename__ = "CRMs"
+
+
+class ClientCRMAuth(ClientConfigMixin, db.Model):
+    __tablename__ = "client_crm_auth"
+    __table_args__ = (UniqueConstraint("client_id", "crm_id", name="uq_client_crm_auth_client_crm"),)
+
+    crm_id: Mapped[int] = mapped_column(ForeignKey("CRMs.id"), nullable=False)
+    crm: Mapped[CRM] = relationship()
+
+
+class BitrixEvent(EventLogMixin, db.Model):
+    __tablename__ = "bitrix_events"
+
+
+OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__]

@@ -1,0 +1,124 @@
+"""The one per-app runtime object and its accessor.
+
+``init_app`` builds a :class:`Runtime` from the app's config and keeps it in
+``app.extensions["bitrix24"]``; everything that needs per-app state (portal sessions, limiter,
+store, database, hooks, names) gets it with :func:`runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+
+from .hooks import Hooks
+from .store import ConfigStore
+
+if TYPE_CHECKING:
+    from .services.limiter import BucketParams
+
+EXTENSION_KEY = "bitrix24"
+log = logging.getLogger("flask_bitrix24")
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    return tuple(k.strip() for k in str(value or "").split(",") if k.strip())
+
+
+class Runtime:
+    """What one app needs at run time; built once by ``Bitrix24.init_app``."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        db: Any,
+        store: ConfigStore,
+        event_model: type,
+        hooks: Hooks,
+        blueprint_name: str,
+        url_prefix: str,
+        own_migrations: bool,
+    ) -> None:
+        # Imported here: services import this module for ``runtime()``.
+        from .services.caller import PortalCaller, RetryPolicy
+        from .services.client_config import parse_allowed_hosts
+        from .services.event_queue import make_event_queue
+        from .services.events import event_stats
+        from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets
+        from .services.metrics import make_metrics
+        from .services.portal import PortalPool, Timeouts
+
+        cfg = app.config
+        self.db, self.store, self.event_model, self.hooks = db, store, event_model, hooks
+        self.blueprint_name, self.url_prefix, self.own_migrations = blueprint_name, url_prefix, own_migrations
+        self._secret_key, self._instance_path = cfg["BITRIX_SECRET_KEY"], app.instance_path
+        self.env_fallback = bool(cfg["BITRIX_ENV_FALLBACK"])
+        self.allowed_hosts = parse_allowed_hosts(cfg["BITRIX_ALLOWED_HOSTS"])
+        self.portals = PortalPool(Timeouts(float(cfg["BITRIX_TIMEOUT_CONNECT"]), float(cfg["BITRIX_TIMEOUT_READ"])))
+        self.api_keys = _keys(cfg["BITRIX_API_KEY"])
+        self.auth_disabled = bool(cfg["BITRIX_AUTH_DISABLED"])
+        self.metrics_keys = _keys(cfg["BITRIX_METRICS_TOKEN"])
+        self.default_bucket = BucketParams(
+            float(cfg["BITRIX_RATE_BURST"]), float(cfg["BITRIX_RATE_DRAIN"]), float(cfg["BITRIX_RATE_SAFETY"])
+        )
+        redis_url = cfg["BITRIX_REDIS_URL"]
+        self.buckets = RedisBuckets(redis_url) if redis_url else LocalBuckets()
+        self.budgets = OperatingBudgets(
+            float(cfg["BITRIX_OPERATING_LIMIT"]), bucket=float(cfg["BITRIX_OPERATING_BUCKET"])
+        )
+        self.metrics = make_metrics(event_source=event_stats)
+        self.caller = PortalCaller(
+            self.portals,
+            self.buckets,
+            self.budgets,
+            RetryPolicy(attempts=int(cfg["BITRIX_RETRY_ATTEMPTS"]), max_wait=float(cfg["BITRIX_MAX_WAIT"])),
+            on_event=self.metrics.on_event,
+        )
+        self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
+        # client_id -> (expires, (webhook base, rate limit)): see client_config.portal_target
+        self.target_cache: dict[Any, tuple[float, Any]] = {}
+        self.target_generation = 0  # bumped by every config change
+        self.event_queue = make_event_queue(redis_url)
+        if str(self._secret_key or "").strip():
+            self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
+        if self.auth_disabled:
+            log.warning("BITRIX_AUTH_DISABLED is set: the Bitrix24 API accepts requests from anyone (demo only)")
+
+    @cached_property
+    def cipher(self):
+        """The MultiFernet for secrets at rest. Built on first use: an app whose store keeps no
+        encrypted secrets never needs BITRIX_SECRET_KEY, and no key file is written for it."""
+        from .services.secrets import load_cipher
+
+        return load_cipher(self._secret_key, self._instance_path)
+
+    @property
+    def session(self) -> Any:
+        """The app's database session (the host's, when it gave its ``db``)."""
+        return self.db.session
+
+    def endpoint(self, name: str) -> str:
+        """``get_record`` -> ``<blueprint name>.get_record`` (for ``url_for``)."""
+        return f"{self.blueprint_name}.{name}"
+
+    def bucket_for(self, rate_limit: dict[str, float] | None) -> BucketParams:
+        """The client's own bucket (Enterprise: 250 / 5 per second) or the app's default."""
+        if not rate_limit:
+            return self.default_bucket
+        from .services.limiter import BucketParams
+
+        return BucketParams(float(rate_limit["burst"]), float(rate_limit["drain"]), self.default_bucket.safety)
+
+
+def runtime(app: Flask | None = None) -> Runtime:
+    """The current (or given) app's runtime; a clear error when the extension is not set up."""
+    target = app if app is not None else current_app
+    try:
+        return target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "flask_bitrix24 is not set up on this app: call Bitrix24(app) or bitrix24.init_app(app)"
+        ) from None

@@ -1,0 +1,330 @@
+"""The extension inside a host app: the host's db, session, migrations metadata and its own tables.
+
+Each test builds a small host the way a host writes one: its own ``db = SQLAlchemy()``, the extension
+object made before the host's models, its own ``CRMs`` (with a required column we know nothing of) and
+``ClientCRMAuth`` (other column names, the webhook URL in plain text), ``db.create_all()`` in tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from flask import Flask, jsonify
+from flask_bitrix24 import Bitrix24, ConfigMissing, CRMRow, EncryptedStore, EventLogMixin, ModelStore, bx_call, runtime
+from flask_bitrix24.models import TableNameTaken
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import ForeignKey, Integer, String, Text, inspect, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .conftest import PORTAL_BASE, portal_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Host:
+    def __init__(self, database_url: str, **ext_options) -> None:
+        self.db = db = SQLAlchemy()
+        self.bitrix24 = Bitrix24(db=db, **ext_options)  # at import time, before the models
+
+        class CRMs(db.Model):
+            __tablename__ = "CRMs"
+            id: Mapped[int] = mapped_column(Integer, primary_key=True)
+            name: Mapped[str] = mapped_column(String(64), unique=True)
+            slug: Mapped[str] = mapped_column(String(64), nullable=False)  # the host's own required column
+
+        class ClientCRMAuth(db.Model):
+            __tablename__ = "ClientCRMAuth"
+            id: Mapped[int] = mapped_column(Integer, primary_key=True)
+            client_id: Mapped[int] = mapped_column(Integer, nullable=False)
+            crm_id: Mapped[int] = mapped_column(ForeignKey("CRMs.id"), nullable=False)
+            webhook_url: Mapped[str | None] = mapped_column(Text)
+            app_token: Mapped[str | None] = mapped_column(String(255))
+
+        class Note(db.Model):  # any host table: shows a host transaction and ours are one
+            id: Mapped[int] = mapped_column(Integer, primary_key=True)
+            text: Mapped[str] = mapped_column(String(64))
+
+        self.CRMs, self.ClientCRMAuth, self.Note = CRMs, ClientCRMAuth, Note
+        self.database_url = database_url
+
+    def app(self, store=None, **config) -> Flask:
+        app = Flask("host")
+        app.config.update({"TESTING": True, "SQLALCHEMY_DATABASE_URI": self.database_url,
+                           "BITRIX_AUTH_DISABLED": True, "BITRIX_WEBHOOK_BASE": "", "BITRIX_SECRET_KEY": "",
+                           "BITRIX_ALLOWED_HOSTS": "", **config})
+        self.db.init_app(app)
+        self.bitrix24.init_app(app, store=store)
+
+        @app.post("/my/contacts")
+        def my_contact():  # a host view calling our service
+            return jsonify(bx_call("crm.contact.add", {"fields": {"NAME": "Ada"}}, client_id=1)["result"])
+
+        with app.app_context():
+            self.db.drop_all()
+            self.db.create_all()
+        self._apps = [*getattr(self, "_apps", []), app]
+        return app
+
+    def mapped_store(self, defaults=None) -> ModelStore:
+        return ModelStore(self.ClientCRMAuth, webhook_base="webhook_url", outbound_token="app_token",
+                          crm=CRMRow(self.CRMs, defaults=defaults))
+
+    def close(self) -> None:
+        for app in getattr(self, "_apps", []):
+            with app.app_context():
+                self.db.drop_all()
+                self.db.engine.dispose()
+
+
+@pytest.fixture
+def host(database_url):
+    h = Host(database_url)
+    yield h
+    h.close()
+
+
+def test_create_all_gives_the_host_our_tables_in_its_database(host):
+    app = host.app(store=host.mapped_store())
+    with app.app_context():
+        tables = set(inspect(host.db.engine).get_table_names())
+    # ours (only the event log with a mapped store) beside the host's, one metadata, one database
+    assert {"bitrix24_events", "CRMs", "ClientCRMAuth", "note"} <= tables
+    assert "bitrix24_client_configs" not in tables and "client_crm_auth" not in tables
+    assert runtime(app).db is host.db and runtime(app).event_model.__table__.metadata is host.db.metadata
+
+
+def test_setup_adds_the_crm_row_only_when_told_how(host):
+    app = host.app(store=host.mapped_store())  # no defaults: the host's CRMs.slug has no value we could use
+    result = app.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert result.exit_code == 1 and "defaults" in result.output
+    assert "has no 'Bitrix24' row" in result.output
+    with app.app_context():
+        assert host.db.session.execute(select(host.CRMs)).first() is None
+
+    store = host.mapped_store(defaults={})  # says how, but not for slug: named, not crashed
+    app2 = host.app(store=store)
+    result = app2.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert result.exit_code == 1 and "slug" in result.output
+
+    app3 = host.app(store=host.mapped_store(defaults={"slug": "bitrix24"}))
+    result = app3.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert result.exit_code == 0, result.output
+    assert "added Bitrix24 to the CRMs table" in result.output
+    again = app3.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    with app3.app_context():
+        (crm,) = host.db.session.execute(select(host.CRMs)).scalars()
+        assert (crm.name, crm.slug) == ("Bitrix24", "bitrix24")
+
+
+def test_setup_names_missing_tables_and_creates_none(host):
+    app = host.app(store=host.mapped_store(defaults={"slug": "b"}))
+    with app.app_context():
+        runtime(app).event_model.__table__.drop(host.db.engine)
+    result = app.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert result.exit_code == 1 and "bitrix24_events" in result.output and "flask db migrate" in result.output
+    with app.app_context():
+        assert "bitrix24_events" not in inspect(host.db.engine).get_table_names()
+
+
+def test_config_saved_through_our_endpoint_lands_in_the_hosts_table(host, portal):
+    app = host.app(store=host.mapped_store(defaults={"slug": "bitrix24"}))
+    c = app.test_client()
+    r = c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE, "outbound_token": "tok-host-1"})
+    assert r.status_code == 201, r.get_json()
+    with app.app_context():
+        (row,) = host.db.session.execute(select(host.ClientCRMAuth)).scalars()
+        crm_id = host.db.session.execute(select(host.CRMs.id).where(host.CRMs.name == "Bitrix24")).scalar_one()
+        assert (row.client_id, row.webhook_url, row.app_token, row.crm_id) == (1, PORTAL_BASE, "tok-host-1", crm_id)
+
+    portal.post(portal_url("crm.contact.add"), json={"result": 41, "time": {}})
+    assert c.post("/api/bitrix/clients/1/contacts", json={"fields": {"NAME": "Ada"}}).get_json() == {"result": 41}
+    portal.post(portal_url("crm.contact.add"), json={"result": 42, "time": {}})
+    assert c.post("/my/contacts").get_json() == 42  # bx_call from the host's own view, same config
+
+    # An event for that portal is verified against the token in the host's column and stored.
+    r = c.post("/api/bitrix/webhook", data={"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "41", "ts": "1",
+                                            "auth[domain]": "b24-test.bitrix24.com",
+                                            "auth[application_token]": "tok-host-1"})
+    assert r.status_code == 200
+    bad = c.post("/api/bitrix/webhook", data={"event": "ONCRMCONTACTADD", "auth[domain]": "b24-test.bitrix24.com",
+                                              "auth[application_token]": "tok-other"})
+    assert bad.status_code == 401
+    with app.app_context():
+        (event,) = host.db.session.execute(select(runtime(app).event_model)).scalars()
+        assert (event.client_id, event.entity_id) == (1, "41")
+    assert c.delete("/api/bitrix/clients/1/config").status_code == 200
+    with app.app_context():
+        assert host.db.session.execute(select(host.ClientCRMAuth)).first() is None
+
+
+def test_a_row_of_another_crm_is_not_ours(host):
+    app = host.app(store=host.mapped_store(defaults={"slug": "bitrix24"}))
+    with app.app_context():
+        other = host.CRMs(name="HubSpot", slug="hubspot")
+        host.db.session.add(other)
+        host.db.session.flush()
+        host.db.session.add(host.ClientCRMAuth(client_id=1, crm_id=other.id, webhook_url=PORTAL_BASE))
+        host.db.session.commit()
+    r = app.test_client().get("/api/bitrix/clients/1/config")
+    assert r.get_json()["result"]["source"] == "none"
+
+
+def test_a_host_transaction_includes_ours(host):
+    app = host.app(store=host.mapped_store(defaults={"slug": "bitrix24"}))
+    with app.test_request_context():
+        from flask_bitrix24.services.client_config import save_config
+
+        host.db.session.add(host.Note(text="written with the config"))
+        save_config(3, {"webhook_base": PORTAL_BASE})  # our commit is the host session's commit
+        host.db.session.rollback()
+        assert host.db.session.execute(select(host.Note.text)).scalar_one() == "written with the config"
+
+
+def test_default_store_is_our_encrypted_table_on_the_hosts_db(host, secret_key):
+    app = host.app(BITRIX_SECRET_KEY=secret_key)
+    r = app.test_client().post("/api/bitrix/clients/5/config", json={"webhook_base": PORTAL_BASE})
+    assert r.status_code == 201
+    with app.app_context():
+        store = runtime(app).store
+        assert isinstance(store, EncryptedStore) and store.model.__tablename__ == "bitrix24_client_configs"
+        (row,) = host.db.session.execute(select(store.model)).scalars()
+        assert PORTAL_BASE not in row.credentials and "s3cr3t" not in row.credentials
+
+
+def test_no_key_file_without_encrypted_secrets(host, tmp_path):
+    app = host.app(store=host.mapped_store(defaults={"slug": "b"}))
+    app.instance_path = str(tmp_path / "instance")
+    app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE})
+    assert not (tmp_path / "instance").exists()
+
+
+def test_a_host_model_of_our_table_name_is_not_claimed(database_url):
+    db = SQLAlchemy()
+    ext = Bitrix24(db=db)
+
+    class Mine(db.Model):
+        __tablename__ = "bitrix24_events"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+    app = Flask("host")
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url)
+    db.init_app(app)
+    with pytest.raises(TableNameTaken, match="event_model"):
+        ext.init_app(app)
+    assert db.metadata.tables["bitrix24_events"] is Mine.__table__
+
+
+def test_a_composed_event_model_with_extra_columns(database_url):
+    db = SQLAlchemy()
+
+    class MyEvent(EventLogMixin, db.Model):
+        __tablename__ = "crm_events"
+        tag: Mapped[str | None] = mapped_column(String(16))
+
+    ext = Bitrix24(db=db, event_model=MyEvent)
+    app = Flask("host")
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BITRIX_OUTBOUND_TOKEN="tok-123456",
+                      BITRIX_AUTH_DISABLED=True)
+    db.init_app(app)
+    ext.init_app(app)
+    with app.app_context():
+        db.create_all()
+    try:
+        r = app.test_client().post("/api/bitrix/webhook", data={"event": "ONCRMDEALADD", "ts": "1",
+                                                                "auth[application_token]": "tok-123456"})
+        assert r.status_code == 200
+        with app.app_context():
+            assert db.session.execute(select(MyEvent.event)).scalar_one() == "ONCRMDEALADD"
+    finally:
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+
+
+def test_env_fallback_can_be_turned_off(host, portal):
+    single = host.app(store=host.mapped_store(), BITRIX_WEBHOOK_BASE=PORTAL_BASE)
+    assert single.test_client().get("/api/bitrix/clients/9/config/debug").get_json()["result"]["source"] == \
+        "environment"
+    many = host.app(store=host.mapped_store(), BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_ENV_FALLBACK=False)
+    c = many.test_client()
+    debug = c.get("/api/bitrix/clients/9/config/debug").get_json()["result"]
+    assert (debug["source"], debug["env_fallback"]) == ("none", False)
+    r = c.get("/api/bitrix/clients/9/contacts")
+    assert r.status_code == 400 and r.get_json()["error"] == "CONFIG_MISSING"
+    assert "BITRIX_ENV_FALLBACK is off" in r.get_json()["error_description"]
+    with many.app_context(), pytest.raises(ConfigMissing):
+        bx_call("profile", client_id=9)
+    assert len(portal.calls) == 0  # the global portal was never called for client 9
+
+
+def test_names_a_host_controls(database_url, portal):
+    h = Host(database_url, url_prefix="/crm/b24/", blueprint_name="b24", cli_group="b24")
+    try:
+        app = h.app(store=h.mapped_store(defaults={"slug": "x"}))
+        c = app.test_client()
+        r = c.get("/crm/b24/clients/1/contacts")
+        assert r.status_code == 400 and "POST /crm/b24/clients/1/config" in r.get_json()["error_description"]
+        assert c.get("/api/bitrix/clients/1/contacts").status_code == 404
+        assert c.post("/crm/b24/clients/1/config", json={"webhook_base": PORTAL_BASE}).status_code == 201
+        portal.post(portal_url("crm.deal.add"), json={"result": 7, "time": {}})
+        r = c.post("/crm/b24/clients/1/deals", json={"fields": {"TITLE": "x"}})
+        assert r.status_code == 201 and r.headers["Location"].endswith("/crm/b24/clients/1/deals/7")
+        assert "/crm/b24/openapi.json" in {rule.rule for rule in app.url_map.iter_rules()}
+        assert any(rule.endpoint.startswith("b24.") for rule in app.url_map.iter_rules())
+        assert app.test_cli_runner().invoke(args=["b24", "setup"]).exit_code == 0
+    finally:
+        h.close()
+
+
+def test_authorize_hook_says_unauthenticated_or_forbidden(host):
+    @host.bitrix24.authorize
+    def may_use(client_id):
+        from flask import request
+
+        user = request.headers.get("X-User-Client")
+        return None if user is None else user == str(client_id)
+
+    app = host.app(store=host.mapped_store(), BITRIX_AUTH_DISABLED=False)
+    c = app.test_client()
+    anonymous = c.get("/api/bitrix/clients/1/config")
+    assert anonymous.status_code == 401 and anonymous.get_json()["error"] == "UNAUTHORIZED"
+    assert c.get("/api/bitrix/clients/1/config", headers={"X-User-Client": "2"}).status_code == 403
+    assert c.get("/api/bitrix/clients/1/config", headers={"X-User-Client": "1"}).status_code == 200
+    # the hook sees only ids the views would accept
+    assert c.get("/api/bitrix/clients/01/config", headers={"X-User-Client": "1"}).status_code == 400
+
+
+def test_importing_the_package_touches_no_other_logger():
+    code = (
+        "import logging\n"
+        "def snap():\n"
+        "    out = {}\n"
+        "    for name, lg in [('', logging.getLogger()), *logging.root.manager.loggerDict.items()]:\n"
+        "        if isinstance(lg, logging.Logger):\n"
+        "            out[name] = (lg.level, tuple(map(id, lg.handlers)), tuple(map(id, lg.filters)), lg.propagate,\n"
+        "                         lg.disabled)\n"
+        "    return out\n"
+        "import flask, flask_sqlalchemy, sqlalchemy, requests, urllib3, werkzeug\n"
+        "before = snap()\n"
+        "import flask_bitrix24\n"
+        "after = snap()\n"
+        "changed = [n for n in before if before[n] != after.get(n)]\n"
+        "new = [n for n in after if n not in before and not n.startswith('flask_bitrix24')]\n"
+        "print(changed, [n for n in new if logging.getLogger(n).handlers or logging.getLogger(n).level])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] []"
+
+
+def test_the_package_is_flask_bitrix24_and_never_app():
+    code = ("import sys, flask_bitrix24; from flask_bitrix24 import create_app\n"
+            "app = create_app({'SQLALCHEMY_DATABASE_URI': 'sqlite://', 'BITRIX_AUTH_DISABLED': True})\n"
+            "print(sorted(m for m in sys.modules if m == 'app' or m.startswith('app.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
