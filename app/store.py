@@ -162,9 +162,18 @@ class CRMRow:
         )
 
 
-class _SessionMixin:
+class _SQLStore:
+    """What both stores share: a model (rows of the Bitrix24 CRM only, when ``crm`` is given) in a
+    session, the app's unless one was given."""
+
+    model: Any = None
+    crm: CRMRow | None = None
     _db: Any = None
     _session: Any = None
+
+    def _row(self, client_id: int) -> Any | None:
+        raise NotImplementedError
+
 
     def bind(self, db: Any) -> None:
         self._db = db
@@ -177,8 +186,24 @@ class _SessionMixin:
             raise RuntimeError("this config store is not bound to a database: give it to Bitrix24(store=...)")
         return self._db.session
 
+    def delete(self, client_id: int) -> bool:
+        row = self._row(client_id)
+        if row is None:
+            return False
+        self.session.delete(row)
+        self.session.commit()
+        return True
 
-class EncryptedStore(_SessionMixin):
+    def tables(self) -> list[Any]:
+        return [self.model.__table__] + ([self.crm.model.__table__] if self.crm is not None else [])
+
+    def ensure_crm(self) -> tuple[bool, int | None, str | None]:
+        if self.crm is None:
+            return False, None, None
+        return self.crm.ensure(self.session)
+
+
+class EncryptedStore(_SQLStore):
     """Our own table (``ClientConfigMixin``), secrets encrypted with the app's ``BITRIX_SECRET_KEY``.
 
     ``model`` defaults to ``bitrix24_client_configs`` declared on the app's ``db``; ``crm`` ties each
@@ -252,13 +277,6 @@ class EncryptedStore(_SessionMixin):
         row.portal_domain = domain
         self.session.commit()
 
-    def delete(self, client_id: int) -> bool:
-        row = self._row(client_id)
-        if row is None:
-            return False
-        self.session.delete(row)
-        self.session.commit()
-        return True
 
     def find_for_portal(self, member_id: str, domain: str) -> list[ClientConfig]:
         conditions = []
@@ -280,16 +298,8 @@ class EncryptedStore(_SessionMixin):
             .values(member_id=member_id)
         )
 
-    def tables(self) -> list[Any]:
-        return [self.model.__table__] + ([self.crm.model.__table__] if self.crm is not None else [])
 
-    def ensure_crm(self) -> tuple[bool, int | None, str | None]:
-        if self.crm is None:
-            return False, None, None
-        return self.crm.ensure(self.session)
-
-
-class ModelStore(_SessionMixin):
+class ModelStore(_SQLStore):
     """A host's own model, mapped by attribute names; secrets as the host keeps them.
 
     ``ModelStore(ClientCRMAuth, webhook_base="webhook_url", outbound_token="app_token",
@@ -385,13 +395,6 @@ class ModelStore(_SessionMixin):
             setattr(row, self.portal_domain, domain)
         self.session.commit()
 
-    def delete(self, client_id: int) -> bool:
-        row = self._row(client_id)
-        if row is None:
-            return False
-        self.session.delete(row)
-        self.session.commit()
-        return True
 
     def find_for_portal(self, member_id: str, domain: str) -> list[ClientConfig]:
         domain = (domain or "").lower()
@@ -425,14 +428,6 @@ class ModelStore(_SessionMixin):
             .where(self._attr(self.client_id) == client_id, self._attr(self.member_id).is_(None))
             .values({self.member_id: member_id})
         )
-
-    def tables(self) -> list[Any]:
-        return [self.model.__table__] + ([self.crm.model.__table__] if self.crm is not None else [])
-
-    def ensure_crm(self) -> tuple[bool, int | None, str | None]:
-        if self.crm is None:
-            return False, None, None
-        return self.crm.ensure(self.session)
 
 
 __all__ = [
