@@ -174,7 +174,6 @@ class _SQLStore:
     def _row(self, client_id: int) -> Any | None:
         raise NotImplementedError
 
-
     def bind(self, db: Any) -> None:
         self._db = db
 
