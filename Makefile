@@ -1,12 +1,13 @@
 # make run   - install into .venv (when needed) and serve on PORT (default 5001); demo mode with the
 #              built-in Bitrix24 emulator when BITRIX_WEBHOOK_BASE is not set
 # make test  - install the dev requirements too and run the test suite
+# make test-lowest - the suite on the lowest dependency versions pyproject.toml allows (CI runs both)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 5001
 
-.PHONY: run test lint setup clean
+.PHONY: run test test-lowest lint setup clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,17 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The suite once more on the lowest versions pyproject.toml allows (constraints-lowest.txt), in its own
+# virtualenv; the adoption tests (marked slow) build with the newest versions and are not repeated.
+LOWEST ?= .venv-lowest
+test-lowest: pyproject.toml constraints-lowest.txt
+	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(LOWEST)/bin/python -m pip install --quiet --only-binary :all: -c constraints-lowest.txt -e ".[all]" \
+		pytest responses fast_bitrix24 schemathesis
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(flask|werkzeug|sqlalchemy|marshmallow|tenacity|rq|redis)=='
+	$(LOWEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 
@@ -31,4 +43,4 @@ setup: $(VENV)/.installed
 	$(PY) setup_bitrix24_crm.py
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) $(LOWEST) instance .pytest_cache dist build

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     for line in report.lines():
         print(line)
-    return 0
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
