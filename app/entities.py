@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Legacy crm.* field names are UPPER_CASE, user fields UF_CRM_* (bitrix24-api.md §7, §10.8);
-# crm.item.* names are camelCase, user fields ufCrm128_* (§7).
+# Legacy crm.* field names are UPPER_CASE, user fields UF_CRM_*
+# (https://apidocs.bitrix24.com/api-reference/crm/contacts/userfield/crm-contact-userfield-add.html);
+# crm.item.* names are camelCase, user fields ufCrm128_*
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html).
 LEGACY_FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ITEM_FIELD_NAME = re.compile(r"^[a-z][A-Za-z0-9_]*$")
-FIRST_SMART_PROCESS_TYPE = 128  # smart-process entityTypeIds start here (§7)
+# https://apidocs.bitrix24.com/api-reference/crm/data-types.html#object_type
+FIRST_SMART_PROCESS_TYPE = 128  # smart-process entityTypeIds start here
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class Entity:
     name: str  # URL segment: "contacts"
     prefix: str  # Bitrix24 method prefix: "crm.contact"
     type_name: str  # entityTypeName: "CONTACT"
-    type_id: int  # entityTypeId (bitrix24-api.md §7)
+    type_id: int  # entityTypeId, see https://apidocs.bitrix24.com/api-reference/crm/data-types.html#object_type
     label: str  # singular, for messages: "contact"
     upsert: bool = False  # crm.duplicate.findbycomm can find it by e-mail or phone
     camel: bool = False  # crm.item.*: camelCase fields, results wrapped in "item" / "items"

@@ -1,4 +1,4 @@
-"""A local emulator of the Bitrix24 cloud REST API (webhook flavour), following bitrix24-api.md.
+"""A local emulator of the Bitrix24 cloud REST API (webhook flavour), modelled on the real service's behaviour.
 
     from bitrix24_emulator import create_emulator, start_server
     emu = create_emulator(rate=2.0, burst=50, cost_per_call=0.0, event_url=None)

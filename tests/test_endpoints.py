@@ -95,7 +95,7 @@ def test_environment_fallback_when_client_has_no_config(make_app, portal):
     assert r.status_code == 200 and r.get_json() == {"result": {"ID": "5"}}
 
 
-# --- error mapping (bitrix24-api.md §3; DESIGN.md "Public contract") ---------------------------
+# --- error mapping (https://apidocs.bitrix24.com/error-codes.html; DESIGN.md "Public contract") ---
 
 
 def test_not_found_legacy_empty_code_400(configured, portal):

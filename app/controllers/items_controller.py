@@ -1,8 +1,11 @@
-"""Smart-process items: ``crm.item.*`` with ``entityTypeId``, camelCase fields (bitrix24-api.md §2, §6, §7).
+"""Smart-process items: ``crm.item.*`` with ``entityTypeId``, camelCase fields.
 
 Same shapes as the other entities on our side (``{"result": ...}``, 201 + Location on create,
 ``total``/``next`` on lists, ``all=1`` streaming); Bitrix24's ``{"item": ...}`` / ``{"items": ...}``
-wrappers are taken off here.
+wrappers are taken off here. Bitrix24's side:
+https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-get.html,
+https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html and, for the type ids,
+https://apidocs.bitrix24.com/api-reference/crm/data-types.html#object_type
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def delete_item(client_id: str, type_id: str, item_id: str):
     """Delete a smart-process item."""
     cid, ent = _ids(client_id, type_id)
     bx_call("crm.item.delete", {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}, client_id=cid)
-    return {"result": True}  # Bitrix24 answers [] (§2)
+    # Bitrix24 answers []: https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-delete.html
+    return {"result": True}
 
 
 def list_items(query: dict[str, Any], client_id: str, type_id: str):

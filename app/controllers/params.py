@@ -17,7 +17,9 @@ from .errors import ApiError
 
 _POSITIVE_ID = re.compile(r"^[1-9][0-9]{0,9}$")
 MAX_ID = 2**31 - 1  # Bitrix24 ids and our client_id columns are 32-bit integers
-# Filter operators go in front of the field name (bitrix24-api.md §6), longest first.
+# Filter operators go in front of the field name, longest first; see
+# https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html and (for !%, !=%, !%=)
+# https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html
 FILTER_OPERATORS = "!=%|!%=|!=|!@|!%|>=|<=|=%|%=|=|!|>|<|@|%"
 _FILTER_KEY = re.compile(rf"^(?P<op>{FILTER_OPERATORS})?(?P<field>.*)$", re.DOTALL)
 _BRACKET_KEY = re.compile(r"^(?P<name>filter|order)\[(?P<key>[^\[\]]+)\](?P<append>\[\])?$", re.IGNORECASE)

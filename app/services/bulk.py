@@ -19,8 +19,9 @@ from .caller import is_repeatable
 from .errors import BadInput, Bitrix24Error, PortalTimeout, ServerError, TransportError, classify
 from .wire import encode_form, flatten_params
 
-BATCH_LIMIT = 50  # commands per batch request (bitrix24-api.md §5)
-PAGE = 50  # rows per list page (§6)
+BATCH_LIMIT = 50  # commands per batch request (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)
+# rows per list page: https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html
+PAGE = 50
 _REFERENCE = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
 
 
@@ -48,7 +49,8 @@ def command_string(method: str, params: Any) -> str:
 
 def _section(value: Any) -> dict[str, Any]:
     # Batch sections are a list when the keys were 0..n-1, an object otherwise, and [] when
-    # empty (§5): always hand back a dict keyed by the command key.
+    # empty: always hand back a dict keyed by the command key.
+    # See https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html
     if isinstance(value, list):
         return {str(i): v for i, v in enumerate(value)}
     if isinstance(value, dict):
@@ -157,7 +159,8 @@ def run_chunk(
 
 
 def _row_shape(method: str) -> tuple[str | None, str]:
-    # crm.item.list nests rows under "items" and names the id "id" (§6).
+    # crm.item.list nests rows under "items" and names the id "id":
+    # https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html
     return ("items", "id") if method.lower().startswith("crm.item.") else (None, "ID")
 
 
@@ -281,7 +284,8 @@ def _offsets(method: str, params: dict[str, Any], client_id: int | None, contain
 
 
 ORIGINATOR = "flask-bitrix24"
-PORTAL_MAX_RUN = 65.0  # Bitrix24 cloud stops one request at 60 s (bitrix24-api.md §4), plus a margin
+# Bitrix24 cloud stops one request at 60 s (https://apidocs.bitrix24.com/limits.html), plus a margin
+PORTAL_MAX_RUN = 65.0
 
 
 @dataclass

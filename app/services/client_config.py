@@ -164,7 +164,7 @@ def validate_outbound_token(value: Any) -> str | None:
     return value
 
 
-# Bitrix24's request buckets per plan (bitrix24-api.md §4).
+# Bitrix24's request buckets per plan (https://apidocs.bitrix24.com/limits.html).
 PLANS = {"standard": {"burst": 50, "drain": 2.0}, "enterprise": {"burst": 250, "drain": 5.0}}
 
 

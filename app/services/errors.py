@@ -2,8 +2,10 @@
 
 Every failure reaches callers as a ``Bitrix24Error`` subclass chosen by the *kind* of failure, so
 callers (and our HTTP layer) decide by class, never by parsing text. The real Bitrix24 code and
-description are kept on the exception. Classification follows ../shared/bitrix24-api.md §3,
-including legacy CRM's habit of answering ``"error": ""`` with HTTP 400 and the reason in text only.
+description are kept on the exception. Classification follows Bitrix24's error codes
+(https://apidocs.bitrix24.com/error-codes.html), including legacy CRM's habit of answering
+``"error": ""`` with HTTP 400 and the reason in text only (for example
+https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-get.html, "Error Handling").
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class ServerError(Bitrix24Error):
 
 
 class PortalMoved(ServerError):
-    """The portal answered with a redirect: usually a renamed portal (bitrix24-api.md §9)."""
+    """The portal answered with a redirect: usually a renamed portal, see
+    https://apidocs.bitrix24.com/settings/how-to-call-rest-api/change-domen.html"""
 
     default_code = "PORTAL_MOVED"
 
@@ -165,7 +168,12 @@ _AUTH_CODES = frozenset(
 
 
 def classify(status: int, error: Any, description: Any, *, method: str | None, body: Any = None) -> Bitrix24Error:
-    """Turn a Bitrix24 error answer into the matching exception (bitrix24-api.md §3, §10.5, §10.11)."""
+    """Turn a Bitrix24 error answer into the matching exception.
+
+    Codes and statuses: https://apidocs.bitrix24.com/error-codes.html (some codes, such as
+    ``insufficient_scope`` and ``expired_token``, are lower-case, so compare case-insensitively).
+    Legacy CRM answers an empty code with HTTP 400 and the reason only in the description, e.g.
+    https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-get.html"""
     code = error if isinstance(error, str) else ""
     text = description if isinstance(description, str) else ""
     upper = code.upper()

@@ -1,11 +1,13 @@
 """Bitrix24's outbound events: verify, store durably, dedupe, then hand to the registered handlers.
 
-Bitrix24 posts each event once and never retries (bitrix24-api.md §8), sends only IDs, and proves
+Bitrix24 posts each event once and never retries, sends only IDs, and proves
 its origin only with the shared application token. So: find the tenant, compare the token in
 constant time (a token of another tenant is a mismatch), commit a ``BitrixEvent`` row before
 answering (unique on a dedupe key, so a re-delivery is acknowledged but never stored or handled
 twice), and run handlers afterwards: inline after the answer, or in an RQ worker. A handler that
 raises is retried with backoff up to BITRIX_EVENT_MAX_ATTEMPTS, then kept as ``failed``.
+
+Bitrix24's delivery rules: https://apidocs.bitrix24.com/api-reference/events/index.html
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pacing calls to a portal with a leaky bucket shaped like Bitrix24's own (bitrix24-api.md §4).
+"""Pacing calls to a portal with a leaky bucket shaped like Bitrix24's own (https://apidocs.bitrix24.com/limits.html).
 
 Bitrix24 adds 1 to a per-portal counter for each request, drains it at ``rate`` per second and
 refuses with 503 once it would pass ``burst``. We keep the same bucket on our side and *reserve* a
@@ -185,7 +185,8 @@ class OperatingBudgets:
 
     def blocked_for(self, portal: str, method: str) -> float:
         """After OPERATION_TIME_LIMIT: seconds until the oldest bucket expires, as the portal last
-        said; once that moment has passed (or was never given), one bucket (bitrix24-api.md §4)."""
+        said; once that moment has passed (or was never given), one bucket. See "How to Respond to
+        Limit Errors" in https://apidocs.bitrix24.com/limits.html"""
         with self._lock:
             budget = self._budgets.get((portal, method.lower()))
             now = self._clock()

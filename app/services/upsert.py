@@ -10,7 +10,8 @@ from typing import Any
 from ..entities import Entity
 from .bitrix24_service import bx_call
 
-FINDBYCOMM_LIMIT = 20  # values per call (bitrix24-api.md §7)
+# values per call: https://apidocs.bitrix24.com/api-reference/crm/duplicates/crm-duplicate-find-by-comm.html
+FINDBYCOMM_LIMIT = 20
 
 
 @dataclass
@@ -60,7 +61,9 @@ def _find(entity: Entity, kind: str, values: list[str], client_id: int | None) -
 
 
 def _without_known(fields: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    # Update *adds* multi-field values (§7): leave out the e-mails and phones the record already has.
+    # Update *adds* multi-field values: leave out the e-mails and phones the record already has.
+    # See "Working with Multiple Fields" in
+    # https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-update.html
     out = dict(fields)
     for kind in ("EMAIL", "PHONE"):
         if kind not in out:
@@ -76,8 +79,9 @@ def _without_known(fields: dict[str, Any], record: dict[str, Any]) -> dict[str, 
 
 
 def _as_multifield(items: Any) -> Any:
-    # Bitrix24 keeps only {"VALUE": ...} items in a multi-field (§7): "a@x.com" or ["a@x.com"] would be
+    # Bitrix24 keeps only {"VALUE": ...} items in a multi-field: "a@x.com" or ["a@x.com"] would be
     # dropped, the record stored without the e-mail, and the next upsert would not find it.
+    # Item shape: https://apidocs.bitrix24.com/api-reference/crm/data-types.html#crm_multifield
     if isinstance(items, str):
         items = [items]
     if isinstance(items, list):

@@ -76,7 +76,8 @@ def test_contact_example_from_the_readme_keeps_multifields(stack):
                           params={"filter[EMAIL]": "ada@example.com", "select": ["ID", "NAME", "EMAIL", "PHONE"]}).json()["result"]
     assert len(rows) == 1 and rows[0]["ID"] == str(cid)
     assert [p["VALUE"] for p in rows[0]["PHONE"]] == ["+15551234567"]
-    # update merges multi-fields (bitrix24-api.md §7): a new phone is added, the old one kept
+    # update merges multi-fields: a new phone is added, the old one kept
+    # (https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-update.html)
     stack.http.patch(f"{stack.api}/clients/1/contacts/{cid}", json={"fields": {"PHONE": [{"VALUE": "+442071234567", "VALUE_TYPE": "MOBILE"}]}})
     phones = stack.http.get(f"{stack.api}/clients/1/contacts/{cid}").json()["result"]["PHONE"]
     assert sorted(p["VALUE"] for p in phones) == ["+15551234567", "+442071234567"]
