@@ -60,6 +60,30 @@ def test_duplicate_delivery_is_handled_once(app, configured, handlers):
     assert len(calls) == 1 and len(rows(app)) == 1
 
 
+def test_a_retry_is_not_run_before_its_backoff_even_when_asked_twice(make_app, handlers):
+    """A second queue message for a waiting retry (a worker's start-up sweep re-queues what is queued)
+    finds the event not due and leaves it alone."""
+    app = make_app(BITRIX_OUTBOUND_TOKEN="env-token-1", BITRIX_EVENT_RETRY_BASE=30)
+    attempts = []
+
+    @handlers.on("ONCRMDEALUPDATE")
+    def flaky(event):
+        attempts.append(event.attempt)
+        raise RuntimeError("downstream is down")
+
+    app.test_client().post("/api/bitrix/webhook", data=event_form(token="env-token-1", event="ONCRMDEALUPDATE")).close()
+    (row,) = rows(app)
+    assert (row.status, row.attempts) == ("retry", 1)
+
+    from flask_bitrix24.services.events import dispatch_event, run_event_job
+
+    with app.app_context():
+        dispatch_event(row.id)
+        assert run_event_job(row.id) == "retry"
+    (row,) = rows(app)
+    assert (row.status, row.attempts, attempts) == ("retry", 1, [1])
+
+
 def test_handler_raising_is_retried_with_backoff_then_kept_as_failed(make_app, handlers):
     app = make_app(BITRIX_OUTBOUND_TOKEN="env-token-1", BITRIX_EVENT_MAX_ATTEMPTS=3, BITRIX_EVENT_RETRY_BASE=0)
     attempts = []

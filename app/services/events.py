@@ -37,7 +37,6 @@ log = logging.getLogger("flask_bitrix24")
 
 # Never stored: the shared secret itself and OAuth tokens an app event may carry.
 _SECRET_AUTH_KEYS = ("application_token", "access_token", "refresh_token")
-RUNNABLE = ("received", "queued", "retry")
 STATUSES = ("received", "queued", "processing", "done", "retry", "failed")
 
 
@@ -247,10 +246,14 @@ LEASE_SECONDS = 900  # a claim older than this is a crashed run (jobs time out a
 
 
 def _claimable():
-    # Runnable, or claimed by a run that died without recording an outcome (lease expired).
+    # New; a retry whose time has come (a second queue message for it, from a sweep, must not run
+    # it before its backoff is over); or claimed by a run that died without recording an outcome
+    # (lease expired).
+    model, now = _model(), _now()
     return or_(
-        _model().status.in_(RUNNABLE),
-        (_model().status == "processing") & (_model().next_attempt_at <= _now()),
+        model.status.in_(("received", "queued")),
+        (model.status == "retry") & (model.next_attempt_at <= now),
+        (model.status == "processing") & (model.next_attempt_at <= now),
     )
 
 
