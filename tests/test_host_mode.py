@@ -328,3 +328,18 @@ def test_the_package_is_flask_bitrix24_and_never_app():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_without_the_metrics_extra_metrics_say_what_to_install(host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if the extra was not installed
+    app = host.app(store=host.mapped_store(), BITRIX_METRICS_TOKEN="scrape-123456")
+    c = app.test_client()
+    r = c.get("/api/bitrix/metrics", headers={"Authorization": "Bearer scrape-123456"})
+    assert r.status_code == 501 and "flask-bitrix24[metrics]" in r.get_json()["error_description"]
+    assert c.get("/api/bitrix/health").status_code == 200  # the rest works
+
+
+def test_without_the_redis_extra_a_redis_url_fails_at_start_saying_why(host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(RuntimeError, match=r"flask-bitrix24\[redis\]"):
+        host.app(store=host.mapped_store(), BITRIX_REDIS_URL="redis://127.0.0.1:1/0")
