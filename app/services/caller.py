@@ -11,20 +11,22 @@ again is safe (DESIGN.md, "Limits, retries, speed"):
 - 429 OPERATION_TIME_LIMIT: waited out until the portal's ``operating_reset_at`` when that fits in
   the caller's bound, else raised with ``retry_after``.
 
-Backoff is jittered and exponential (tenacity), the total wait is bounded, and the error that
-finally surfaces is the last real Bitrix24 error.
+Backoff is jittered and exponential (``RetryPolicy.backoff``: "full jitter", a random wait between 0
+and ``base * 2**(n-1)`` capped at ``backoff_max``), the total wait is bounded, and the error that
+finally surfaces is the last real Bitrix24 error. The loop is ours, in plain code, so that its
+decisions do not depend on a retry library's version (tenacity 8 and 9 call wait and stop in
+opposite orders, and under 9 the planned waits were never taken).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from .errors import (
     Bitrix24Error,
@@ -63,6 +65,15 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 8.0
     max_wait: float = 30.0  # bound on all waiting (pacing, backoff, operating blocks) for one call
+
+    def window(self, attempt: int) -> float:
+        """The longest wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
+        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+
+    def backoff(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt``: "full jitter", uniform over the window, so that
+        many callers failing together do not come back together."""
+        return random.uniform(0.0, self.window(attempt))
 
 
 class PortalCaller:
@@ -118,31 +129,10 @@ class PortalCaller:
                 return repeatable
             return False
 
-        backoff = wait_random_exponential(multiplier=self.policy.backoff_base, max=self.policy.backoff_max)
-        planned: dict[int, float] = {}
-
-        def next_wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
+        def next_wait(exc: BaseException, attempt_number: int) -> float:
             if isinstance(exc, OperatingLimit):
                 return exc.retry_after or 1.0
-            return backoff(state)
-
-        def stop(state: RetryCallState) -> bool:
-            # Stop when attempts run out, or when the wait about to be taken would pass the bound.
-            # The wait is drawn here, once, and used as drawn (tenacity asks stop before wait).
-            if stop_after_attempt(self.policy.attempts)(state):
-                return True
-            planned[state.attempt_number] = upcoming = next_wait(state)
-            return waited() + upcoming > bound
-
-        def wait(state: RetryCallState) -> float:
-            return planned.pop(state.attempt_number, 0.0)
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.on_event("retry", {"tenant": tenant, "method": method,
-                                    "error": getattr(exc, "code", type(exc).__name__)})
-            log.info("bitrix24 %s: retrying after %r (attempt %d)", method, exc, state.attempt_number)
+            return self.policy.backoff(attempt_number)
 
         ambiguous = False  # an earlier attempt may have reached the portal
 
@@ -176,15 +166,23 @@ class PortalCaller:
                 self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
             return envelope
 
-        retrying = Retrying(
-            retry=retry_if_exception(should_retry),
-            wait=wait,
-            stop=stop,
-            sleep=self.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return retrying(attempt)
+        number = 0
+        while True:
+            number += 1
+            try:
+                return attempt()
+            except Exception as exc:
+                # Stop when the error is not safe to retry, attempts are spent, or the wait about to
+                # be taken would pass the caller's bound; the last real error surfaces.
+                if not should_retry(exc) or number >= self.policy.attempts:
+                    raise
+                delay = next_wait(exc, number)
+                if waited() + delay > bound:
+                    raise
+                self.on_event("retry", {"tenant": tenant, "method": method,
+                                        "error": getattr(exc, "code", type(exc).__name__)})
+                log.info("bitrix24 %s: retrying in %.2f s after %r (attempt %d)", method, delay, exc, number)
+                self.sleep(delay)
 
     def _respect_limits(self, portal: str, method: str, bucket: BucketParams, budget_left: float) -> None:
         blocked = self._blocked_until.get((portal, method.lower()), 0.0) - self.clock()

@@ -217,7 +217,7 @@ def changes(before, after):
     return found
 
 for dep in ("flask", "werkzeug", "flask_sqlalchemy", "sqlalchemy.orm", "requests", "cryptography.fernet",
-            "tenacity", "flask_smorest", "marshmallow"):
+            "flask_smorest", "marshmallow"):
     __import__(dep)
 before = snapshot()
 import flask_bitrix24
