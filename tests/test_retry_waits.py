@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from flask_bitrix24.services.caller import PortalCaller, RetryPolicy
 from flask_bitrix24.services.errors import RateLimited, ServerError, TransportError
 from flask_bitrix24.services.limiter import BucketParams, OperatingBudgets
