@@ -58,7 +58,10 @@ class Bitrix24:
         own_migrations: bool = False,
     ) -> None:
         self.db, self.store, self.event_model, self.event_table = db, store, event_model, event_table
-        self.url_prefix = "/" + url_prefix.strip("/") if url_prefix.strip("/") else ""
+        if not url_prefix.strip("/"):
+            # At the root our JSON catch-all would answer for every unknown URL of the host.
+            raise ValueError("url_prefix must name a path under which the API lives, like '/api/bitrix'")
+        self.url_prefix = "/" + url_prefix.strip("/")
         self.blueprint_name, self.cli_group, self.own_migrations = blueprint_name, cli_group, own_migrations
         self.hooks = Hooks(authorize)
         if app is not None:
@@ -95,16 +98,16 @@ class Bitrix24:
 
     # -- setup -----------------------------------------------------------------------------------
 
-    def init_app(self, app: Flask, *, store: ConfigStore | None = None) -> None:
-        """Set the extension up on ``app``. ``store`` overrides the constructor's (a host whose
-        models are imported after the extension object is made can pass its store here)."""
+    def init_app(self, app: Flask, *, store: ConfigStore | None = None, event_model: type | None = None) -> None:
+        """Set the extension up on ``app``. ``store`` and ``event_model`` override the constructor's
+        (a host whose models are imported after the extension object is made passes them here)."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("the Bitrix24 extension is already registered on this app")
         from .cli import bitrix24_cli
         from .config import bitrix24_settings
         from .controllers.openapi import init_api
         from .logs import install_on_our_loggers
-        from .models import event_model
+        from .models import event_model as declare_event_model
         from .routes.bitrix24_routes import bp
 
         for key, value in bitrix24_settings().items():
@@ -112,7 +115,7 @@ class Bitrix24:
         db = self._database(app)
         chosen = store or self.store or EncryptedStore()
         chosen.bind(db)
-        events = self.event_model or event_model(db, self.event_table)
+        events = event_model or self.event_model or declare_event_model(db, self.event_table)
         app.extensions[EXTENSION_KEY] = Runtime(
             app, db=db, store=chosen, event_model=events, hooks=self.hooks, blueprint_name=self.blueprint_name,
             url_prefix=self.url_prefix, own_migrations=self.own_migrations,

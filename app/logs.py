@@ -50,6 +50,8 @@ _PATTERNS: list[tuple[re.Pattern[str], object]] = [
     # Authorization: Bearer <key> / Basic <credentials>; X-Api-Key: <key>
     (re.compile(rf"((?:Bearer|Basic)\s+|X-Api-Key:\s*)({_TOKEN})", re.IGNORECASE),
      lambda m: m.group(1) + mask(m.group(2))),
+    # SQLAlchemy's error texts end with the statement's values: "[parameters: (1, 'https://...', 'token')]"
+    (re.compile(r"(\[parameters: ).*(\])"), lambda m: m.group(1) + "(redacted)" + m.group(2)),
     # passwords in URLs: redis://:pass@host, postgresql://user:pass@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)", re.IGNORECASE),
      lambda m: m.group(1) + mask(m.group(2)) + m.group(3)),
@@ -109,7 +111,12 @@ def configure_standalone(log_format: str) -> None:
     if not root.handlers:
         handler = logging.StreamHandler()
         if log_format == "json":
-            from pythonjsonlogger.json import JsonFormatter
+            try:
+                from pythonjsonlogger.json import JsonFormatter
+            except ImportError:
+                raise RuntimeError(
+                    "BITRIX_LOG_FORMAT=json needs python-json-logger: pip install 'flask-bitrix24[json-logs]'"
+                ) from None
 
             handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level", "asctime": "time"}))
         else:

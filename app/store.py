@@ -22,8 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 BITRIX24_CRM_NAME = "Bitrix24"
 
@@ -52,10 +52,24 @@ class ConfigValues:
 
 
 class StoreNotReady(RuntimeError):
-    """The store's tables or its CRMs row are not there: ``flask bitrix24 setup`` says what to do."""
+    """The store's tables or its CRMs row are not there, or its table refused a write: the API
+    answers 503 ``SETUP_REQUIRED`` with what to do (``flask bitrix24 setup`` reports it too)."""
 
-    http_status = 503
+    status = 503
     code = "SETUP_REQUIRED"
+
+
+def required_attributes(model: type, given: set[str]) -> list[str]:
+    """The model's attributes whose columns need a value on insert that neither the table (a default,
+    a server default, an autoincrement key) nor ``given`` supplies."""
+    missing = []
+    for attr in sa_inspect(model).column_attrs:
+        column = attr.columns[0]
+        if column.nullable or column.primary_key or column.default is not None or column.server_default is not None:
+            continue
+        if attr.key not in given:
+            missing.append(attr.key)
+    return missing
 
 
 def portal_domain(base: str) -> str:
@@ -104,24 +118,17 @@ class CRMRow:
     defaults: Mapping[str, Any] | None = None
 
     def find(self, session: Any) -> Any | None:
+        # The first by id: a host's name column need not be unique.
         stmt = select(self.model).where(getattr(self.model, self.name_attr) == self.name)
-        return session.execute(stmt).scalar_one_or_none()
+        return session.execute(stmt.order_by(getattr(self.model, self.id_attr))).scalars().first()
 
     def id(self, session: Any) -> int | None:
         row = self.find(session)
         return None if row is None else getattr(row, self.id_attr)
 
     def missing_values(self) -> list[str]:
-        """Required columns that neither the table nor ``defaults`` gives a value for."""
-        given = {self.name_attr, *(self.defaults or {})}
-        missing = []
-        for column in sa_inspect(self.model).columns:
-            if column.nullable or column.primary_key or column.default is not None \
-                    or column.server_default is not None:
-                continue
-            if column.key not in given:
-                missing.append(column.key)
-        return missing
+        """Required columns (by attribute name) that neither the table nor ``defaults`` gives a value for."""
+        return required_attributes(self.model, {self.name_attr, *(self.defaults or {})})
 
     def ensure(self, session: Any) -> tuple[bool, int | None, str | None]:
         """(added, id, problem): add the row when it is missing and ``defaults`` says how."""
@@ -143,9 +150,12 @@ class CRMRow:
         session.add(self.model(**{self.name_attr: self.name, **dict(self.defaults)}))
         try:
             session.commit()
-        except IntegrityError:  # added meanwhile by another process
+        except IntegrityError as exc:
             session.rollback()
-            return False, self.id(session), None
+            crm_id = self.id(session)  # added meanwhile by another process?
+            if crm_id is not None:
+                return False, crm_id, None
+            return False, None, f"the {table} table refused the {self.name!r} row: {exc.orig}"
         return True, self.id(session), None
 
     def require_id(self, session: Any) -> int:
@@ -157,9 +167,9 @@ class CRMRow:
             _, crm_id, _ = self.ensure(session)
             if crm_id is not None:
                 return crm_id
-        raise StoreNotReady(
-            f"the {self.model.__table__.name} table has no {self.name!r} row: run `flask bitrix24 setup`"
-        )
+        how = "run `flask bitrix24 setup`" if self.defaults is not None else \
+            "add it (or give CRMRow(..., defaults={...}) so that setup can)"
+        raise StoreNotReady(f"the {self.model.__table__.name} table has no {self.name!r} row: {how}")
 
 
 class _SQLStore:
@@ -185,13 +195,37 @@ class _SQLStore:
             raise RuntimeError("this config store is not bound to a database: give it to Bitrix24(store=...)")
         return self._db.session
 
+    def _commit(self, doing: str) -> None:
+        """Commit, or roll back and say what the table refused (never the values: they hold secrets)."""
+        try:
+            self.session.commit()
+        except DBAPIError as exc:
+            self.session.rollback()
+            kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+            raise StoreNotReady(
+                f"the {self.model.__table__.name} table refused {doing} ({kind}): check its columns and constraints"
+            ) from None
+
     def delete(self, client_id: int) -> bool:
         row = self._row(client_id)
         if row is None:
             return False
         self.session.delete(row)
-        self.session.commit()
+        self._commit("the delete")
         return True
+
+    def remember_member_id(self, client_id: int, member_id: str) -> None:
+        """Set the member_id on this client's Bitrix24 row (no other CRM's) when it has none; left
+        in the caller's transaction (the event row is committed with it)."""
+        attr = self._member_attr()
+        if attr is None:
+            return
+        row = self._row(client_id)
+        if row is not None and getattr(row, attr) is None:
+            setattr(row, attr, member_id)
+
+    def _member_attr(self) -> str | None:
+        return "member_id"
 
     def tables(self) -> list[Any]:
         return [self.model.__table__] + ([self.crm.model.__table__] if self.crm is not None else [])
@@ -274,8 +308,7 @@ class EncryptedStore(_SQLStore):
         if row.portal_domain != domain:
             row.member_id = None  # learnt for the old portal
         row.portal_domain = domain
-        self.session.commit()
-
+        self._commit("the config")
 
     def find_for_portal(self, member_id: str, domain: str) -> list[ClientConfig]:
         conditions = []
@@ -287,15 +320,6 @@ class EncryptedStore(_SQLStore):
             return []
         rows = self.session.execute(self._select().where(or_(*conditions))).scalars()
         return [self._config(row) for row in rows]
-
-    def remember_member_id(self, client_id: int, member_id: str) -> None:
-        # Only into a row that has none: the first verified event from the saved host sets it.
-        # Left in the caller's transaction (the event row is committed with it).
-        self.session.execute(
-            update(self.model)
-            .where(self.model.client_id == client_id, self.model.member_id.is_(None))
-            .values(member_id=member_id)
-        )
 
 
 class ModelStore(_SQLStore):
@@ -336,6 +360,13 @@ class ModelStore(_SQLStore):
         unknown = [name for name in names if name is not None and name not in columns]
         if unknown:
             raise ValueError(f"{model.__name__} has no attribute {', '.join(map(repr, unknown))}")
+        # Checked now, not at a client's first save: a required column we would leave empty.
+        required = required_attributes(model, {name for name in names if name is not None} | set(self.defaults))
+        if required:
+            raise ValueError(
+                f"{model.__name__}.{', '.join(required)} must have a value when a client's first config adds a row: "
+                f"pass ModelStore(..., defaults={{{', '.join(repr(r) + ': ...' for r in required)}}})"
+            )
 
     def _attr(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -350,7 +381,9 @@ class ModelStore(_SQLStore):
         return stmt
 
     def _row(self, client_id: int) -> Any | None:
-        stmt = self._select().where(self._attr(self.client_id) == client_id)
+        # The oldest row, should the host's table hold several for one client and CRM.
+        pk = sa_inspect(self.model).primary_key
+        stmt = self._select().where(self._attr(self.client_id) == client_id).order_by(*pk)
         return self.session.execute(stmt).scalars().first()
 
     def _get(self, row: Any, name: str | None) -> Any:
@@ -392,8 +425,7 @@ class ModelStore(_SQLStore):
             if getattr(row, self.portal_domain) != domain and self.member_id is not None:
                 setattr(row, self.member_id, None)
             setattr(row, self.portal_domain, domain)
-        self.session.commit()
-
+        self._commit("the config")
 
     def find_for_portal(self, member_id: str, domain: str) -> list[ClientConfig]:
         domain = (domain or "").lower()
@@ -419,14 +451,8 @@ class ModelStore(_SQLStore):
                 found.append(config)
         return found
 
-    def remember_member_id(self, client_id: int, member_id: str) -> None:
-        if self.member_id is None:
-            return
-        self.session.execute(
-            update(self.model)
-            .where(self._attr(self.client_id) == client_id, self._attr(self.member_id).is_(None))
-            .values({self.member_id: member_id})
-        )
+    def _member_attr(self) -> str | None:
+        return self.member_id
 
 
 __all__ = [
@@ -439,4 +465,5 @@ __all__ = [
     "ModelStore",
     "StoreNotReady",
     "portal_domain",
+    "required_attributes",
 ]

@@ -120,6 +120,12 @@ def test_setup_adds_the_crm_row_only_when_told_how(host):
         assert (crm.name, crm.slug) == ("Bitrix24", "bitrix24")
 
 
+def test_setup_reports_a_crm_row_the_table_refuses(host):
+    app = host.app(store=host.mapped_store(defaults={"slug": None}))  # NOT NULL: refused by the database
+    result = app.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert result.exit_code == 1 and "refused the 'Bitrix24' row" in result.output
+
+
 def test_setup_names_missing_tables_and_creates_none(host):
     app = host.app(store=host.mapped_store(defaults={"slug": "b"}))
     with app.app_context():
@@ -343,3 +349,112 @@ def test_without_the_redis_extra_a_redis_url_fails_at_start_saying_why(host, mon
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(RuntimeError, match=r"flask-bitrix24\[redis\]"):
         host.app(store=host.mapped_store(), BITRIX_REDIS_URL="redis://127.0.0.1:1/0")
+
+
+def test_a_bodyless_post_from_a_cross_site_form_is_refused_under_a_cookie_hook(host):
+    host.bitrix24.authorize(lambda client_id: True)  # e.g. Flask-Login's session cookie says yes
+    app = host.app(store=host.mapped_store(), BITRIX_AUTH_DISABLED=False)
+    c = app.test_client()
+    r = c.post("/api/bitrix/clients/1/events/1/replay", data="a=1", content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 415 and r.get_json()["error"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert c.post("/api/bitrix/clients/1/events/1/replay", json={}).status_code == 404  # JSON: reaches the view
+
+
+def test_the_member_id_goes_to_the_bitrix24_row_only(database_url):
+    db = SQLAlchemy()
+    ext = Bitrix24(db=db)
+
+    class CRMs(db.Model):
+        __tablename__ = "CRMs"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        name: Mapped[str] = mapped_column(String(64))
+
+    class Auth(db.Model):
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        client_id: Mapped[int] = mapped_column(Integer)
+        crm_id: Mapped[int] = mapped_column(ForeignKey("CRMs.id"))
+        url: Mapped[str | None] = mapped_column(Text)
+        token: Mapped[str | None] = mapped_column(String(64))
+        domain: Mapped[str | None] = mapped_column(String(255))
+        member: Mapped[str | None] = mapped_column(String(64))
+
+    app = Flask("host")
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BITRIX_AUTH_DISABLED=True)
+    db.init_app(app)
+    ext.init_app(app, store=ModelStore(Auth, webhook_base="url", outbound_token="token", portal_domain="domain",
+                                       member_id="member", crm=CRMRow(CRMs, defaults={})))
+    with app.app_context():
+        db.create_all()
+        db.session.add_all([CRMs(id=1, name="AmoCRM"), CRMs(id=2, name="Bitrix24")])
+        db.session.add(Auth(client_id=1, crm_id=1, url="https://amo.example/x"))
+        db.session.commit()
+    try:
+        c = app.test_client()
+        assert c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE,
+                                                             "outbound_token": "tok-1-abcdef"}).status_code == 201
+        member = "0123456789abcdef0123456789abcdef"
+        r = c.post("/api/bitrix/webhook", data={"event": "ONCRMDEALADD", "ts": "1", "auth[member_id]": member,
+                                                "auth[domain]": "b24-test.bitrix24.com",
+                                                "auth[application_token]": "tok-1-abcdef"})
+        assert r.status_code == 200
+        with app.app_context():
+            rows = {a.crm_id: (a.member, a.domain) for a in db.session.execute(select(Auth)).scalars()}
+        assert rows == {1: (None, None), 2: (member, "b24-test.bitrix24.com")}
+        # and the portal is found by member_id alone from now on
+        r = c.post("/api/bitrix/webhook", data={"event": "ONCRMDEALADD", "ts": "2", "auth[member_id]": member,
+                                                "auth[domain]": "renamed.bitrix24.com",
+                                                "auth[application_token]": "tok-1-abcdef"})
+        assert r.status_code == 200
+    finally:
+        with app.app_context():
+            db.drop_all()
+            db.engine.dispose()
+
+
+def test_a_missing_crm_row_is_503_with_what_to_do(host):
+    app = host.app(store=host.mapped_store())  # defaults=None: we never add the row
+    r = app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE})
+    assert r.status_code == 503 and r.get_json()["error"] == "SETUP_REQUIRED"
+    assert "has no 'Bitrix24' row" in r.get_json()["error_description"]
+
+
+def test_a_required_host_column_we_cannot_fill_is_named_at_start(host):
+    with pytest.raises(ValueError, match=r"ClientCRMAuth\.crm_id"):
+        ModelStore(host.ClientCRMAuth, webhook_base="webhook_url", outbound_token="app_token")  # crm= missing
+
+
+def test_a_refused_write_is_503_and_logs_no_secret(host, caplog):
+    app = host.app(store=host.mapped_store(defaults={"slug": "b"}))
+    with app.app_context():  # a host constraint we know nothing of
+        host.db.session.execute(__import__("sqlalchemy").text(
+            'CREATE UNIQUE INDEX uq_token ON "ClientCRMAuth" (app_token)'))
+        host.db.session.commit()
+    c = app.test_client()
+    assert c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE,
+                                                         "outbound_token": "SuperSecretTok42"}).status_code == 201
+    r = c.post("/api/bitrix/clients/2/config", json={"webhook_base": PORTAL_BASE, "outbound_token": "SuperSecretTok42"})
+    assert r.status_code == 503 and "ClientCRMAuth" in r.get_json()["error_description"]
+    assert "SuperSecretTok42" not in r.get_data(as_text=True)
+    assert all("SuperSecretTok42" not in rec.getMessage() for rec in caplog.records)
+    assert c.get("/api/bitrix/clients/1/config").status_code == 200  # the session is usable again
+
+
+def test_an_empty_url_prefix_is_refused():
+    with pytest.raises(ValueError, match="url_prefix"):
+        Bitrix24(url_prefix="/")
+
+
+def test_every_module_imports_on_its_own():
+    code = (
+        "import importlib, pkgutil, sys, flask_bitrix24\n"
+        "names = [m.name for m in pkgutil.walk_packages(flask_bitrix24.__path__, 'flask_bitrix24.')\n"
+        "         if '.migrations' not in m.name]\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m.startswith('flask_bitrix24')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+        "print(len(names))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) > 30

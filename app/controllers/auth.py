@@ -51,6 +51,12 @@ def require_api_auth() -> None:
             raise ApiError(401, "UNAUTHORIZED", "sign in to use the Bitrix24 API")
         if decision is not True:
             raise ApiError(403, "FORBIDDEN", "not allowed to use the Bitrix24 API for this client")
+        if request.method == "POST" and not request.is_json:
+            # The hook may rest on a session cookie, which a cross-site form post carries: every POST
+            # (a body-less replay too) must be JSON, which a browser sends cross-site only after a
+            # CORS preflight the host controls. A bearer key is never sent by a browser on its own.
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                           "send POST requests with 'Content-Type: application/json' (a body of {} will do)")
         return
     if rt.api_keys:
         if not _bearer_matches(rt.api_keys):

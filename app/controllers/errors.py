@@ -22,6 +22,7 @@ from ..services.errors import (
     PortalAuthFailed,
 )
 from ..services.secrets import SecretKeyError
+from ..store import StoreNotReady
 
 log = logging.getLogger("flask_bitrix24")
 
@@ -76,6 +77,11 @@ def handle_invalid_config(exc: InvalidConfig) -> Response:
     return error_response(400, "INVALID_CONFIG", str(exc), field=exc.field)
 
 
+def handle_store_not_ready(exc: StoreNotReady) -> Response:
+    log.error("Bitrix24 config store: %s", exc)
+    return error_response(exc.status, exc.code, str(exc), {"Retry-After": "60"})
+
+
 def handle_secret_key_error(exc: SecretKeyError) -> Response:
     log.error("%s", exc)
     return error_response(500, "SECRET_KEY_ERROR", str(exc))
@@ -116,5 +122,6 @@ def register_error_handlers(bp) -> None:
     bp.register_error_handler(ApiError, handle_api_error)
     bp.register_error_handler(InvalidConfig, handle_invalid_config)
     bp.register_error_handler(SecretKeyError, handle_secret_key_error)
+    bp.register_error_handler(StoreNotReady, handle_store_not_ready)
     bp.register_error_handler(HTTPException, handle_http_exception)
     bp.register_error_handler(Exception, handle_unexpected)

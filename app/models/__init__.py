@@ -33,11 +33,10 @@ def _declare(db: Any, kind: str, table: str, build) -> type:
     if key in cache:
         return cache[key]
     if table in db.metadata.tables:
-        raise TableNameTaken(
-            f"the app's database already has a model for table {table!r}: pass "
-            f"{'event_model' if kind == 'event' else 'store'}=... to Bitrix24() to use it, or choose "
-            f"another table name ({'event_table' if kind == 'event' else 'config_table'}=...)"
-        )
+        how = ("pass event_model=<your model, composed from EventLogMixin> or event_table='another_name' "
+               "to Bitrix24()") if kind == "event" else \
+            "pass store=EncryptedStore(model=<your model>) or store=EncryptedStore(table='another_name')"
+        raise TableNameTaken(f"the app's database already has a model for table {table!r}: {how}")
     cache[key] = build()
     return cache[key]
 

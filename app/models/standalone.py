@@ -7,11 +7,15 @@ declared on its own ``db`` by the extension, or are its own models mapped onto a
 
 from __future__ import annotations
 
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
 from .mixins import ClientConfigMixin, CRMMixin, EventLogMixin
+
+# The standalone app's own database (``extensions.db`` is this object); created here, with its
+# models, so that importing either module first works.
+db = SQLAlchemy()
 
 # The Bitrix24 row is found by this name at run time; its id is never written into source files.
 BITRIX24_CRM_NAME = "Bitrix24"

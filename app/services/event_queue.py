@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask
 
-log = logging.getLogger("flask_bitrix24.events")
+log = logging.getLogger("flask_bitrix24")
 
 QUEUE_NAME = "bitrix24-events"
 

@@ -147,7 +147,15 @@ def _learn_member_id(config: Any, member_id: str, domain: str) -> None:
         return
     if not domain or domain.lower() != (config.portal_domain or ""):
         return
-    runtime().store.remember_member_id(config.client_id, member_id)
+    # Its own small transaction, before the event's: a store that cannot keep it (a short column,
+    # a host constraint) must never cost us the event.
+    session = _session()
+    try:
+        runtime().store.remember_member_id(config.client_id, member_id)
+        session.commit()
+    except Exception as exc:  # noqa: BLE001 - logged; the event is what matters
+        session.rollback()
+        log.warning("could not remember member_id for client %s: %s", config.client_id, type(exc).__name__)
 
 
 def _valid_text(value: Any) -> bool:
@@ -196,9 +204,9 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         status="done" if unhandled else "received",
         processed_at=_now() if unhandled else None,
     )
+    _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
     _session().add(row)
     try:
-        _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
         _session().commit()
     except IntegrityError:
         _session().rollback()

@@ -22,7 +22,7 @@ from typing import Any
 WAITING = ("received", "queued", "retry", "processing")
 MAX_CODES = 100  # distinct error-code labels per process; more are counted as "other"
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-log = logging.getLogger("flask_bitrix24.metrics")
+log = logging.getLogger("flask_bitrix24")
 
 
 def tenant_label(client_id: int | None) -> str:

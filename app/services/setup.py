@@ -89,7 +89,12 @@ def setup_lock(engine: Engine) -> Iterator[None]:
     elif url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
             and not url.database.startswith("file:") and os.path.isdir(os.path.dirname(url.database) or "."):
         # (a missing folder: no lock file, and SQLite's own error says what is wrong)
-        from filelock import FileLock
+        try:
+            from filelock import FileLock
+        except ImportError:
+            raise SetupIncomplete(
+                "the standalone app's setup on SQLite needs filelock: pip install 'flask-bitrix24[standalone]'"
+            ) from None
 
         with FileLock(f"{url.database}.setup-lock", timeout=LOCK_TIMEOUT):
             yield
@@ -118,8 +123,14 @@ def our_tables() -> list:
 
 def _check_host_tables() -> SetupReport:
     report = SetupReport()
-    existing = set(inspect(runtime().db.engine).get_table_names())
-    missing = sorted({t.name for t in our_tables()} - existing)
+    db = runtime().db
+    missing = []
+    for table in our_tables():
+        # Each table on its own bind's engine, in its own schema.
+        engine = db.engines.get(table.info.get("bind_key")) or db.engine
+        if not inspect(engine).has_table(table.name, schema=table.schema):
+            missing.append(table.fullname)
+    missing.sort()
     if missing:
         report.problems.append(
             f"table(s) {', '.join(missing)} missing: they are declared on your db's metadata, so "
