@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .extension import Bitrix24
 from .hooks import AuthorizeHook, EventHandler
-from .models import ClientConfigMixin, CRMMixin, EventLogMixin
+from .logs import install_filters
+from .models import ClientConfigMixin, CRMMixin, EventLogMixin, TableNameTaken
 from .runtime import Runtime, runtime
 from .services.bitrix24_service import (
     BadInput,
@@ -83,6 +84,7 @@ __all__ = [
     "Runtime",
     "ServerError",
     "StoreNotReady",
+    "TableNameTaken",
     "TransportError",
     "__version__",
     "bx_batch",
@@ -90,5 +92,6 @@ __all__ = [
     "bx_list_all",
     "create_app",
     "flatten_params",
+    "install_filters",
     "runtime",
 ]

@@ -129,8 +129,9 @@ def worker_command(burst: bool, interval: float) -> None:
     click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
     while not burst:
         time.sleep(interval)
-        try:
-            events.run_due()
-        except Exception as exc:  # keep going: the database may come back
-            runtime(app).session.rollback()
-            click.echo(f"sweep failed: {exc}", err=True)
+        with app.app_context():  # each pass in a fresh context and session, as RQ jobs are
+            try:
+                events.run_due()
+            except Exception as exc:  # keep going: the database may come back
+                runtime(app).session.rollback()
+                click.echo(f"sweep failed: {exc}", err=True)

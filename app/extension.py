@@ -96,6 +96,14 @@ class Bitrix24:
         self.hooks.authorize = hook
         return hook
 
+    @property
+    def blueprint(self):
+        """Our blueprint object, e.g. for Flask-WTF: ``csrf.exempt(bitrix24.blueprint)`` (Bitrix24's
+        event posts carry no CSRF token; our JSON endpoints need ``application/json`` instead)."""
+        from .routes.bitrix24_routes import bp
+
+        return bp
+
     # -- setup -----------------------------------------------------------------------------------
 
     def init_app(self, app: Flask, *, store: ConfigStore | None = None, event_model: type | None = None) -> None:
