@@ -126,7 +126,7 @@ class Bitrix24:
         events = event_model or self.event_model or declare_event_model(db, self.event_table)
         app.extensions[EXTENSION_KEY] = Runtime(
             app, db=db, store=chosen, event_model=events, hooks=self.hooks, blueprint_name=self.blueprint_name,
-            url_prefix=self.url_prefix, own_migrations=self.own_migrations,
+            url_prefix=self.url_prefix, own_migrations=self.own_migrations, cli_group=self.cli_group,
         )
         install_on_our_loggers()  # request id, tenant and redaction on our own log lines
         init_api(app, bp, self.url_prefix, name=self.blueprint_name)

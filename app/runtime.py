@@ -41,6 +41,7 @@ class Runtime:
         blueprint_name: str,
         url_prefix: str,
         own_migrations: bool,
+        cli_group: str = "bitrix24",
     ) -> None:
         # Imported here: services import this module for ``runtime()``.
         from .services.caller import PortalCaller, RetryPolicy
@@ -54,6 +55,11 @@ class Runtime:
         cfg = app.config
         self.db, self.store, self.event_model, self.hooks = db, store, event_model, hooks
         self.blueprint_name, self.url_prefix, self.own_migrations = blueprint_name, url_prefix, own_migrations
+        self.cli_group = cli_group
+        # Without BITRIX_SECRET_KEY a key is made into the instance folder, which is only right where
+        # one machine keeps it: the standalone app, or a host in debug or testing. Elsewhere each
+        # machine would encrypt with a key of its own.
+        self._may_generate_key = own_migrations or app.debug or app.testing
         self._secret_key, self._instance_path = cfg["BITRIX_SECRET_KEY"], app.instance_path
         self.env_fallback = bool(cfg["BITRIX_ENV_FALLBACK"])
         self.allowed_hosts = parse_allowed_hosts(cfg["BITRIX_ALLOWED_HOSTS"])
@@ -91,14 +97,23 @@ class Runtime:
     def cipher(self):
         """The MultiFernet for secrets at rest. Built on first use: an app whose store keeps no
         encrypted secrets never needs BITRIX_SECRET_KEY, and no key file is written for it."""
-        from .services.secrets import load_cipher
+        from .services.secrets import SecretKeyError, load_cipher
 
-        return load_cipher(self._secret_key, self._instance_path)
+        if not str(self._secret_key or "").strip() and not self._may_generate_key:
+            raise SecretKeyError(
+                "BITRIX_SECRET_KEY is not set: the encrypted config store needs it (the same key on every "
+                f"machine); generate one with `flask {self.cli_group} generate-key`"
+            )
+        return load_cipher(self._secret_key, self._instance_path, cli_group=self.cli_group)
 
     @property
     def session(self) -> Any:
         """The app's database session (the host's, when it gave its ``db``)."""
         return self.db.session
+
+    def command(self, name: str) -> str:
+        """``setup`` -> ``flask bitrix24 setup`` (or the host's CLI group name)."""
+        return f"flask {self.cli_group} {name}"
 
     def endpoint(self, name: str) -> str:
         """``get_record`` -> ``<blueprint name>.get_record`` (for ``url_for``)."""

@@ -167,7 +167,9 @@ class CRMRow:
             _, crm_id, _ = self.ensure(session)
             if crm_id is not None:
                 return crm_id
-        how = "run `flask bitrix24 setup`" if self.defaults is not None else \
+        from .runtime import runtime
+
+        how = f"run `{runtime().command('setup')}`" if self.defaults is not None else \
             "add it (or give CRMRow(..., defaults={...}) so that setup can)"
         raise StoreNotReady(f"the {self.model.__table__.name} table has no {self.name!r} row: {how}")
 
@@ -215,14 +217,14 @@ class _SQLStore:
         return True
 
     def remember_member_id(self, client_id: int, member_id: str) -> None:
-        """Set the member_id on this client's Bitrix24 row (no other CRM's) when it has none; left
-        in the caller's transaction (the event row is committed with it)."""
+        """Set the member_id on this client's Bitrix24 row (no other CRM's) when it has none."""
         attr = self._member_attr()
         if attr is None:
             return
         row = self._row(client_id)
         if row is not None and getattr(row, attr) is None:
             setattr(row, attr, member_id)
+            self._commit("the member_id")
 
     def _member_attr(self) -> str | None:
         return "member_id"

@@ -50,8 +50,8 @@ class Host:
         self.CRMs, self.ClientCRMAuth, self.Note = CRMs, ClientCRMAuth, Note
         self.database_url = database_url
 
-    def app(self, store=None, **config) -> Flask:
-        app = Flask("host")
+    def app(self, store=None, instance_path=None, **config) -> Flask:
+        app = Flask("host", instance_path=instance_path)
         app.config.update({"TESTING": True, "SQLALCHEMY_DATABASE_URI": self.database_url,
                            "BITRIX_AUTH_DISABLED": True, "BITRIX_WEBHOOK_BASE": "", "BITRIX_SECRET_KEY": "",
                            "BITRIX_ALLOWED_HOSTS": "", **config})
@@ -202,8 +202,7 @@ def test_default_store_is_our_encrypted_table_on_the_hosts_db(host, secret_key):
 
 
 def test_no_key_file_without_encrypted_secrets(host, tmp_path):
-    app = host.app(store=host.mapped_store(defaults={"slug": "b"}))
-    app.instance_path = str(tmp_path / "instance")
+    app = host.app(store=host.mapped_store(defaults={"slug": "b"}), instance_path=str(tmp_path / "instance"))
     app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE})
     assert not (tmp_path / "instance").exists()
 
@@ -458,3 +457,17 @@ def test_every_module_imports_on_its_own():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) > 30
+
+
+def test_default_store_without_a_key_outside_debug_says_to_set_one(host, tmp_path):
+    # Each machine would make its own key and could not read the others' rows: refused, with the fix.
+    app = host.app(TESTING=False, instance_path=str(tmp_path / "instance"))
+    r = app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE})
+    assert r.status_code == 500 and r.get_json()["error"] == "SECRET_KEY_ERROR"
+    assert "BITRIX_SECRET_KEY is not set" in r.get_json()["error_description"]
+    assert not (tmp_path / "instance").exists()
+
+    testing = host.app(instance_path=str(tmp_path / "instance"))  # TESTING: a key is made into the instance folder
+    assert testing.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE}).status_code \
+        == 201
+    assert (tmp_path / "instance" / "bitrix24_secret.key").exists()

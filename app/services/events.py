@@ -149,12 +149,10 @@ def _learn_member_id(config: Any, member_id: str, domain: str) -> None:
         return
     # Its own small transaction, before the event's: a store that cannot keep it (a short column,
     # a host constraint) must never cost us the event.
-    session = _session()
     try:
-        runtime().store.remember_member_id(config.client_id, member_id)
-        session.commit()
+        runtime().store.remember_member_id(config.client_id, member_id)  # the store commits it
     except Exception as exc:  # noqa: BLE001 - logged; the event is what matters
-        session.rollback()
+        _session().rollback()
         log.warning("could not remember member_id for client %s: %s", config.client_id, type(exc).__name__)
 
 
@@ -336,7 +334,8 @@ def run_event_job(event_id: int) -> str | None:
     """The RQ job. ``flask bitrix24 worker`` runs each job in a fresh app context of the host's app
     (``event_queue.app_job_class``), so the handlers are the host's and the session is new."""
     if not has_app_context():
-        raise RuntimeError("Bitrix24 event jobs need an app context: run them with `flask bitrix24 worker`")
+        raise RuntimeError("Bitrix24 event jobs need an app context: run them with `flask <group> worker` "
+                           "(`flask bitrix24 worker` by default)")
     row = dispatch_event(event_id)
     return row.status if row else None
 

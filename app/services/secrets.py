@@ -48,7 +48,7 @@ def mask_url(base: str | None) -> str | None:
     return f"{parts.scheme}://{parts.hostname or ''}{port}{'/'.join(segments)}"
 
 
-def load_cipher(configured: str | None, instance_path: str) -> MultiFernet:
+def load_cipher(configured: str | None, instance_path: str, cli_group: str = "bitrix24") -> MultiFernet:
     """Build the MultiFernet from ``BITRIX_SECRET_KEY`` (comma-separated Fernet keys, newest first).
 
     Without it, a key is generated once into the instance folder (mode 0600) so a development setup
@@ -65,7 +65,7 @@ def load_cipher(configured: str | None, instance_path: str) -> MultiFernet:
         except (ValueError, UnicodeEncodeError):
             raise SecretKeyError(
                 f"BITRIX_SECRET_KEY entry {index + 1} is not a Fernet key (32 url-safe base64 bytes); "
-                "generate one with `flask bitrix24 generate-key`"
+                f"generate one with `flask {cli_group} generate-key`"
             ) from None
     return MultiFernet(fernets)
 
