@@ -281,6 +281,8 @@ def test_names_a_host_controls(database_url, portal):
         assert "/crm/b24/openapi.json" in {rule.rule for rule in app.url_map.iter_rules()}
         assert any(rule.endpoint.startswith("b24.") for rule in app.url_map.iter_rules())
         assert app.test_cli_runner().invoke(args=["b24", "setup"]).exit_code == 0
+        assert "b24" in app.cli.commands and "bitrix24" not in app.cli.commands
+        assert "openapi" not in app.cli.commands  # flask-smorest's group is not added to the host
     finally:
         h.close()
 

@@ -185,6 +185,7 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str, name: str = "
     }
     for key, value in config.items():
         app.config.setdefault(key, value)
+    had_openapi_cli = "openapi" in app.cli.commands
     api = Api(
         app,
         config_prefix="BITRIX",
@@ -208,6 +209,8 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str, name: str = "
         UpsertEntityConverter, lambda _: {"type": "string", "enum": [e.name for e in ENTITIES.values() if e.upsert]}
     )
     api.register_blueprint(blueprint, url_prefix=url_prefix, name=name)
+    if not had_openapi_cli:  # flask-smorest adds `flask openapi ...` to the app: not ours to add to a host
+        app.cli.commands.pop("openapi", None)
     return api
 
 
