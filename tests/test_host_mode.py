@@ -384,12 +384,13 @@ def test_the_member_id_goes_to_the_bitrix24_row_only(database_url):
     db.init_app(app)
     ext.init_app(app, store=ModelStore(Auth, webhook_base="url", outbound_token="token", portal_domain="domain",
                                        member_id="member", crm=CRMRow(CRMs, defaults={})))
-    with app.app_context():
-        db.create_all()
-        db.session.add_all([CRMs(id=1, name="AmoCRM"), CRMs(id=2, name="Bitrix24")])
-        db.session.add(Auth(client_id=1, crm_id=1, url="https://amo.example/x"))
-        db.session.commit()
     try:
+        with app.app_context():
+            db.create_all()
+            db.session.add_all([CRMs(id=1, name="AmoCRM"), CRMs(id=2, name="Bitrix24")])
+            db.session.commit()  # first: no relationship() tells the flush to insert CRMs before Auth
+            db.session.add(Auth(client_id=1, crm_id=1, url="https://amo.example/x"))
+            db.session.commit()
         c = app.test_client()
         assert c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE,
                                                              "outbound_token": "tok-1-abcdef"}).status_code == 201
