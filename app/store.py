@@ -332,7 +332,9 @@ class ModelStore(_SQLStore):
     Attributes given as ``None`` are columns the host's table does not have: ``portal_domain``
     (events are then routed by the domain of each row's webhook URL), ``member_id`` (not kept),
     ``rate_limit`` (the app's default bucket applies), ``updated_at``. ``defaults`` are values for
-    the host's other required columns when a client's first config adds a row.
+    the host's other required columns when a client's first config adds a row; a required column
+    neither mapped nor in ``defaults`` is refused here, not at the first save. ``delete`` removes the
+    client's Bitrix24 row (the host's other columns on it go with it).
     """
 
     def __init__(
