@@ -33,7 +33,9 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_ALLOWED_HOSTS": ("", str),  # portal host allowlist; empty = Bitrix24 cloud zones
     "BITRIX_REDIS_URL": ("", str),  # shared limiter and event queue (the `redis` extra)
     "BITRIX_TIMEOUT_CONNECT": (3.05, float),
-    "BITRIX_TIMEOUT_READ": (30.0, float),
+    "BITRIX_TIMEOUT_READ": (30.0, float),  # per socket read
+    "BITRIX_TIMEOUT_TOTAL": (65.0, float),  # per call, first byte to last (a portal dripping its answer)
+    "BITRIX_MAX_ANSWER_BYTES": (50 * 1024 * 1024, int),  # largest portal answer, decompressed (502 past it)
     "BITRIX_MAX_BODY_BYTES": (1_048_576, int),  # largest request body our endpoints read
     "BITRIX_RATE_BURST": (50, int),  # the portal's bucket size (Enterprise: 250)
     "BITRIX_RATE_DRAIN": (2.0, float),  # the portal's drain per second (Enterprise: 5)

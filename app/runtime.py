@@ -63,7 +63,10 @@ class Runtime:
         self._secret_key, self._instance_path = cfg["BITRIX_SECRET_KEY"], app.instance_path
         self.env_fallback = bool(cfg["BITRIX_ENV_FALLBACK"])
         self.allowed_hosts = parse_allowed_hosts(cfg["BITRIX_ALLOWED_HOSTS"])
-        self.portals = PortalPool(Timeouts(float(cfg["BITRIX_TIMEOUT_CONNECT"]), float(cfg["BITRIX_TIMEOUT_READ"])))
+        self.portals = PortalPool(Timeouts(
+            float(cfg["BITRIX_TIMEOUT_CONNECT"]), float(cfg["BITRIX_TIMEOUT_READ"]),
+            total=float(cfg["BITRIX_TIMEOUT_TOTAL"]), max_answer_bytes=int(cfg["BITRIX_MAX_ANSWER_BYTES"]),
+        ))
         self.api_keys = _keys(cfg["BITRIX_API_KEY"])
         self.auth_disabled = bool(cfg["BITRIX_AUTH_DISABLED"])
         self.metrics_keys = _keys(cfg["BITRIX_METRICS_TOKEN"])

@@ -54,7 +54,9 @@ def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
     extra: dict[str, Any] = {}
     if isinstance(exc, LimitExceeded):
         default = DEFAULT_RETRY_AFTER["OperatingLimit" if isinstance(exc, OperatingLimit) else "RateLimited"]
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or default)))
+        wait = exc.retry_after if isinstance(exc.retry_after, (int, float)) and math.isfinite(exc.retry_after) \
+            and exc.retry_after > 0 else default
+        headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600))))
     if exc.method:
         extra["method"] = exc.method
     if exc.http_status is not None:

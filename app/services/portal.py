@@ -3,12 +3,23 @@
 A ``PortalClient`` is shared by every call to one portal origin (scheme://host:port) in one app, so
 keep-alive connections are reused. It never logs or raises with the webhook URL: the URL holds the
 secret. What to retry and how fast to go are decided above it (see ``bitrix24_service``).
+
+A portal is not trusted to be well-behaved: the read timeout bounds each socket read, so a portal
+that drips its answer a byte at a time is also held to a total deadline per call (the socket is shut
+when it passes); the answer is capped in size after decompression (a small gzip body can expand to
+gigabytes); JSON that nests absurdly deep is a bad answer, not a crash.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
+import heapq
 import json
+import math
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +39,67 @@ USER_AGENT = f"flask-bitrix24/{__version__} (+python-requests)"
 class Timeouts:
     connect: float = 3.05
     read: float = 30.0  # Bitrix24 cloud stops a single request at 60 s; most answer in well under 1 s
+    total: float = 65.0  # the whole call, connect to last byte (the portal's 60 s, plus a margin)
+    max_answer_bytes: int = 50 * 1024 * 1024  # decompressed
+
+
+MAX_RETRY_AFTER = 3600.0  # a Retry-After further away than this is taken as this
+_CHUNK = 8192  # decompressed bytes per read: a gzip bomb expands by at most ~1,000x per chunk
+
+
+class AnswerTooLarge(ServerError):
+    default_code = "ANSWER_TOO_LARGE"
+
+
+class Watchdog:
+    """One thread per process that runs each armed callback once its deadline passes, unless it was
+    disarmed first. Arming costs a heap push, not a thread per call."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._live: set[int] = set()
+        self._next = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, delay: float, callback: Any) -> int:
+        with self._cond:
+            self._next += 1
+            token = self._next
+            heapq.heappush(self._heap, (time.monotonic() + delay, token, callback))
+            self._live.add(token)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="bitrix24-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._live.discard(token)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # disarmed: drop it
+                if not self._heap:
+                    self._cond.wait(timeout=60)
+                    continue
+                due, token, callback = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(timeout=wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(token)
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a failed shutdown of a socket is nothing to report
+                pass
+
+
+WATCHDOG = Watchdog()
 
 
 class PortalClient:
@@ -47,6 +119,7 @@ class PortalClient:
         decoded envelope or raise."""
         body = form_body(params)
         url = base + method + ".json"
+        started = time.monotonic()
         try:
             response = self.session.post(
                 url,
@@ -54,6 +127,7 @@ class PortalClient:
                 headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
                 timeout=(self.timeouts.connect, self.timeouts.read),
                 allow_redirects=False,
+                stream=True,  # read below, within the deadline and the size cap
             )
         except requests.exceptions.ConnectTimeout:
             raise PortalTimeout(
@@ -69,9 +143,56 @@ class PortalClient:
             ) from None
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"request to {self.origin} failed: {type(exc).__name__}", method=method) from None
-        return self._envelope(response, method)
+        content = self._read(response, method, started)
+        return self._envelope(response, content, method)
 
-    def _envelope(self, response: requests.Response, method: str) -> dict[str, Any]:
+    def _read(self, response: requests.Response, method: str, started: float) -> bytes:
+        """The answer's body, decompressed, or PortalTimeout past the total deadline, or
+        AnswerTooLarge past the cap. The connection is never reused after either."""
+        remaining = self.timeouts.total - (time.monotonic() - started)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the read blocked on it
+            except OSError:
+                pass
+
+        token = WATCHDOG.arm(max(0.0, remaining), expire)
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                size += len(chunk)
+                if size > self.timeouts.max_answer_bytes:
+                    raise AnswerTooLarge(
+                        f"the portal's answer is larger than {self.timeouts.max_answer_bytes} bytes "
+                        "(BITRIX_MAX_ANSWER_BYTES)", http_status=response.status_code, method=method
+                    )
+                chunks.append(chunk)
+                if expired.is_set():
+                    break
+        except requests.exceptions.RequestException as exc:
+            if not expired.is_set():
+                raise TransportError(
+                    f"{self.origin} broke off its answer: {_reason(exc)}", sent=True, method=method
+                ) from None
+        except AnswerTooLarge:
+            response.close()
+            raise
+        finally:
+            WATCHDOG.disarm(token)
+        if expired.is_set():
+            response.close()
+            raise PortalTimeout(
+                f"{self.origin} did not finish answering within {self.timeouts.total} s (BITRIX_TIMEOUT_TOTAL)",
+                sent=True, method=method,
+            )
+        return b"".join(chunks)
+
+    def _envelope(self, response: requests.Response, content: bytes, method: str) -> dict[str, Any]:
         status = response.status_code
         if 300 <= status < 400:
             target = urlsplit(response.headers.get("Location", ""))
@@ -83,8 +204,8 @@ class PortalClient:
                 method=method,
             )
         try:
-            data = response.json()
-        except (ValueError, json.JSONDecodeError):
+            data = json.loads(content)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past Python's limit
             data = None
         if not isinstance(data, dict):
             raise ServerError(
@@ -105,14 +226,32 @@ class PortalClient:
         self.session.close()
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    header = response.headers.get("Retry-After")
-    if header:
+def parse_retry_after(header: str | None, now: dt.datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3), capped
+    at MAX_RETRY_AFTER; None when absent or not either form (``inf``, ``nan``, ``-1``, garbage)."""
+    if not header or len(header) > 64:
+        return None
+    text = header.strip()
+    if text.isascii() and text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER)
+    try:
+        seconds = float(text)  # not the RFC's form, but some servers send "1.5"
+    except ValueError:
         try:
-            return max(0.0, float(header))
-        except ValueError:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-    return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
+        return min(max(0.0, seconds), MAX_RETRY_AFTER)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 def _reason(exc: Exception) -> str:
@@ -175,4 +314,4 @@ class PortalPool:
             self._clients.clear()
 
 
-__all__ = ["PortalClient", "PortalPool", "Timeouts", "mask_url"]
+__all__ = ["AnswerTooLarge", "PortalClient", "PortalPool", "Timeouts", "mask_url", "parse_retry_after"]
