@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from flask_bitrix24.services.portal import MAX_RETRY_AFTER, parse_retry_after
 
 SECRET = "hostile0secret"
