@@ -28,6 +28,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///bitrix24.db"  # in the instance folder
     configure_standalone(str(app.config.get("BITRIX_LOG_FORMAT", "text")).lower())
 
+    # A pooled connection that died with a database restart is noticed and replaced before use.
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {}).setdefault("pool_pre_ping", True)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         # Concurrent writers (several workers receiving events) wait for the lock instead of failing.
         options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})

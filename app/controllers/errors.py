@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from flask import Response, jsonify
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..services.client_config import InvalidConfig
@@ -112,6 +113,33 @@ def handle_http_exception(exc: HTTPException) -> Response:
     return response
 
 
+# Seconds a caller is told to wait while the database or Redis is away (a restart, a failover).
+SERVICE_RETRY_AFTER = "5"
+
+
+def handle_database_error(exc: DBAPIError) -> Response:
+    """The database is unreachable (down, restarting, failing over) or dropped the connection:
+    503 with Retry-After, never a 500, and the session is cleared for the next request."""
+    try:
+        from ..runtime import runtime
+
+        runtime().session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+        pass
+    if not (isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated):
+        return handle_unexpected(exc)  # a bug or a schema problem, not an outage
+    log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+    return error_response(503, "DATABASE_UNAVAILABLE", "the database is not reachable right now; retry shortly",
+                          {"Retry-After": SERVICE_RETRY_AFTER})
+
+
+def handle_redis_error(exc: Exception) -> Response:
+    log.warning("Redis unavailable: %s", type(exc).__name__)
+    return error_response(503, "REDIS_UNAVAILABLE",
+                          "Redis (BITRIX_REDIS_URL) is not reachable right now; retry shortly",
+                          {"Retry-After": SERVICE_RETRY_AFTER})
+
+
 def handle_unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
@@ -126,4 +154,13 @@ def register_error_handlers(bp) -> None:
     bp.register_error_handler(SecretKeyError, handle_secret_key_error)
     bp.register_error_handler(StoreNotReady, handle_store_not_ready)
     bp.register_error_handler(HTTPException, handle_http_exception)
+    bp.register_error_handler(DBAPIError, handle_database_error)
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # without the redis extra there is no Redis to lose
+        pass
+    else:
+        bp.register_error_handler(RedisConnectionError, handle_redis_error)
+        bp.register_error_handler(RedisTimeoutError, handle_redis_error)
     bp.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,144 @@
+"""PostgreSQL goes away and comes back while the API and the event receiver are in use.
+
+A TCP proxy the test can sever sits between the app and PostgreSQL: severing it kills every open
+connection (what a restart or failover does to a pool) and refuses new ones. During the outage every
+answer is a 503 JSON with Retry-After, none a 500; afterwards the same app, not restarted, serves and
+stores again (stale pooled connections are noticed and replaced).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from flask_bitrix24 import create_app
+
+from tests.conftest import _drop_our_tables, service_url
+
+
+class SeverableProxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.port = self.listener.getsockname()[1]
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def sever(self) -> None:
+        """Close every connection and stop listening: new connections are refused."""
+        if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it (Linux)
+            except OSError:
+                pass
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for a, b in self.pairs:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    s.close()
+            self.pairs.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.pairs.append((client, server))
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def outage(secret_key):
+    url = service_url("TEST_DATABASE_URL")
+    _drop_our_tables(url)
+    parts = urlsplit(url)
+    proxy = SeverableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    netloc = f"{parts.username + '@' if parts.username else ''}127.0.0.1:{proxy.port}"
+    proxied = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    app = create_app({
+        "TESTING": True, "SQLALCHEMY_DATABASE_URI": proxied, "BITRIX_SECRET_KEY": secret_key,
+        "BITRIX_AUTH_DISABLED": True, "BITRIX_WEBHOOK_BASE": "", "BITRIX_ALLOWED_HOSTS": "",
+        "BITRIX_OUTBOUND_TOKEN": "", "BITRIX_CONFIG_CACHE_SECONDS": 0,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}},
+    })
+    yield app, proxy
+    proxy.sever()
+    with app.app_context():
+        from flask_bitrix24 import runtime
+
+        runtime(app).db.engine.dispose()
+    _drop_our_tables(url)
+
+
+def event(ts: int) -> dict[str, str]:
+    return {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": str(ts), "ts": str(ts),
+            "auth[domain]": "b24-test.bitrix24.com", "auth[application_token]": "tok-outage-1"}
+
+
+def test_postgres_restart_is_503_then_heals_without_a_restart(outage):
+    app, proxy = outage
+    c = app.test_client()
+    base = "https://b24-test.bitrix24.com/rest/1/s3cr3tW3bh00kXyZ/"
+    assert c.post("/api/bitrix/clients/1/config", json={"webhook_base": base,
+                                                         "outbound_token": "tok-outage-1"}).status_code == 201
+    assert c.post("/api/bitrix/webhook", data=event(1)).status_code == 200
+
+    proxy.sever()
+    answers = [c.get("/api/bitrix/clients/1/config"), c.post("/api/bitrix/webhook", data=event(2)),
+               c.get("/api/bitrix/clients/1/events"), c.get("/api/bitrix/health")]
+    assert [r.status_code for r in answers] == [503, 503, 503, 503]
+    for r in answers[:3]:
+        assert r.get_json()["error"] == "DATABASE_UNAVAILABLE" and r.headers["Retry-After"] == "5"
+
+    proxy.restore()
+    assert c.get("/api/bitrix/clients/1/config").status_code == 200  # same app: the pool healed
+    assert c.post("/api/bitrix/webhook", data=event(3)).status_code == 200
+    stored = c.get("/api/bitrix/clients/1/events").get_json()
+    assert sorted(e["entity_id"] for e in stored["result"]) == ["1", "3"]
+    assert c.get("/api/bitrix/health").status_code == 200
+
+    # A restart while nobody is calling: the pool still holds the dead connections, and the next
+    # request must not be the one to find out (pool_pre_ping replaces them first).
+    proxy.sever()
+    proxy.restore()
+    assert c.get("/api/bitrix/clients/1/config").status_code == 200
+    assert c.post("/api/bitrix/webhook", data=event(4)).status_code == 200
