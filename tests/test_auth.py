@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from tests.conftest import API_KEY
 
 
@@ -90,5 +92,25 @@ def test_authorize_decorator_as_the_readme_shows(make_app):
         c = app.test_client()
         assert c.get("/api/bitrix/clients/7/config", headers={"X-User-Client": "7"}).status_code == 200
         assert c.get("/api/bitrix/clients/7/config", headers={"X-User-Client": "8"}).status_code == 403
+    finally:
+        bitrix24.hooks.authorize = None
+
+
+@pytest.mark.parametrize("sent", [API_KEY[:-1], API_KEY[:8], API_KEY + "x", API_KEY.upper(), " " + API_KEY + "x", ""])
+def test_a_key_that_is_not_exactly_the_key_is_refused(make_app, sent):
+    app = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY=API_KEY)
+    r = app.test_client().get("/api/bitrix/clients/1/config", headers={"Authorization": f"Bearer {sent}"})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize("decision, status", [(None, 401), (0, 403), ("", 403), ("yes", 403), (1, 403),
+                                              (False, 403), (True, 200)])
+def test_only_true_from_the_hook_allows(make_app, decision, status):
+    from flask_bitrix24.extensions import bitrix24
+
+    bitrix24.hooks.authorize = lambda client_id: decision
+    try:
+        app = make_app(BITRIX_AUTH_DISABLED=False)
+        assert app.test_client().get("/api/bitrix/clients/1/config").status_code == status
     finally:
         bitrix24.hooks.authorize = None

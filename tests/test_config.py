@@ -237,3 +237,25 @@ def test_invalid_environment_webhook_base_is_config_missing(make_app, portal):
     assert r.status_code == 400 and r.get_json()["error"] == "CONFIG_MISSING"
     assert "BITRIX_WEBHOOK_BASE" in r.get_json()["error_description"]
     assert not portal.calls
+
+
+def test_own_rate_limit_is_saved_and_plan_and_rate_limit_together_are_refused(client):
+    base = "https://b24-x.bitrix24.com/rest/1/abcdefgh/"
+    r = client.post("/api/bitrix/clients/1/config", json={"webhook_base": base, "rate_limit": {"burst": 250, "drain": 5}})
+    assert r.status_code == 201 and r.get_json()["result"]["rate_limit"] == {"burst": 250, "drain": 5.0}
+    r = client.post("/api/bitrix/clients/1/config", json={"plan": "standard", "rate_limit": {"burst": 10, "drain": 1}})
+    assert r.status_code == 400 and r.get_json()["field"] == "plan"
+    assert client.get("/api/bitrix/clients/1/config").get_json()["result"]["rate_limit"]["burst"] == 250
+
+
+@pytest.mark.parametrize("allowed, base, ok", [
+    ("", "https://b24-x.bitrix24.com:8443/rest/1/abcdefgh/", False),  # a cloud portal answers on 443
+    ("", "https://b24-x.bitrix24.com:443/rest/1/abcdefgh/", True),
+    ("*.bitrix24.com,b24-x.bitrix24.com:8443", "https://b24-x.bitrix24.com:8443/rest/1/abcdefgh/", True),
+    ("crm.example.org", "https://crm.example.org:8443/rest/1/abcdefgh/", True),  # listed exactly: its own
+    ("crm.example.org", "http://crm.example.org/rest/1/abcdefgh/", False),  # listed, but http is loopback only
+])
+def test_ports_other_than_443_only_where_listed(make_app, allowed, base, ok):
+    app = make_app(BITRIX_ALLOWED_HOSTS=allowed)
+    r = app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": base})
+    assert (r.status_code == 201) is ok, r.get_json()

@@ -177,7 +177,7 @@ def test_oversized_event_body_is_413_and_stores_nothing(make_app):
     form = event_form(token="tok-123456")
     form["data[FIELDS][NOTE]"] = "x" * 5000
     r = app.test_client().post("/api/bitrix/webhook", data=form)
-    assert r.status_code == 413 and r.is_json
+    assert r.status_code == 413 and r.is_json and "BITRIX_EVENT_MAX_BYTES" in r.get_json()["error_description"]
     assert rows(app) == []
 
 

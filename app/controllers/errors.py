@@ -106,7 +106,10 @@ def handle_http_exception(exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(status, exc.name.upper().replace(" ", "_"))
     description = exc.description or exc.name
     if status == 413:
-        description = "the request body is larger than BITRIX_MAX_BODY_BYTES allows"
+        from .auth import PUBLIC_ENDPOINTS, endpoint_name
+
+        setting = "BITRIX_EVENT_MAX_BYTES" if endpoint_name() in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
+        description = f"the request body is larger than {setting} allows"
     response = error_response(status, code, description)
     if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)

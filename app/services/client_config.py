@@ -139,6 +139,11 @@ def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
             f"host {host!r} is not in BITRIX_ALLOWED_HOSTS (default: Bitrix24 cloud zones like *.bitrix24.com); "
             "ask your operator to add it",
         )
+    if port not in (None, 443) and not listed_exactly and f"{host}:{port}" not in allowed_hosts:
+        raise InvalidConfig(
+            field, f"port {port} is not allowed for {host}: cloud portals answer on 443; list {host}:{port} in "
+            "BITRIX_ALLOWED_HOSTS for a portal that really uses it"
+        )
     if parts.scheme == "http" and not (listed_exactly and _is_loopback(host)):
         raise InvalidConfig(
             field, "webhook_base must use https (plain http is only for loopback hosts listed in BITRIX_ALLOWED_HOSTS)"
@@ -169,6 +174,8 @@ PLANS = {"standard": {"burst": 50, "drain": 2.0}, "enterprise": {"burst": 250, "
 
 
 def validate_rate_limit(plan: Any, rate_limit: Any) -> dict[str, float] | None:
+    if plan is not None and rate_limit is not None:
+        raise InvalidConfig("plan", "give plan (a preset) or rate_limit (your own numbers), not both")
     if plan is not None:
         if not isinstance(plan, str) or plan not in PLANS:
             raise InvalidConfig("plan", f"plan must be one of {', '.join(PLANS)}")
@@ -178,6 +185,8 @@ def validate_rate_limit(plan: Any, rate_limit: Any) -> dict[str, float] | None:
     if not isinstance(rate_limit, dict) or set(rate_limit) != {"burst", "drain"}:
         raise InvalidConfig("rate_limit", 'rate_limit must be {"burst": 50, "drain": 2} (Enterprise: 250 and 5)')
     burst, drain = rate_limit["burst"], rate_limit["drain"]
+    if isinstance(burst, float) and burst.is_integer():  # JSON has one number type: 250 may arrive as 250.0
+        burst = int(burst)
     if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 10_000:
         raise InvalidConfig("rate_limit.burst", "rate_limit.burst must be an integer from 1 to 10000")
     if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not 0.05 <= drain <= 1000:
