@@ -40,7 +40,11 @@ JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(tenant)s %(me
 _TOKEN = r"[A-Za-z0-9._~+/=-]{8,}"  # secret-looking: 8 or more token characters
 _PATTERNS: list[tuple[re.Pattern[str], object]] = [
     # https://portal/rest/1/<secret>/method, also percent-encoded (%2Frest%2F1%2F<secret>)
-    (re.compile(r"((?:/|%2F)rest(?:/|%2F)\d+(?:/|%2F))([A-Za-z0-9]{8,})(?=/|%2F|\s|$|[\"'?#&])", re.IGNORECASE),
+    # Any secret the validator allows (1-128 of A-Z a-z 0-9 _ -) when a path segment follows, as in
+    # every webhook URL; 8+ characters before anything else (so /api/rest/1/items is left alone).
+    (re.compile(r"((?:/|%2F)rest(?:/|%2F)\d+(?:/|%2F))([A-Za-z0-9_-]{1,128})(?=/|%2F)", re.IGNORECASE),
+     lambda m: m.group(1) + mask(m.group(2))),
+    (re.compile(r"((?:/|%2F)rest(?:/|%2F)\d+(?:/|%2F))([A-Za-z0-9_-]{8,128})(?=\s|$|[\"'?#&])", re.IGNORECASE),
      lambda m: m.group(1) + mask(m.group(2))),
     # auth[application_token]=..., "outbound_token": "...", access/refresh tokens, client_secret,
     # password=...; brackets may come percent-encoded (auth%5Bapplication_token%5D=...)

@@ -95,3 +95,23 @@ def test_json_logs_of_the_standalone_app(tmp_path, secret_key):
     assert warning["level"] == "WARNING" and "zzzzyyyyxxxx" not in warning["message"]
     # the traceback too: python-json-logger formats it itself
     assert "qwertyuiop123456" not in result.stderr and "crm.deal.add" in failure.get("exc_info", "")
+
+
+def test_secrets_with_dashes_underscores_or_few_characters_are_masked():
+    for secret in ("ab_cd-ef_gh", "x-y", "Q7", "k3y_w1th-dash3s_and_more"):
+        for text in (f"https://b24.bitrix24.com/rest/7/{secret}/crm.deal.add.json",
+                     f"POST /rest/7/{secret}/profile HTTP/1.1", f"x%2Frest%2F7%2F{secret}%2Fprofile"):
+            assert f"/{secret}/" not in redact(text) and f"%2F{secret}%2F" not in redact(text), text
+    assert "/rest/1/" in redact("https://b24.bitrix24.com/rest/1/ab_cd-ef/crm.deal.add")
+
+
+def test_a_portal_echoing_the_url_leaks_no_secret_in_the_answer_or_the_log(configured, portal, caplog):
+    echoed = f"could not process {PORTAL_BASE}crm.contact.add.json (secret {PORTAL_BASE.split('/')[-2]})"
+    portal.post(portal_url("crm.contact.add"), status=400,
+                json={"error": "ERROR_CORE", "error_description": echoed})
+    with caplog.at_level(logging.DEBUG):
+        r = configured.post("/api/bitrix/clients/1/contacts", json={"fields": {"NAME": "Ann"}})
+    secret = PORTAL_BASE.split("/")[-2]
+    assert r.status_code == 400 and r.is_json
+    assert secret not in r.get_data(as_text=True) and "could not process" in r.get_json()["error_description"]
+    assert all(secret not in rec.getMessage() for rec in caplog.records)

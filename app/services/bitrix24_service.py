@@ -31,6 +31,7 @@ from .errors import (
     TransportError,
 )
 from .metrics import tenant_label
+from .secrets import mask, mask_url
 from .wire import flatten_params, form_body
 
 __all__ = [
@@ -96,12 +97,25 @@ def bx_call(
             tenant=tenant,
         )
     except Bitrix24Error as exc:
+        _scrub_secret(exc, base)
         metrics.record_call(tenant, method.lower(), time.perf_counter() - started, exc.code or type(exc).__name__)
         log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
         raise
     metrics.record_call(tenant, method.lower(), time.perf_counter() - started)
     log.debug("bitrix24 %s ok for client %s", method, client_id)
     return envelope
+
+
+def _scrub_secret(exc: Bitrix24Error, base: str) -> None:
+    """A portal (or a proxy before it) may echo the request URL in its error text: that URL holds
+    the tenant's webhook secret, which must reach neither our answer nor our logs."""
+    secret = base.rstrip("/").rsplit("/", 1)[-1]
+    if len(secret) < 1 or not isinstance(exc.description, str):
+        return
+    masked = mask(secret) or ""
+    exc.description = exc.description.replace(base, mask_url(base) or "").replace(secret, masked)
+    if exc.args:
+        exc.args = (exc.description, *exc.args[1:])
 
 
 def bx_batch(commands, *, client_id: int | None = None, halt: bool = False, max_wait: float | None = None):

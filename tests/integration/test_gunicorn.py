@@ -39,7 +39,7 @@ def test_gunicorn_workers_serve_and_metrics_add_up(tmp_path, secret_key):
            "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "BITRIX_SECRET_KEY": secret_key,
            "BITRIX_API_KEY": API_KEY, "BITRIX_WEBHOOK_BASE": emulator.base, "BITRIX_ALLOWED_HOSTS": "127.0.0.1",
            "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
-           "GUNICORN_ACCESSLOG": "", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+           "GUNICORN_ACCESSLOG": str(tmp_path / "access.log"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     api = f"http://127.0.0.1:{port}/api/bitrix"
@@ -65,6 +65,13 @@ def test_gunicorn_workers_serve_and_metrics_add_up(tmp_path, secret_key):
                         and s.labels.get("method") == "crm.contact.add")
             assert calls == 20  # summed over the workers, whichever one answers the scrape
         assert len(list((tmp_path / "metrics").glob("*.db"))) >= 2  # both workers wrote their counters
+        # The access log keeps the path, never the query string (it can carry a key).
+        r = requests.get(f"{api}/clients/1/contacts?select=ID&api_key=qs-secret-123", headers=headers, timeout=30)
+        assert r.status_code in (200, 400)
+        deadline = time.monotonic() + 10
+        while 'clients/1/contacts"' not in (log := (tmp_path / "access.log").read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert '"GET /api/bitrix/clients/1/contacts"' in log and "qs-secret-123" not in log
     finally:
         server.terminate()
         server.wait(timeout=30)
