@@ -6,7 +6,7 @@ import pytest
 from flask_bitrix24.extensions import bitrix24, db
 from flask_bitrix24.models.standalone import BitrixEvent
 
-from tests.conftest import portal_url
+from tests.conftest import PORTAL_BASE, portal_url
 from tests.test_webhook import event_form
 
 
@@ -50,14 +50,55 @@ def test_wildcard_and_other_events(app, configured, handlers):
     assert names == [("deal", "5"), ("any", "ONCRMDEALUPDATE"), ("any", "ONCRMLEADADD")]
 
 
-def test_duplicate_delivery_is_handled_once(app, configured, handlers):
+def test_a_delivery_identical_to_one_already_handled_is_handled_again(app, configured, handlers):
+    """Two changes of one record in the same second arrive identical (ts has whole seconds): the
+    second is news once the first was handled, so the handlers run again, on the same row."""
     calls = []
     handlers.on("*")(lambda e: calls.append(e.id))
     for _ in range(3):
         r = configured.post("/api/bitrix/webhook", data=event_form())
         assert r.status_code == 200
         r.close()
-    assert len(calls) == 1 and len(rows(app)) == 1
+    (row,) = rows(app)
+    assert calls == [row.id] * 3 and row.status == "done"
+    assert row.processed_at >= row.received_at
+
+
+def test_a_delivery_identical_to_one_still_waiting_is_the_same_work(app, configured, handlers):
+    calls = []
+
+    def failing(event):
+        calls.append(event.attempt)
+        raise RuntimeError("downstream is down")
+
+    handlers.on("*")(failing)
+    configured.post("/api/bitrix/webhook", data=event_form()).close()
+    assert [e.status for e in rows(app)] == ["retry"]
+    r = configured.post("/api/bitrix/webhook", data=event_form())
+    r.close()
+    assert r.get_json()["result"]["duplicate"] is True
+    assert calls == [1] and [e.status for e in rows(app)] == ["retry"]  # waits for its retry, once
+
+
+def test_event_names_are_keyed_as_stored(app, configured, handlers):
+    handlers.on("*")(lambda e: None)
+    first = configured.post("/api/bitrix/webhook", data=event_form(event="onCrmContactAdd"))
+    first.close()
+    assert [e.event for e in rows(app)] == ["ONCRMCONTACTADD"]
+    assert first.get_json()["result"]["duplicate"] is False
+
+
+def test_a_client_without_its_own_token_is_verified_with_the_environments(make_app):
+    app = make_app(BITRIX_OUTBOUND_TOKEN="env-token-123456")
+    c = app.test_client()
+    assert c.post("/api/bitrix/clients/4/config", json={"webhook_base": PORTAL_BASE}).status_code == 201
+    debug = c.get("/api/bitrix/clients/4/config/debug").get_json()["result"]
+    assert debug["outbound_token_source"] == "environment"
+    ok = c.post("/api/bitrix/clients/4/webhook", data=event_form(token="env-token-123456"))
+    assert ok.status_code == 200
+    ok.close()
+    assert c.post("/api/bitrix/clients/4/webhook", data=event_form(token="other-token")).status_code == 401
+    assert [e.client_id for e in rows(app)] == [4]
 
 
 def test_a_retry_is_not_run_before_its_backoff_even_when_asked_twice(make_app, handlers):

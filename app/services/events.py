@@ -3,9 +3,9 @@
 Bitrix24 posts each event once and never retries, sends only IDs, and proves
 its origin only with the shared application token. So: find the tenant, compare the token in
 constant time (a token of another tenant is a mismatch), commit a ``BitrixEvent`` row before
-answering (unique on a dedupe key, so a re-delivery is acknowledged but never stored or handled
-twice), and run handlers afterwards: inline after the answer, or in an RQ worker. A handler that
-raises is retried with backoff up to BITRIX_EVENT_MAX_ATTEMPTS, then kept as ``failed``.
+answering (unique on a dedupe key: a re-delivery is never stored twice, and runs the handlers
+again only once the first was handled), and run handlers afterwards: inline after the answer, or
+in an RQ worker. A handler that raises is retried with backoff up to BITRIX_EVENT_MAX_ATTEMPTS, then kept as ``failed``.
 
 Bitrix24's delivery rules: https://apidocs.bitrix24.com/api-reference/events/index.html
 """
@@ -101,7 +101,7 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
     invalid = EventRejected(401, "INVALID_TOKEN", "invalid application_token")
     if client_id is not None:
         config = stored_config(client_id)
-        if config is None or not _token_matches(given, config.outbound_token):
+        if config is None or not _token_matches(given, _expected_token(config)):
             raise invalid
         return client_id, config
     auth = _auth(payload)
@@ -110,7 +110,7 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
     # the real owner's config.
     candidates = {c.client_id: c for c in configs_for_portal(member, domain)}
     if candidates:
-        matched = [c for c in candidates.values() if _token_matches(given, c.outbound_token)]
+        matched = [c for c in candidates.values() if _token_matches(given, _expected_token(c))]
         if matched:
             return matched[0].client_id, matched[0]
         raise invalid
@@ -119,13 +119,20 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
     raise invalid
 
 
+def _expected_token(config: Any) -> str | None:
+    """The client's own token, else BITRIX_OUTBOUND_TOKEN: what the debug view says applies."""
+    return config.outbound_token or current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None
+
+
 def dedupe_key(payload: dict[str, Any], tenant: int | None = None) -> str:
     """One key per delivery of one event to one tenant: a re-delivery has the same key; another
     tenant, or another subscription (event_handler_id), never shares it."""
     auth = _auth(payload)
     portal = auth.get("member_id") or auth.get("domain") or ""
+    event = payload.get("event")
+    name = event.strip().upper() if isinstance(event, str) else event  # as stored: onCrmDealUpdate is one event
     material = json.dumps(
-        [tenant, portal, payload.get("event"), payload.get("event_handler_id"), payload.get("data"), payload.get("ts")],
+        [tenant, portal, name, payload.get("event_handler_id"), payload.get("data"), payload.get("ts")],
         sort_keys=True, default=str,
     )
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
@@ -191,6 +198,7 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
     unhandled = not runtime().hooks.handlers_for(name)
     domain = _text(_auth(payload).get("domain"))
+    now = _now()  # one clock reading: processed_at never precedes received_at
     row = _model()(
         client_id=tenant,
         portal_domain=domain or None,
@@ -200,7 +208,8 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         payload=_scrub(payload),
         dedupe_key=key,
         status="done" if unhandled else "received",
-        processed_at=_now() if unhandled else None,
+        received_at=now,
+        processed_at=now if unhandled else None,
     )
     _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
     _session().add(row)
@@ -208,9 +217,29 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         _session().commit()
     except IntegrityError:
         _session().rollback()
-        existing = _session().execute(select(_model()).where(_model().dedupe_key == key)).scalar_one()
-        return existing, True
+        return _again(key, unhandled)
     return row, False
+
+
+def _again(key: str, unhandled: bool) -> tuple[Any, bool]:
+    """The same delivery once more. While the first is still waiting to be handled, it is the same
+    work: acknowledged, not stored twice. Once the first was handled, it is news (the record may
+    have changed again within the same second: ``ts`` has whole seconds), so the row runs again; the
+    handlers read the record's current state either way."""
+    model, session = _model(), _session()
+    existing = session.execute(select(model).where(model.dedupe_key == key)).scalar_one()
+    if unhandled or existing.status not in ("done", "failed"):
+        return existing, True
+    now = _now()
+    reopened = session.execute(
+        update(model)
+        .where(model.id == existing.id, model.status.in_(("done", "failed")))
+        .values(status="received", attempts=0, last_error=None, next_attempt_at=None, processed_at=None,
+                received_at=now)
+    ).rowcount
+    session.commit()
+    session.refresh(existing)
+    return existing, reopened != 1
 
 
 # ---------------------------------------------------------------------------------------------------
