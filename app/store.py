@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import or_, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 BITRIX24_CRM_NAME = "Bitrix24"
 
@@ -198,15 +198,43 @@ class _SQLStore:
         return self._db.session
 
     def _commit(self, doing: str) -> None:
-        """Commit, or roll back and say what the table refused (never the values: they hold secrets)."""
+        """Commit, or roll back and say what the table refused (never the values: they hold secrets).
+        A database that is not reachable stays that error (the API answers 503 DATABASE_UNAVAILABLE)."""
         try:
             self.session.commit()
+        except (OperationalError, InterfaceError):
+            self.session.rollback()
+            raise
         except DBAPIError as exc:
             self.session.rollback()
-            kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
-            raise StoreNotReady(
-                f"the {self.model.__table__.name} table refused {doing} ({kind}): check its columns and constraints"
-            ) from None
+            raise self._refused(doing, exc) from None
+
+    def _refused(self, doing: str, exc: DBAPIError) -> StoreNotReady:
+        kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        return StoreNotReady(
+            f"the {self.model.__table__.name} table refused {doing} ({kind}): check its columns and constraints"
+        )
+
+    def _stage(self, client_id: int, values: ConfigValues) -> None:
+        raise NotImplementedError
+
+    def save(self, client_id: int, values: ConfigValues) -> None:
+        """Write the client's config. Two first saves for one client at once: the loser's insert hits
+        the unique row the winner made, and is done again as an update of it."""
+        self._stage(client_id, values)
+        try:
+            self.session.commit()
+            return
+        except IntegrityError:
+            self.session.rollback()
+        except (OperationalError, InterfaceError):
+            self.session.rollback()
+            raise
+        except DBAPIError as exc:
+            self.session.rollback()
+            raise self._refused("the config", exc) from None
+        self._stage(client_id, values)
+        self._commit("the config")
 
     def delete(self, client_id: int) -> bool:
         row = self._row(client_id)
@@ -293,7 +321,7 @@ class EncryptedStore(_SQLStore):
         row = self._row(client_id)
         return None if row is None else self._config(row)
 
-    def save(self, client_id: int, values: ConfigValues) -> None:
+    def _stage(self, client_id: int, values: ConfigValues) -> None:
         from .services.secrets import encrypt_json
 
         data = {"webhook_base": values.webhook_base, "outbound_token": values.outbound_token,
@@ -310,7 +338,6 @@ class EncryptedStore(_SQLStore):
         if row.portal_domain != domain:
             row.member_id = None  # learnt for the old portal
         row.portal_domain = domain
-        self._commit("the config")
 
     def find_for_portal(self, member_id: str, domain: str) -> list[ClientConfig]:
         conditions = []
@@ -413,7 +440,7 @@ class ModelStore(_SQLStore):
             return None
         return self._config(row)
 
-    def save(self, client_id: int, values: ConfigValues) -> None:
+    def _stage(self, client_id: int, values: ConfigValues) -> None:
         row = self._row(client_id)
         if row is None:
             extra = {self.crm_id: self.crm.require_id(self.session)} if self.crm is not None else {}
@@ -429,7 +456,6 @@ class ModelStore(_SQLStore):
             if getattr(row, self.portal_domain) != domain and self.member_id is not None:
                 setattr(row, self.member_id, None)
             setattr(row, self.portal_domain, domain)
-        self._commit("the config")
 
     def find_for_portal(self, member_id: str, domain: str) -> list[ClientConfig]:
         domain = (domain or "").lower()

@@ -259,3 +259,30 @@ def test_ports_other_than_443_only_where_listed(make_app, allowed, base, ok):
     app = make_app(BITRIX_ALLOWED_HOSTS=allowed)
     r = app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": base})
     assert (r.status_code == 201) is ok, r.get_json()
+
+
+def test_concurrent_first_saves_for_one_client_all_succeed_with_one_row(make_app, tmp_path, database_url):
+    import threading
+
+    from flask_bitrix24 import runtime
+    from sqlalchemy import func, select
+
+    app = make_app()
+    statuses, start = [], threading.Barrier(6)
+
+    def save(i):
+        c = app.test_client()
+        start.wait()
+        r = c.post("/api/bitrix/clients/7/config",
+                   json={"webhook_base": f"https://b24-{i}.bitrix24.com/rest/1/abcdefgh/"})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) and all(s in (200, 201) for s in statuses), statuses
+    with app.app_context():
+        model = runtime(app).store.model
+        assert runtime(app).session.execute(select(func.count()).select_from(model)).scalar_one() == 1
