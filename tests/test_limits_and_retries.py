@@ -147,6 +147,18 @@ def test_an_add_that_may_have_reached_the_portal_is_never_repeated(env_app, port
         call(env_app, "crm.deal.add", {"fields": {"TITLE": "once"}})
     assert len(portal.calls) == 1
     assert info.value.sent is True
+    assert info.value.code == "OUTCOME_UNKNOWN" and "may have been created" in info.value.description
+
+
+def test_an_add_whose_outcome_is_unknown_is_a_502_saying_so(env_app, portal):
+    portal.post(portal_url("crm.contact.add"), body=requests.exceptions.ConnectionError("Connection reset by peer"))
+    r = env_app.test_client().post("/api/bitrix/clients/1/contacts", json={"fields": {"NAME": "Ann"}})
+    assert r.status_code == 502 and r.get_json()["error"] == "OUTCOME_UNKNOWN"
+    assert "may have been created" in r.get_json()["error_description"] and len(portal.calls) == 1
+    # a read that fails the same way is an unreachable portal, not an unknown outcome
+    portal.post(portal_url("crm.contact.get"), body=requests.exceptions.ConnectionError("Connection reset by peer"))
+    r = env_app.test_client().get("/api/bitrix/clients/1/contacts/5")
+    assert r.status_code == 502 and r.get_json()["error"] == "PORTAL_UNREACHABLE"
 
 
 def test_an_add_that_never_left_is_retried(env_app, portal):
@@ -158,9 +170,9 @@ def test_an_add_that_never_left_is_retried(env_app, portal):
 
 def test_an_add_is_not_repeated_on_5xx(env_app, portal):
     portal.post(portal_url("crm.lead.add"), status=500, json={"error": "INTERNAL_SERVER_ERROR", "error_description": ""})
-    with pytest.raises(ServerError):
+    with pytest.raises(ServerError) as info:
         call(env_app, "crm.lead.add", {"fields": {"TITLE": "x"}})
-    assert len(portal.calls) == 1
+    assert len(portal.calls) == 1 and info.value.code == "OUTCOME_UNKNOWN"
 
 
 @pytest.mark.parametrize("method", ["crm.contact.get", "crm.contact.list", "crm.contact.update", "profile"])

@@ -362,7 +362,7 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
                 for outcome, _ in chunk:
                     outcome.error = exc
                 return
-            if isinstance(exc, PortalTimeout):
+            if isinstance(exc, PortalTimeout) or isinstance(getattr(exc, "cause", None), PortalTimeout):
                 # We gave up waiting, the portal may not have: let its own limit on one request
                 # pass before looking, or records it is still creating would be sent again.
                 state = runtime()

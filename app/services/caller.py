@@ -33,6 +33,7 @@ from .errors import (
     LimitExceeded,
     NotFound,
     OperatingLimit,
+    OutcomeUnknown,
     PortalMoved,
     RateLimited,
     ServerError,
@@ -74,6 +75,26 @@ class RetryPolicy:
         """The wait after failed attempt ``attempt``: "full jitter", uniform over the window, so that
         many callers failing together do not come back together."""
         return random.uniform(0.0, self.window(attempt))
+
+
+def _maybe_done(exc: BaseException) -> bool:
+    """Whether a failed attempt may have reached the portal and done its work."""
+    if isinstance(exc, OutcomeUnknown):
+        return False  # already said
+    if isinstance(exc, TransportError):
+        return exc.sent
+    return isinstance(exc, ServerError) and not isinstance(exc, PortalMoved)
+
+
+def _outcome_unknown(exc: Bitrix24Error, method: str) -> OutcomeUnknown:
+    what = "may have been created" if method.lower().endswith(".add") else "may have been carried out"
+    unknown = OutcomeUnknown(
+        f"{method} {what}: {exc.description}. It was not repeated (a repeat could make a duplicate): "
+        "look it up (for example by ORIGIN_ID) before trying again",
+        http_status=exc.http_status, method=method, sent=True,
+    )
+    unknown.cause = exc  # what happened (a timeout, a reset, a 5xx), for callers that look further
+    return unknown
 
 
 class PortalCaller:
@@ -175,6 +196,8 @@ class PortalCaller:
                 # Stop when the error is not safe to retry, attempts are spent, or the wait about to
                 # be taken would pass the caller's bound; the last real error surfaces.
                 if not should_retry(exc) or number >= self.policy.attempts:
+                    if not repeatable and _maybe_done(exc):
+                        raise _outcome_unknown(exc, method) from exc
                     raise
                 delay = next_wait(exc, number)
                 if waited() + delay > bound:

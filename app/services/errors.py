@@ -146,6 +146,18 @@ class PortalTimeout(TransportError):
     default_code = "PORTAL_TIMEOUT"
 
 
+class OutcomeUnknown(TransportError, ServerError):
+    """A write that is not safe to repeat (an ``*.add``) may have been carried out: the connection
+    broke after the request was sent, or the portal answered 5xx after the method may have run. Not
+    retried (that is how duplicates are made); the caller should look before trying again. Still a
+    ``TransportError`` / ``ServerError`` for code that catches those."""
+
+    status = 502  # what our API answers with
+
+    default_code = "OUTCOME_UNKNOWN"
+    cause: Bitrix24Error | None = None  # the failure itself (a timeout, a reset, a 5xx)
+
+
 _AUTH_CODES = frozenset(
     {
         "NO_AUTH_FOUND",
