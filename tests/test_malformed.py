@@ -106,3 +106,11 @@ def test_odd_json_never_500(configured, portal, method, path, body, status):
 def test_list_all_with_a_bad_id_filter_is_400(configured, portal, query):
     r = configured.get(f"/api/bitrix/clients/1/contacts?{query}")
     assert r.status_code == 400 and r.get_json()["error"] == "INVALID_FILTER"
+
+
+@pytest.mark.parametrize("path", ["/api/bitrix//clients/1/contacts", "/api/bitrix/clients/1//contacts",
+                                  "/api/bitrix///", "/api/bitrix/clients/1%0A/contacts",
+                                  "/api/bitrix/clients/1/contacts/5%0A"])
+def test_odd_paths_under_our_prefix_are_json_never_a_redirect(client, path):
+    r = client.get(path, headers={"Host": "evil.example"})
+    assert r.status_code in (400, 404) and r.is_json and "Location" not in r.headers, (path, r.status_code)

@@ -157,7 +157,15 @@ class UpsertEntityConverter(BaseConverter):
     """The entities that have an upsert."""
 
 
-CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, "bx_upsert_entity": UpsertEntityConverter}
+class AnyPathConverter(BaseConverter):
+    """Anything, empty and "//" included: the JSON catch-all under our prefix."""
+
+    regex = ".*"
+    part_isolating = False
+
+
+CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, "bx_upsert_entity": UpsertEntityConverter,
+              "bx_any": AnyPathConverter}
 
 
 def _property_names(_converter, field, **_: Any) -> dict[str, Any]:

@@ -26,7 +26,8 @@ _BRACKET_KEY = re.compile(r"^(?P<name>filter|order)\[(?P<key>[^\[\]]+)\](?P<appe
 
 
 def positive_id(value: str, name: str) -> int:
-    if not isinstance(value, str) or not _POSITIVE_ID.match(value):
+    # fullmatch: with match, "$" also matches before a final line break ("5\n", sent as 5%0A)
+    if not isinstance(value, str) or not _POSITIVE_ID.fullmatch(value):
         raise ApiError(400, "INVALID_ID", f"{name} must be a positive integer, got {value!r}", field=name)
     number = int(value)
     if number > MAX_ID:

@@ -57,7 +57,8 @@ def route(
         wrapped = bp.arguments(query, location="query", error_status_code=400, as_kwargs=False)(wrapped)
     if doc:
         wrapped = bp.doc(**doc)(wrapped)
-    bp.add_url_rule(rule, endpoint, wrapped, methods=[method], tags=tags)
+    # merge_slashes=False: werkzeug would answer "//" with an HTML redirect built from the Host header.
+    bp.add_url_rule(rule, endpoint, wrapped, methods=[method], tags=tags, merge_slashes=False)
 
 
 CONFIG, EVENTS, RECORDS, ITEMS_TAG, BULK = ["config"], ["events"], ["records"], ["smart-process items"], ["bulk"]
@@ -112,5 +113,5 @@ route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "delete_record", c.delet
 
 # Anything else under our prefix still answers JSON (404, or 405 where another method fits); not in the document.
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-bp.add_plain_rule("/", "not_found", c.not_found, methods=ANY, provide_automatic_options=False)
-bp.add_plain_rule("/<path:subpath>", "not_found", c.not_found, methods=ANY, provide_automatic_options=False)
+bp.add_plain_rule("/<bx_any:subpath>", "not_found", c.not_found, methods=ANY, provide_automatic_options=False,
+                  merge_slashes=False)
