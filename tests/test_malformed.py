@@ -114,3 +114,15 @@ def test_list_all_with_a_bad_id_filter_is_400(configured, portal, query):
 def test_odd_paths_under_our_prefix_are_json_never_a_redirect(client, path):
     r = client.get(path, headers={"Host": "evil.example"})
     assert r.status_code in (400, 404) and r.is_json and "Location" not in r.headers, (path, r.status_code)
+
+
+@pytest.mark.parametrize("cmd, code", [
+    ({"a": "crm.contact.list?filter[email]=x"}, "INVALID_FILTER"),  # would return every row
+    ({"a": {"method": "crm.contact.list", "params": {"filter": {">=date_create": "x"}}}}, "INVALID_FILTER"),
+    ({"a": {"method": "crm.deal.list", "params": {"order": {"title": "ASC"}}}}, "INVALID_ORDER"),
+    ({"a": {"method": "crm.deal.list", "params": {"select": ["ID", "title"]}}}, "INVALID_SELECT"),
+    ({"a": {"method": "crm.lead.add", "params": {"fields": {"title": "x"}}}}, "INVALID_FIELD_NAME"),
+])
+def test_raw_batch_checks_field_names_like_the_list_endpoint(client, cmd, code):
+    r = client.post("/api/bitrix/clients/1/batch", json={"cmd": cmd})
+    assert r.status_code == 400 and r.get_json()["error"] == code, r.get_json()

@@ -13,7 +13,7 @@ from ..services.bitrix24_service import Bitrix24Error, bx_batch, bx_list_all
 from ..services.bulk import bulk_write
 from ..services.wire import encode_form, flatten_params, parse_php_form
 from .errors import ApiError
-from .params import check_field_names
+from .params import check_command_names, check_field_names
 
 log = logging.getLogger("flask_bitrix24")
 
@@ -125,6 +125,10 @@ def _command(key: str, value: Any) -> tuple[str, Any]:
         allowed = f"crm.{{{','.join(e.label for e in ENTITIES.values())}}}.{{{','.join(_CRUD_ACTIONS)}}}"
         raise ApiError(400, "METHOD_NOT_ALLOWED_IN_BATCH", f"{where}: {method!r} is not allowed here; use {allowed}",
                        field=where)
+    prefix = method.lower().rsplit(".", 1)[0]
+    entity = next((e for e in ENTITIES.values() if e.prefix == prefix), None)
+    if entity is not None:
+        check_command_names(entity, params, where)
     return method, params
 
 

@@ -149,20 +149,44 @@ def grouped_list_query(raw: bytes | str) -> dict[str, Any]:
     return out
 
 
+def check_filter_keys(entity: Entity, filters: Any, where: str) -> None:
+    """Each key is [OPERATOR]FIELD with a field name of the entity's spelling: Bitrix24 silently
+    ignores an unknown filter key and returns every row."""
+    for inner in filters if isinstance(filters, dict) else ():
+        if not isinstance(inner, str) or not entity.valid_field_name(_FILTER_KEY.match(inner)["field"]):
+            raise ApiError(
+                400,
+                "INVALID_FILTER",
+                f"{where} key {inner!r} is not [OPERATOR]FIELD with a Bitrix24 field name "
+                "(Bitrix24 silently ignores unknown filter keys and returns every row)",
+                field=f"{where}[{inner}]",
+            )
+
+
+def check_command_names(entity: Entity, params: dict[str, Any], where: str) -> None:
+    """A raw batch command's field names, checked as the record and list endpoints check theirs."""
+    check_filter_keys(entity, params.get("filter"), f"{where}.filter")
+    for key in ("fields",):
+        if isinstance(params.get(key), dict):
+            check_field_names(entity, params[key], f"{where}.{key}")
+    order = params.get("order")
+    for name in order if isinstance(order, dict) else ():
+        if not isinstance(name, str) or not entity.valid_field_name(name):
+            raise ApiError(400, "INVALID_ORDER", f"{where}.order[{name}] must name a Bitrix24 field",
+                           field=f"{where}.order")
+    select = params.get("select")
+    for name in (select.values() if isinstance(select, dict) else select) if isinstance(select, (dict, list)) else ():
+        if not isinstance(name, str) or (name not in ("*", "UF_*") and not entity.valid_field_name(name)):
+            raise ApiError(400, "INVALID_SELECT", f"{where}.select {name!r} is not a Bitrix24 field name",
+                           field=f"{where}.select")
+
+
 def list_params(entity: Entity, query: dict[str, Any]) -> dict[str, Any]:
     """A loaded ``ListQuery`` -> ``crm.*.list`` params, with the entity's field names checked."""
     params: dict[str, Any] = {}
     filters: dict[str, Any] = query.get("filter") or {}
     order: dict[str, str] = {}
-    for inner in filters:
-        if not entity.valid_field_name(_FILTER_KEY.match(inner)["field"]):
-            raise ApiError(
-                400,
-                "INVALID_FILTER",
-                f"filter key {inner!r} is not [OPERATOR]FIELD with a Bitrix24 field name "
-                "(Bitrix24 silently ignores unknown filter keys and returns every row)",
-                field=f"filter[{inner}]",
-            )
+    check_filter_keys(entity, filters, "filter")
     for name, direction in (query.get("order") or {}).items():
         if not entity.valid_field_name(name):
             raise ApiError(400, "INVALID_ORDER", f"order[{name}] must name a Bitrix24 field", field=f"order[{name}]")
