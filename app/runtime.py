@@ -49,6 +49,7 @@ class Runtime:
         from .services.event_queue import make_event_queue
         from .services.events import event_stats
         from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets
+        from .services.locks import make_locks
         from .services.metrics import make_metrics
         from .services.portal import PortalPool, Timeouts
 
@@ -91,6 +92,7 @@ class Runtime:
         self.target_cache: dict[Any, tuple[float, Any]] = {}
         self.target_generation = 0  # bumped by every config change
         self.event_queue = make_event_queue(redis_url)
+        self.locks = make_locks(redis_url)
         if str(self._secret_key or "").strip():
             self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
         if self.auth_disabled:

@@ -22,6 +22,7 @@ from ..services.errors import (
     OperatingLimit,
     PortalAuthFailed,
 )
+from ..services.locks import LockTimeout
 from ..services.secrets import SecretKeyError
 from ..store import StoreNotReady
 
@@ -143,6 +144,11 @@ def handle_redis_error(exc: Exception) -> Response:
                           {"Retry-After": SERVICE_RETRY_AFTER})
 
 
+def handle_lock_timeout(exc: LockTimeout) -> Response:
+    return error_response(exc.status, exc.code, f"{exc}: the same work is running for this client; retry shortly",
+                          {"Retry-After": SERVICE_RETRY_AFTER})
+
+
 def handle_unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
@@ -158,6 +164,7 @@ def register_error_handlers(bp) -> None:
     bp.register_error_handler(StoreNotReady, handle_store_not_ready)
     bp.register_error_handler(HTTPException, handle_http_exception)
     bp.register_error_handler(DBAPIError, handle_database_error)
+    bp.register_error_handler(LockTimeout, handle_lock_timeout)
     try:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..entities import Entity
+from ..runtime import runtime
 from .bitrix24_service import bx_call
 
 # values per call: https://apidocs.bitrix24.com/api-reference/crm/duplicates/crm-duplicate-find-by-comm.html
@@ -96,6 +97,15 @@ def upsert(entity: Entity, fields: dict[str, Any], params: dict[str, Any], *, cl
     comms = comm_values(fields)
     if not comms:
         raise ValueError("upsert finds records by EMAIL or PHONE: give at least one in fields")
+    # Two upserts of one new e-mail at once would both find nothing and both create: the lookup and
+    # the create run under a lock per (tenant, entity, value), across processes with Redis.
+    keys = [f"upsert:{client_id}:{entity.prefix}:{kind}:{value}" for kind, values in comms.items() for value in values]
+    with runtime().locks.hold(keys):
+        return _upsert(entity, fields, params, comms, client_id)
+
+
+def _upsert(entity: Entity, fields: dict[str, Any], params: dict[str, Any], comms: dict[str, list[str]],
+            client_id: int | None) -> UpsertOutcome:
     for kind in ("EMAIL", "PHONE"):
         if kind not in comms:
             continue

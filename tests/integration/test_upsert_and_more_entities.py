@@ -109,3 +109,27 @@ def test_upsert_with_emails_given_as_plain_strings_still_finds_the_record(stack)
     assert again.status_code == 200 and again.json()["result"]["action"] == "updated"
     (record,) = stack.emulator.records["contact"].values()
     assert record["NAME"] == "A2"
+
+
+def test_concurrent_upserts_of_one_new_email_create_one_contact(stack):
+    import threading
+
+    import requests
+
+    url = f"{stack.api}/clients/1/contacts/upsert"
+    start, answers = threading.Barrier(10), []
+
+    def upsert(i):
+        with requests.Session() as http:
+            start.wait()
+            r = http.put(url, json={"fields": {"NAME": f"Ada {i}", "EMAIL": [{"VALUE": "race@example.com"}]}},
+                         timeout=60)
+            answers.append((r.status_code, r.json()["result"]["action"]))
+
+    threads = [threading.Thread(target=upsert, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(answers) == [(200, "updated")] * 9 + [(201, "created")]
+    assert len(stack.emulator.records["contact"]) == 1

@@ -1,0 +1,82 @@
+"""Locks by name, for work that must not run twice at once for one key (an upsert of one e-mail).
+
+In one process a lock per key; with BITRIX_REDIS_URL a Redis lock, shared by every process and
+machine (with an expiry, so a process that dies holding it cannot block the key for good).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+
+
+class LockTimeout(RuntimeError):
+    """Someone else held the key for longer than we were willing to wait (the API answers 503)."""
+
+    status = 503
+    code = "BUSY"
+
+
+class LocalLocks:
+    name = "local"
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def _one(self, key: str, timeout: float) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            if not lock.acquire(timeout=timeout):
+                raise LockTimeout(f"{key!r} stayed locked for {timeout:.0f} s")
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]  # nobody waits: forget it, so keys do not pile up
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    @contextmanager
+    def hold(self, keys: Iterable[str], timeout: float = 30.0) -> Iterator[None]:
+        """All of ``keys`` at once, taken in sorted order (two holders of overlapping sets cannot
+        deadlock)."""
+        with ExitStack() as stack:
+            for key in sorted(set(keys)):
+                stack.enter_context(self._one(key, timeout))
+            yield
+
+
+class RedisLocks(LocalLocks):
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+
+    @contextmanager
+    def _one(self, key: str, timeout: float) -> Iterator[None]:
+        lock = self._redis.lock(f"bitrix24:lock:{key}", timeout=max(60.0, timeout * 2), blocking_timeout=timeout)
+        if not lock.acquire():
+            raise LockTimeout(f"{key!r} stayed locked for {timeout:.0f} s")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - expired meanwhile: it is free anyway
+                pass
+
+
+def make_locks(redis_url: str | None) -> LocalLocks:
+    return RedisLocks(redis_url) if redis_url else LocalLocks()

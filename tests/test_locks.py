@@ -1,0 +1,55 @@
+"""Locks by key: one holder at a time per key, any number of keys at once, a bounded wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from flask_bitrix24.services.locks import LocalLocks, LockTimeout, RedisLocks
+
+
+@pytest.fixture(params=["local", "redis"])
+def locks(request):
+    if request.param == "local":
+        return LocalLocks()
+    return RedisLocks(request.getfixturevalue("redis_url"))
+
+
+def test_one_holder_per_key_and_a_bounded_wait(locks):
+    inside, order = threading.Event(), []
+
+    def first():
+        with locks.hold(["k1", "k2"]):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait(5)
+    with locks.hold(["k2"], timeout=10):  # overlaps the first holder's set: waits for it
+        order.append("second in")
+    with locks.hold(["other"], timeout=0.1):  # another key: free at once
+        pass
+    t.join(5)
+    assert order == ["first done", "second in"]
+
+    holding = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with locks.hold(["busy"]):
+            holding.set()
+            release.wait(5)
+
+    h = threading.Thread(target=holder)
+    h.start()
+    holding.wait(5)
+    with pytest.raises(LockTimeout):
+        with locks.hold(["busy"], timeout=0.2):
+            pass
+    release.set()
+    h.join(5)
+    if isinstance(locks, LocalLocks) and not isinstance(locks, RedisLocks):
+        assert locks._locks == {}  # keys nobody holds are forgotten
