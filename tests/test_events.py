@@ -405,3 +405,13 @@ def test_an_event_whose_runs_keep_dying_ends_as_failed(make_app, handlers):
         run_due()
     (row,) = rows(app)
     assert row.status == "failed" and "without an outcome" in row.last_error
+
+
+def test_the_stored_domain_is_the_tenants_not_what_the_sender_wrote(app, configured, handlers):
+    handlers.on("*")(lambda e: None)
+    form = event_form()
+    form["auth[domain]"] = "evil.example.com"
+    r = configured.post("/api/bitrix/clients/1/webhook", data=form)
+    assert r.status_code == 200
+    r.close()
+    assert [e.portal_domain for e in rows(app)] == ["b24-test.bitrix24.com"]

@@ -201,7 +201,9 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     now = _now()  # one clock reading: processed_at never precedes received_at
     row = _model()(
         client_id=tenant,
-        portal_domain=domain or None,
+        # The tenant's own portal host, once the token proved the tenant (a per-client URL checks no
+        # domain, so what the sender wrote there is not kept as fact); the sender's for the env token.
+        portal_domain=(config.portal_domain if config is not None and config.portal_domain else domain) or None,
         event=name,
         entity_type=entity.type_name if entity else None,
         entity_id=_text(str(fields.get("ID")), 64) or None if fields.get("ID") is not None else None,
