@@ -113,7 +113,12 @@ def worker_command(burst: bool, interval: float) -> None:
                     click.echo(f"sweep failed: {exc}", err=True)
 
     # Everything due now (in bursts of 1,000; re-queued events stay "queued", so one pass each).
-    events.run_due(limit=100_000 if burst else 1000, stale_after=0 if burst else 60)
+    # A database that is away now must not stop the worker: the sweeps find these events later.
+    try:
+        events.run_due(limit=100_000 if burst else 1000, stale_after=0 if burst else 60)
+    except Exception as exc:
+        runtime(app).session.rollback()
+        click.echo(f"sweep failed: {exc}", err=True)
     if queue.name == "rq":
         # No fork per job: a forked child would share the parent's database connections. Run
         # several workers for parallelism.

@@ -142,3 +142,43 @@ def test_postgres_restart_is_503_then_heals_without_a_restart(outage):
     proxy.restore()
     assert c.get("/api/bitrix/clients/1/config").status_code == 200
     assert c.post("/api/bitrix/webhook", data=event(4)).status_code == 200
+
+
+def test_the_rq_worker_heals_after_a_postgres_restart(outage, redis_url):
+    """Jobs that ran while PostgreSQL was away fail; the same worker process, with the database back,
+    handles those events (their rows still say queued) without being restarted."""
+    from flask_bitrix24.extensions import bitrix24
+
+    app, proxy = outage
+    handled = []
+    saved = {k: list(v) for k, v in bitrix24.hooks._handlers.items()}
+    bitrix24.hooks.add_handler("*", lambda e: handled.append(e.entity_id))
+    try:
+        from flask_bitrix24 import runtime
+
+        rt = runtime(app)
+        from flask_bitrix24.services.event_queue import make_event_queue
+
+        rt.event_queue = make_event_queue(redis_url)  # this app, now with the RQ queue
+        c = app.test_client()
+        base = "https://b24-test.bitrix24.com/rest/1/s3cr3tW3bh00kXyZ/"
+        c.post("/api/bitrix/clients/1/config", json={"webhook_base": base, "outbound_token": "tok-outage-1"})
+        for ts in (11, 12, 13):
+            assert c.post("/api/bitrix/webhook", data=event(ts)).status_code == 200
+        assert rt.event_queue.queue.count == 3 and handled == []
+
+        runner = app.test_cli_runner()
+        proxy.sever()
+        result = runner.invoke(args=["bitrix24", "worker", "--burst"])  # every job meets the outage
+        assert result.exit_code == 0, result.output  # the worker itself keeps going
+        assert handled == [] and "sweep failed" in result.output
+        assert rt.event_queue.queue.failed_job_registry.count == 3  # each job ran, and met the outage
+        proxy.restore()
+        result = runner.invoke(args=["bitrix24", "worker", "--burst"])  # the same app, the same process
+        assert result.exit_code == 0, result.output
+        assert sorted(handled) == ["11", "12", "13"]
+        stored = c.get("/api/bitrix/clients/1/events").get_json()["result"]
+        assert {e["status"] for e in stored} == {"done"}
+    finally:
+        bitrix24.hooks._handlers.clear()
+        bitrix24.hooks._handlers.update(saved)
