@@ -178,7 +178,7 @@ def _valid_text(value: Any) -> bool:
     return True
 
 
-def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[Any, bool]:
+def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[Received, bool]:
     """Verify and store one event. Returns ``(event, duplicate)``; raises ``EventRejected``."""
     if not _valid_text(payload):
         raise EventRejected(400, "INVALID_BODY", "the event holds text that is not valid UTF-8")
@@ -216,32 +216,46 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
     _session().add(row)
     try:
+        _session().flush()
+        # Read before the commit expires them: once the row is committed, the answer must not need
+        # the database again (a failover right then would turn a stored event into a 503).
+        stored = Received(row.id, row.status)
         _session().commit()
     except IntegrityError:
         _session().rollback()
         return _again(key, unhandled)
-    return row, False
+    return stored, False
 
 
-def _again(key: str, unhandled: bool) -> tuple[Any, bool]:
+@dataclass(frozen=True)
+class Received:
+    """What the receiver answers with: the stored event's id and status."""
+
+    id: int
+    status: str
+
+
+def _again(key: str, unhandled: bool) -> tuple[Received, bool]:
     """The same delivery once more. While the first is still waiting to be handled, it is the same
     work: acknowledged, not stored twice. Once the first was handled, it is news (the record may
     have changed again within the same second: ``ts`` has whole seconds), so the row runs again; the
     handlers read the record's current state either way."""
     model, session = _model(), _session()
     existing = session.execute(select(model).where(model.dedupe_key == key)).scalar_one()
-    if unhandled or existing.status not in ("done", "failed"):
-        return existing, True
+    seen = Received(existing.id, existing.status)
+    if unhandled or seen.status not in ("done", "failed"):
+        return seen, True
     now = _now()
     reopened = session.execute(
         update(model)
-        .where(model.id == existing.id, model.status.in_(("done", "failed")))
+        .where(model.id == seen.id, model.status.in_(("done", "failed")))
         .values(status="received", attempts=0, last_error=None, next_attempt_at=None, processed_at=None,
                 received_at=now)
     ).rowcount
     session.commit()
-    session.refresh(existing)
-    return existing, reopened != 1
+    if reopened == 1:
+        return Received(seen.id, "received"), False
+    return seen, True  # another delivery reopened it first: the same work
 
 
 # ---------------------------------------------------------------------------------------------------
