@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import hmac
-import re
 
 from flask import request
 
 from ..runtime import Runtime, runtime
 from .errors import ApiError
+from .params import positive_id
 
 # The event receivers prove themselves with Bitrix24's application token instead.
 PUBLIC_ENDPOINTS = frozenset({"receive_event", "receive_client_event"})
 # Health names no tenant and no secret; load balancers ask it without credentials.
 OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"health"}
-_CLIENT_ID = re.compile(r"[1-9][0-9]{0,9}")
 
 
 def _client_id_from_path() -> int | None:
-    """The path's client id, parsed the way the controllers parse it (they refuse anything else
-    with 400 INVALID_ID before a view runs, so the hook never sees an id a view would not use)."""
+    """The path's client id, parsed by the one parser the views use (anything else is 400
+    INVALID_ID before the hook runs, so the hook never sees an id a view would not use)."""
     raw = (request.view_args or {}).get("client_id")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not raw.isascii() or not _CLIENT_ID.fullmatch(raw) or int(raw) >= 2**31:
-        raise ApiError(400, "INVALID_ID", f"client_id must be a positive integer, got {raw!r}", field="client_id")
-    return int(raw)
+    return None if raw is None else positive_id(raw, "client_id")
 
 
 def endpoint_name(rt: Runtime | None = None) -> str:
