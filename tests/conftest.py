@@ -189,3 +189,21 @@ def sent_params(call) -> dict:
     """The params as PHP would read them from what the portal received."""
     body = call.request.body
     return parse_php_form(body or b"")
+
+
+def refused() -> Exception:
+    """What requests raises when the portal refuses the connection: nothing was sent."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")
+    return requests.exceptions.ConnectionError(MaxRetryError(None, "/rest/1/x/m.json", reason))
+
+
+def reset() -> Exception:
+    """What requests raises when the portal drops the connection after the request went out."""
+    import requests
+    from urllib3.exceptions import ProtocolError
+
+    return requests.exceptions.ConnectionError(
+        ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer")))

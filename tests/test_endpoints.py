@@ -7,7 +7,7 @@ import pytest
 import requests
 import responses
 
-from tests.conftest import PORTAL_BASE, portal_url, sent_pairs, sent_params
+from tests.conftest import PORTAL_BASE, portal_url, refused, sent_pairs, sent_params
 
 ENTITY_PREFIX = [("contacts", "crm.contact"), ("deals", "crm.deal"), ("leads", "crm.lead")]
 
@@ -139,7 +139,7 @@ def test_legacy_access_denied_with_empty_code_is_auth_failure(configured, portal
 
 
 def test_transport_error_is_502(configured, portal):
-    portal.post(portal_url("crm.contact.get"), body=requests.exceptions.ConnectionError("Connection refused"))
+    portal.post(portal_url("crm.contact.get"), body=refused())
     r = configured.get("/api/bitrix/clients/1/contacts/1")
     assert r.status_code == 502 and r.get_json()["error"] == "PORTAL_UNREACHABLE"
 

@@ -15,7 +15,7 @@ from flask_bitrix24.services.bitrix24_service import (
 )
 from flask_bitrix24.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
 
-from tests.conftest import PORTAL_BASE, portal_url
+from tests.conftest import PORTAL_BASE, portal_url, refused, reset
 
 LIMIT_503 = {"status": 503, "json": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}}
 BLOCKED_429 = {"status": 429, "json": {"error": "OPERATION_TIME_LIMIT",
@@ -139,7 +139,7 @@ def test_503_retries_end_with_the_real_error(env_app, portal):
 
 
 @pytest.mark.parametrize("failure", [requests.exceptions.ReadTimeout("read timed out"),
-                                     requests.exceptions.ConnectionError("Connection reset by peer")])
+                                     reset()])
 def test_an_add_that_may_have_reached_the_portal_is_never_repeated(env_app, portal, failure):
     portal.post(portal_url("crm.deal.add"), body=failure)
     portal.post(portal_url("crm.deal.add"), json={"result": 1})
@@ -151,18 +151,18 @@ def test_an_add_that_may_have_reached_the_portal_is_never_repeated(env_app, port
 
 
 def test_an_add_whose_outcome_is_unknown_is_a_502_saying_so(env_app, portal):
-    portal.post(portal_url("crm.contact.add"), body=requests.exceptions.ConnectionError("Connection reset by peer"))
+    portal.post(portal_url("crm.contact.add"), body=reset())
     r = env_app.test_client().post("/api/bitrix/clients/1/contacts", json={"fields": {"NAME": "Ann"}})
     assert r.status_code == 502 and r.get_json()["error"] == "OUTCOME_UNKNOWN"
     assert "may have been created" in r.get_json()["error_description"] and len(portal.calls) == 1
     # a read that fails the same way is an unreachable portal, not an unknown outcome
-    portal.post(portal_url("crm.contact.get"), body=requests.exceptions.ConnectionError("Connection reset by peer"))
+    portal.post(portal_url("crm.contact.get"), body=reset())
     r = env_app.test_client().get("/api/bitrix/clients/1/contacts/5")
     assert r.status_code == 502 and r.get_json()["error"] == "PORTAL_UNREACHABLE"
 
 
 def test_an_add_that_never_left_is_retried(env_app, portal):
-    portal.post(portal_url("crm.deal.add"), body=requests.exceptions.ConnectionError("Connection refused"))
+    portal.post(portal_url("crm.deal.add"), body=refused())
     portal.post(portal_url("crm.deal.add"), json={"result": 5})
     assert call(env_app, "crm.deal.add", {"fields": {"TITLE": "x"}})["result"] == 5
     assert len(portal.calls) == 2
@@ -291,7 +291,7 @@ def test_after_the_reset_time_passed_a_429_waits_a_whole_bucket(env_app, portal)
 def test_a_delete_not_found_after_a_refused_connection_is_not_called_done(env_app, portal):
     from flask_bitrix24.services.bitrix24_service import NotFound
 
-    portal.post(portal_url("crm.deal.delete"), body=requests.exceptions.ConnectionError("Connection refused"))
+    portal.post(portal_url("crm.deal.delete"), body=refused())
     portal.post(portal_url("crm.deal.delete"), status=400, json={"error": "", "error_description": "Not found"})
     with pytest.raises(NotFound):  # the first attempt never reached the portal: it really is not there
         call(env_app, "crm.deal.delete", {"id": 3})
@@ -323,3 +323,20 @@ def test_bx_batch_keeps_the_results_of_requests_that_ran_when_a_later_one_fails(
         items = bx_batch([("crm.contact.add", {"fields": {"NAME": f"N{i}"}}) for i in range(60)])
     assert [item.result for item in items[:50]] == list(range(50))
     assert all(isinstance(item.error, PortalAuthFailed) for item in items[50:])
+
+
+def test_was_it_sent_is_decided_by_the_exception_type_not_its_text(env_app, portal):
+    # The words "Connection refused" in a reset's text must not make an add look unsent.
+    misleading = requests.exceptions.ConnectionError(
+        __import__("urllib3").exceptions.ProtocolError("Connection refused?", ConnectionResetError(104, "x")))
+    portal.post(portal_url("crm.deal.add"), body=misleading)
+    portal.post(portal_url("crm.deal.add"), json={"result": 9})
+    with pytest.raises(TransportError) as info:
+        call(env_app, "crm.deal.add", {"fields": {"TITLE": "once"}})
+    assert info.value.code == "OUTCOME_UNKNOWN" and len(portal.calls) == 1
+    # a refused connection (NewConnectionError inside), whatever its text: never sent, so retried
+    portal.reset()
+    portal.post(portal_url("crm.deal.add"), body=refused())
+    portal.post(portal_url("crm.deal.add"), json={"result": 10})
+    assert call(env_app, "crm.deal.add", {"fields": {"TITLE": "x"}})["result"] == 10
+    assert len(portal.calls) == 2

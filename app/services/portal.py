@@ -273,20 +273,19 @@ def _reason(exc: Exception) -> str:
 
 
 def _maybe_sent(exc: Exception) -> bool:
-    # Refused connections and DNS failures happen before a byte of the request leaves; anything
-    # else (reset, remote closed) may come after the portal read it.
-    text = str(exc)
-    return not any(
-        m in text
-        for m in (
-            "Connection refused",
-            "Name or service not known",
-            "No route to host",
-            "Failed to resolve",
-            "NewConnectionError",
-            "nodename nor servname",
-        )
-    )
+    """Whether the request may have reached the portal, decided by the exception's type (as
+    urllib3's ``Retry`` does), never by its text: failures to connect (refused, DNS, connect
+    timeout, TLS handshake) happen before a byte of the request leaves; anything else (reset,
+    remote closed, an unknown cause) may come after the portal read it, so it counts as sent."""
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+    from urllib3.exceptions import SSLError as Urllib3SSLError
+
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return False
+    cause: Any = exc.args[0] if exc.args else None
+    if isinstance(cause, MaxRetryError):
+        cause = cause.reason
+    return not isinstance(cause, (NewConnectionError, ConnectTimeoutError, Urllib3SSLError))
 
 
 class PortalPool:
