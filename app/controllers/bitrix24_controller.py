@@ -127,14 +127,15 @@ def _as_id(value: Any) -> Any:
 
 
 def create_record(body: dict[str, Any], client_id: str, entity: str):
-    """Create a record: 201, the new id as result, and its Location."""
+    """Create a record: 201, the new id as result, and its Location. With ``ORIGIN_ID`` in the fields a
+    rerun finds the record an earlier create made: 200, its id, ``"existing": true``."""
     cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
     fields, params = fields_and_params(ent, body)
-    payload: dict[str, Any] = {"fields": fields}
-    if params:
-        payload["params"] = params
-    new_id = _as_id(bx_call(ent.method("add"), payload, client_id=cid)["result"])
+    new_id, existed = upsert_service.create_once(ent, fields, params, client_id=cid)
+    new_id = _as_id(new_id)
     location = url_for(runtime().endpoint("get_record"), client_id=cid, entity=ent.name, record_id=new_id)
+    if existed:  # an earlier create with this ORIGIN_ID: its record, not a second one
+        return {"result": new_id, "existing": True}, 200, {"Location": location}
     return {"result": new_id}, 201, {"Location": location}
 
 

@@ -254,6 +254,8 @@ class Result(Schema):
 
 class CreatedId(Schema):
     result = _as_sent("integer", required=True, description="The new record's id (see Location).")
+    existing = fields.Boolean(metadata={"description": "true: a record with this ORIGIN_ID already existed "
+                                                       "(200), nothing was created"})
 
 
 class Flag(Schema):

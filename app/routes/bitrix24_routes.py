@@ -104,7 +104,9 @@ route(f"{CLIENT}/<bx_upsert_entity:entity>/upsert", "upsert_record", c.upsert_re
       body=s.RecordBody, tags=RECORDS, responses={201: {"description": "Created (no record matched)"}})
 route(f"{CLIENT}/<bx_entity:entity>", "list_records", c.list_records, "GET", s.Page, query=s.ListQuery, tags=RECORDS)
 route(f"{CLIENT}/<bx_entity:entity>", "create_record", c.create_record, "POST", s.CreatedId, status=201,
-      body=s.RecordBody, tags=RECORDS)
+      body=s.RecordBody, tags=RECORDS,
+      responses={200: {"description": "A record with this ORIGIN_ID (and ORIGINATOR_ID) already existed: its id, "
+                                      "existing: true; nothing was created"}})
 route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "get_record", c.get_record, "GET", s.Result, tags=RECORDS)
 route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "update_record", c.update_record, "PATCH", s.Result,
       body=s.RecordBody, tags=RECORDS)

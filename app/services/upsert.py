@@ -123,3 +123,26 @@ def _upsert(entity: Entity, fields: dict[str, Any], params: dict[str, Any], comm
     payload = {"fields": fields, **({"params": params} if params else {})}
     new_id = bx_call(entity.method("add"), payload, client_id=client_id)["result"]
     return UpsertOutcome(int(new_id), "created")
+
+
+def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], *,
+                client_id: int | None) -> tuple[Any, bool]:
+    """Create a record, unless one with the same ``ORIGIN_ID`` (and ``ORIGINATOR_ID``) exists:
+    ``(id, existed)``. A caller that reruns a create whose answer it lost (502 OUTCOME_UNKNOWN, a
+    timeout of its own) finds the record instead of making a second. Without ``ORIGIN_ID``: a plain
+    create. The lookup and the create run under a lock per (tenant, entity, origin)."""
+    payload: dict[str, Any] = {"fields": fields, **({"params": params} if params else {})}
+    origin = fields.get("ORIGIN_ID")
+    if entity.camel or isinstance(origin, bool) or not isinstance(origin, (str, int)) or str(origin) == "":
+        return bx_call(entity.method("add"), payload, client_id=client_id)["result"], False
+    originator = fields.get("ORIGINATOR_ID")
+    where: dict[str, Any] = {"ORIGIN_ID": str(origin)}
+    if isinstance(originator, (str, int)) and not isinstance(originator, bool) and str(originator) != "":
+        where["ORIGINATOR_ID"] = str(originator)
+    key = f"origin:{client_id}:{entity.prefix}:{where.get('ORIGINATOR_ID', '')}:{where['ORIGIN_ID']}"
+    with runtime().locks.hold([key]):
+        found = bx_call(entity.method("list"), {"filter": where, "select": ["ID"], "order": {"ID": "ASC"}},
+                        client_id=client_id)["result"]
+        if isinstance(found, list) and found and isinstance(found[0], dict) and found[0].get("ID") is not None:
+            return found[0]["ID"], True
+        return bx_call(entity.method("add"), payload, client_id=client_id)["result"], False

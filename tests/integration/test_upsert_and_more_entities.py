@@ -133,3 +133,18 @@ def test_concurrent_upserts_of_one_new_email_create_one_contact(stack):
         t.join(60)
     assert sorted(answers) == [(200, "updated")] * 9 + [(201, "created")]
     assert len(stack.emulator.records["contact"]) == 1
+
+
+def test_a_create_rerun_with_the_same_origin_id_finds_the_first_record(stack):
+    url = f"{stack.api}/clients/1/deals"
+    body = {"fields": {"TITLE": "Order 1001", "ORIGINATOR_ID": "shop", "ORIGIN_ID": "1001"}}
+    first = stack.http.post(url, json=body)
+    assert first.status_code == 201
+    again = stack.http.post(url, json=body)  # the caller lost the first answer and sends it again
+    assert again.status_code == 200 and again.json() == {"result": first.json()["result"], "existing": True}
+    assert again.headers["Location"] == first.headers["Location"]
+    other = stack.http.post(url, json={"fields": {**body["fields"], "ORIGINATOR_ID": "crm2"}})
+    assert other.status_code == 201  # another source's 1001 is another record
+    plain = [stack.http.post(url, json={"fields": {"TITLE": "no origin"}}).status_code for _ in range(2)]
+    assert plain == [201, 201]
+    assert len(stack.emulator.records["deal"]) == 4
