@@ -180,11 +180,28 @@ class _SQLStore:
 
     model: Any = None
     crm: CRMRow | None = None
+    # The model's attribute names (a ModelStore maps the host's own; None: the table has no such column).
+    client_id: str = "client_id"
+    crm_id: str = "crm_id"
+    member_id: str | None = "member_id"
     _db: Any = None
     _session: Any = None
 
+    def _select(self):
+        """The model's rows, only those of the Bitrix24 CRM when ``crm`` is given."""
+        stmt = select(self.model)
+        if self.crm is not None:
+            crm = self.crm.model
+            stmt = stmt.join(crm, getattr(self.model, self.crm_id) == getattr(crm, self.crm.id_attr)).where(
+                getattr(crm, self.crm.name_attr) == self.crm.name
+            )
+        return stmt
+
     def _row(self, client_id: int) -> Any | None:
-        raise NotImplementedError
+        # The oldest row, should a host's table hold several for one client and CRM.
+        pk = sa_inspect(self.model).primary_key
+        stmt = self._select().where(getattr(self.model, self.client_id) == client_id).order_by(*pk)
+        return self.session.execute(stmt).scalars().first()
 
     def bind(self, db: Any) -> None:
         self._db = db
@@ -197,11 +214,18 @@ class _SQLStore:
             raise RuntimeError("this config store is not bound to a database: give it to Bitrix24(store=...)")
         return self._db.session
 
-    def _commit(self, doing: str) -> None:
+    def _commit(self, doing: str, *, conflict_ok: bool = False) -> bool:
         """Commit, or roll back and say what the table refused (never the values: they hold secrets).
-        A database that is not reachable stays that error (the API answers 503 DATABASE_UNAVAILABLE)."""
+        A database that is not reachable stays that error (the API answers 503 DATABASE_UNAVAILABLE).
+        With ``conflict_ok`` a unique-key conflict is rolled back and reported as False."""
         try:
             self.session.commit()
+            return True
+        except IntegrityError as exc:
+            self.session.rollback()
+            if conflict_ok:
+                return False
+            raise self._refused(doing, exc) from None
         except (OperationalError, InterfaceError):
             self.session.rollback()
             raise
@@ -222,19 +246,9 @@ class _SQLStore:
         """Write the client's config. Two first saves for one client at once: the loser's insert hits
         the unique row the winner made, and is done again as an update of it."""
         self._stage(client_id, values)
-        try:
-            self.session.commit()
-            return
-        except IntegrityError:
-            self.session.rollback()
-        except (OperationalError, InterfaceError):
-            self.session.rollback()
-            raise
-        except DBAPIError as exc:
-            self.session.rollback()
-            raise self._refused("the config", exc) from None
-        self._stage(client_id, values)
-        self._commit("the config")
+        if not self._commit("the config", conflict_ok=True):
+            self._stage(client_id, values)
+            self._commit("the config")
 
     def delete(self, client_id: int) -> bool:
         row = self._row(client_id)
@@ -246,16 +260,12 @@ class _SQLStore:
 
     def remember_member_id(self, client_id: int, member_id: str) -> None:
         """Set the member_id on this client's Bitrix24 row (no other CRM's) when it has none."""
-        attr = self._member_attr()
-        if attr is None:
+        if self.member_id is None:
             return
         row = self._row(client_id)
-        if row is not None and getattr(row, attr) is None:
-            setattr(row, attr, member_id)
+        if row is not None and getattr(row, self.member_id) is None:
+            setattr(row, self.member_id, member_id)
             self._commit("the member_id")
-
-    def _member_attr(self) -> str | None:
-        return "member_id"
 
     def tables(self) -> list[Any]:
         return [self.model.__table__] + ([self.crm.model.__table__] if self.crm is not None else [])
@@ -289,18 +299,6 @@ class EncryptedStore(_SQLStore):
         from .runtime import runtime
 
         return runtime().cipher
-
-    def _select(self):
-        stmt = select(self.model)
-        if self.crm is not None:
-            crm = self.crm.model
-            stmt = stmt.join(crm, self.model.crm_id == getattr(crm, self.crm.id_attr)).where(
-                getattr(crm, self.crm.name_attr) == self.crm.name
-            )
-        return stmt
-
-    def _row(self, client_id: int) -> Any | None:
-        return self.session.execute(self._select().where(self.model.client_id == client_id)).scalar_one_or_none()
 
     def _config(self, row: Any) -> ClientConfig:
         from .services.secrets import decrypt_json
@@ -402,21 +400,6 @@ class ModelStore(_SQLStore):
     def _attr(self, name: str) -> Any:
         return getattr(self.model, name)
 
-    def _select(self):
-        stmt = select(self.model)
-        if self.crm is not None:
-            crm = self.crm.model
-            stmt = stmt.join(crm, self._attr(self.crm_id) == getattr(crm, self.crm.id_attr)).where(
-                getattr(crm, self.crm.name_attr) == self.crm.name
-            )
-        return stmt
-
-    def _row(self, client_id: int) -> Any | None:
-        # The oldest row, should the host's table hold several for one client and CRM.
-        pk = sa_inspect(self.model).primary_key
-        stmt = self._select().where(self._attr(self.client_id) == client_id).order_by(*pk)
-        return self.session.execute(stmt).scalars().first()
-
     def _get(self, row: Any, name: str | None) -> Any:
         return None if name is None else getattr(row, name)
 
@@ -480,9 +463,6 @@ class ModelStore(_SQLStore):
             ):
                 found.append(config)
         return found
-
-    def _member_attr(self) -> str | None:
-        return self.member_id
 
 
 __all__ = [

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import socket
 import sys
 import threading
 import time
@@ -29,57 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TOKEN = "outage-bench-token"
-
-
-class Proxy:
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream, self.port, self.pairs, self.lock, self.listener = upstream, 0, [], threading.Lock(), None
-        self.up()
-
-    def up(self) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", self.port))
-        self.port = self.listener.getsockname()[1]
-        self.listener.listen(128)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        with self.lock:
-            for pair in self.pairs:
-                for s in pair:
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    s.close()
-            self.pairs.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                return
-            server.settimeout(None)
-            with self.lock:
-                self.pairs.append((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
 
 
 class Quiet(WSGIRequestHandler):
@@ -100,12 +48,14 @@ def main() -> int:
     from flask_bitrix24 import create_app, runtime
     from sqlalchemy import create_engine, func, inspect, select, text
 
+    from tests.faults.proxy import SeverableProxy  # the proxy the fault tests sever
+
     parts = urlsplit(args.pg)
     engine = create_engine(args.pg)
     with engine.begin() as conn:  # a clean database
         for name in inspect(conn).get_table_names():
             conn.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    proxy = SeverableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     netloc = f"{parts.username + '@' if parts.username else ''}127.0.0.1:{proxy.port}"
     app = create_app({
         "SQLALCHEMY_DATABASE_URI": urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")),
@@ -140,10 +90,10 @@ def main() -> int:
     for t in threads:
         t.start()
     time.sleep(args.down_at)
-    proxy.down()
+    proxy.sever()
     down_at = time.monotonic() - started
     time.sleep(args.down_for)
-    proxy.up()
+    proxy.restore()
     up_at = time.monotonic() - started
     time.sleep(max(0.0, args.seconds - args.down_at - args.down_for))
     stop.set()
@@ -170,7 +120,7 @@ def main() -> int:
     with engine.begin() as conn:
         for name in inspect(conn).get_table_names():
             conn.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    proxy.down()
+    proxy.sever()
     return 1 if lost or any(k >= 500 and k != 503 for k in by_status) else 0
 
 
