@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 BAD_REQUESTS = [
@@ -126,3 +128,46 @@ def test_odd_paths_under_our_prefix_are_json_never_a_redirect(client, path):
 def test_raw_batch_checks_field_names_like_the_list_endpoint(client, cmd, code):
     r = client.post("/api/bitrix/clients/1/batch", json={"cmd": cmd})
     assert r.status_code == 400 and r.get_json()["error"] == code, r.get_json()
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "BREW", "TRACE", "PUT"])
+def test_any_method_under_our_prefix_is_json(client, method):
+    r = client.open("/api/bitrix/clients/1/contacts/5", method=method)
+    assert r.status_code == 405 and r.is_json and r.get_json()["error"] == "METHOD_NOT_ALLOWED"
+    assert r.headers["Allow"] == "GET, PATCH, DELETE"
+    unknown = client.open("/api/bitrix/no/such/thing", method=method)
+    assert unknown.status_code == 404 and unknown.get_json()["error"] == "NOT_FOUND"
+
+
+def test_the_host_apps_own_routes_keep_their_answers(make_app):
+    """The JSON catch-all is ours only: a host route's 405 stays the host's."""
+    app = make_app()
+    app.add_url_rule("/host/page", "host_page", lambda: "hi")
+    r = app.test_client().open("/host/page", method="PROPFIND")
+    assert r.status_code == 405 and not r.is_json
+
+
+def _chunked(client, path: str, body: bytes, content_type: str):
+    """A body without Content-Length, as a server that de-chunks it hands it to the app."""
+    return client.post(path, headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True})
+
+
+@pytest.mark.parametrize("path, content_type, setting", [
+    ("/api/bitrix/clients/1/contacts", "application/json", "BITRIX_MAX_BODY_BYTES"),
+    ("/api/bitrix/clients/1/batch", "application/json", "BITRIX_MAX_BODY_BYTES"),
+    ("/api/bitrix/webhook", "application/x-www-form-urlencoded", "BITRIX_EVENT_MAX_BYTES"),
+])
+def test_an_oversized_chunked_body_is_413_not_a_truncated_one(make_app, path, content_type, setting):
+    app = make_app(BITRIX_MAX_BODY_BYTES=1000, BITRIX_EVENT_MAX_BYTES=1000)
+    big = (b'{"fields": {"NAME": "' + b"x" * 5000 + b'"}}' if content_type == "application/json"
+           else b"event=ONCRMDEALADD&data[FIELDS][ID]=" + b"1" * 5000)
+    r = _chunked(app.test_client(), path, big, content_type)
+    assert r.status_code == 413 and r.get_json()["error"] == "BODY_TOO_LARGE", r.get_json()
+    assert setting in r.get_json()["error_description"]
+
+
+def test_a_small_chunked_body_is_read_whole(make_app):
+    app = make_app(BITRIX_MAX_BODY_BYTES=1000)
+    r = _chunked(app.test_client(), "/api/bitrix/clients/1/contacts", b'{"fields": {"NAME": "x"}}', "application/json")
+    assert r.status_code == 400 and r.get_json()["error"] == "CONFIG_MISSING", r.get_json()  # parsed, then no portal

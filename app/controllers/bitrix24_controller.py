@@ -27,6 +27,7 @@ from .params import (
     fields_and_params,
     list_params,
     positive_id,
+    read_body,
 )
 
 log = logging.getLogger("flask_bitrix24")
@@ -183,7 +184,7 @@ def list_records(query: dict[str, Any], client_id: str, entity: str):
 
 
 def _event_payload() -> dict[str, Any]:
-    raw = request.get_data(cache=True)
+    raw = read_body()
     if request.mimetype == "application/json":
         try:
             payload = request.get_json(silent=True)

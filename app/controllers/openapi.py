@@ -19,7 +19,7 @@ from flask import Flask
 from marshmallow import Schema
 from marshmallow import fields as ma_fields
 from webargs.flaskparser import FlaskParser
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, Rule
 
 from .._version import __version__
 from ..entities import ENTITIES
@@ -123,9 +123,22 @@ def _code_for(schema: Schema, path: list[Any]) -> str | None:
 class ApiBlueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = BxParser()
 
-    def add_plain_rule(self, rule: str, endpoint: str, view_func, **options) -> None:
-        """A route left out of the document (the JSON 404/405 catch-all)."""
-        flask.Blueprint.add_url_rule(self, rule, endpoint, view_func, **options)
+    def add_any_method_rule(self, rule: str, endpoint: str, view_func, **options) -> None:
+        """A route left out of the document that takes every method, PROPFIND or BREW too (the JSON
+        404/405 catch-all). Flask always gives a rule a method list, so this one is a plain werkzeug
+        ``Rule`` with ``methods=None``, added when the blueprint is registered, under its prefix and
+        with the endpoint name Flask would give it (so the blueprint's own hooks run for it)."""
+
+        def add(state: flask.blueprints.BlueprintSetupState) -> None:
+            path = rule
+            if state.url_prefix is not None:
+                path = "/".join((state.url_prefix.rstrip("/"), rule.lstrip("/")))
+            full_endpoint = f"{state.name_prefix}.{state.name}.{endpoint}".lstrip(".")
+            state.app.url_map.add(Rule(path, endpoint=full_endpoint, methods=None, subdomain=state.subdomain,
+                                       defaults=dict(state.url_defaults) or None, **options))
+            state.app.view_functions[full_endpoint] = view_func
+
+        self.record(add)
 
 
 class Api(flask_smorest.Api):

@@ -11,6 +11,7 @@ from urllib.parse import unquote_plus
 
 from flask import request
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..entities import ENTITIES, Entity
 from .errors import ApiError
@@ -55,7 +56,7 @@ def json_object() -> dict[str, Any]:
             415, "UNSUPPORTED_MEDIA_TYPE",
             f"send the body as JSON with 'Content-Type: application/json' (got {request.mimetype or 'none'!r})",
         )
-    data = request.get_data(cache=True)
+    data = read_body()
     if not data.strip():
         raise ApiError(400, "INVALID_BODY", "the request body is empty: send a JSON object")
     try:
@@ -211,6 +212,17 @@ def list_params(entity: Entity, query: dict[str, Any]) -> dict[str, Any]:
     if order:
         params["order"] = order
     return params
+
+
+def read_body() -> bytes:
+    """The request body, 413 when it is larger than our limit. A body sent without Content-Length
+    (chunked) is cut at the limit without an error by werkzeug's ``LimitedStream``: reaching the limit
+    means there was more, which must not be read as a truncated (so "invalid") body."""
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def limit_body_size() -> None:

@@ -113,7 +113,6 @@ route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "update_record", c.updat
 route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "delete_record", c.delete_record, "DELETE", s.Result,
       tags=RECORDS)
 
-# Anything else under our prefix still answers JSON (404, or 405 where another method fits); not in the document.
-ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-bp.add_plain_rule("/<bx_any:subpath>", "not_found", c.not_found, methods=ANY, provide_automatic_options=False,
-                  merge_slashes=False)
+# Anything else under our prefix, in any method, still answers JSON (404, or 405 where another method
+# fits); not in the document.
+bp.add_any_method_rule("/<bx_any:subpath>", "not_found", c.not_found, merge_slashes=False)
