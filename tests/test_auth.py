@@ -114,3 +114,22 @@ def test_only_true_from_the_hook_allows(make_app, decision, status):
         assert app.test_client().get("/api/bitrix/clients/1/config").status_code == status
     finally:
         bitrix24.hooks.authorize = None
+
+
+def test_secrets_are_compared_in_constant_time(make_app, monkeypatch):
+    """Bearer keys and Bitrix24's application token go through hmac.compare_digest (an ``==`` would
+    leak, by its timing, how much of a guess was right); each comparison is seen here."""
+    import hmac
+
+    from tests.test_webhook import event_form
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    app = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY=API_KEY, BITRIX_OUTBOUND_TOKEN="tok-env-abcdef")
+    c = app.test_client()
+    assert c.get("/api/bitrix/clients/1/config", headers={"Authorization": "Bearer guess-1"}).status_code == 401
+    assert (b"guess-1", API_KEY.encode()) in compared
+    compared.clear()
+    assert c.post("/api/bitrix/webhook", data=event_form(token="guess-2")).status_code == 401
+    assert (b"guess-2", b"tok-env-abcdef") in compared
