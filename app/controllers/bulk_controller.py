@@ -95,7 +95,8 @@ def write_many(ent: Entity, client_id: int, body: dict[str, Any]) -> dict[str, A
         raise ApiError(400, "INVALID_ITEMS", str(exc), field="items")
     return {
         "result": [o.as_dict() for o in outcomes],
-        "created": sum(1 for o in outcomes if o.error is None and o.action == "created"),
+        "created": sum(1 for o in outcomes if o.error is None and o.action == "created" and not o.existing),
+        "existing": sum(1 for o in outcomes if o.existing),
         "updated": sum(1 for o in outcomes if o.error is None and o.action == "updated"),
         "failed": sum(1 for o in outcomes if o.error is not None),
     }

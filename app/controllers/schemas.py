@@ -317,11 +317,14 @@ class WriteOutcome(Schema):
     id = _as_sent("integer", nullable=True)
     error = fields.String()
     error_description = fields.String()
+    existing = fields.Boolean(metadata={"description": "true: a record already had this item's ORIGIN_ID (an "
+                                                       "earlier run made it); its id, nothing created"})
 
 
 class WriteAnswer(Schema):
     result = fields.List(fields.Nested(WriteOutcome), required=True)
     created = fields.Integer()
+    existing = fields.Integer(metadata={"description": "creates found already made (by their ORIGIN_ID)"})
     updated = fields.Integer()
     failed = fields.Integer()
 

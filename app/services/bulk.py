@@ -17,6 +17,7 @@ from ..runtime import runtime
 from .bitrix24_service import bx_call
 from .caller import is_repeatable
 from .errors import BadInput, Bitrix24Error, PortalTimeout, ServerError, TransportError, classify
+from .upsert import origin_lock_key
 from .wire import encode_form, flatten_params
 
 BATCH_LIMIT = 50  # commands per batch request (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)
@@ -296,9 +297,13 @@ class WriteOutcome:
     error: Bitrix24Error | None = None
     marker: str | None = field(default=None, repr=False)
     generated: bool = field(default=False, repr=False)  # the marker is our UUID, not the caller's ORIGIN_ID
+    originator: str | None = field(default=None, repr=False)  # the ORIGINATOR_ID sent with the marker
+    existing: bool = False  # the caller's ORIGIN_ID was already on a record: nothing was created
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "action": self.action, "ok": self.error is None, "id": self.id}
+        if self.existing:
+            out["existing"] = True
         if self.error is not None:
             out.update(error=self.error.code, error_description=self.error.description)
         return out
@@ -311,14 +316,20 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     otherwise a fresh UUID, with ``ORIGINATOR_ID`` = "flask-bitrix24"). When a batch's answer is
     lost (dropped connection, timeout, 5xx) the markers are looked up and only the records that do
     not exist are sent again: every item is created exactly once.
+
+    Your own ``ORIGIN_ID`` (with your ``ORIGINATOR_ID``, when given) also makes a *rerun* of the whole
+    call safe, as for a single create: a record that already has it is not made again (its outcome
+    says ``existing``). The lookup and the creates run under the same per-origin locks a single
+    create takes.
     """
     outcomes = [WriteOutcome(i, "updated" if item.get("id") else "created") for i, item in enumerate(items)]
-    given = [str(item["fields"]["ORIGIN_ID"]) for item in items
-             if not item.get("id") and (item.get("fields") or {}).get("ORIGIN_ID")]
+    given = [(str(f.get("ORIGINATOR_ID") or ""), str(f["ORIGIN_ID"])) for item in items
+             if not item.get("id") and (f := item.get("fields") or {}).get("ORIGIN_ID")]
     repeated = sorted({m for m in given if given.count(m) > 1})
     if repeated:
         # The marker finds a record after a lost answer: two items with one marker would be one record.
-        raise ValueError(f"ORIGIN_ID {repeated[0]!r} is given to more than one new record")
+        source = f" (ORIGINATOR_ID {repeated[0][0]!r})" if repeated[0][0] else ""
+        raise ValueError(f"ORIGIN_ID {repeated[0][1]!r}{source} is given to more than one new record")
     pending = []
     for outcome, item in zip(outcomes, items, strict=True):
         fields = dict(item.get("fields") or {})
@@ -328,6 +339,8 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
                 fields["ORIGINATOR_ID"] = ORIGINATOR
                 outcome.generated = True
             outcome.marker = str(fields["ORIGIN_ID"])
+            originator = fields.get("ORIGINATOR_ID")
+            outcome.originator = str(originator) if originator not in (None, "") else None
             command = (f"{prefix}.add", {"fields": fields})
         else:
             outcome.id = int(item["id"])
@@ -336,10 +349,22 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
             command[1]["params"] = item["params"]
         pending.append((outcome, command))
 
-    max_wait = runtime().bulk_max_wait
+    state = runtime()
+    max_wait = state.bulk_max_wait
     for start in range(0, len(pending), BATCH_LIMIT):
+        chunk = pending[start : start + BATCH_LIMIT]
+        given = [o for o, _ in chunk if o.marker and not o.generated]
+        keys = [origin_lock_key(client_id, prefix, o.originator, o.marker) for o in given if o.marker]
         try:
-            _write_chunk(prefix, pending[start : start + BATCH_LIMIT], client_id, max_wait, attempts)
+            with state.locks.hold(keys):
+                if given:  # records an earlier run made with the caller's ORIGIN_IDs
+                    found = _find_markers(prefix, given, client_id, max_wait)
+                    for outcome in given:
+                        if outcome.index in found:
+                            outcome.id, outcome.existing = found[outcome.index], True
+                    chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
+                if chunk:
+                    _write_chunk(prefix, chunk, client_id, max_wait, attempts)
         except Bitrix24Error as exc:
             # A limit that outlasted the bound, or the portal refusing us: nothing more will
             # succeed now. Every item not yet done says so; none is left without an answer.
@@ -369,8 +394,8 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
                 state.caller.sleep(max(0.0, PORTAL_MAX_RUN - state.portals.timeouts.read))
             found = _find_markers(prefix, [o for o, _ in chunk if o.marker], client_id, max_wait)
             for outcome, _ in chunk:
-                if outcome.marker in found:
-                    outcome.id = found[outcome.marker]
+                if outcome.index in found:
+                    outcome.id = found[outcome.index]
             # Creates found are done; updates are safe to repeat.
             chunk = [(o, cmd) for o, cmd in chunk if not (o.action == "created" and o.id is not None)]
             if not chunk:
@@ -384,7 +409,10 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
         return
 
 
-def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | None, max_wait: float) -> dict[str, int]:
+def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | None,
+                  max_wait: float) -> dict[int, int]:
+    """The records that carry these outcomes' markers: {outcome index: record id}. A marker the caller
+    sent with an ORIGINATOR_ID matches only a record with that ORIGINATOR_ID too."""
     markers = [o.marker for o in outcomes if o.marker]
     if not markers:
         return {}
@@ -393,11 +421,16 @@ def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | No
         flt["ORIGINATOR_ID"] = ORIGINATOR  # our own UUIDs: look only at records we made
     envelope = bx_call(
         f"{prefix}.list",
-        {"filter": flt, "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}},
+        {"filter": flt, "select": ["ID", "ORIGIN_ID", "ORIGINATOR_ID"], "order": {"ID": "ASC"}},
         client_id=client_id,
         max_wait=max_wait,
     )
-    found: dict[str, int] = {}
-    for row in envelope.get("result") or []:
-        found.setdefault(str(row.get("ORIGIN_ID")), int(row["ID"]))
+    rows = [row for row in envelope.get("result") or [] if isinstance(row, dict) and row.get("ID") is not None]
+    found: dict[int, int] = {}
+    for outcome in outcomes:
+        for row in rows:  # oldest first
+            if str(row.get("ORIGIN_ID")) == outcome.marker and (
+                    outcome.originator is None or str(row.get("ORIGINATOR_ID") or "") == outcome.originator):
+                found[outcome.index] = int(row["ID"])
+                break
     return found

@@ -125,6 +125,11 @@ def _upsert(entity: Entity, fields: dict[str, Any], params: dict[str, Any], comm
     return UpsertOutcome(int(new_id), "created")
 
 
+def origin_lock_key(client_id: int | None, prefix: str, originator: str | None, origin: str) -> str:
+    """The lock a create with this ORIGIN_ID runs under: the same for a single create and a bulk one."""
+    return f"origin:{client_id}:{prefix}:{originator or ''}:{origin}"
+
+
 def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], *,
                 client_id: int | None) -> tuple[Any, bool]:
     """Create a record, unless one with the same ``ORIGIN_ID`` (and ``ORIGINATOR_ID``) exists:
@@ -139,7 +144,7 @@ def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], 
     where: dict[str, Any] = {"ORIGIN_ID": str(origin)}
     if isinstance(originator, (str, int)) and not isinstance(originator, bool) and str(originator) != "":
         where["ORIGINATOR_ID"] = str(originator)
-    key = f"origin:{client_id}:{entity.prefix}:{where.get('ORIGINATOR_ID', '')}:{where['ORIGIN_ID']}"
+    key = origin_lock_key(client_id, entity.prefix, where.get("ORIGINATOR_ID"), where["ORIGIN_ID"])
     with runtime().locks.hold([key]):
         found = bx_call(entity.method("list"), {"filter": where, "select": ["ID"], "order": {"ID": "ASC"}},
                         client_id=client_id)["result"]

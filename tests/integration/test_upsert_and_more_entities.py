@@ -148,3 +148,23 @@ def test_a_create_rerun_with_the_same_origin_id_finds_the_first_record(stack):
     plain = [stack.http.post(url, json={"fields": {"TITLE": "no origin"}}).status_code for _ in range(2)]
     assert plain == [201, 201]
     assert len(stack.emulator.records["deal"]) == 4
+
+
+def test_a_bulk_create_rerun_with_the_callers_origin_ids_makes_nothing_twice(stack):
+    url = f"{stack.api}/clients/1/deals/batch"
+    items = [{"fields": {"TITLE": f"Order {n}", "ORIGINATOR_ID": "shop", "ORIGIN_ID": str(n)}} for n in range(60)]
+    first = stack.http.post(url, json={"items": items[:30]})  # a run that got through half the orders
+    assert first.status_code == 200 and first.json()["created"] == 30
+    made = {x["index"]: x["id"] for x in first.json()["result"]}
+    # The single create of order 5 and a bulk rerun of all 60 meet the same records.
+    single = stack.http.post(f"{stack.api}/clients/1/deals", json=items[5])
+    assert single.status_code == 200 and single.json()["result"] == made[5]
+    rerun = stack.http.post(url, json={"items": items + [{"fields": {"TITLE": "Order 5", "ORIGINATOR_ID": "crm2",
+                                                                     "ORIGIN_ID": "5"}}]})
+    body = rerun.json()
+    assert rerun.status_code == 200 and (body["created"], body["existing"], body["failed"]) == (31, 30, 0), body
+    assert all(x["existing"] is True and x["id"] == made[x["index"]] for x in body["result"][:30])
+    assert not any(x.get("existing") for x in body["result"][30:])  # another source's "5" is a record of its own
+    deals = stack.emulator.records["deal"].values()
+    assert len(deals) == 61
+    assert sorted(int(d["ORIGIN_ID"]) for d in deals if d.get("ORIGINATOR_ID") == "shop") == list(range(60))
