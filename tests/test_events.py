@@ -415,3 +415,28 @@ def test_the_stored_domain_is_the_tenants_not_what_the_sender_wrote(app, configu
     assert r.status_code == 200
     r.close()
     assert [e.portal_domain for e in rows(app)] == ["b24-test.bitrix24.com"]
+
+
+def test_a_client_on_the_environments_portal_sees_its_events(make_app):
+    """Demo mode, or one portal for every client: no config of its own, so the environment's portal
+    and its events (stored without a client) are the client's; a client with its own portal, or any
+    client once BITRIX_ENV_FALLBACK is off, does not see them."""
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_OUTBOUND_TOKEN="tok-env-abcdef")
+    c = app.test_client()
+    r = c.post("/api/bitrix/webhook", data=event_form(token="tok-env-abcdef"))
+    assert r.status_code == 200
+    r.close()
+    event_id = r.get_json()["result"]["event_id"]
+    log = c.get("/api/bitrix/clients/1/events").get_json()
+    assert [e["id"] for e in log["result"]] == [event_id] and log["result"][0]["client_id"] is None
+    assert c.post(f"/api/bitrix/clients/1/events/{event_id}/replay").status_code == 200
+
+    assert c.post("/api/bitrix/clients/2/config", json={"webhook_base": "https://b24-other.bitrix24.com/rest/1/abcdefgh/",
+                                                        "outbound_token": "tok-c2-abcdef"}).status_code == 201
+    assert c.get("/api/bitrix/clients/2/events").get_json()["total"] == 0
+    assert c.post(f"/api/bitrix/clients/2/events/{event_id}/replay").status_code == 404
+
+    strict = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_OUTBOUND_TOKEN="tok-env-abcdef", BITRIX_ENV_FALLBACK=False)
+    sc = strict.test_client()
+    assert sc.post("/api/bitrix/webhook", data=event_form(token="tok-env-abcdef", ts="1")).status_code == 200
+    assert sc.get("/api/bitrix/clients/1/events").get_json()["total"] == 0

@@ -299,7 +299,7 @@ def list_events(query: dict[str, Any], client_id: str):
 def replay_event(client_id: str, event_id: str):
     cid, eid = positive_id(client_id, "client_id"), positive_id(event_id, "event_id")
     row = runtime().session.get(runtime().event_model, eid)
-    if row is None or row.client_id != cid:
+    if row is None or not events_service.belongs_to(row, cid):
         raise ApiError(404, "EVENT_NOT_FOUND", f"client {cid} has no event {eid}")
     try:
         row = events_service.replay(eid)

@@ -438,10 +438,27 @@ def retry_failed(client_id: int | None = None) -> int:
     return len(ids)
 
 
+def sees_environment_events(client_id: int) -> bool:
+    """A client with no config of its own works on the environment's portal (BITRIX_WEBHOOK_BASE, as in
+    demo mode): that portal's events, kept without a client, are in its log too. It can read and
+    change that portal's records through the API already, so this shows it nothing new."""
+    from .client_config import effective_config
+
+    config = effective_config(client_id)
+    return config.source == "environment" and bool(config.webhook_base)
+
+
+def belongs_to(row: Any, client_id: int) -> bool:
+    """Whether the event ``row`` is in ``client_id``'s log (see ``sees_environment_events``)."""
+    return row.client_id == client_id or (row.client_id is None and sees_environment_events(client_id))
+
+
 def list_events(client_id: int | None, *, status: str | None = None, name: str | None = None,
                 start: int = 0, limit: int = 50) -> tuple[list[Any], int]:
     stmt = select(_model())
-    if client_id is not None:
+    if client_id is not None and sees_environment_events(client_id):
+        stmt = stmt.where(or_(_model().client_id == client_id, _model().client_id.is_(None)))
+    elif client_id is not None:
         stmt = stmt.where(_model().client_id == client_id)
     if status:
         stmt = stmt.where(_model().status == status)
