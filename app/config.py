@@ -50,6 +50,11 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_EVENT_MAX_ATTEMPTS": (5, int),  # handler runs per event before it is kept as failed
     "BITRIX_EVENT_RETRY_BASE": (30.0, float),  # seconds before the first retry; doubles each time
     "BITRIX_CONFIG_CACHE_SECONDS": (5.0, float),  # how long a process reuses a client's looked-up config
+    # A saved webhook is tried (one `profile` call) before it is stored; 0: store unchecked (offline setup)
+    "BITRIX_VERIFY_CONFIG": (True, env_bool),
+    # After this many refusals of a webhook's credentials in a row its calls are suspended...
+    "BITRIX_AUTH_FAILURES_TO_SUSPEND": (5, int),
+    "BITRIX_AUTH_SUSPEND_SECONDS": (300.0, float),  # ...for this long, then one call tries again
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
     # where the Swagger UI page at /api/bitrix/docs loads its scripts from (a self-hosted copy, say)
     "BITRIX_OPENAPI_SWAGGER_UI_URL": ("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/", str),

@@ -44,6 +44,7 @@ class Runtime:
         cli_group: str = "bitrix24",
     ) -> None:
         # Imported here: services import this module for ``runtime()``.
+        from .services.breaker import AuthBreaker
         from .services.caller import PortalCaller, RetryPolicy
         from .services.client_config import parse_allowed_hosts
         from .services.event_queue import make_event_queue
@@ -88,6 +89,11 @@ class Runtime:
             on_event=self.metrics.on_event,
         )
         self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
+        self.verify_config = bool(cfg["BITRIX_VERIFY_CONFIG"])
+        self.breaker = AuthBreaker(
+            int(cfg["BITRIX_AUTH_FAILURES_TO_SUSPEND"]), float(cfg["BITRIX_AUTH_SUSPEND_SECONDS"]),
+            clock=lambda: self.caller.clock(), on_change=self.metrics.on_event,
+        )
         # client_id -> (expires, (webhook base, rate limit)): see client_config.portal_target
         self.target_cache: dict[Any, tuple[float, Any]] = {}
         self.target_generation = 0  # bumped by every config change

@@ -147,6 +147,11 @@ class Emulator:
             self.events_sent.clear()
             self._random = random.Random(self._seed)
 
+    def reset_counters(self) -> None:
+        """Start the request counters over (records and limits are kept): tests count what came after."""
+        with self._lock:
+            self.counters = Counters()
+
     def wait_events(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event has been posted (or failed); False on timeout."""
         return True if self._sender is None else self._sender.wait(timeout)

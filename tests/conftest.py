@@ -123,6 +123,9 @@ def make_app(tmp_path, secret_key, database_url):
             "BITRIX_WEBHOOK_BASE": "",
             "BITRIX_OUTBOUND_TOKEN": "",
             "BITRIX_ALLOWED_HOSTS": "",
+            # Unit tests mock the portal call by call; the save-time check has tests of its own, and
+            # the end-to-end stack (tests/integration) runs it against the emulator.
+            "BITRIX_VERIFY_CONFIG": False,
         }
         config.update(overrides)
         app = create_app(config)

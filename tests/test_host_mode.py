@@ -54,7 +54,7 @@ class Host:
         app = Flask("host", instance_path=instance_path)
         app.config.update({"TESTING": True, "SQLALCHEMY_DATABASE_URI": self.database_url,
                            "BITRIX_AUTH_DISABLED": True, "BITRIX_WEBHOOK_BASE": "", "BITRIX_SECRET_KEY": "",
-                           "BITRIX_ALLOWED_HOSTS": "", **config})
+                           "BITRIX_ALLOWED_HOSTS": "", "BITRIX_VERIFY_CONFIG": False, **config})
         self.db.init_app(app)
         self.bitrix24.init_app(app, store=store)
 
@@ -380,7 +380,7 @@ def test_the_member_id_goes_to_the_bitrix24_row_only(database_url):
         member: Mapped[str | None] = mapped_column(String(64))
 
     app = Flask("host")
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BITRIX_AUTH_DISABLED=True)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BITRIX_AUTH_DISABLED=True, BITRIX_VERIFY_CONFIG=False)
     db.init_app(app)
     ext.init_app(app, store=ModelStore(Auth, webhook_base="url", outbound_token="token", portal_domain="domain",
                                        member_id="member", crm=CRMRow(CRMs, defaults={})))

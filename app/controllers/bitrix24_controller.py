@@ -17,7 +17,9 @@ from ..services import client_config
 from ..services import events as events_service
 from ..services import upsert as upsert_service
 from ..services.bitrix24_service import Bitrix24Error, bx_call
+from ..services.errors import LimitExceeded
 from ..services.events import EventRejected, receive_event
+from ..services.metrics import tenant_label
 from ..services.secrets import mask, mask_url
 from ..services.wire import parse_php_form
 from . import bulk_controller
@@ -52,8 +54,27 @@ def save_config(body: dict[str, Any], client_id: str):
     """Save (or partly update) the client's Bitrix24 connection; answers the masked view."""
     cid = positive_id(client_id, "client_id")
     existed = client_config.stored_config(cid) is not None
-    config = client_config.save_config(cid, body)
+    try:
+        config = client_config.save_config(cid, body)
+    except client_config.WebhookNotVerified as exc:
+        raise _not_verified(exc) from None
     return {"result": _config_view(config)}, 200 if existed else 201
+
+
+def _not_verified(exc: client_config.WebhookNotVerified) -> ApiError:
+    error = exc.error
+    if exc.rejected:
+        return ApiError(422, "WEBHOOK_REJECTED",
+                        f"the portal refused this webhook ({error.code}: {error.description}); nothing was saved: "
+                        "copy the inbound webhook URL again (Developer resources, Other, Inbound webhook)",
+                        field="webhook_base", bitrix24_error=error.code)
+    extra: dict[str, Any] = {"bitrix24_error": error.code}
+    if isinstance(error, LimitExceeded):
+        extra["retry_after"] = error.retry_after
+    return ApiError(429 if isinstance(error, LimitExceeded) else 502, "WEBHOOK_NOT_VERIFIED",
+                    f"could not check this webhook with the portal ({error.code}: {error.description}); nothing "
+                    'was saved: try again, or send "verify": false to save it unchecked', field="webhook_base",
+                    **extra)
 
 
 def get_config(client_id: str):
@@ -98,9 +119,18 @@ def debug_config(query: dict[str, Any], client_id: str):
     )
     if config.source == "database" and not config.outbound_token:
         view["outbound_token"] = mask(current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None)
+    view["suspended"] = _breaker_view(cid, config)
     if query.get("check") in ("1", "true", "yes"):
         view["check"] = _live_check(cid)
     return {"result": view}
+
+
+def _breaker_view(client_id: int, config: client_config.ClientConfig) -> dict[str, Any]:
+    try:
+        base, _, source = client_config.portal_target(client_id)
+    except Bitrix24Error:
+        return {"state": "closed", "failures": 0}
+    return runtime().breaker.view(tenant_label(client_id if source == "database" else None), base)
 
 
 def _live_check(client_id: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from flask import Response, jsonify
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from ..services.breaker import Suspended
 from ..services.client_config import InvalidConfig
 from ..services.errors import (
     Bitrix24Error,
@@ -68,13 +69,21 @@ def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
         # Keep the portal's own code visible: INVALID_CREDENTIALS and insufficient_scope need different fixes.
         extra["bitrix24_error"] = exc.code
         code = "PORTAL_AUTH_FAILED"
+        if isinstance(exc, Suspended):  # not sent: the breaker is open (services/breaker.py)
+            extra["suspended"] = True
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 1)))
     log.info("bitrix24 error answered %s: %r", status, exc)
     return error_response(status, code, exc.description, headers, **extra)
 
 
 def handle_api_error(exc: ApiError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="bitrix24"'} if exc.status == 401 else None
-    return error_response(exc.status, exc.code, exc.description, headers, **exc.extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="bitrix24"'} if exc.status == 401 else {}
+    extra = dict(exc.extra)
+    retry_after = extra.pop("retry_after", None)
+    if exc.status in (429, 503) or retry_after is not None:
+        wait = retry_after if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) else 1
+        headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600))))
+    return error_response(exc.status, exc.code, exc.description, headers, **extra)
 
 
 def handle_invalid_config(exc: InvalidConfig) -> Response:

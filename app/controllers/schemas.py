@@ -110,6 +110,13 @@ class ConfigBody(StrictSchema):
         metadata={"code": "INVALID_CONFIG", "example": {"burst": 50, "drain": 2},
                   "description": "Bitrix24's leaky bucket for this portal: burst size and drain per second."},
     )
+    verify = fields.Boolean(
+        truthy={True}, falsy={False},  # JSON true or false, not "yes" or "0"
+        metadata={"code": "INVALID_CONFIG",
+                  "description": "Default true (BITRIX_VERIFY_CONFIG): a new webhook_base is tried with one "
+                                 "`profile` call first and not saved if the portal refuses it. false: save "
+                                 "unchecked (setting up while the portal is unreachable)."},
+    )
 
 
 class BatchItem(StrictSchema):
@@ -289,6 +296,9 @@ class DebugView(ConfigView):
     store = fields.String(metadata={"description": "the config store class (EncryptedStore, ModelStore, ...)"})
     environment = fields.Dict()
     check = fields.Dict(metadata={"description": "With ?check=1: the outcome of a live profile call."})
+    suspended = fields.Dict(metadata={"description": "The circuit breaker on this webhook's credentials: "
+                                                     "closed, or open (calls refused without reaching the "
+                                                     "portal) after repeated PORTAL_AUTH_FAILED"})
 
 
 class ConfigAnswer(Schema):

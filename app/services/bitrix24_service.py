@@ -94,10 +94,16 @@ def bx_call(
     metrics, tenant = state.metrics, tenant_label(client_id if source == "database" else None)
     started = time.perf_counter()
     try:
-        envelope = state.caller.call(
-            base, method, body, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
-            tenant=tenant,
-        )
+        state.breaker.before_call(tenant, base)  # Suspended: the credentials were refused again and again
+        try:
+            envelope = state.caller.call(
+                base, method, body, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
+                tenant=tenant,
+            )
+        except Bitrix24Error as exc:
+            state.breaker.record(tenant, base, exc)
+            raise
+        state.breaker.record(tenant, base, None)
     except Bitrix24Error as exc:
         _scrub_secret(exc, base)
         metrics.record_call(tenant, method.lower(), time.perf_counter() - started, exc.code or type(exc).__name__)
@@ -105,6 +111,29 @@ def bx_call(
         raise
     metrics.record_call(tenant, method.lower(), time.perf_counter() - started)
     log.debug("bitrix24 %s ok for client %s", method, client_id)
+    return envelope
+
+
+# A check at save time waits less than a call: the caller is at a form, not in a sync job.
+VERIFY_MAX_WAIT = 10.0
+
+
+def check_webhook(base: str, rate_limit: dict[str, float] | None, *, client_id: int) -> dict[str, Any]:
+    """``profile`` on a webhook that is not saved yet (``client_config.verify_webhook``): paced by
+    the portal's bucket, retried like any read, the secret scrubbed from what comes back."""
+    state = runtime()
+    tenant = tenant_label(client_id)
+    started = time.perf_counter()
+    try:
+        envelope = state.caller.call(base, "profile", form_body(None), bucket=state.bucket_for(rate_limit),
+                                     max_wait=min(VERIFY_MAX_WAIT, state.caller.policy.max_wait),
+                                     repeatable=True, tenant=tenant)
+    except Bitrix24Error as exc:
+        _scrub_secret(exc, base)
+        state.metrics.record_call(tenant, "profile", time.perf_counter() - started, exc.code or type(exc).__name__)
+        log.info("bitrix24 webhook check failed for client %s: %s", client_id, exc)
+        raise
+    state.metrics.record_call(tenant, "profile", time.perf_counter() - started)
     return envelope
 
 

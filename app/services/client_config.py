@@ -17,7 +17,7 @@ from flask import current_app
 
 from ..runtime import runtime
 from ..store import ClientConfig, ConfigValues, StoreNotReady, portal_domain
-from .errors import ConfigMissing
+from .errors import Bitrix24Error, ConfigMissing, PortalAuthFailed
 
 # Bitrix24's cloud zones (portal.bitrix24.<zone>); BITRIX_ALLOWED_HOSTS replaces the list.
 DEFAULT_ALLOWED_HOSTS = tuple(
@@ -254,10 +254,13 @@ def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, 
 
 def forget_target(client_id: int) -> None:
     """Drop what ``portal_target`` keeps for a client (its config changed)."""
+    from .metrics import tenant_label
+
     state = runtime()
     state.target_generation += 1
     for key in [k for k in list(state.target_cache) if k[0] == client_id]:
         state.target_cache.pop(key, None)
+    state.breaker.reset(tenant_label(client_id))  # new credentials get a fresh start
 
 
 def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
@@ -277,9 +280,43 @@ def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None,
         raise ConfigMissing(f"{where} is not usable: {exc}") from None
 
 
-def save_config(client_id: int, data: dict[str, Any]) -> ClientConfig:
+class WebhookNotVerified(Exception):
+    """A new webhook_base could not be shown to work: ``rejected`` when the portal refused its
+    credentials, else the portal could not be asked (``error`` says why). Nothing was saved."""
+
+    def __init__(self, error: Bitrix24Error, *, rejected: bool) -> None:
+        super().__init__(error.description)
+        self.error, self.rejected = error, rejected
+
+
+def verify_webhook(client_id: int, base: str, rate_limit: dict[str, float] | None) -> None:
+    """One ``profile`` call (scope ``basic``, which every webhook has:
+    https://apidocs.bitrix24.com/api-reference/common/users/profile.html) on a webhook before it is
+    saved, paced by the portal's bucket like any call. A webhook the portal refuses is never stored,
+    so it never takes places in the bucket of a portal other tenants share."""
+    from .bitrix24_service import check_webhook
+
+    try:
+        check_webhook(base, rate_limit, client_id=client_id)
+    except PortalAuthFailed as exc:
+        raise WebhookNotVerified(exc, rejected=True) from None
+    except Bitrix24Error as exc:
+        raise WebhookNotVerified(exc, rejected=False) from None
+
+
+def save_config(client_id: int, data: dict[str, Any], *, verify: bool | None = None) -> ClientConfig:
     """Validate and store ``webhook_base`` / ``outbound_token`` for a client (partial updates merge;
-    ``outbound_token: null`` clears the token)."""
+    ``outbound_token: null`` clears the token). A new ``webhook_base`` is tried first
+    (``verify_webhook``) unless ``verify`` (default BITRIX_VERIFY_CONFIG; ``data["verify"]`` too) is
+    false."""
+    data = dict(data)
+    if "verify" in data:
+        given = data.pop("verify")
+        if not isinstance(given, bool):
+            raise InvalidConfig("verify", "verify must be true or false")
+        verify = given if verify is None else verify
+    if verify is None:
+        verify = runtime().verify_config
     unknown = sorted(set(data) - {"webhook_base", "outbound_token", "plan", "rate_limit"})
     if unknown:
         raise InvalidConfig(
@@ -299,6 +336,8 @@ def save_config(client_id: int, data: dict[str, Any]) -> ClientConfig:
         merged["outbound_token"] = validate_outbound_token(data["outbound_token"])
     if not merged["webhook_base"]:
         raise InvalidConfig("webhook_base", "webhook_base is required for a client that has no saved config")
+    if verify and merged["webhook_base"] != (current.webhook_base if current else None):
+        verify_webhook(client_id, merged["webhook_base"], merged["rate_limit"])
 
     try:
         runtime().store.save(client_id, ConfigValues(**merged))
@@ -329,6 +368,7 @@ def bitrix24_crm_id() -> int | None:
 __all__ = [
     "ClientConfig",
     "InvalidConfig",
+    "WebhookNotVerified",
     "StoreNotReady",
     "configs_for_portal",
     "delete_config",

@@ -81,6 +81,14 @@ class Metrics:
                                "Operating time the portal reports used for a method in its 10-minute window "
                                "(time.operating; the limit is 480 s)", ["tenant", "method"], registry=r,
                                multiprocess_mode="livemostrecent")
+        self.breaker_trips = Counter("bitrix24_breaker_trips",
+                                     "Times a webhook's calls were suspended after its credentials were refused "
+                                     "again and again (BITRIX_AUTH_FAILURES_TO_SUSPEND)", ["tenant"], registry=r)
+        self.breaker_refused = Counter("bitrix24_breaker_refused",
+                                       "Calls refused without reaching the portal while suspended", ["tenant"],
+                                       registry=r)
+        self.breaker_open = Gauge("bitrix24_breaker_open", "1 while the tenant's calls are suspended", ["tenant"],
+                                  registry=r, multiprocess_mode="max")
         self.event_collector = _EventCollector(event_source) if event_source is not None else None
         if self.event_collector is not None:
             r.register(self.event_collector)
@@ -123,6 +131,13 @@ class Metrics:
             self.limits.labels(tenant, "503").inc()
         elif name == "operating_limited":
             self.limits.labels(tenant, "429").inc()
+        elif name == "breaker_open":
+            self.breaker_trips.labels(tenant).inc()
+            self.breaker_open.labels(tenant).set(1)
+        elif name == "breaker_closed":
+            self.breaker_open.labels(tenant).set(0)
+        elif name == "breaker_refused":
+            self.breaker_refused.labels(tenant).inc()
         elif name == "operating" and isinstance(info.get("seconds"), (int, float)):
             self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
 

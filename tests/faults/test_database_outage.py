@@ -28,7 +28,7 @@ def outage(secret_key):
     app = create_app({
         "TESTING": True, "SQLALCHEMY_DATABASE_URI": proxied, "BITRIX_SECRET_KEY": secret_key,
         "BITRIX_AUTH_DISABLED": True, "BITRIX_WEBHOOK_BASE": "", "BITRIX_ALLOWED_HOSTS": "",
-        "BITRIX_OUTBOUND_TOKEN": "", "BITRIX_CONFIG_CACHE_SECONDS": 0,
+        "BITRIX_OUTBOUND_TOKEN": "", "BITRIX_CONFIG_CACHE_SECONDS": 0, "BITRIX_VERIFY_CONFIG": False,
         "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}},
     })
     yield app, proxy

@@ -55,9 +55,10 @@ def test_redis_cut_and_restored_while_the_worker_runs(tmp_path, secret_key, redi
     proxy = SeverableProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
     settings = {"BITRIX_SECRET_KEY": secret_key, "BITRIX_AUTH_DISABLED": "1", "BITRIX_WEBHOOK_BASE": "",
                 "BITRIX_ALLOWED_HOSTS": "", "BITRIX_OUTBOUND_TOKEN": "", "BITRIX_CONFIG_CACHE_SECONDS": "0",
+                "BITRIX_VERIFY_CONFIG": "0",
                 "BITRIX_REDIS_URL": f"redis://127.0.0.1:{proxy.port}{parts.path}"}
     app = create_app({**settings, "TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url,
-                      "BITRIX_AUTH_DISABLED": True, "BITRIX_CONFIG_CACHE_SECONDS": 0})
+                      "BITRIX_AUTH_DISABLED": True, "BITRIX_CONFIG_CACHE_SECONDS": 0, "BITRIX_VERIFY_CONFIG": False})
     here, worker_log = [], tmp_path / "handled-by-worker"
     saved = {k: list(v) for k, v in bitrix24.hooks._handlers.items()}
     bitrix24.hooks.add_handler("*", lambda e: here.append(e.entity_id))

@@ -49,6 +49,7 @@ class Stack:
         r = self.http.post(f"{self.api}/clients/{client_id}/config",
                            json={"webhook_base": base or self.emulator_server.base, "outbound_token": token})
         assert r.status_code in (200, 201), r.text
+        self.emulator.reset_counters()  # the save's own check (one `profile` call) is not the test's
         return r
 
 
@@ -62,6 +63,7 @@ def make_stack(make_app):
         limits = emulator_options.get("limits", False)
         app_config = {
             "BITRIX_MAX_WAIT": 3.0,
+            "BITRIX_VERIFY_CONFIG": True,  # a saved webhook is tried on the emulator, as on a portal
             "BITRIX_RATE_BURST": emulator_options.get("burst", 50) if limits else 100_000,
             "BITRIX_RATE_DRAIN": emulator_options.get("rate", 2.0) if limits else 100_000.0,
             **(app_config or {}),

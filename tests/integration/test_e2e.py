@@ -103,13 +103,29 @@ def test_config_debug_check_against_the_portal(stack):
     assert stack.emulator.secret not in str(body)
 
 
-def test_wrong_secret_is_portal_auth_failed(stack):
-    stack.configure(client_id=2, base=stack.emulator_server.base.replace("/demo/", "/wrongsecret/"))
+def test_wrong_secret_is_refused_at_save_and_portal_auth_failed_after(stack):
+    wrong = stack.emulator_server.base.replace("/demo/", "/wrongsecret/")
+    saved = stack.http.post(f"{stack.api}/clients/2/config", json={"webhook_base": wrong})
+    assert saved.status_code == 422, saved.text
+    assert saved.json()["error"] == "WEBHOOK_REJECTED" and saved.json()["bitrix24_error"] == "INVALID_CREDENTIALS"
+    assert "wrongsecret" not in saved.text
+    assert stack.http.get(f"{stack.api}/clients/2/config").json()["result"]["source"] != "database"  # nothing saved
+    # Saved unchecked (set up offline), the same secret fails each call instead.
+    assert stack.http.post(f"{stack.api}/clients/2/config", json={"webhook_base": wrong, "verify": False}).status_code == 201
     r = stack.http.get(f"{stack.api}/clients/2/contacts")
     assert r.status_code == 502
     assert r.json()["error"] == "PORTAL_AUTH_FAILED" and r.json()["bitrix24_error"] == "INVALID_CREDENTIALS"
     check = stack.http.get(f"{stack.api}/clients/2/config/debug?check=1").json()["result"]["check"]
     assert check["ok"] is False and check["error"] == "INVALID_CREDENTIALS"
+    # Refused again and again (BITRIX_AUTH_FAILURES_TO_SUSPEND, 5): later calls never reach the portal,
+    # whose bucket client 1 on the same portal shares, and client 1 is served as before.
+    stack.emulator.reset_counters()
+    answers = [stack.http.get(f"{stack.api}/clients/2/contacts").json() for _ in range(6)]
+    assert stack.emulator.counters.requests == 3  # 2 + the check above made 5
+    assert [a.get("suspended", False) for a in answers] == [False] * 3 + [True] * 3
+    debug = stack.http.get(f"{stack.api}/clients/2/config/debug").json()["result"]["suspended"]
+    assert debug["state"] == "open" and debug["failures"] == 5
+    assert stack.http.get(f"{stack.api}/clients/1/contacts").status_code == 200
 
 
 def test_portal_down_is_portal_unreachable(stack):
@@ -122,8 +138,8 @@ def test_portal_down_is_portal_unreachable(stack):
 def test_rate_limit_surfaces_as_429_with_retry_after(make_stack):
     # Someone else spent the portal's bucket: our pacing did not know, the portal says 503.
     s = make_stack(app_config={"BITRIX_MAX_WAIT": 1.0, "BITRIX_RATE_BURST": 50, "BITRIX_RATE_DRAIN": 2.0},
-                   limits=True, burst=3, rate=0.01)
-    s.configure()
+                   limits=True, burst=4, rate=0.01)
+    s.configure()  # its check takes one place of the 4
     statuses = [s.http.get(f"{s.api}/clients/1/contacts").status_code for _ in range(4)]
     assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
     r = s.http.get(f"{s.api}/clients/1/contacts")

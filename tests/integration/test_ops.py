@@ -80,7 +80,8 @@ def test_metrics_count_calls_errors_limits_retries_and_events(secured):
     met = _value(samples, "bitrix24_limits_met_total", tenant="1", status="503")
     retries = _value(samples, "bitrix24_retries_total", tenant="1", error="QUERY_LIMIT_EXCEEDED")
     assert met >= 2 and retries == met - 1  # every 503 but the last was retried
-    assert _value(samples, "bitrix24_call_seconds_count", tenant="1") == 3
+    assert _value(samples, "bitrix24_calls_total", tenant="1", method="profile", outcome="ok") == 1  # the save's check
+    assert _value(samples, "bitrix24_call_seconds_count", tenant="1") == 4
     assert _value(samples, "bitrix24_operating_seconds", tenant="1", method="crm.contact.add") == 0.25
     events = {labels: v for (name, labels), v in samples.items() if name == "bitrix24_events"}
     assert stored["total"] >= 1 and sum(events.values()) == stored["total"]
