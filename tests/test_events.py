@@ -440,3 +440,19 @@ def test_a_client_on_the_environments_portal_sees_its_events(make_app):
     sc = strict.test_client()
     assert sc.post("/api/bitrix/webhook", data=event_form(token="tok-env-abcdef", ts="1")).status_code == 200
     assert sc.get("/api/bitrix/clients/1/events").get_json()["total"] == 0
+
+
+def test_handlers_calls_are_background_work(make_app, handlers, portal, monkeypatch):
+    """What a handler calls yields the portal's bucket to interactive calls (see background_work)."""
+    app = make_app(BITRIX_OUTBOUND_TOKEN="t-abcdef", BITRIX_WEBHOOK_BASE=PORTAL_BASE)
+    portal.post(portal_url("crm.contact.get"), json={"result": {"ID": "89"}})
+    caller, seen = app.extensions["bitrix24"].caller, []
+    real = caller.call
+    monkeypatch.setattr(caller, "call", lambda *a, **k: seen.append(k["background"]) or real(*a, **k))
+    handlers.on("ONCRMCONTACTADD")(lambda event: event.fetch())
+    app.test_client().post("/api/bitrix/webhook", data=event_form(token="t-abcdef")).close()
+    with app.app_context():
+        from flask_bitrix24 import bx_call
+
+        bx_call("crm.contact.get", {"id": 89})  # a view's call, outside any handler
+    assert seen == [True, False]

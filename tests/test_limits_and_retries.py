@@ -340,3 +340,63 @@ def test_was_it_sent_is_decided_by_the_exception_type_not_its_text(env_app, port
     portal.post(portal_url("crm.deal.add"), json={"result": 10})
     assert call(env_app, "crm.deal.add", {"fields": {"TITLE": "x"}})["result"] == 10
     assert len(portal.calls) == 2
+
+
+# --- interactive calls ahead of background work ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_background_work_leaves_a_fifth_of_the_bucket_and_books_nothing_ahead(kind, request):
+    if kind == "redis":
+        from flask_bitrix24.services.limiter import RedisBuckets
+
+        buckets, key = RedisBuckets(request.getfixturevalue("redis_url"), prefix="test:bucket:"), f"p-{id(request)}"
+        approx = {"abs": 0.05}
+    else:
+        buckets, key, approx = LocalBuckets(clock=lambda: 0.0), "p", {}
+    params = BucketParams(burst=50, rate=2.0, safety=1.0)  # capacity 49, background up to 39
+    assert [buckets.try_background(key, params) for _ in range(39)] == [0.0] * 39
+    assert buckets.try_background(key, params) == pytest.approx(0.5, **approx)  # not taken...
+    assert buckets.level(key, params) == pytest.approx(39, **approx)  # ...nothing booked
+    # The views people wait on still find ten places free.
+    assert [buckets.reserve(key, params) for _ in range(10)] == [0.0] * 10
+    # Past that they queue, and background work, booking nothing, finds itself further behind.
+    assert buckets.reserve(key, params) == pytest.approx(0.5, **approx)
+    assert buckets.try_background(key, params) == pytest.approx(6.0, **approx)
+
+
+def test_an_interactive_call_never_waits_behind_a_bulk_job(env_app, portal):
+    portal.post(portal_url("crm.contact.list"), json={"result": [], "total": 0})
+    portal.post(portal_url("crm.contact.get"), json={"result": {"ID": "1"}})
+    fake = env_app.fake_time
+    with env_app.app_context():
+        from flask_bitrix24 import background_work
+
+        with background_work():  # a sync job's 45 calls
+            for _ in range(45):
+                bx_call("crm.contact.list")
+        background_waits = list(fake.sleeps)
+        fake.sleeps.clear()
+        for _ in range(5):  # meanwhile, someone opens a contact
+            bx_call("crm.contact.get", {"id": 1})
+    # The job took the first 39 places (49 of 50, less a fifth) at once, then waited a drain slot for
+    # each further call; the person's calls found places free and never waited.
+    assert len(background_waits) == 6 and all(w > 0 for w in background_waits)
+    assert fake.sleeps == []
+
+
+def test_bulk_helpers_and_event_handlers_are_background_work(env_app, portal, monkeypatch):
+    seen = []
+    caller = env_app.extensions["bitrix24"].caller
+    real = caller.call
+    monkeypatch.setattr(caller, "call", lambda *a, **k: seen.append((a[1], k["background"])) or real(*a, **k))
+    portal.post(portal_url("crm.contact.get"), json={"result": {"ID": "1"}})
+    portal.post(portal_url("crm.contact.list"), json={"result": [{"ID": "1"}], "total": 1})
+    portal.post(portal_url("batch"), json={"result": {"result": {"a": {"ID": "1"}}, "result_error": []}})
+    with env_app.app_context():
+        from flask_bitrix24 import bx_batch, bx_list_all
+
+        bx_call("crm.contact.get", {"id": 1})
+        list(bx_list_all("crm.contact.list", mode="offset"))
+        bx_batch({"a": ("crm.contact.get", {"id": 1})})
+    assert seen == [("crm.contact.get", False), ("crm.contact.list", True), ("batch", True)]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from ..runtime import runtime
@@ -37,6 +40,7 @@ from .wire import flatten_params, form_body
 
 __all__ = [
     "bx_call",
+    "background_work",
     "bx_batch",
     "bx_list_all",
     "flatten_params",
@@ -62,6 +66,20 @@ log = logging.getLogger("flask_bitrix24")
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
 
+_BACKGROUND: ContextVar[bool] = ContextVar("bitrix24_background", default=False)
+
+
+@contextmanager
+def background_work() -> Iterator[None]:
+    """Calls made inside are background work (a sync job, a handler): they yield the portal's
+    bucket to interactive calls (the views people wait on). Event handlers run inside it already."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
 def bx_call(
     method: str,
     params: dict[str, Any] | list | None = None,
@@ -69,6 +87,7 @@ def bx_call(
     client_id: int | None = None,
     max_wait: float | None = None,
     repeatable: bool | None = None,
+    background: bool | None = None,
 ) -> dict[str, Any]:
     """Call a Bitrix24 REST method for a client and return the whole envelope.
 
@@ -76,6 +95,9 @@ def bx_call(
     ``time``. The call is paced by the portal's bucket and retried by error class (see
     ``caller``); ``max_wait`` bounds all waiting (default ``BITRIX_MAX_WAIT``); ``repeatable``
     overrides whether the method is safe to send twice (default: reads, updates and deletes are).
+    ``background`` calls (bulk jobs, event handlers, anything inside ``background_work()``; the
+    default is the surrounding block's) leave a fifth of the portal's bucket to interactive calls and
+    never queue ahead of them.
     Reads ``BITRIX_WEBHOOK_BASE``, ``BITRIX_ALLOWED_HOSTS``, ``BITRIX_RATE_*``, ``BITRIX_MAX_WAIT``,
     ``BITRIX_RETRY_ATTEMPTS`` and ``BITRIX_TIMEOUT_*``.
     """
@@ -98,7 +120,7 @@ def bx_call(
         try:
             envelope = state.caller.call(
                 base, method, body, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
-                tenant=tenant,
+                tenant=tenant, background=_BACKGROUND.get() if background is None else background,
             )
         except Bitrix24Error as exc:
             state.breaker.record(tenant, base, exc)

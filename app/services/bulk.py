@@ -2,7 +2,8 @@
 ``bulk_write`` (thousands of creates and updates, each created exactly once).
 
 All three go through ``bx_call``, so they are paced by the portal's bucket and retried by error
-class like any call; a batch of reads is repeatable, a batch holding an ``*.add`` is not.
+class like any call; a batch of reads is repeatable, a batch holding an ``*.add`` is not. They are
+background work: they leave a fifth of the bucket to interactive calls and never queue ahead of them.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def run_chunk(
     cmd = {str(key): command_string(method, params) for key, (method, params) in chunk}
     repeatable = all(is_repeatable(method) for _, (method, _) in chunk)
     envelope = bx_call(
-        "batch", {"halt": 1 if halt else 0, "cmd": cmd}, client_id=client_id, max_wait=max_wait, repeatable=repeatable
+        "batch", {"halt": 1 if halt else 0, "cmd": cmd}, client_id=client_id, max_wait=max_wait, repeatable=repeatable,
+        background=True,
     )
     body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
     results, errors = _section(body.get("result")), _section(body.get("result_error"))
@@ -222,7 +224,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
             count_params = {**base, "start": 0}
             if flt or cursor:  # an empty filter would still be sent (as filter[]=), and crm.item refuses it
                 count_params["filter"] = {**flt, **cursor}
-            first = bx_call(method, count_params, client_id=client_id, max_wait=max_wait)
+            first = bx_call(method, count_params, client_id=client_id, max_wait=max_wait, background=True)
             rows = _rows(first.get("result"), container)
             yield from rows
             if len(rows) < PAGE:
@@ -261,12 +263,12 @@ def _offsets(method: str, params: dict[str, Any], client_id: int | None, contain
         # Ties in a non-unique order could be paged differently by separate queries: break them by ID.
         order[id_field] = "ASC"
     params = {**params, "order": order}
-    first = bx_call(method, {**params, "start": 0}, client_id=client_id, max_wait=max_wait)
+    first = bx_call(method, {**params, "start": 0}, client_id=client_id, max_wait=max_wait, background=True)
     yield from _rows(first.get("result"), container)
     total, start = first.get("total"), first.get("next")
     while start is not None:
         if total is None:  # no count: follow "next" one page at a time
-            page = bx_call(method, {**params, "start": start}, client_id=client_id, max_wait=max_wait)
+            page = bx_call(method, {**params, "start": start}, client_id=client_id, max_wait=max_wait, background=True)
             yield from _rows(page.get("result"), container)
             start = page.get("next")
             continue
@@ -424,6 +426,7 @@ def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | No
         {"filter": flt, "select": ["ID", "ORIGIN_ID", "ORIGINATOR_ID"], "order": {"ID": "ASC"}},
         client_id=client_id,
         max_wait=max_wait,
+        background=True,
     )
     rows = [row for row in envelope.get("result") or [] if isinstance(row, dict) and row.get("ID") is not None]
     found: dict[int, int] = {}

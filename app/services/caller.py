@@ -128,8 +128,10 @@ class PortalCaller:
         repeatable: bool | None = None,
         max_wait: float | None = None,
         tenant: str = "env",
+        background: bool = False,
     ) -> dict[str, Any]:
-        """Call ``method`` on the portal at ``base``; ``tenant`` labels what ``on_event`` reports."""
+        """Call ``method`` on the portal at ``base``; ``tenant`` labels what ``on_event`` reports.
+        ``background`` work (bulk jobs, event handlers) yields the portal's bucket to interactive calls."""
         portal = urlsplit(base).netloc
         repeatable = is_repeatable(method) if repeatable is None else repeatable
         bound = self.policy.max_wait if max_wait is None else max_wait
@@ -160,7 +162,7 @@ class PortalCaller:
         def attempt() -> dict[str, Any]:
             nonlocal attempts, ambiguous
             attempts += 1
-            self._respect_limits(portal, method, bucket, bound - waited())
+            self._respect_limits(portal, method, bucket, bound - waited(), background)
             try:
                 envelope = self.pool.for_base(base).call(base, method, params)
             except RateLimited:
@@ -207,7 +209,8 @@ class PortalCaller:
                 log.info("bitrix24 %s: retrying in %.2f s after %r (attempt %d)", method, delay, exc, number)
                 self.sleep(delay)
 
-    def _respect_limits(self, portal: str, method: str, bucket: BucketParams, budget_left: float) -> None:
+    def _respect_limits(self, portal: str, method: str, bucket: BucketParams, budget_left: float,
+                        background: bool = False) -> None:
         blocked = self._blocked_until.get((portal, method.lower()), 0.0) - self.clock()
         if blocked > 0:
             if blocked > budget_left:
@@ -218,6 +221,11 @@ class PortalCaller:
             budget_left -= blocked
         delay = self.budgets.delay(portal, method)
         allowed = max(budget_left - delay, 0.0)
+        if background:
+            self._take_background_place(portal, method, bucket, allowed)
+            if delay > 0:
+                self.sleep(delay)
+            return
         wait = self.buckets.reserve(portal, bucket, allowed)
         if wait > allowed:
             # Our own bucket says the portal would refuse: don't send, and don't queue beyond the bound.
@@ -229,6 +237,23 @@ class PortalCaller:
         wait += delay
         if wait > 0:
             self.sleep(wait)
+
+
+    def _take_background_place(self, portal: str, method: str, bucket: BucketParams, allowed: float) -> None:
+        """Wait, without booking ahead, until the bucket has room below its background share."""
+        while True:
+            wait = self.buckets.try_background(portal, bucket)
+            if wait == 0:
+                return
+            if wait > allowed:
+                exc = RateLimited(f"the portal's request budget is spent for the next {wait:.1f} s",
+                                  method=method, retry_after=wait)
+                exc.local = True
+                raise exc
+            # Wake a little after the place frees up (a place, not a tie with an interactive call).
+            wait = min(allowed, wait + 0.01)
+            self.sleep(wait)
+            allowed -= wait
 
 
 __all__ = ["PortalCaller", "RetryPolicy", "is_read", "is_repeatable", "Bitrix24Error", "LimitExceeded"]

@@ -327,6 +327,8 @@ def dispatch_event(event_id: int) -> Any:
 
 
 def _dispatch(event_id: int) -> Any:
+    from .bitrix24_service import background_work
+
     if not _claim(event_id):
         return _session().get(_model(), event_id)
     row = _session().get(_model(), event_id)
@@ -340,7 +342,7 @@ def _dispatch(event_id: int) -> Any:
         return row
     event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
     hooks = runtime().hooks
-    with logs.bound(tenant=tenant_label(row.client_id)):
+    with logs.bound(tenant=tenant_label(row.client_id)), background_work():  # handlers yield to interactive calls
         try:
             for handler in hooks.handlers_for(row.event):
                 handler(event)

@@ -35,6 +35,12 @@ class BucketParams:
         # arrive closer together (scheduling, network), and the portal counts arrivals.
         return self.burst - max(1.0, round(self.burst * 0.02))
 
+    @property
+    def background_capacity(self) -> float:
+        """How full background work (bulk jobs, event handlers) may make the bucket: a fifth of it
+        (10 of 50, 50 of 250) stays for interactive calls, which therefore never queue behind it."""
+        return max(1.0, self.capacity - max(1.0, round(self.burst * 0.2)))
+
 
 class LocalBuckets:
     """In-process buckets, one per portal key. Thread-safe."""
@@ -64,6 +70,19 @@ class LocalBuckets:
             self._state[key] = (level + 1 if wait <= max_wait else level, now)
             return wait
 
+    def try_background(self, key: str, params: BucketParams) -> float:
+        """Background work: take a place only if the bucket is below ``background_capacity`` (0.0
+        returned); else take nothing and return how long until it may be (the caller sleeps and
+        tries again). Booking no future place is what keeps interactive calls ahead: they book the
+        places as they free up, and background work finds the bucket fuller when it looks again."""
+        with self._lock:
+            now = self._clock()
+            level, at = self._state.get(key, (0.0, now))
+            level = max(0.0, level - (now - at) * params.pace)
+            wait = max(0.0, (level + 1 - params.background_capacity) / params.pace)
+            self._state[key] = (level + 1 if wait == 0 else level, now)
+            return wait
+
     def fill(self, key: str, params: BucketParams) -> None:
         """The portal said 503: someone else shares the bucket. Assume it is full."""
         with self._lock:
@@ -79,7 +98,8 @@ class LocalBuckets:
             return max(0.0, level - (now - at) * params.pace)
 
 
-# KEYS[1] = bucket key; ARGV = capacity, pace, mode ("reserve" | "fill" | "level"), max wait (reserve).
+# KEYS[1] = bucket key; ARGV = capacity, pace, mode ("reserve" | "try" | "fill" | "level"), max wait
+# (reserve). "try" takes a place only when there is one now (background work, with its own capacity).
 # Returns the wait in microseconds (reserve) or the level * 1e6 (level), as an integer.
 _LUA = """
 local t = redis.call('TIME')
@@ -94,6 +114,11 @@ local result = 0
 if ARGV[3] == 'reserve' then
   result = math.max(0, (level + 1 - burst) / pace)
   if result <= tonumber(ARGV[4]) then
+    level = level + 1
+  end
+elseif ARGV[3] == 'try' then
+  result = math.max(0, (level + 1 - burst) / pace)
+  if result == 0 then
     level = level + 1
   end
 elseif ARGV[3] == 'fill' then
@@ -130,6 +155,10 @@ class RedisBuckets:
 
     def reserve(self, key: str, params: BucketParams, max_wait: float = float("inf")) -> float:
         return self._run(key, params, "reserve", max_wait) / 1_000_000
+
+    def try_background(self, key: str, params: BucketParams) -> float:
+        args = [params.background_capacity, params.pace, "try", 0]
+        return int(self._script(keys=[self._prefix + key], args=args)) / 1_000_000
 
     def fill(self, key: str, params: BucketParams) -> None:
         self._run(key, params, "fill")
