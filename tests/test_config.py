@@ -81,7 +81,7 @@ def test_http_loopback_only_when_listed_explicitly():
         ("https://b24-k7mbrm.bitrix24.com/rest/1/bn97b3lpvwpp7dxw/", "https://b24-k7mbrm.bitrix24.com/rest/1/bn97b3lpvwpp7dxw/"),
         ("https://Portal.Bitrix24.DE/rest/12/Secret_1/", "https://portal.bitrix24.de/rest/12/Secret_1/"),
         ("  https://a.bitrix24.com.br/rest/3/abc  ", "https://a.bitrix24.com.br/rest/3/abc/"),
-        ("https://a.bitrix24.ru:443/rest/3/abc/", "https://a.bitrix24.ru:443/rest/3/abc/"),
+        ("https://a.bitrix24.ru:443/rest/3/abc/", "https://a.bitrix24.ru/rest/3/abc/"),  # the scheme's own port
     ],
 )
 def test_accepted_webhook_bases_are_normalised(value, expected):
@@ -286,3 +286,18 @@ def test_concurrent_first_saves_for_one_client_all_succeed_with_one_row(make_app
     with app.app_context():
         model = runtime(app).store.model
         assert runtime(app).session.execute(select(func.count()).select_from(model)).scalar_one() == 1
+
+
+def test_the_schemes_own_port_is_dropped_so_events_still_find_the_client(make_app):
+    """Bitrix24's auth[domain] never names :443: a base saved with it must still route events."""
+    from tests.test_webhook import event_form
+
+    app = make_app()
+    c = app.test_client()
+    r = c.post("/api/bitrix/clients/1/config", json={"webhook_base": "https://b24-test.bitrix24.com:443/rest/1/abcdefgh/",
+                                                     "outbound_token": "tok-443-abcdef"})
+    assert r.status_code == 201 and r.get_json()["result"]["portal_domain"] == "b24-test.bitrix24.com"
+    delivery = c.post("/api/bitrix/webhook", data=event_form(token="tok-443-abcdef"))
+    assert delivery.status_code == 200, delivery.get_json()
+    delivery.close()
+    assert c.get("/api/bitrix/clients/1/events").get_json()["total"] == 1

@@ -155,6 +155,8 @@ def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
             field, "webhook_base path must be /rest/<user_id>/<secret>/ (copy it from the portal's inbound webhook)"
         )
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    if port == {"https": 443, "http": 80}.get(parts.scheme):
+        port = None  # the scheme's own port, said aloud: the portal's auth[domain] will not name it
     netloc = host if port is None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}{path}"
 
