@@ -42,8 +42,8 @@ from .services.bitrix24_service import (
     bx_list_all,
     flatten_params,
 )
-from .services.client_config import InvalidConfig
 from .services.events import Event
+from .services.webhook_rules import InvalidConfig
 from .store import ClientConfig, ConfigStore, ConfigValues, CRMRow, EncryptedStore, ModelStore, StoreNotReady
 
 if TYPE_CHECKING:

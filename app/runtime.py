@@ -46,13 +46,13 @@ class Runtime:
         # Imported here: services import this module for ``runtime()``.
         from .services.breaker import AuthBreaker
         from .services.caller import PortalCaller, RetryPolicy
-        from .services.client_config import parse_allowed_hosts
         from .services.event_queue import make_event_queue
         from .services.events import event_stats
         from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets
         from .services.locks import make_locks
         from .services.metrics import make_metrics
         from .services.portal import PortalPool, Timeouts
+        from .services.webhook_rules import parse_allowed_hosts
 
         cfg = app.config
         self.db, self.store, self.event_model, self.hooks = db, store, event_model, hooks

@@ -16,7 +16,6 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..services.breaker import Suspended
-from ..services.client_config import InvalidConfig
 from ..services.errors import (
     Bitrix24Error,
     LimitExceeded,
@@ -25,6 +24,7 @@ from ..services.errors import (
 )
 from ..services.locks import LockTimeout
 from ..services.secrets import SecretKeyError
+from ..services.webhook_rules import InvalidConfig
 from ..store import StoreNotReady
 
 log = logging.getLogger("flask_bitrix24")

@@ -15,8 +15,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, pre_load
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
 from ..entities import ENTITIES, ITEM_FIELD_NAME, LEGACY_FIELD_NAME
-from ..services.client_config import PLANS
 from ..services.events import STATUSES
+from ..services.rate_rules import PLANS
 from .params import FILTER_OPERATORS, MAX_ID
 
 # What the controllers accept as field names (entities.py), stated in the document as propertyNames.

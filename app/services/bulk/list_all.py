@@ -1,0 +1,137 @@
+"""``bx_list_all``: every row a ``*.list`` method matches, walked by ID (keyset) or by offsets, 50
+pages to a batch request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ...runtime import runtime
+from ..bitrix24_service import bx_call
+from ..errors import BadInput
+from .batch import BATCH_LIMIT, run_chunk
+
+# rows per list page: https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html
+PAGE = 50
+
+
+def _row_shape(method: str) -> tuple[str | None, str]:
+    # crm.item.list nests rows under "items" and names the id "id":
+    # https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html
+    return ("items", "id") if method.lower().startswith("crm.item.") else (None, "ID")
+
+
+def _rows(result: Any, container: str | None) -> list[Any]:
+    if container and isinstance(result, dict):
+        result = result.get(container)
+    return result if isinstance(result, list) else []
+
+
+def bx_list_all(
+    method: str, params: Mapping[str, Any] | None = None, *, client_id: int | None = None, mode: str = "auto"
+) -> Iterator[Any]:
+    """Yield every row a ``*.list`` method matches, each exactly once, holding one batch in memory.
+
+    ``mode="keyset"`` (the default whenever the order allows it: none, or by ID ascending) walks
+    by ID: ``start=-1``, ``order ID ASC``, ``filter >ID=last``, 50 chained pages per batch request;
+    no COUNT on the portal, and rows added or deleted meanwhile neither shift nor repeat others.
+    ``mode="offset"`` (for any other order) reads ``total`` from the first page and packs 50
+    offsets into each batch request.
+    """
+    params = dict(params or {})
+    params.pop("start", None)
+    container, id_field = _row_shape(method)
+    order = params.get("order") or {}
+    by_id = not order or (
+        isinstance(order, Mapping) and list(order) in ([id_field], [id_field.lower()])
+        and str(next(iter(order.values()))).upper() == "ASC"
+    )
+    if mode == "keyset" or (mode == "auto" and by_id):
+        yield from _keyset(method, params, client_id, container, id_field)
+    else:
+        yield from _offsets(method, params, client_id, container)
+
+
+def _keyset(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str):
+    """Walk by ID. Each round first asks for the count of rows past the cursor (one ``start=0``
+    page) so that the batches that follow hold exactly the pages left, plus one page of slack for
+    rows added meanwhile: pages chained past the end would make the portal run useless queries
+    (an unresolvable ``$result`` reference becomes an array filter, a full scan each). Methods
+    without ``total`` are walked 50 pages a batch until a short page."""
+    flt = dict(params.get("filter") or {})
+    last = 0
+    for key in (f">{id_field}", f">={id_field}"):
+        if key in flt:
+            raw = flt.pop(key)
+            if not (isinstance(raw, int) or (isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,10}", raw))):
+                raise BadInput(f"filter[{key}] must be an integer to list every row", code="INVALID_FILTER")
+            value = int(raw)
+            last = max(last, value if key == f">{id_field}" else value - 1)
+    base = {**params, "order": {id_field: "ASC"}}
+    max_wait = runtime().bulk_max_wait
+    counted = True
+    while True:
+        pages_left = BATCH_LIMIT
+        if counted:
+            # (IDs start at 1: without a cursor yet, leave ">ID" out so the portal counts plainly.)
+            cursor = {f">{id_field}": last} if last > 0 else {}
+            count_params = {**base, "start": 0}
+            if flt or cursor:  # an empty filter would still be sent (as filter[]=), and crm.item refuses it
+                count_params["filter"] = {**flt, **cursor}
+            first = bx_call(method, count_params, client_id=client_id, max_wait=max_wait, background=True)
+            rows = _rows(first.get("result"), container)
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            last = int(rows[-1][id_field])
+            total = first.get("total")
+            if isinstance(total, int):
+                pages_left = -(-(total - len(rows)) // PAGE)
+            else:
+                counted = False
+        while pages_left > 0:
+            size = min(BATCH_LIMIT, pages_left + 1)  # + 1: rows added since the count
+            pages_left -= size
+            commands: list[tuple[str, tuple[str, Any]]] = []
+            nest = f"[{container}]" if container else ""
+            for i in range(size):
+                # Page i starts after the last row of page i-1; the portal resolves the reference.
+                after: Any = last if i == 0 else f"$result[p{i - 1}]{nest}[{PAGE - 1}][{id_field}]"
+                commands.append((f"p{i}", (method, {**base, "start": -1, "filter": {**flt, f">{id_field}": after}})))
+            for item in run_chunk(commands, client_id=client_id, halt=False, max_wait=max_wait):
+                if item.error is not None:
+                    raise item.error
+                rows = _rows(item.result, container)
+                yield from rows
+                if len(rows) < PAGE:
+                    return  # later pages of this batch chained off a short page: ignore them
+                last = int(rows[-1][id_field])
+        # Every expected page came back full: rows were added meanwhile. Count again from here.
+
+
+def _offsets(method: str, params: dict[str, Any], client_id: int | None, container: str | None):
+    max_wait = runtime().bulk_max_wait
+    order = dict(params.get("order") or {})
+    id_field = _row_shape(method)[1]
+    if id_field not in order and id_field.lower() not in order:
+        # Ties in a non-unique order could be paged differently by separate queries: break them by ID.
+        order[id_field] = "ASC"
+    params = {**params, "order": order}
+    first = bx_call(method, {**params, "start": 0}, client_id=client_id, max_wait=max_wait, background=True)
+    yield from _rows(first.get("result"), container)
+    total, start = first.get("total"), first.get("next")
+    while start is not None:
+        if total is None:  # no count: follow "next" one page at a time
+            page = bx_call(method, {**params, "start": start}, client_id=client_id, max_wait=max_wait, background=True)
+            yield from _rows(page.get("result"), container)
+            start = page.get("next")
+            continue
+        offsets = list(range(int(start), int(total), PAGE))
+        for i in range(0, len(offsets), BATCH_LIMIT):
+            chunk = [(f"o{offset}", (method, {**params, "start": offset})) for offset in offsets[i : i + BATCH_LIMIT]]
+            for item in run_chunk(chunk, client_id=client_id, halt=False, max_wait=max_wait):
+                if item.error is not None:
+                    raise item.error
+                yield from _rows(item.result, container)
+        return

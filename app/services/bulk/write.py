@@ -1,0 +1,166 @@
+"""``bulk_write``: many creates and updates of one entity, 50 to a batch request, each create made
+exactly once (a marker in ``ORIGIN_ID`` finds what a lost answer made)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...runtime import runtime
+from ..bitrix24_service import bx_call
+from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
+from ..upsert import origin_lock_key
+from .batch import BATCH_LIMIT, run_chunk
+
+ORIGINATOR = "flask-bitrix24"
+# Bitrix24 cloud stops one request at 60 s (https://apidocs.bitrix24.com/limits.html), plus a margin
+PORTAL_MAX_RUN = 65.0
+
+
+@dataclass
+class WriteOutcome:
+    index: int
+    action: str  # "created" | "updated"
+    id: int | None = None
+    error: Bitrix24Error | None = None
+    marker: str | None = field(default=None, repr=False)
+    generated: bool = field(default=False, repr=False)  # the marker is our UUID, not the caller's ORIGIN_ID
+    originator: str | None = field(default=None, repr=False)  # the ORIGINATOR_ID sent with the marker
+    existing: bool = False  # the caller's ORIGIN_ID was already on a record: nothing was created
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "action": self.action, "ok": self.error is None, "id": self.id}
+        if self.existing:
+            out["existing"] = True
+        if self.error is not None:
+            out.update(error=self.error.code, error_description=self.error.description)
+        return out
+
+
+def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | None = None, attempts: int = 5):
+    """Create (no ``id``) or update (``id``) records of one entity, 50 per batch request.
+
+    Creates are made safe to retry: each carries a marker in ``ORIGIN_ID`` (yours if you set one;
+    otherwise a fresh UUID, with ``ORIGINATOR_ID`` = "flask-bitrix24"). When a batch's answer is
+    lost (dropped connection, timeout, 5xx) the markers are looked up and only the records that do
+    not exist are sent again: every item is created exactly once.
+
+    Your own ``ORIGIN_ID`` (with your ``ORIGINATOR_ID``, when given) also makes a *rerun* of the whole
+    call safe, as for a single create: a record that already has it is not made again (its outcome
+    says ``existing``). The lookup and the creates run under the same per-origin locks a single
+    create takes.
+    """
+    outcomes = [WriteOutcome(i, "updated" if item.get("id") else "created") for i, item in enumerate(items)]
+    given = [(str(f.get("ORIGINATOR_ID") or ""), str(f["ORIGIN_ID"])) for item in items
+             if not item.get("id") and (f := item.get("fields") or {}).get("ORIGIN_ID")]
+    repeated = sorted({m for m in given if given.count(m) > 1})
+    if repeated:
+        # The marker finds a record after a lost answer: two items with one marker would be one record.
+        source = f" (ORIGINATOR_ID {repeated[0][0]!r})" if repeated[0][0] else ""
+        raise ValueError(f"ORIGIN_ID {repeated[0][1]!r}{source} is given to more than one new record")
+    pending = []
+    for outcome, item in zip(outcomes, items, strict=True):
+        fields = dict(item.get("fields") or {})
+        if outcome.action == "created":
+            if not fields.get("ORIGIN_ID"):
+                fields["ORIGIN_ID"] = uuid.uuid4().hex
+                fields["ORIGINATOR_ID"] = ORIGINATOR
+                outcome.generated = True
+            outcome.marker = str(fields["ORIGIN_ID"])
+            originator = fields.get("ORIGINATOR_ID")
+            outcome.originator = str(originator) if originator not in (None, "") else None
+            command = (f"{prefix}.add", {"fields": fields})
+        else:
+            outcome.id = int(item["id"])
+            command = (f"{prefix}.update", {"id": outcome.id, "fields": fields})
+        if item.get("params"):
+            command[1]["params"] = item["params"]
+        pending.append((outcome, command))
+
+    state = runtime()
+    max_wait = state.bulk_max_wait
+    for start in range(0, len(pending), BATCH_LIMIT):
+        chunk = pending[start : start + BATCH_LIMIT]
+        given = [o for o, _ in chunk if o.marker and not o.generated]
+        keys = [origin_lock_key(client_id, prefix, o.originator, o.marker) for o in given if o.marker]
+        try:
+            with state.locks.hold(keys):
+                if given:  # records an earlier run made with the caller's ORIGIN_IDs
+                    found = _find_markers(prefix, given, client_id, max_wait)
+                    for outcome in given:
+                        if outcome.index in found:
+                            outcome.id, outcome.existing = found[outcome.index], True
+                    chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
+                if chunk:
+                    _write_chunk(prefix, chunk, client_id, max_wait, attempts)
+        except Bitrix24Error as exc:
+            # A limit that outlasted the bound, or the portal refusing us: nothing more will
+            # succeed now. Every item not yet done says so; none is left without an answer.
+            for outcome, _ in pending[start:]:
+                if outcome.error is None and not (outcome.action == "created" and outcome.id is not None):
+                    outcome.error = exc
+            break
+    return outcomes
+
+
+def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: float, attempts: int) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            batch_items = run_chunk(
+                [(f"w{o.index}", cmd) for o, cmd in chunk], client_id=client_id, halt=False, max_wait=max_wait
+            )
+        except (TransportError, ServerError) as exc:
+            # The answer was lost; the writes may or may not have happened.
+            if attempt == attempts:
+                for outcome, _ in chunk:
+                    outcome.error = exc
+                return
+            if isinstance(exc, PortalTimeout) or isinstance(getattr(exc, "cause", None), PortalTimeout):
+                # We gave up waiting, the portal may not have: let its own limit on one request
+                # pass before looking, or records it is still creating would be sent again.
+                state = runtime()
+                state.caller.sleep(max(0.0, PORTAL_MAX_RUN - state.portals.timeouts.read))
+            found = _find_markers(prefix, [o for o, _ in chunk if o.marker], client_id, max_wait)
+            for outcome, _ in chunk:
+                if outcome.index in found:
+                    outcome.id = found[outcome.index]
+            # Creates found are done; updates are safe to repeat.
+            chunk = [(o, cmd) for o, cmd in chunk if not (o.action == "created" and o.id is not None)]
+            if not chunk:
+                return
+            continue
+        for (outcome, _), result in zip(chunk, batch_items, strict=True):
+            if result.error is not None:
+                outcome.error = result.error
+            elif outcome.action == "created":
+                outcome.id = int(result.result)
+        return
+
+
+def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | None,
+                  max_wait: float) -> dict[int, int]:
+    """The records that carry these outcomes' markers: {outcome index: record id}. A marker the caller
+    sent with an ORIGINATOR_ID matches only a record with that ORIGINATOR_ID too."""
+    markers = [o.marker for o in outcomes if o.marker]
+    if not markers:
+        return {}
+    flt: dict[str, Any] = {"@ORIGIN_ID": markers}
+    if all(o.generated for o in outcomes):
+        flt["ORIGINATOR_ID"] = ORIGINATOR  # our own UUIDs: look only at records we made
+    envelope = bx_call(
+        f"{prefix}.list",
+        {"filter": flt, "select": ["ID", "ORIGIN_ID", "ORIGINATOR_ID"], "order": {"ID": "ASC"}},
+        client_id=client_id,
+        max_wait=max_wait,
+        background=True,
+    )
+    rows = [row for row in envelope.get("result") or [] if isinstance(row, dict) and row.get("ID") is not None]
+    found: dict[int, int] = {}
+    for outcome in outcomes:
+        for row in rows:  # oldest first
+            if str(row.get("ORIGIN_ID")) == outcome.marker and (
+                    outcome.originator is None or str(row.get("ORIGINATOR_ID") or "") == outcome.originator):
+                found[outcome.index] = int(row["ID"])
+                break
+    return found

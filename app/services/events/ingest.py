@@ -1,0 +1,228 @@
+"""Receiving an event: find its tenant, check its token, store it once (a re-delivery is deduped).
+
+Bitrix24 proves an event's origin only with the shared application token, so the token must be
+the tenant's own, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ...entities import entity_for_event
+from ...runtime import runtime
+from ..client_config import configs_for_portal, stored_config
+from .table import _model, _now, _session
+
+log = logging.getLogger("flask_bitrix24")
+
+# Never stored: the shared secret itself and OAuth tokens an app event may carry.
+_SECRET_AUTH_KEYS = ("application_token", "access_token", "refresh_token")
+
+
+class EventRejected(Exception):
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.code, self.description = status, code, description
+
+
+
+def _token_matches(given: str, expected: str | None) -> bool:
+    if not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _auth(payload: dict[str, Any]) -> dict[str, Any]:
+    auth = payload.get("auth")
+    return auth if isinstance(auth, dict) else {}
+
+
+def _text(value: Any, limit: int = 255) -> str:
+    # Only plain printable ASCII is used for routing and stored in clear (domains, member ids).
+    if isinstance(value, str) and value.isascii() and value.isprintable() and len(value) <= limit:
+        return value
+    return ""
+
+
+_MEMBER_ID = re.compile(r"[0-9a-f]{32}")
+_EVENT_NAME = re.compile(r"[A-Z0-9_]{1,128}")
+
+
+def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> tuple[int | None, Any]:
+    """The client this event belongs to (None: the environment's token) and its config. Raises on
+    mismatch.
+
+    Candidates: the per-client URL's config; else every stored config of the portal named by
+    ``auth[member_id]`` (learnt from earlier verified events) *or* ``auth[domain]``; else
+    BITRIX_OUTBOUND_TOKEN. The token must be the candidate's own: another tenant's is a mismatch.
+    Tokens are compared in constant time, every candidate checked.
+    """
+    invalid = EventRejected(401, "INVALID_TOKEN", "invalid application_token")
+    if client_id is not None:
+        config = stored_config(client_id)
+        if config is None or not _token_matches(given, _expected_token(config)):
+            raise invalid
+        return client_id, config
+    auth = _auth(payload)
+    member, domain = _text(auth.get("member_id"), 64), _text(auth.get("domain"))
+    # The union, not "member first": a tenant that claimed someone else's member_id cannot hide
+    # the real owner's config.
+    candidates = {c.client_id: c for c in configs_for_portal(member, domain)}
+    if candidates:
+        matched = [c for c in candidates.values() if _token_matches(given, _expected_token(c))]
+        if matched:
+            return matched[0].client_id, matched[0]
+        raise invalid
+    if _token_matches(given, current_app.config.get("BITRIX_OUTBOUND_TOKEN")):
+        return None, None
+    raise invalid
+
+
+def _expected_token(config: Any) -> str | None:
+    """The client's own token, else BITRIX_OUTBOUND_TOKEN: what the debug view says applies."""
+    return config.outbound_token or current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None
+
+
+def dedupe_key(payload: dict[str, Any], tenant: int | None = None) -> str:
+    """One key per delivery of one event to one tenant: a re-delivery has the same key; another
+    tenant, or another subscription (event_handler_id), never shares it."""
+    auth = _auth(payload)
+    portal = auth.get("member_id") or auth.get("domain") or ""
+    event = payload.get("event")
+    name = event.strip().upper() if isinstance(event, str) else event  # as stored: onCrmDealUpdate is one event
+    material = json.dumps(
+        [tenant, portal, name, payload.get("event_handler_id"), payload.get("data"), payload.get("ts")],
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _scrub(payload: dict[str, Any]) -> dict[str, Any]:
+    clean = copy.deepcopy(payload)
+    auth = clean.get("auth")
+    if isinstance(auth, dict):
+        for key in _SECRET_AUTH_KEYS:
+            auth.pop(key, None)
+    return clean
+
+
+def _learn_member_id(config: Any, member_id: str, domain: str) -> None:
+    """Remember the portal's member_id (it survives a domain rename), but only a well-formed one
+    sent from the very host the operator saved for this client, in an event its token proved."""
+    if config is None or config.member_id or not _MEMBER_ID.fullmatch(member_id):
+        return
+    if not domain or domain.lower() != (config.portal_domain or ""):
+        return
+    # Its own small transaction, before the event's: a store that cannot keep it (a short column,
+    # a host constraint) must never cost us the event.
+    try:
+        runtime().store.remember_member_id(config.client_id, member_id)  # the store commits it
+    except Exception as exc:  # noqa: BLE001 - logged; the event is what matters
+        _session().rollback()
+        log.warning("could not remember member_id for client %s: %s", config.client_id, type(exc).__name__)
+
+
+def _valid_text(value: Any) -> bool:
+    """No lone surrogates anywhere (JSON bodies can carry them; no database stores them)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_text(k) and _valid_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_text(v) for v in value)
+    return True
+
+
+def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> tuple[Received, bool]:
+    """Verify and store one event. Returns ``(event, duplicate)``; raises ``EventRejected``."""
+    if not _valid_text(payload):
+        raise EventRejected(400, "INVALID_BODY", "the event holds text that is not valid UTF-8")
+    event_name = payload.get("event")
+    name = event_name.strip().upper() if isinstance(event_name, str) else ""
+    if not _EVENT_NAME.fullmatch(name):
+        raise EventRejected(400, "INVALID_EVENT", "the payload has no valid 'event' name (like ONCRMDEALUPDATE)")
+    given = _auth(payload).get("application_token")
+    if not isinstance(given, str) or not given:
+        raise EventRejected(401, "INVALID_TOKEN", "invalid application_token: auth[application_token] is missing")
+    tenant, config = _find_tenant(payload, client_id, given)
+
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    fields = data.get("FIELDS") if isinstance(data.get("FIELDS"), dict) else {}
+    entity = entity_for_event(name)
+    key = dedupe_key(payload, tenant)
+    # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
+    unhandled = not runtime().hooks.handlers_for(name)
+    domain = _text(_auth(payload).get("domain"))
+    now = _now()  # one clock reading: processed_at never precedes received_at
+    row = _model()(
+        client_id=tenant,
+        # The tenant's own portal host, once the token proved the tenant (a per-client URL checks no
+        # domain, so what the sender wrote there is not kept as fact); the sender's for the env token.
+        portal_domain=(config.portal_domain if config is not None and config.portal_domain else domain) or None,
+        event=name,
+        entity_type=entity.type_name if entity else None,
+        entity_id=_text(str(fields.get("ID")), 64) or None if fields.get("ID") is not None else None,
+        payload=_scrub(payload),
+        dedupe_key=key,
+        status="done" if unhandled else "received",
+        received_at=now,
+        processed_at=now if unhandled else None,
+    )
+    _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
+    _session().add(row)
+    try:
+        _session().flush()
+        # Read before the commit expires them: once the row is committed, the answer must not need
+        # the database again (a failover right then would turn a stored event into a 503).
+        stored = Received(row.id, row.status)
+        _session().commit()
+    except IntegrityError:
+        _session().rollback()
+        return _again(key, unhandled)
+    return stored, False
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the receiver answers with: the stored event's id and status."""
+
+    id: int
+    status: str
+
+
+def _again(key: str, unhandled: bool) -> tuple[Received, bool]:
+    """The same delivery once more. While the first is still waiting to be handled, it is the same
+    work: acknowledged, not stored twice. Once the first was handled, it is news (the record may
+    have changed again within the same second: ``ts`` has whole seconds), so the row runs again; the
+    handlers read the record's current state either way."""
+    model, session = _model(), _session()
+    existing = session.execute(select(model).where(model.dedupe_key == key)).scalar_one()
+    seen = Received(existing.id, existing.status)
+    if unhandled or seen.status not in ("done", "failed"):
+        return seen, True
+    now = _now()
+    reopened = session.execute(
+        update(model)
+        .where(model.id == seen.id, model.status.in_(("done", "failed")))
+        .values(status="received", attempts=0, last_error=None, next_attempt_at=None, processed_at=None,
+                received_at=now)
+    ).rowcount
+    session.commit()
+    if reopened == 1:
+        return Received(seen.id, "received"), False
+    return seen, True  # another delivery reopened it first: the same work
