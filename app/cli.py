@@ -6,6 +6,8 @@ import click
 from cryptography.fernet import Fernet
 from flask.cli import AppGroup, with_appcontext
 
+from .models.status import STATUSES
+
 bitrix24_cli = AppGroup("bitrix24", help="Bitrix24 integration: setup and maintenance.")
 
 
@@ -38,7 +40,7 @@ bitrix24_cli.add_command(events_cli)
 
 @events_cli.command("list")
 @click.option("--client-id", type=int, default=None, help="only this client's events")
-@click.option("--status", type=click.Choice(["received", "queued", "processing", "done", "retry", "failed"]))
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--event", "name", default=None, help="e.g. ONCRMDEALUPDATE")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50)
 @with_appcontext

@@ -456,3 +456,20 @@ def test_handlers_calls_are_background_work(make_app, handlers, portal, monkeypa
 
         bx_call("crm.contact.get", {"id": 89})  # a view's call, outside any handler
     assert seen == [True, False]
+
+
+def test_event_statuses_are_defined_once():
+    # A status is added in EventStatus only: the API's status filter, the CLI's --status choices
+    # and the stored strings all follow it.
+    from flask_bitrix24.cli import events_list_command
+    from flask_bitrix24.controllers.schemas import EventsQuery
+    from flask_bitrix24.models import EventStatus
+    from flask_bitrix24.services import events
+
+    values = {status.value for status in EventStatus}
+    (one_of,) = EventsQuery().fields["status"].validators
+    (option,) = [p for p in events_list_command.params if p.name == "status"]
+    assert set(one_of.choices) == set(option.type.choices) == set(events.STATUSES) == values
+    assert set(events.WAITING) < values
+    assert all(type(s) is str for s in (*one_of.choices, *option.type.choices))  # plain strings, as stored
+    assert EventStatus.DONE == "done" and f"{EventStatus.DONE}" == "done"

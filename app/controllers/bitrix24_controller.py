@@ -12,6 +12,7 @@ from flask import current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..entities import ENTITIES
+from ..models.status import EventStatus
 from ..runtime import runtime
 from ..services import client_config
 from ..services import events as events_service
@@ -239,7 +240,7 @@ def _receive(client_id: int | None):
     except EventRejected as exc:
         return error_response(exc.status, exc.code, exc.description)
     response = jsonify({"result": {"event_id": event.id, "duplicate": duplicate}})
-    if not duplicate and event.status == "received" and not events_service.submit(event.id):
+    if not duplicate and event.status == EventStatus.RECEIVED and not events_service.submit(event.id):
         # Inline mode: run the handlers once the answer has gone back to Bitrix24.
         app = current_app._get_current_object()
         event_id = event.id
@@ -335,7 +336,7 @@ def replay_event(client_id: str, event_id: str):
         row = events_service.replay(eid)
     except events_service.EventBusy as exc:
         raise ApiError(409, "EVENT_BUSY", str(exc))
-    return {"result": row.to_dict()}, 202 if row.status == "queued" else 200
+    return {"result": row.to_dict()}, 202 if row.status == EventStatus.QUEUED else 200
 
 
 def entity_fields(client_id: str, entity: str):

@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, pre_load
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
 from ..entities import ENTITIES, ITEM_FIELD_NAME, LEGACY_FIELD_NAME
-from ..services.events import STATUSES
+from ..models.status import STATUSES
 from ..services.rate_rules import PLANS
 from .params import FILTER_OPERATORS, MAX_ID
 

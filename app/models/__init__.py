@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import UniqueConstraint
 
 from .mixins import ClientConfigMixin, CRMMixin, EventLogMixin, iso, utcnow
+from .status import STATUSES, EventStatus
 
 # Table names a host gets by default: prefixed, so they never meet a host's own "CRMs",
 # "ClientCRMAuth" or "client_crm_auth".
@@ -69,6 +70,8 @@ __all__ = [
     "DEFAULT_CONFIG_TABLE",
     "DEFAULT_EVENT_TABLE",
     "EventLogMixin",
+    "EventStatus",
+    "STATUSES",
     "TableNameTaken",
     "config_model",
     "event_model",

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from .status import EventStatus
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -73,7 +75,7 @@ class EventLogMixin:
     # Bitrix24 never re-sends, but queues and proxies can: one row per (portal, event, data, ts).
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     # received -> (queued ->) processing -> done | retry (-> processing ...) | failed
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="received", index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=EventStatus.RECEIVED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)

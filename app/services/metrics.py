@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-WAITING = ("received", "queued", "retry", "processing")
+from ..models.status import WAITING as WAITING  # the not-yet-handled statuses, defined with the others
+
 MAX_CODES = 100  # distinct error-code labels per process; more are counted as "other"
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 log = logging.getLogger("flask_bitrix24")

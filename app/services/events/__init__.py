@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from flask import has_app_context
 
+from ...models.status import STATUSES, WAITING, EventStatus
 from .dispatch import LEASE_SECONDS, Event, dispatch_event, submit
 from .ingest import EventRejected, Received, dedupe_key, receive_event
-from .listing import WAITING, belongs_to, event_stats, list_events, sees_environment_events
+from .listing import belongs_to, event_stats, list_events, sees_environment_events
 from .rerun import EventBusy, replay, retry_failed
 from .sweep import due_events, run_due
-from .table import STATUSES
 
 
 def run_event_job(event_id: int) -> str | None:
@@ -44,6 +44,7 @@ __all__ = [
     "STATUSES",
     "WAITING",
     "Event",
+    "EventStatus",
     "EventBusy",
     "EventRejected",
     "Received",

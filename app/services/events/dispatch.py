@@ -14,6 +14,7 @@ from sqlalchemy import or_, update
 
 from ... import logs
 from ...entities import ENTITIES
+from ...models.status import EventStatus
 from ...runtime import runtime
 from ..metrics import tenant_label
 from .table import _model, _now, _session
@@ -61,9 +62,9 @@ def _claimable():
     # (lease expired).
     model, now = _model(), _now()
     return or_(
-        model.status.in_(("received", "queued")),
-        (model.status == "retry") & (model.next_attempt_at <= now),
-        (model.status == "processing") & (model.next_attempt_at <= now),
+        model.status.in_((EventStatus.RECEIVED, EventStatus.QUEUED)),
+        (model.status == EventStatus.RETRY) & (model.next_attempt_at <= now),
+        (model.status == EventStatus.PROCESSING) & (model.next_attempt_at <= now),
     )
 
 
@@ -72,7 +73,7 @@ def _claim(event_id: int) -> bool:
     result = _session().execute(
         update(_model())
         .where(_model().id == event_id, _claimable())
-        .values(status="processing", attempts=_model().attempts + 1,
+        .values(status=EventStatus.PROCESSING, attempts=_model().attempts + 1,
                 next_attempt_at=_now() + dt.timedelta(seconds=LEASE_SECONDS))
     )
     _session().commit()
@@ -95,7 +96,7 @@ def _dispatch(event_id: int) -> Any:
     max_attempts = int(current_app.config["BITRIX_EVENT_MAX_ATTEMPTS"])
     if row.attempts > max_attempts:
         # Claimed again after runs that never reported back (the worker died, or ran past its lease).
-        row.status, row.next_attempt_at = "failed", None
+        row.status, row.next_attempt_at = EventStatus.FAILED, None
         row.last_error = (row.last_error or "") + f" [gave up: {row.attempts - 1} runs ended without an outcome]"
         _session().commit()
         return row
@@ -110,16 +111,16 @@ def _dispatch(event_id: int) -> Any:
             row = _session().get(_model(), event_id)
             row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             if row.attempts >= max_attempts:
-                row.status, row.next_attempt_at = "failed", None
+                row.status, row.next_attempt_at = EventStatus.FAILED, None
                 log.error("Bitrix24 event %s (%s) failed for good after %d attempts: %s",
                           row.id, row.event, row.attempts, row.last_error)
             else:
-                row.status = "retry"
+                row.status = EventStatus.RETRY
                 row.next_attempt_at = _now() + dt.timedelta(seconds=_backoff(row.attempts))
                 log.warning("Bitrix24 event %s (%s) handler failed (attempt %d), retrying: %s",
                             row.id, row.event, row.attempts, row.last_error)
         else:
-            row.status, row.processed_at, row.next_attempt_at, row.last_error = "done", _now(), None, None
+            row.status, row.processed_at, row.next_attempt_at, row.last_error = EventStatus.DONE, _now(), None, None
     _session().commit()
     return row
 
@@ -128,8 +129,8 @@ def submit(event_id: int) -> bool:
     """Hand an event to the queue. True when queued; False means "run it inline"."""
     if runtime().event_queue.submit(event_id):
         _session().execute(
-            update(_model()).where(_model().id == event_id, _model().status == "received")
-            .values(status="queued")
+            update(_model()).where(_model().id == event_id, _model().status == EventStatus.RECEIVED)
+            .values(status=EventStatus.QUEUED)
         )
         _session().commit()
         return True

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from ...entities import entity_for_event
+from ...models.status import EventStatus
 from ...runtime import runtime
 from ..client_config import configs_for_portal, stored_config
 from .table import _model, _now, _session
@@ -179,7 +180,7 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         entity_id=_text(str(fields.get("ID")), 64) or None if fields.get("ID") is not None else None,
         payload=_scrub(payload),
         dedupe_key=key,
-        status="done" if unhandled else "received",
+        status=EventStatus.DONE if unhandled else EventStatus.RECEIVED,
         received_at=now,
         processed_at=now if unhandled else None,
     )
@@ -213,16 +214,16 @@ def _again(key: str, unhandled: bool) -> tuple[Received, bool]:
     model, session = _model(), _session()
     existing = session.execute(select(model).where(model.dedupe_key == key)).scalar_one()
     seen = Received(existing.id, existing.status)
-    if unhandled or seen.status not in ("done", "failed"):
+    if unhandled or seen.status not in (EventStatus.DONE, EventStatus.FAILED):
         return seen, True
     now = _now()
     reopened = session.execute(
         update(model)
-        .where(model.id == seen.id, model.status.in_(("done", "failed")))
-        .values(status="received", attempts=0, last_error=None, next_attempt_at=None, processed_at=None,
+        .where(model.id == seen.id, model.status.in_((EventStatus.DONE, EventStatus.FAILED)))
+        .values(status=EventStatus.RECEIVED, attempts=0, last_error=None, next_attempt_at=None, processed_at=None,
                 received_at=now)
     ).rowcount
     session.commit()
     if reopened == 1:
-        return Received(seen.id, "received"), False
+        return Received(seen.id, EventStatus.RECEIVED), False
     return seen, True  # another delivery reopened it first: the same work

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
+from ...models.status import WAITING
 from .table import _model, _session
 
 
@@ -38,9 +39,6 @@ def list_events(client_id: int | None, *, status: str | None = None, name: str |
     total = _session().execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
     rows = _session().execute(stmt.order_by(_model().id.desc()).offset(start).limit(limit)).scalars().all()
     return list(rows), total
-
-
-WAITING = ("received", "queued", "retry", "processing")
 
 
 def event_stats() -> tuple[list[tuple[Any, str, int]], list[tuple[Any, Any]]]:

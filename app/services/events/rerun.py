@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ...models.status import EventStatus
 from .dispatch import dispatch_event, submit
 from .table import _aware, _model, _now, _session
 
@@ -20,9 +21,9 @@ def replay(event_id: int) -> Any:
     row = _session().get(_model(), event_id)
     if row is None:
         raise LookupError(event_id)
-    if row.status == "processing" and row.next_attempt_at and _aware(row.next_attempt_at) > _now():
+    if row.status == EventStatus.PROCESSING and row.next_attempt_at and _aware(row.next_attempt_at) > _now():
         raise EventBusy(f"event {event_id} is being handled right now; replay it once that run has finished")
-    row.status, row.attempts, row.next_attempt_at, row.last_error = "received", 0, None, None
+    row.status, row.attempts, row.next_attempt_at, row.last_error = EventStatus.RECEIVED, 0, None, None
     _session().commit()
     if not submit(event_id):
         dispatch_event(event_id)
@@ -31,7 +32,7 @@ def replay(event_id: int) -> Any:
 
 
 def retry_failed(client_id: int | None = None) -> int:
-    stmt = select(_model().id).where(_model().status == "failed")
+    stmt = select(_model().id).where(_model().status == EventStatus.FAILED)
     if client_id is not None:
         stmt = stmt.where(_model().client_id == client_id)
     ids = list(_session().execute(stmt).scalars())

@@ -7,6 +7,7 @@ import datetime as dt
 
 from sqlalchemy import or_, select
 
+from ...models.status import EventStatus
 from .dispatch import dispatch_event, submit
 from .table import _model, _now, _session
 
@@ -20,8 +21,8 @@ def due_events(limit: int = 100, stale_after: float = 60.0) -> list[int]:
     stmt = (
         select(_model().id)
         .where(or_(
-            _model().status.in_(("retry", "processing")) & (_model().next_attempt_at <= now),
-            _model().status.in_(("received", "queued")) & (_model().received_at <= stale),
+            _model().status.in_((EventStatus.RETRY, EventStatus.PROCESSING)) & (_model().next_attempt_at <= now),
+            _model().status.in_((EventStatus.RECEIVED, EventStatus.QUEUED)) & (_model().received_at <= stale),
         ))
         .order_by(_model().id)
         .limit(limit)

@@ -7,8 +7,6 @@ from typing import Any
 
 from ...runtime import runtime
 
-STATUSES = ("received", "queued", "processing", "done", "retry", "failed")
-
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
