@@ -149,8 +149,10 @@ def bound(*, request_id: str | None = None, tenant: str | None = None) -> Iterat
             var.reset(token)
 
 
-def begin_request() -> None:
-    """``before_request`` of our blueprint (runs first)."""
+def begin_request(_endpoint: str | None = None, _values: dict | None = None) -> None:
+    """The first ``url_value_preprocessor`` of our blueprint: before the path's ids are parsed (the
+    tenant is the raw client id, when it looks like one), so that a refusal of them carries the
+    request id too."""
     incoming = request.headers.get("X-Request-ID", "")
     rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
     client = (request.view_args or {}).get("client_id")

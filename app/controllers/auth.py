@@ -8,7 +8,6 @@ from flask import request
 
 from ..runtime import Runtime, runtime
 from .errors import ApiError
-from .params import positive_id
 
 # The event receivers prove themselves with Bitrix24's application token instead.
 PUBLIC_ENDPOINTS = frozenset({"receive_event", "receive_client_event"})
@@ -17,10 +16,9 @@ OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"health"}
 
 
 def _client_id_from_path() -> int | None:
-    """The path's client id, parsed by the one parser the views use (anything else is 400
-    INVALID_ID before the hook runs, so the hook never sees an id a view would not use)."""
-    raw = (request.view_args or {}).get("client_id")
-    return None if raw is None else positive_id(raw, "client_id")
+    """The path's client id, already an int: ``params.parse_path_ids`` parsed it for the views too
+    (anything else was 400 INVALID_ID before this hook, so the hook never sees an id a view would not use)."""
+    return (request.view_args or {}).get("client_id")
 
 
 def endpoint_name(rt: Runtime | None = None) -> str:

@@ -29,7 +29,6 @@ from .params import (
     entity_or_404,
     fields_and_params,
     list_params,
-    positive_id,
     read_body,
 )
 
@@ -51,12 +50,11 @@ def _config_view(config: client_config.ClientConfig) -> dict[str, Any]:
     }
 
 
-def save_config(body: dict[str, Any], client_id: str):
+def save_config(body: dict[str, Any], client_id: int):
     """Save (or partly update) the client's Bitrix24 connection; answers the masked view."""
-    cid = positive_id(client_id, "client_id")
-    existed = client_config.stored_config(cid) is not None
+    existed = client_config.stored_config(client_id) is not None
     try:
-        config = client_config.save_config(cid, body)
+        config = client_config.save_config(client_id, body)
     except client_config.WebhookNotVerified as exc:
         raise _not_verified(exc) from None
     return {"result": _config_view(config)}, 200 if existed else 201
@@ -78,24 +76,21 @@ def _not_verified(exc: client_config.WebhookNotVerified) -> ApiError:
                     **extra)
 
 
-def get_config(client_id: str):
+def get_config(client_id: int):
     """The client's effective config (database, else environment), secrets masked."""
-    cid = positive_id(client_id, "client_id")
-    return {"result": _config_view(client_config.effective_config(cid))}
+    return {"result": _config_view(client_config.effective_config(client_id))}
 
 
-def delete_config(client_id: str):
+def delete_config(client_id: int):
     """Forget the client's saved config (the environment fallback, if any, applies again)."""
-    cid = positive_id(client_id, "client_id")
-    if not client_config.delete_config(cid):
-        raise ApiError(404, "CONFIG_NOT_FOUND", f"client {cid} has no saved Bitrix24 config")
+    if not client_config.delete_config(client_id):
+        raise ApiError(404, "CONFIG_NOT_FOUND", f"client {client_id} has no saved Bitrix24 config")
     return {"result": True}
 
 
-def debug_config(query: dict[str, Any], client_id: str):
+def debug_config(query: dict[str, Any], client_id: int):
     """Where the config comes from, the portal host, masked secrets, the CRM row; ?check=1 calls the portal."""
-    cid = positive_id(client_id, "client_id")
-    config = client_config.effective_config(cid)
+    config = client_config.effective_config(client_id)
     crm_id = client_config.bitrix24_crm_id()
     state = runtime()
     view = _config_view(config)
@@ -120,9 +115,9 @@ def debug_config(query: dict[str, Any], client_id: str):
     )
     if config.source == "database" and not config.outbound_token:
         view["outbound_token"] = mask(current_app.config.get("BITRIX_OUTBOUND_TOKEN") or None)
-    view["suspended"] = _breaker_view(cid, config)
+    view["suspended"] = _breaker_view(client_id, config)
     if query.get("check") in ("1", "true", "yes"):
-        view["check"] = _live_check(cid)
+        view["check"] = _live_check(client_id)
     return {"result": view}
 
 
@@ -158,51 +153,48 @@ def _as_id(value: Any) -> Any:
     return value
 
 
-def create_record(body: dict[str, Any], client_id: str, entity: str):
+def create_record(body: dict[str, Any], client_id: int, entity: str):
     """Create a record: 201, the new id as result, and its Location. With ``ORIGIN_ID`` in the fields a
     rerun finds the record an earlier create made: 200, its id, ``"existing": true``."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    ent = entity_or_404(entity)
     fields, params = fields_and_params(ent, body)
-    new_id, existed = upsert_service.create_once(ent, fields, params, client_id=cid)
+    new_id, existed = upsert_service.create_once(ent, fields, params, client_id=client_id)
     new_id = _as_id(new_id)
-    location = url_for(runtime().endpoint("get_record"), client_id=cid, entity=ent.name, record_id=new_id)
+    location = url_for(runtime().endpoint("get_record"), client_id=client_id, entity=ent.name, record_id=new_id)
     if existed:  # an earlier create with this ORIGIN_ID: its record, not a second one
         return {"result": new_id, "existing": True}, 200, {"Location": location}
     return {"result": new_id}, 201, {"Location": location}
 
 
-def get_record(client_id: str, entity: str, record_id: str):
+def get_record(client_id: int, entity: str, record_id: int):
     """One record, as Bitrix24 has it."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    rid = positive_id(record_id, "id")
-    return {"result": bx_call(ent.method("get"), {"id": rid}, client_id=cid)["result"]}
+    ent = entity_or_404(entity)
+    return {"result": bx_call(ent.method("get"), {"id": record_id}, client_id=client_id)["result"]}
 
 
-def update_record(body: dict[str, Any], client_id: str, entity: str, record_id: str):
+def update_record(body: dict[str, Any], client_id: int, entity: str, record_id: int):
     """Change the given fields of a record (a bare object of fields works too)."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    rid = positive_id(record_id, "id")
+    ent = entity_or_404(entity)
     fields, params = fields_and_params(ent, body)
-    payload: dict[str, Any] = {"id": rid, "fields": fields}
+    payload: dict[str, Any] = {"id": record_id, "fields": fields}
     if params:
         payload["params"] = params
-    return {"result": bx_call(ent.method("update"), payload, client_id=cid)["result"]}
+    return {"result": bx_call(ent.method("update"), payload, client_id=client_id)["result"]}
 
 
-def delete_record(client_id: str, entity: str, record_id: str):
+def delete_record(client_id: int, entity: str, record_id: int):
     """Delete a record."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    rid = positive_id(record_id, "id")
-    return {"result": bx_call(ent.method("delete"), {"id": rid}, client_id=cid)["result"]}
+    ent = entity_or_404(entity)
+    return {"result": bx_call(ent.method("delete"), {"id": record_id}, client_id=client_id)["result"]}
 
 
-def list_records(query: dict[str, Any], client_id: str, entity: str):
+def list_records(query: dict[str, Any], client_id: int, entity: str):
     """One page of records (50, Bitrix24's page size), or with all=1 every matching row, streamed."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    ent = entity_or_404(entity)
     params = list_params(ent, query)
     if query.get("all"):
-        return bulk_controller.stream_all(ent, params, cid)
-    envelope = bx_call(ent.method("list"), params, client_id=cid)
+        return bulk_controller.stream_all(ent, params, client_id)
+    envelope = bx_call(ent.method("list"), params, client_id=client_id)
     body: dict[str, Any] = {"result": envelope.get("result", [])}
     for key in ("total", "next"):
         if key in envelope:
@@ -261,9 +253,9 @@ def receive_event_view():
     return _receive(None)
 
 
-def receive_client_event_view(client_id: str):
+def receive_client_event_view(client_id: int):
     """Bitrix24's outbound webhook for one client (its outbound_token must match)."""
-    return _receive(positive_id(client_id, "client_id"))
+    return _receive(client_id)
 
 
 def allowed_methods() -> list[str]:
@@ -300,26 +292,25 @@ def not_found(subpath: str = ""):
     raise ApiError(404, "NOT_FOUND", f"no Bitrix24 API endpoint at {request.path}")
 
 
-def write_many(body: dict[str, Any], client_id: str, entity: str):
+def write_many(body: dict[str, Any], client_id: int, entity: str):
     """Create (no id) or update (with id) many records, 50 per batch request; creates are safe to rerun."""
-    return bulk_controller.write_many(entity_or_404(entity), positive_id(client_id, "client_id"), body)
+    return bulk_controller.write_many(entity_or_404(entity), client_id, body)
 
 
-def raw_batch(body: dict[str, Any], client_id: str):
+def raw_batch(body: dict[str, Any], client_id: int):
     """Bitrix24's batch: up to 50 CRM commands in one request, $result[...] references included."""
-    return bulk_controller.raw_batch(positive_id(client_id, "client_id"), body)
+    return bulk_controller.raw_batch(client_id, body)
 
 
 # ----------------------------------------------------------------------------------------------
 # The event log
 
 
-def list_events(query: dict[str, Any], client_id: str):
+def list_events(query: dict[str, Any], client_id: int):
     """The client's event log, newest first, filtered by status and event name."""
-    cid = positive_id(client_id, "client_id")
     start, limit = query["start"], query["limit"]
     rows, total = events_service.list_events(
-        cid, status=query.get("status"), name=query.get("event"), start=start, limit=limit
+        client_id, status=query.get("status"), name=query.get("event"), start=start, limit=limit
     )
     body: dict[str, Any] = {"result": [row.to_dict() for row in rows], "total": total}
     if start + len(rows) < total:
@@ -327,36 +318,35 @@ def list_events(query: dict[str, Any], client_id: str):
     return body
 
 
-def replay_event(client_id: str, event_id: str):
-    cid, eid = positive_id(client_id, "client_id"), positive_id(event_id, "event_id")
-    row = runtime().session.get(runtime().event_model, eid)
-    if row is None or not events_service.belongs_to(row, cid):
-        raise ApiError(404, "EVENT_NOT_FOUND", f"client {cid} has no event {eid}")
+def replay_event(client_id: int, event_id: int):
+    row = runtime().session.get(runtime().event_model, event_id)
+    if row is None or not events_service.belongs_to(row, client_id):
+        raise ApiError(404, "EVENT_NOT_FOUND", f"client {client_id} has no event {event_id}")
     try:
-        row = events_service.replay(eid)
+        row = events_service.replay(event_id)
     except events_service.EventBusy as exc:
         raise ApiError(409, "EVENT_BUSY", str(exc))
     return {"result": row.to_dict()}, 202 if row.status == EventStatus.QUEUED else 200
 
 
-def entity_fields(client_id: str, entity: str):
+def entity_fields(client_id: int, entity: str):
     """The entity's field metadata (crm.*.fields), user fields included."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
-    return {"result": bx_call(ent.method("fields"), client_id=cid)["result"]}
+    ent = entity_or_404(entity)
+    return {"result": bx_call(ent.method("fields"), client_id=client_id)["result"]}
 
 
-def upsert_record(body: dict[str, Any], client_id: str, entity: str):
+def upsert_record(body: dict[str, Any], client_id: int, entity: str):
     """Find the record by e-mail or phone (crm.duplicate.findbycomm), then update it or create it."""
-    cid, ent = positive_id(client_id, "client_id"), entity_or_404(entity)
+    ent = entity_or_404(entity)
     if not ent.upsert:
         upsertable = ", ".join(e.name for e in ENTITIES.values() if e.upsert)
         raise ApiError(404, "UNKNOWN_ENTITY", f"upsert works on {upsertable}, not {ent.name}")
     fields, params = fields_and_params(ent, body)
     try:
-        outcome = upsert_service.upsert(ent, fields, params, client_id=cid)
+        outcome = upsert_service.upsert(ent, fields, params, client_id=client_id)
     except ValueError as exc:
         raise ApiError(400, "INVALID_FIELDS", str(exc), field="fields")
     if outcome.action != "created":
         return {"result": outcome.as_dict()}
-    location = url_for(runtime().endpoint("get_record"), client_id=cid, entity=ent.name, record_id=outcome.id)
+    location = url_for(runtime().endpoint("get_record"), client_id=client_id, entity=ent.name, record_id=outcome.id)
     return {"result": outcome.as_dict()}, 201, {"Location": location}

@@ -18,11 +18,7 @@ from ..entities import smart_process
 from ..runtime import runtime
 from ..services.bitrix24_service import bx_call
 from . import bulk_controller
-from .params import fields_and_params, list_params, positive_id
-
-
-def _ids(client_id: str, type_id: str):
-    return positive_id(client_id, "client_id"), smart_process(positive_id(type_id, "entity_type_id"))
+from .params import fields_and_params, list_params
 
 
 def _item(envelope: dict[str, Any]) -> Any:
@@ -30,46 +26,46 @@ def _item(envelope: dict[str, Any]) -> Any:
     return result.get("item", result) if isinstance(result, dict) else result
 
 
-def create_item(body: dict[str, Any], client_id: str, type_id: str):
+def create_item(body: dict[str, Any], client_id: int, type_id: int):
     """Create a smart-process item (camelCase fields): 201, the new id, its Location."""
-    cid, ent = _ids(client_id, type_id)
+    ent = smart_process(type_id)
     fields, _ = fields_and_params(ent, body)
-    item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=cid))
+    item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=client_id))
     new_id = item.get("id") if isinstance(item, dict) else item
-    location = url_for(runtime().endpoint("get_item"), client_id=cid, type_id=ent.type_id, item_id=new_id)
+    location = url_for(runtime().endpoint("get_item"), client_id=client_id, type_id=ent.type_id, item_id=new_id)
     return {"result": new_id}, 201, {"Location": location}
 
 
-def get_item(client_id: str, type_id: str, item_id: str):
+def get_item(client_id: int, type_id: int, item_id: int):
     """One smart-process item."""
-    cid, ent = _ids(client_id, type_id)
-    params = {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}
-    return {"result": _item(bx_call("crm.item.get", params, client_id=cid))}
+    ent = smart_process(type_id)
+    params = {"entityTypeId": ent.type_id, "id": item_id}
+    return {"result": _item(bx_call("crm.item.get", params, client_id=client_id))}
 
 
-def update_item(body: dict[str, Any], client_id: str, type_id: str, item_id: str):
+def update_item(body: dict[str, Any], client_id: int, type_id: int, item_id: int):
     """Change the given fields of a smart-process item."""
-    cid, ent = _ids(client_id, type_id)
+    ent = smart_process(type_id)
     fields, _ = fields_and_params(ent, body)
-    params = {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id"), "fields": fields}
-    return {"result": _item(bx_call("crm.item.update", params, client_id=cid))}
+    params = {"entityTypeId": ent.type_id, "id": item_id, "fields": fields}
+    return {"result": _item(bx_call("crm.item.update", params, client_id=client_id))}
 
 
-def delete_item(client_id: str, type_id: str, item_id: str):
+def delete_item(client_id: int, type_id: int, item_id: int):
     """Delete a smart-process item."""
-    cid, ent = _ids(client_id, type_id)
-    bx_call("crm.item.delete", {"entityTypeId": ent.type_id, "id": positive_id(item_id, "id")}, client_id=cid)
+    ent = smart_process(type_id)
+    bx_call("crm.item.delete", {"entityTypeId": ent.type_id, "id": item_id}, client_id=client_id)
     # Bitrix24 answers []: https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-delete.html
     return {"result": True}
 
 
-def list_items(query: dict[str, Any], client_id: str, type_id: str):
+def list_items(query: dict[str, Any], client_id: int, type_id: int):
     """One page of smart-process items, or with all=1 every matching one, streamed."""
-    cid, ent = _ids(client_id, type_id)
+    ent = smart_process(type_id)
     params = {"entityTypeId": ent.type_id, **list_params(ent, query)}
     if query.get("all"):
-        return bulk_controller.stream_all(ent, params, cid)
-    envelope = bx_call("crm.item.list", params, client_id=cid)
+        return bulk_controller.stream_all(ent, params, client_id)
+    envelope = bx_call("crm.item.list", params, client_id=client_id)
     result = envelope.get("result")
     body: dict[str, Any] = {"result": result.get("items", []) if isinstance(result, dict) else []}
     for key in ("total", "next"):
@@ -78,8 +74,8 @@ def list_items(query: dict[str, Any], client_id: str, type_id: str):
     return body
 
 
-def item_fields(client_id: str, type_id: str):
+def item_fields(client_id: int, type_id: int):
     """The smart process's field metadata (crm.item.fields)."""
-    cid, ent = _ids(client_id, type_id)
-    result = bx_call("crm.item.fields", {"entityTypeId": ent.type_id}, client_id=cid)["result"]
+    ent = smart_process(type_id)
+    result = bx_call("crm.item.fields", {"entityTypeId": ent.type_id}, client_id=client_id)["result"]
     return {"result": result.get("fields", result) if isinstance(result, dict) else result}

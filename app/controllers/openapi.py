@@ -6,7 +6,8 @@
   beside our routes; it registers no error handlers on the host app (flask-smorest's own would
   replace the host's error pages).
 - Path converters ``bx_id`` / ``bx_entity`` match any segment, so a bad id still reaches our
-  controller and gets ``INVALID_ID`` instead of a routing 404, and are documented as what they accept.
+  blueprint and gets ``INVALID_ID`` (from ``params.parse_path_ids``) instead of a routing 404, and
+  are documented as what they accept.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _segment_except(*words: str) -> str:
 
 
 class IdConverter(BaseConverter):
-    """Any path segment; the controller checks it (400 INVALID_ID). Documented as a positive id."""
+    """Any path segment; ``params.parse_path_ids`` checks it (400 INVALID_ID). Documented as a positive id."""
 
     regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay")
 

@@ -1,12 +1,14 @@
 """The Blueprint, its URL rules and each rule's contract (the schemas it reads and answers with).
 
 The OpenAPI document is generated from what is declared here. Ids and entity names use converters
-that match any segment (``bx_id``, ``bx_entity``): the controller checks them, so a bad id gets our
-JSON 400 instead of the routing layer's 404 page.
+that match any segment (``bx_id``, ``bx_entity``), so a bad id gets our JSON 400 instead of the
+routing layer's 404 page: every id is parsed once, for every hook and view, by ``parse_path_ids``;
+entity names are checked by the controllers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +22,12 @@ from ..controllers import schemas as s
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
 from ..controllers.openapi import ApiBlueprint
-from ..controllers.params import limit_body_size
+from ..controllers.params import PATH_IDS, limit_body_size, parse_path_ids
 
 bp = ApiBlueprint("bitrix24", __name__, description="Bitrix24 CRM, per client")
-bp.before_request(logs.begin_request)  # first: everything after logs with the request id and tenant
+# Flask runs url_value_preprocessors before any before_request function.
+bp.url_value_preprocessor(logs.begin_request)  # first: everything after logs with the request id and tenant
+bp.url_value_preprocessor(parse_path_ids)  # then the path's ids are ints (or 400 INVALID_ID) for hooks and views
 bp.after_request(logs.end_request)
 bp.teardown_request(logs.teardown)
 bp.before_request(limit_body_size)
@@ -50,6 +54,9 @@ def route(
 ) -> None:
     """One URL rule: ``body`` / ``query`` are parsed and checked before the view runs (the view gets
     the loaded data as its first argument); ``answer`` documents and dumps the success body."""
+    unparsed = set(re.findall(r"<bx_id:(\w+)>", rule)) - set(PATH_IDS)
+    if unparsed:  # it would reach the view as text, unchecked
+        raise RuntimeError(f"{rule}: add {sorted(unparsed)} to params.PATH_IDS")
     wrapped = bp.response(status, answer, **({} if answer else {"content_type": doc.pop("content_type")}))(view)
     if body is not None:
         wrapped = bp.arguments(body, location="json", error_status_code=400)(wrapped)
