@@ -114,7 +114,8 @@ def main() -> int:
     print("| mode | person's GETs during the jobs | p50 s | max s | slowest job s | 503s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows:
-        print(f"| {name} | {r['during']} | {r['p50']:.3f} | {r['max']:.3f} | {r['bulk_max']:.1f} | {r['rate_limited']} |")
+        print(f"| {name} | {r['during']} | {r['p50']:.3f} | {r['max']:.3f} | {r['bulk_max']:.1f} "
+              f"| {r['rate_limited']} |")
     ratio = rows[1][1]["p50"] / max(rows[0][1]["p50"], 1e-6)
     print(f"person's p50 latency, every-call-alike / as-shipped: {ratio:.0f}x")
     return 0

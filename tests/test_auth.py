@@ -63,32 +63,44 @@ def test_authorize_hook_decides_per_client(make_app):
         bitrix24.hooks.authorize = None
 
 
-def test_path_ids_are_parsed_once_before_the_hook_sees_them(make_app):
+def test_path_ids_are_parsed_once_and_the_hook_sees_only_ints(make_app):
     from flask_bitrix24.extensions import bitrix24
 
     seen = []
     bitrix24.hooks.authorize = lambda client_id: seen.append(client_id) or True
     try:
         c = make_app(BITRIX_AUTH_DISABLED=False).test_client()
+        # A malformed client id is refused before the hook: it must not read it as "no client".
+        r = c.get("/api/bitrix/clients/abc/contacts")
+        assert r.status_code == 400 and r.get_json() == {
+            "error": "INVALID_ID", "error_description": "client_id must be a positive integer, got 'abc'",
+            "field": "client_id"}
+        assert seen == []
+        # Other malformed ids are refused once the hook has let the caller in.
         refused = [
-            (c.get("/api/bitrix/clients/abc/contacts"), "client_id", "client_id must be a positive integer, got 'abc'"),
             (c.get("/api/bitrix/clients/1/contacts/1x"), "id", "id must be a positive integer, got '1x'"),
             (c.get("/api/bitrix/clients/1/items/0/5"), "entity_type_id",
              "entity_type_id must be a positive integer, got '0'"),
             (c.delete("/api/bitrix/clients/1/items/128/2147483648"), "id", "id is too large (at most 2147483647)"),
-            # before the hook's own refusal of a non-JSON POST, too
-            (c.post("/api/bitrix/clients/1/events/x/replay", data="a=1", content_type="application/x-www-form-urlencoded"),
-             "event_id", "event_id must be a positive integer, got 'x'"),
+            (c.post("/api/bitrix/clients/1/events/x/replay", json={}), "event_id",
+             "event_id must be a positive integer, got 'x'"),
         ]
         for r, field, description in refused:
             assert r.status_code == 400 and r.headers["X-Request-ID"]
             assert r.get_json() == {"error": "INVALID_ID", "error_description": description, "field": field}
-        assert seen == []
+        assert seen == [1, 1, 1, 1] and all(type(x) is int for x in seen)
         r = c.get("/api/bitrix/clients/7/config")
         assert r.status_code == 200 and r.get_json()["result"]["client_id"] == 7
-        assert seen == [7] and type(seen[0]) is int
+        assert seen[-1] == 7
     finally:
         bitrix24.hooks.authorize = None
+
+
+def test_a_caller_without_credentials_gets_401_before_any_id_check(make_app):
+    c = make_app(BITRIX_AUTH_DISABLED=False, BITRIX_API_KEY=API_KEY).test_client()
+    for path in ("/api/bitrix/clients/abc/contacts", "/api/bitrix/clients/1/contacts/1x"):
+        assert c.get(path).status_code == 401
+        assert c.get(path, headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["error"] == "INVALID_ID"
 
 
 def test_auth_disabled_logs_a_warning(make_app, caplog):

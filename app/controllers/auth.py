@@ -8,6 +8,7 @@ from flask import request
 
 from ..runtime import Runtime, runtime
 from .errors import ApiError
+from .params import bad_path_id
 
 # The event receivers prove themselves with Bitrix24's application token instead.
 PUBLIC_ENDPOINTS = frozenset({"receive_event", "receive_client_event"})
@@ -16,8 +17,12 @@ OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"health"}
 
 
 def _client_id_from_path() -> int | None:
-    """The path's client id, already an int: ``params.parse_path_ids`` parsed it for the views too
-    (anything else was 400 INVALID_ID before this hook, so the hook never sees an id a view would not use)."""
+    """The path's client id, already an int: ``params.parse_path_ids`` parsed it for the views too.
+    A malformed one is 400 INVALID_ID here, before the hook runs: the hook never sees an id a view
+    would not use (and must not read a missing one as "no client")."""
+    bad = bad_path_id()
+    if bad is not None and bad.extra.get("field") == "client_id":
+        raise bad
     return (request.view_args or {}).get("client_id")
 
 

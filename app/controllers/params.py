@@ -9,7 +9,7 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
-from flask import request
+from flask import g, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -42,15 +42,38 @@ PATH_IDS = {"client_id": "client_id", "type_id": "entity_type_id", "item_id": "i
             "event_id": "event_id"}
 
 
+_BAD_PATH_ID = "_flask_bitrix24_bad_path_id"  # in flask.g, which the host app shares
+
+
 def parse_path_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
     """``url_value_preprocessor`` of the blueprint: every id in the path, checked by ``positive_id``
-    (400 INVALID_ID) and handed on as an int, before any ``before_request`` hook (``authorize``
-    included) or view sees it."""
+    and handed on as an int. A malformed one is refused (400 INVALID_ID) by ``refuse_bad_path_id``
+    right after the API's authentication, so a caller without credentials still gets its 401 first;
+    the ``authorize`` hook, which needs the client id, refuses a malformed one before it runs
+    (``bad_client_id``). Either way no hook or view ever sees an id that is not a positive int."""
     if not values:
         return
     for arg, name in PATH_IDS.items():
         if arg in values:
-            values[arg] = positive_id(values[arg], name)
+            try:
+                values[arg] = positive_id(values[arg], name)
+            except ApiError as exc:
+                values[arg] = None
+                if not hasattr(g, _BAD_PATH_ID):
+                    setattr(g, _BAD_PATH_ID, exc)
+
+
+def bad_path_id() -> ApiError | None:
+    """The refusal of this request's first malformed path id, if it has one."""
+    return getattr(g, _BAD_PATH_ID, None)
+
+
+def refuse_bad_path_id() -> None:
+    """``before_request`` of the blueprint, right after authentication: 400 INVALID_ID for a
+    malformed path id (see ``parse_path_ids``)."""
+    exc = bad_path_id()
+    if exc is not None:
+        raise exc
 
 
 def entity_or_404(name: str) -> Entity:

@@ -22,16 +22,17 @@ from ..controllers import schemas as s
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
 from ..controllers.openapi import ApiBlueprint
-from ..controllers.params import PATH_IDS, limit_body_size, parse_path_ids
+from ..controllers.params import PATH_IDS, limit_body_size, parse_path_ids, refuse_bad_path_id
 
 bp = ApiBlueprint("bitrix24", __name__, description="Bitrix24 CRM, per client")
 # Flask runs url_value_preprocessors before any before_request function.
 bp.url_value_preprocessor(logs.begin_request)  # first: everything after logs with the request id and tenant
-bp.url_value_preprocessor(parse_path_ids)  # then the path's ids are ints (or 400 INVALID_ID) for hooks and views
+bp.url_value_preprocessor(parse_path_ids)  # then the path's ids are ints for hooks and views (see below)
 bp.after_request(logs.end_request)
 bp.teardown_request(logs.teardown)
 bp.before_request(limit_body_size)
 bp.before_request(require_api_auth)
+bp.before_request(refuse_bad_path_id)  # a malformed path id: 400, once the caller is known to be allowed
 bp.after_request(c.fix_allow_header)
 register_error_handlers(bp)
 
