@@ -10,6 +10,7 @@ from typing import Any
 from ..entities import Entity
 from ..runtime import runtime
 from .bitrix24_service import bx_call
+from .errors import BadInput
 
 # values per call: https://apidocs.bitrix24.com/api-reference/crm/duplicates/crm-duplicate-find-by-comm.html
 FINDBYCOMM_LIMIT = 20
@@ -130,6 +131,47 @@ def origin_lock_key(client_id: int | None, prefix: str, originator: str | None, 
     return f"origin:{client_id}:{prefix}:{originator or ''}:{origin}"
 
 
+# Rows per list page (https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html)
+ORIGIN_PAGE = 50
+# How many pages one lookup may read: ORIGIN_IDs many sources share ("1", "2", ...) can match many rows.
+ORIGIN_MAX_PAGES = 200
+
+
+def find_by_origin(prefix: str, wanted: list[tuple[str, str | None]], *, client_id: int | None,
+                   max_wait: float | None = None, background: bool | None = None) -> dict[tuple[str, str | None], int]:
+    """The oldest record for each (ORIGIN_ID, ORIGINATOR_ID or None for any source): {pair: id}.
+
+    The portal's filter on ORIGIN_ID ignores case and other sources' records share the same
+    numbers, so every matching row is read (ID order, walking by ``>ID`` and ``start=-1``, as for
+    huge lists) and compared exactly here; a full page is "look further", never "not found"."""
+    found: dict[tuple[str, str | None], int] = {}
+    by_source: dict[str | None, set[str]] = {}
+    for origin, originator in wanted:
+        by_source.setdefault(originator, set()).add(origin)
+    for originator, origins in by_source.items():
+        flt: dict[str, Any] = {"@ORIGIN_ID": sorted(origins)}
+        if originator is not None:
+            flt["ORIGINATOR_ID"] = originator
+        last = 0
+        for _ in range(ORIGIN_MAX_PAGES):
+            params = {"filter": {**flt, ">ID": last}, "select": ["ID", "ORIGIN_ID", "ORIGINATOR_ID"],
+                      "order": {"ID": "ASC"}, "start": -1}
+            rows = bx_call(f"{prefix}.list", params, client_id=client_id, max_wait=max_wait,
+                           background=background)["result"]
+            rows = [r for r in rows or [] if isinstance(r, dict) and str(r.get("ID", "")).isdigit()]
+            for row in rows:
+                origin, source = str(row.get("ORIGIN_ID") or ""), str(row.get("ORIGINATOR_ID") or "")
+                if origin in origins and (originator is None or source == originator):
+                    found.setdefault((origin, originator), int(row["ID"]))
+            if len(rows) < ORIGIN_PAGE or all((o, originator) in found for o in origins):
+                break
+            last = max(int(r["ID"]) for r in rows)
+        else:
+            raise BadInput(f"more than {ORIGIN_MAX_PAGES * ORIGIN_PAGE} records share these ORIGIN_IDs: "
+                           "give an ORIGINATOR_ID that tells your source apart", code="ORIGIN_AMBIGUOUS")
+    return found
+
+
 def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], *,
                 client_id: int | None) -> tuple[Any, bool]:
     """Create a record, unless one with the same ``ORIGIN_ID`` (and ``ORIGINATOR_ID``) exists:
@@ -145,9 +187,9 @@ def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], 
     if isinstance(originator, (str, int)) and not isinstance(originator, bool) and str(originator) != "":
         where["ORIGINATOR_ID"] = str(originator)
     key = origin_lock_key(client_id, entity.prefix, where.get("ORIGINATOR_ID"), where["ORIGIN_ID"])
+    pair = (where["ORIGIN_ID"], where.get("ORIGINATOR_ID"))
     with runtime().locks.hold([key]):
-        found = bx_call(entity.method("list"), {"filter": where, "select": ["ID"], "order": {"ID": "ASC"}},
-                        client_id=client_id)["result"]
-        if isinstance(found, list) and found and isinstance(found[0], dict) and found[0].get("ID") is not None:
-            return found[0]["ID"], True
+        found = find_by_origin(entity.prefix, [pair], client_id=client_id)
+        if pair in found:
+            return found[pair], True
         return bx_call(entity.method("add"), payload, client_id=client_id)["result"], False

@@ -168,3 +168,23 @@ def test_a_bulk_create_rerun_with_the_callers_origin_ids_makes_nothing_twice(sta
     deals = stack.emulator.records["deal"].values()
     assert len(deals) == 61
     assert sorted(int(d["ORIGIN_ID"]) for d in deals if d.get("ORIGINATOR_ID") == "shop") == list(range(60))
+
+
+def test_origin_ids_other_sources_share_never_hide_or_stand_in_for_ours(stack):
+    """Every source numbers its records 1, 2, ...: a rerun must look past other sources' rows (more
+    than a page of them) and match exactly (the portal's filter ignores case)."""
+    url = f"{stack.api}/clients/1/deals/batch"
+    for source in ("shopA", "shopB"):
+        items = [{"fields": {"TITLE": f"{source} {n}", "ORIGINATOR_ID": source, "ORIGIN_ID": str(n)}}
+                 for n in range(1, 51)]
+        assert stack.http.post(url, json={"items": items}).json()["created"] == 50
+    rerun = stack.http.post(url, json={"items": items}).json()  # shopB again
+    assert (rerun["created"], rerun["existing"]) == (0, 50), rerun
+    # Without an ORIGINATOR_ID a rerun still finds the oldest record of that ORIGIN_ID, past a full page.
+    single = stack.http.post(f"{stack.api}/clients/1/deals", json={"fields": {"TITLE": "any", "ORIGIN_ID": "50"}})
+    assert single.status_code == 200 and single.json()["existing"] is True
+    # Another case is another ORIGIN_ID, for single and bulk creates alike.
+    first = stack.http.post(f"{stack.api}/clients/1/deals", json={"fields": {"TITLE": "a", "ORIGIN_ID": "aB3x"}})
+    other = stack.http.post(f"{stack.api}/clients/1/deals", json={"fields": {"TITLE": "b", "ORIGIN_ID": "Ab3X"}})
+    assert first.status_code == other.status_code == 201 and first.json()["result"] != other.json()["result"]
+    assert len(stack.emulator.records["deal"]) == 102

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...runtime import runtime
-from ..bitrix24_service import bx_call
 from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
-from ..upsert import origin_lock_key
+from ..upsert import find_by_origin, origin_lock_key
 from .batch import BATCH_LIMIT, run_chunk
 
 ORIGINATOR = "flask-bitrix24"
@@ -141,26 +140,11 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
 def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | None,
                   max_wait: float) -> dict[int, int]:
     """The records that carry these outcomes' markers: {outcome index: record id}. A marker the caller
-    sent with an ORIGINATOR_ID matches only a record with that ORIGINATOR_ID too."""
-    markers = [o.marker for o in outcomes if o.marker]
-    if not markers:
+    sent with an ORIGINATOR_ID matches only a record with that ORIGINATOR_ID too; our own UUIDs only
+    records we made (``upsert.find_by_origin`` reads every matching row and compares exactly)."""
+    wanted = [(o.marker, o.originator) for o in outcomes if o.marker]
+    if not wanted:
         return {}
-    flt: dict[str, Any] = {"@ORIGIN_ID": markers}
-    if all(o.generated for o in outcomes):
-        flt["ORIGINATOR_ID"] = ORIGINATOR  # our own UUIDs: look only at records we made
-    envelope = bx_call(
-        f"{prefix}.list",
-        {"filter": flt, "select": ["ID", "ORIGIN_ID", "ORIGINATOR_ID"], "order": {"ID": "ASC"}},
-        client_id=client_id,
-        max_wait=max_wait,
-        background=True,
-    )
-    rows = [row for row in envelope.get("result") or [] if isinstance(row, dict) and row.get("ID") is not None]
-    found: dict[int, int] = {}
-    for outcome in outcomes:
-        for row in rows:  # oldest first
-            if str(row.get("ORIGIN_ID")) == outcome.marker and (
-                    outcome.originator is None or str(row.get("ORIGINATOR_ID") or "") == outcome.originator):
-                found[outcome.index] = int(row["ID"])
-                break
-    return found
+    found = find_by_origin(prefix, wanted, client_id=client_id, max_wait=max_wait, background=True)
+    return {o.index: found[(o.marker, o.originator)] for o in outcomes
+            if o.marker and (o.marker, o.originator) in found}
