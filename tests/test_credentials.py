@@ -157,3 +157,20 @@ def test_a_refusal_of_one_method_never_suspends_the_others(make_app, portal, cod
     for _ in range(5):
         assert c.get("/api/bitrix/clients/1/contacts/5").get_json().get("suspended") is None
     assert scope.call_count == 5
+
+
+def test_a_suspended_answer_never_carries_a_cut_of_the_secret(make_app, portal):
+    """A portal (or a proxy) that echoes the URL: the breaker keeps a cut of the description, which
+    must be scrubbed before it is cut."""
+    app = make_app(BITRIX_AUTH_FAILURES_TO_SUSPEND=1)
+    c = app.test_client()
+    c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE})
+    cut_at = 10  # the breaker keeps 200 characters: make them end 10 characters into the secret
+    echo = "x" * (200 - len(" while calling ") - PORTAL_BASE.index(PORTAL_SECRET) - cut_at)
+    echo += f" while calling {PORTAL_BASE}crm.contact.get.json"
+    portal.post(portal_url("crm.contact.get"), status=401,
+                json={"error": "INVALID_CREDENTIALS", "error_description": echo})
+    answers = [c.get("/api/bitrix/clients/1/contacts/5") for _ in range(2)]
+    assert answers[1].get_json()["suspended"] is True
+    for r in answers:
+        assert PORTAL_SECRET[:6] not in r.get_data(as_text=True)

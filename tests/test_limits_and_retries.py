@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import responses
 from flask_bitrix24.services.bitrix24_service import (
     OperatingLimit,
     PortalTimeout,
@@ -400,3 +401,55 @@ def test_bulk_helpers_and_event_handlers_are_background_work(env_app, portal, mo
         list(bx_list_all("crm.contact.list", mode="offset"))
         bx_batch({"a": ("crm.contact.get", {"id": 1})})
     assert seen == [("crm.contact.get", False), ("crm.contact.list", True), ("batch", True)]
+
+
+def _batch_answer(request):
+    """A batch that creates every w<N> command as record 1000+N."""
+    from flask_bitrix24.services.wire import parse_php_form
+
+    cmd = parse_php_form(request.body if isinstance(request.body, str) else request.body.decode())["cmd"]
+    return 200, {}, __import__("json").dumps({"result": {"result": {k: 1000 + int(k[1:]) for k in cmd},
+                                                         "result_error": []}})
+
+
+def test_a_bulk_write_stops_at_its_deadline_and_says_what_was_not_sent(make_app, portal):
+    from flask_bitrix24.services.bulk import bulk_write
+
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_BULK_MAX_WAIT=15)
+
+    def slow_batch(request):  # each batch request takes the portal 10 s
+        app.fake_time.now += 10
+        return _batch_answer(request)
+
+    portal.add_callback(responses.POST, portal_url("batch"), callback=slow_batch)
+    with app.app_context():
+        outcomes = bulk_write("crm.contact", [{"fields": {"NAME": f"N{i}"}} for i in range(150)])
+    made = [o for o in outcomes if o.error is None]
+    assert len(made) == 100 and [o.id for o in made] == [1000 + i for i in range(100)]
+    assert {o.error.code for o in outcomes[100:]} == {"BULK_DEADLINE"}  # the third batch was never sent
+    assert sum(1 for c in portal.calls if c.request.url.endswith("/batch.json")) == 2
+
+
+def test_a_bulk_write_that_meets_a_busy_origin_answers_per_item(make_app, portal, monkeypatch):
+    """Another request still creating the same ORIGIN_IDs (the lock stays taken): what was made is
+    reported and the rest says BUSY, instead of one 503 for the whole request."""
+    from flask_bitrix24 import runtime
+    from flask_bitrix24.services.bulk import bulk_write
+    from flask_bitrix24.services.locks import LockTimeout
+
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE)
+    portal.add_callback(responses.POST, portal_url("batch"), callback=_batch_answer)
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    locks = runtime(app).locks
+    real = locks.hold
+
+    def hold(keys, timeout=30.0):
+        if any(k.endswith(":ext-55") for k in keys):
+            raise LockTimeout("'origin:...:ext-55' stayed locked for 30 s")
+        return real(keys, timeout)
+
+    monkeypatch.setattr(locks, "hold", hold)
+    with app.app_context():
+        outcomes = bulk_write("crm.contact", [{"fields": {"NAME": "x", "ORIGIN_ID": f"ext-{i}"}} for i in range(60)])
+    assert [o.id for o in outcomes[:50]] == [1000 + i for i in range(50)]
+    assert {o.error.code for o in outcomes[50:]} == {"BUSY"}

@@ -123,6 +123,7 @@ def bx_call(
                 tenant=tenant, background=_BACKGROUND.get() if background is None else background,
             )
         except Bitrix24Error as exc:
+            _scrub_secret(exc, base)  # first: the breaker keeps (a cut of) the description
             state.breaker.record(tenant, base, exc)
             raise
         state.breaker.record(tenant, base, None)

@@ -9,12 +9,20 @@ from typing import Any
 
 from ...runtime import runtime
 from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
+from ..locks import LockTimeout
 from ..upsert import find_by_origin, origin_lock_key
 from .batch import BATCH_LIMIT, run_chunk
 
 ORIGINATOR = "flask-bitrix24"
 # Bitrix24 cloud stops one request at 60 s (https://apidocs.bitrix24.com/limits.html), plus a margin
 PORTAL_MAX_RUN = 65.0
+
+
+class BulkDeadline(Bitrix24Error):
+    """The bulk request used its time (BITRIX_BULK_MAX_WAIT) before these items were sent."""
+
+    status = 504
+    default_code = "BULK_DEADLINE"
 
 
 @dataclass
@@ -78,12 +86,19 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
         pending.append((outcome, command))
 
     state = runtime()
-    max_wait = state.bulk_max_wait
+    # BITRIX_BULK_MAX_WAIT bounds the whole request, not each call, so a proxy in front of us
+    # (deploy/nginx.conf) can wait it out: past it, what was not sent is answered as not sent.
+    deadline = state.caller.clock() + state.bulk_max_wait
     for start in range(0, len(pending), BATCH_LIMIT):
         chunk = pending[start : start + BATCH_LIMIT]
         given = [o for o, _ in chunk if o.marker and not o.generated]
         keys = [origin_lock_key(client_id, prefix, o.originator, o.marker) for o in given if o.marker]
+        max_wait = deadline - state.caller.clock()
         try:
+            if max_wait <= 0:
+                raise BulkDeadline(f"not sent: this request ran for BITRIX_BULK_MAX_WAIT ({state.bulk_max_wait:.0f} "
+                                   "s); send these items again (those with your own ORIGIN_ID are found, not made "
+                                   "twice)")
             with state.locks.hold(keys):
                 if given:  # records an earlier run made with the caller's ORIGIN_IDs
                     found = _find_markers(prefix, given, client_id, max_wait)
@@ -93,9 +108,13 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
                     chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
                 if chunk:
                     _write_chunk(prefix, chunk, client_id, max_wait, attempts)
-        except Bitrix24Error as exc:
-            # A limit that outlasted the bound, or the portal refusing us: nothing more will
-            # succeed now. Every item not yet done says so; none is left without an answer.
+        except (Bitrix24Error, LockTimeout) as exc:
+            # A limit that outlasted the bound, the portal refusing us, the deadline, or another
+            # request still writing the same ORIGIN_IDs: nothing more will succeed now. Every item
+            # not yet done says so; none is left without an answer (and what was made is reported).
+            if isinstance(exc, LockTimeout):
+                exc = Bitrix24Error(f"not sent: {exc} (another request is creating these ORIGIN_IDs); send "
+                                    "these items again", code="BUSY")
             for outcome, _ in pending[start:]:
                 if outcome.error is None and not (outcome.action == "created" and outcome.id is not None):
                     outcome.error = exc
