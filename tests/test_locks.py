@@ -53,3 +53,21 @@ def test_one_holder_per_key_and_a_bounded_wait(locks):
     h.join(5)
     if isinstance(locks, LocalLocks) and not isinstance(locks, RedisLocks):
         assert locks._locks == {}  # keys nobody holds are forgotten
+
+
+def test_a_redis_lock_held_past_its_expiry_is_renewed_not_lost(redis_url, monkeypatch):
+    """Work under a lock can outlast the lock's expiry (a bulk chunk waiting for the bucket): while
+    the holder lives the lock is renewed, so nobody else gets in; a dead holder's lock still expires."""
+    monkeypatch.setattr(RedisLocks, "TTL", 0.6)
+    locks = RedisLocks(redis_url)
+    with locks.hold(["long"]):
+        time.sleep(1.5)  # 2.5 expiries
+        with pytest.raises(LockTimeout):
+            with locks.hold(["long"], timeout=0.1):
+                pass
+    with locks.hold(["long"], timeout=0.1):  # released at the end
+        pass
+    dead = locks._redis.lock("bitrix24:lock:dead", timeout=0.6)
+    assert dead.acquire()  # a holder that never renews (it died)
+    with locks.hold(["dead"], timeout=3):
+        pass

@@ -6,9 +6,12 @@ machine (with an expiry, so a process that dies holding it cannot block the key 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+
+log = logging.getLogger("flask_bitrix24")
 
 
 class LockTimeout(RuntimeError):
@@ -64,14 +67,32 @@ class RedisLocks(LocalLocks):
 
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
 
+    # A lock expires this long after its holder was last heard of: a crashed process frees it soon,
+    # while a living one renews it (every third of this) for as long as it holds it, however long
+    # the work under it takes (a bulk chunk can wait minutes for the portal's bucket).
+    TTL = 60.0
+
     @contextmanager
     def _one(self, key: str, timeout: float) -> Iterator[None]:
-        lock = self._redis.lock(f"bitrix24:lock:{key}", timeout=max(60.0, timeout * 2), blocking_timeout=timeout)
+        # thread_local=False: the renewing thread must see the token this one took.
+        lock = self._redis.lock(f"bitrix24:lock:{key}", timeout=self.TTL, blocking_timeout=timeout,
+                                thread_local=False)
         if not lock.acquire():
             raise LockTimeout(f"{key!r} stayed locked for {timeout:.0f} s")
+        released = threading.Event()
+
+        def renew() -> None:
+            while not released.wait(self.TTL / 3):
+                try:
+                    lock.reacquire()  # the expiry starts over
+                except Exception:  # noqa: BLE001 - Redis away or the lock lost: the next try, or nothing
+                    log.warning("could not renew the lock %r", key, exc_info=True)
+
+        threading.Thread(target=renew, name=f"bitrix24-lock-{key[:40]}", daemon=True).start()
         try:
             yield
         finally:
+            released.set()
             try:
                 lock.release()
             except Exception:  # noqa: BLE001 - expired meanwhile: it is free anyway
