@@ -174,3 +174,35 @@ def test_a_suspended_answer_never_carries_a_cut_of_the_secret(make_app, portal):
     assert answers[1].get_json()["suspended"] is True
     for r in answers:
         assert PORTAL_SECRET[:6] not in r.get_data(as_text=True)
+
+
+def test_webhook_after_webhook_refused_at_save_stops_reaching_the_portal(make_app, portal):
+    """Each refused check counts, per (client, portal host), whatever secret it names."""
+    app = make_app(BITRIX_VERIFY_CONFIG=True, BITRIX_AUTH_FAILURES_TO_SUSPEND=5)
+    c = app.test_client()
+    for n in range(8):
+        portal.post(f"https://b24-test.bitrix24.com/rest/1/guess{n:04d}xyz/profile.json", status=401, json=REFUSED)
+    answers = [c.post("/api/bitrix/clients/1/config",
+                      json={"webhook_base": f"https://b24-test.bitrix24.com/rest/1/guess{n:04d}xyz/"}) for n in range(8)]
+    assert [r.status_code for r in answers] == [422] * 5 + [429] * 3
+    assert answers[-1].get_json()["error"] == "WEBHOOK_CHECKS_SUSPENDED" and int(answers[-1].headers["Retry-After"]) >= 1
+    assert len(portal.calls) == 5
+    # Another client is not held back by this one's guesses.
+    portal.post(portal_url("profile"), json=PROFILE)
+    assert c.post("/api/bitrix/clients/2/config", json={"webhook_base": PORTAL_BASE}).status_code == 201
+
+
+def test_a_config_fixed_through_another_process_clears_this_ones_breaker(make_app, portal):
+    """Worker A learnt that client 1's old webhook is refused; the fix is saved through worker B (one
+    database). A's next call on the new webhook works, and A's gauge says so."""
+    a = make_app(BITRIX_AUTH_FAILURES_TO_SUSPEND=1, BITRIX_CONFIG_CACHE_SECONDS=0)
+    b = make_app(BITRIX_CONFIG_CACHE_SECONDS=0)
+    ca, cb = a.test_client(), b.test_client()
+    ca.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE})
+    portal.post(portal_url("crm.contact.get"), status=401, json=REFUSED)
+    ca.get("/api/bitrix/clients/1/contacts/5")
+    assert _metrics(ca)[("bitrix24_breaker_open", (("tenant", "1"),))] == 1
+    cb.post("/api/bitrix/clients/1/config", json={"webhook_base": OTHER_BASE})
+    portal.post(OTHER_BASE + "crm.contact.get.json", json={"result": {"ID": "5"}})
+    assert ca.get("/api/bitrix/clients/1/contacts/5").status_code == 200
+    assert _metrics(ca)[("bitrix24_breaker_open", (("tenant", "1"),))] == 0

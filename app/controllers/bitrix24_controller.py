@@ -18,6 +18,7 @@ from ..services import client_config
 from ..services import events as events_service
 from ..services import upsert as upsert_service
 from ..services.bitrix24_service import Bitrix24Error, bx_call
+from ..services.breaker import Suspended
 from ..services.errors import LimitExceeded
 from ..services.events import EventRejected, receive_event
 from ..services.metrics import tenant_label
@@ -62,6 +63,11 @@ def save_config(body: dict[str, Any], client_id: int):
 
 def _not_verified(exc: client_config.WebhookNotVerified) -> ApiError:
     error = exc.error
+    if isinstance(error, Suspended):
+        return ApiError(429, "WEBHOOK_CHECKS_SUSPENDED",
+                        f"the portal refused this client's webhooks again and again ({error.code}); no new one is "
+                        "tried on it for a while: copy the inbound webhook URL again, then save it after "
+                        "Retry-After", field="webhook_base", bitrix24_error=error.code, retry_after=error.retry_after)
     if exc.rejected:
         return ApiError(422, "WEBHOOK_REJECTED",
                         f"the portal refused this webhook ({error.code}: {error.description}); nothing was saved: "

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..runtime import runtime
 from .client_config import portal_target
@@ -146,11 +147,21 @@ def check_webhook(base: str, rate_limit: dict[str, float] | None, *, client_id: 
     the portal's bucket, retried like any read, the secret scrubbed from what comes back."""
     state = runtime()
     tenant = tenant_label(client_id)
+    # Refused checks count like refused calls, per (tenant, portal host) whatever secret each try
+    # names: a tenant trying webhook after webhook on a portal others share is stopped too.
+    checks = "check:" + urlsplit(base).netloc
     started = time.perf_counter()
     try:
-        envelope = state.caller.call(base, "profile", form_body(None), bucket=state.bucket_for(rate_limit),
-                                     max_wait=min(VERIFY_MAX_WAIT, state.caller.policy.max_wait),
-                                     repeatable=True, tenant=tenant)
+        state.breaker.before_call(tenant, checks)
+        try:
+            envelope = state.caller.call(base, "profile", form_body(None), bucket=state.bucket_for(rate_limit),
+                                         max_wait=min(VERIFY_MAX_WAIT, state.caller.policy.max_wait),
+                                         repeatable=True, tenant=tenant)
+        except Bitrix24Error as exc:
+            _scrub_secret(exc, base)
+            state.breaker.record(tenant, checks, exc)
+            raise
+        state.breaker.record(tenant, checks, None)
     except Bitrix24Error as exc:
         _scrub_secret(exc, base)
         state.metrics.record_call(tenant, "profile", time.perf_counter() - started, exc.code or type(exc).__name__)

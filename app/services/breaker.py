@@ -85,13 +85,19 @@ class AuthBreaker:
         key = (tenant, base)
         with self._lock:
             if exc is None or not trips(exc):
+                was_open = any(k[0] == tenant and s.opened_at is not None for k, s in self._states.items())
+                if exc is None:
+                    # The tenant's calls work with this base: what other bases of its taught us (a
+                    # config since replaced, maybe saved through another process) is moot.
+                    for stale in [k for k in self._states if k[0] == tenant and k[1] != base]:
+                        del self._states[stale]
                 state = self._states.get(key)
                 if state is not None and (exc is None or state.probing):
                     # Success, or a probe that met something else (a limit, a timeout): not the
                     # credentials' fault, so they are given the benefit of the doubt.
                     del self._states[key]
-                    if state.opened_at is not None:
-                        self._closed(tenant)
+                if was_open and not any(k[0] == tenant and s.opened_at is not None for k, s in self._states.items()):
+                    self.on_change("breaker_closed", {"tenant": tenant})
                 return
             state = self._states.setdefault(key, _State())
             state.failures += 1
@@ -102,10 +108,6 @@ class AuthBreaker:
             state.opened_at, state.probing = self.clock(), False
         if first:
             self.on_change("breaker_open", {"tenant": tenant})
-
-    def _closed(self, tenant: str) -> None:
-        if not any(k[0] == tenant and s.opened_at is not None for k, s in self._states.items()):
-            self.on_change("breaker_closed", {"tenant": tenant})
 
     def reset(self, tenant: str) -> None:
         """The tenant's config changed: whatever was learnt about its old credentials is moot."""
