@@ -73,8 +73,19 @@ def required_attributes(model: type, given: set[str]) -> list[str]:
 
 
 def portal_domain(base: str) -> str:
-    """The host[:port] Bitrix24 sends as ``auth[domain]`` in events (the emulator includes the port)."""
-    return urlsplit(base).netloc.lower()
+    """The host[:port] Bitrix24 sends as ``auth[domain]`` in events (the emulator includes the port);
+    never the scheme's own port (``:443``), which a portal's ``auth[domain]`` does not name."""
+    parts = urlsplit(base)
+    netloc = parts.netloc.lower().rpartition("@")[2]
+    default = {"https": ":443", "http": ":80"}.get(parts.scheme.lower())
+    return netloc[: -len(default)] if default and netloc.endswith(default) else netloc
+
+
+def _stored_domains(domain: str) -> list[str]:
+    """The forms a portal's domain may be stored in: as given, and with ``:443`` (rows saved before
+    the scheme's own port was dropped, or written by a host)."""
+    domain = domain.lower()
+    return [domain] if domain.endswith("]") or ":" in domain.rpartition("]")[2] else [domain, domain + ":443"]
 
 
 @runtime_checkable
@@ -342,7 +353,7 @@ class EncryptedStore(_SQLStore):
         if member_id:
             conditions.append(self.model.member_id == member_id)
         if domain:
-            conditions.append(self.model.portal_domain == domain.lower())
+            conditions.append(self.model.portal_domain.in_(_stored_domains(domain)))
         if not conditions:
             return []
         rows = self.session.execute(self._select().where(or_(*conditions))).scalars()
@@ -447,7 +458,7 @@ class ModelStore(_SQLStore):
             if member_id and self.member_id is not None:
                 conditions.append(self._attr(self.member_id) == member_id)
             if domain:
-                conditions.append(self._attr(self.portal_domain) == domain)
+                conditions.append(self._attr(self.portal_domain).in_(_stored_domains(domain)))
             if not conditions:
                 return []
             rows = self.session.execute(self._select().where(or_(*conditions))).scalars()

@@ -301,3 +301,31 @@ def test_the_schemes_own_port_is_dropped_so_events_still_find_the_client(make_ap
     assert delivery.status_code == 200, delivery.get_json()
     delivery.close()
     assert c.get("/api/bitrix/clients/1/events").get_json()["total"] == 1
+
+
+def test_an_ipv6_loopback_portal_is_stored_with_its_brackets(make_app):
+    app = make_app(BITRIX_ALLOWED_HOSTS="::1")
+    c = app.test_client()
+    r = c.post("/api/bitrix/clients/1/config", json={"webhook_base": "http://[::1]:5002/rest/1/demo/"})
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["result"]["portal_domain"] == "[::1]:5002"
+    assert c.get("/api/bitrix/clients/1/config").status_code == 200
+    assert c.get("/api/bitrix/clients/1/config/debug").status_code == 200
+
+
+def test_a_row_stored_with_443_in_its_domain_still_gets_its_events(make_app):
+    """Rows saved before the scheme's own port was dropped (or written so by a host)."""
+    from flask_bitrix24 import runtime
+
+    from tests.test_webhook import event_form
+
+    app = make_app()
+    c = app.test_client()
+    c.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE, "outbound_token": "tok-old-abcdef"})
+    with app.app_context():
+        rt = runtime(app)
+        row = rt.session.execute(rt.store._select()).scalars().one()
+        row.portal_domain = "b24-test.bitrix24.com:443"
+        rt.session.commit()
+    r = c.post("/api/bitrix/webhook", data=event_form(token="tok-old-abcdef"))
+    assert r.status_code == 200, r.get_json()

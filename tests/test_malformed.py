@@ -176,3 +176,20 @@ def test_a_small_chunked_body_is_read_whole(make_app):
     app = make_app(BITRIX_MAX_BODY_BYTES=1000)
     r = _chunked(app.test_client(), "/api/bitrix/clients/1/contacts", b'{"fields": {"NAME": "x"}}', "application/json")
     assert r.status_code == 400 and r.get_json()["error"] == "CONFIG_MISSING", r.get_json()  # parsed, then no portal
+
+
+def test_a_chunked_body_of_exactly_the_limit_is_read(make_app):
+    app = make_app(BITRIX_MAX_BODY_BYTES=1000)
+    body = b'{"fields": {"NAME": "' + b"x" * (1000 - len(b'{"fields": {"NAME": ""}}')) + b'"}}'
+    assert len(body) == 1000
+    r = _chunked(app.test_client(), "/api/bitrix/clients/1/contacts", body, "application/json")
+    assert r.get_json()["error"] == "CONFIG_MISSING"  # read whole and parsed; no portal configured
+    r = _chunked(app.test_client(), "/api/bitrix/clients/1/contacts", body[:-2] + b' "}}', "application/json")
+    assert r.status_code == 413  # one byte more
+
+
+def test_options_says_what_a_path_takes(client):
+    r = client.options("/api/bitrix/health")
+    assert r.status_code == 200 and r.headers["Allow"] == "GET, HEAD, OPTIONS"
+    r = client.options("/api/bitrix/clients/1/contacts/5")
+    assert r.headers["Allow"] == "GET, PATCH, DELETE, HEAD, OPTIONS"

@@ -281,7 +281,7 @@ def allowed_methods() -> list[str]:
 def fix_allow_header(response):
     """``after_request``: Flask's automatic OPTIONS answer lists every method of every rule that
     matches, the catch-all's too; say only what the path really takes."""
-    if request.method == "OPTIONS" and "Allow" in response.headers:
+    if request.method == "OPTIONS" and (response.status_code < 300 or "Allow" in response.headers):
         allowed = allowed_methods()
         response.headers["Allow"] = ", ".join([*allowed, *(["HEAD"] if "GET" in allowed else []), "OPTIONS"])
     return response

@@ -256,21 +256,29 @@ def list_params(entity: Entity, query: dict[str, Any]) -> dict[str, Any]:
 
 def read_body() -> bytes:
     """The request body, 413 when it is larger than our limit. A body sent without Content-Length
-    (chunked) is cut at the limit without an error by werkzeug's ``LimitedStream``: reaching the limit
-    means there was more, which must not be read as a truncated (so "invalid") body."""
+    (chunked) is cut without an error by werkzeug's ``LimitedStream``, so ``limit_body_size`` lets
+    such a body run one byte past the limit: that byte means there was more, which must not be read
+    as a truncated (so "invalid") body."""
     data = request.get_data(cache=True)
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(data) >= limit:
+    limit = _body_limit()
+    if request.content_length is None and len(data) > limit:
         raise RequestEntityTooLarge()
     return data
 
 
-def limit_body_size() -> None:
-    """``before_request``: our endpoints read at most BITRIX_MAX_BODY_BYTES (413 past that),
-    without touching the host app's own MAX_CONTENT_LENGTH."""
+def _body_limit() -> int:
     from flask import current_app
 
     from .auth import PUBLIC_ENDPOINTS, endpoint_name
 
     key = "BITRIX_EVENT_MAX_BYTES" if endpoint_name() in PUBLIC_ENDPOINTS else "BITRIX_MAX_BODY_BYTES"
-    request.max_content_length = int(current_app.config[key])
+    return int(current_app.config[key])
+
+
+def limit_body_size() -> None:
+    """``before_request``: our endpoints read at most BITRIX_MAX_BODY_BYTES (413 past that),
+    without touching the host app's own MAX_CONTENT_LENGTH."""
+    limit = _body_limit()
+    # A body without Content-Length may run one byte over, so that read_body can tell "exactly the
+    # limit" from "more than it".
+    request.max_content_length = limit if request.content_length is not None else limit + 1

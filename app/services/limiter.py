@@ -120,6 +120,9 @@ elseif ARGV[3] == 'try' then
   result = math.max(0, (level + 1 - burst) / pace)
   if result == 0 then
     level = level + 1
+  else
+    -- taken nothing: a wait, however short, must not read as 0 (taken) once rounded to whole us
+    result = math.max(result, 0.000001)
   end
 elseif ARGV[3] == 'fill' then
   level = math.max(level, burst)

@@ -147,7 +147,8 @@ def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
     if port == {"https": 443, "http": 80}.get(parts.scheme):
         port = None  # the scheme's own port, said aloud: the portal's auth[domain] will not name it
-    netloc = host if port is None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    netloc = name if port is None else f"{name}:{port}"
     return f"{parts.scheme}://{netloc}{path}"
 
 

@@ -87,6 +87,8 @@ def test_the_sample_proxies_and_logs_no_query_string(nginx, stack):
     got = requests.get(f"{base}/api/bitrix/clients/1/contacts/{r.json()['result']}", verify=False, timeout=10)
     assert got.status_code == 200 and got.json()["result"]["NAME"] == "Via"
     assert got.headers["X-Request-ID"]  # nginx's $request_id, carried into our log lines
+    mine = requests.get(f"{base}/api/bitrix/health", headers={"X-Request-ID": "trace-4711-abc"}, verify=False, timeout=10)
+    assert mine.headers["X-Request-ID"] == "trace-4711-abc"  # the caller's own id goes through
     time.sleep(0.2)
     log = (folder / "bitrix24.access.log").read_text()
     assert "/api/bitrix/clients/1/contacts" in log and "leak-me" not in log and "api_key" not in log
