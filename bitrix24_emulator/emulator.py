@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from . import errors
+from . import errors, system
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError
@@ -28,7 +28,7 @@ from .values import Clock
 ENTITIES = ("contact", "deal", "lead", "company", "activity", "item")
 CRM_ACTIONS = ("add", "get", "update", "delete", "list", "fields")
 METHODS = frozenset([f"crm.{e}.{a}" for e in ENTITIES for a in CRM_ACTIONS]
-                    + ["crm.duplicate.findbycomm", "profile", "batch"])
+                    + ["crm.duplicate.findbycomm", *system.SYSTEM_METHODS])
 # Activities raise no events here; smart-process items raise ONCRMDYNAMICITEM* (§8).
 EVENT_NAMES = [f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "DYNAMICITEM")
                for a in ("ADD", "UPDATE", "DELETE")]
@@ -76,7 +76,7 @@ class Emulator:
                  drop_phase="random", fail_status=500, fail_phase="before",
                  event_url=None, application_token=None, domain=None, seed=None,
                  clock=time.time, limits=True, utc_offset_minutes=180, currency="RUB", user_fields=None,
-                 event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404,
+                 event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404, scopes=None,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True,
                  smart_processes=None):
         if drop_phase not in ("random", "before", "after"):
@@ -100,6 +100,7 @@ class Emulator:
         self.domain = domain
         self.event_url = event_url
         self.auth_error_status = auth_error_status
+        self.scopes = system.parse_scopes(scopes)  # the webhook's scopes (system.py); default: every one
         self.method_not_found_status = method_not_found_status
         self.batch_operating = batch_operating
         self.utc_offset_minutes = utc_offset_minutes
@@ -257,6 +258,8 @@ class Emulator:
             raise ApiError("invalid_token", "Unable to get application by token", 401)
         if len(segments) != 3 or segments[0] != str(self.user_id) or segments[1] != self.secret:
             raise errors.invalid_credentials(self.auth_error_status)
+        if not system.allowed(method, self.scopes):
+            raise system.insufficient_scope(self.auth_error_status)
         if self.limits and not self.bucket.try_acquire():
             self.counters.rate_limited += 1
             raise errors.query_limit()
@@ -306,6 +309,10 @@ class Emulator:
             raise errors.batch_method_not_allowed()
         if method not in METHODS:
             raise errors.method_not_found(self.method_not_found_status)
+        # Each command is checked against the scopes, as the outer call is
+        # (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html).
+        if not system.allowed(method, self.scopes):
+            raise system.insufficient_scope(self.auth_error_status)
         self.counters.batch_commands[method] += 1
         per_method = self.limits and self.batch_operating == "methods"
         if per_method and self.budget.blocked(method):
@@ -324,6 +331,8 @@ class Emulator:
     def _call(self, method: str, params: dict, context: dict) -> _Outcome:
         if method == "profile":
             return _Outcome(self._profile())
+        if method in system.SYSTEM_METHODS:
+            return _Outcome(system.call(method, params, self))
         if method == "crm.duplicate.findbycomm":
             return _Outcome(self.store.find_by_comm(params))
         _, entity, action = method.split(".")

@@ -164,3 +164,14 @@ def test_events_with_a_wrong_token_are_refused_and_not_stored(make_stack):
     assert s.emulator.wait_events(5)
     assert [e["status"] for e in s.emulator.events_sent] == [401]
     assert stored_events(s.app) == []
+
+
+def test_a_webhook_without_the_crm_scope_is_insufficient_scope_and_never_suspended(make_stack):
+    """The webhook works (profile needs no scope, so the save's check passes) but lacks `crm`: every
+    CRM call says so, and, being about the scope rather than the credentials, none is suspended."""
+    s = make_stack(scopes="user")
+    s.configure()
+    answers = [s.http.get(f"{s.api}/clients/1/contacts").json() for _ in range(7)]
+    assert all(a["error"] == "PORTAL_AUTH_FAILED" and a["bitrix24_error"] == "insufficient_scope" for a in answers)
+    assert not any(a.get("suspended") for a in answers)
+    assert s.emulator.counters.by_method["crm.contact.list"] == 7

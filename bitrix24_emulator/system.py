@@ -1,0 +1,99 @@
+"""Portal information methods and webhook scopes.
+
+A webhook is created with scopes; a method outside them is refused with ``insufficient_scope``
+after the method-existence check and the credentials. Methods of scope ``basic`` (``profile``,
+``app.info``, ``scope``, ``methods``, ``method.get``, ``server.time``, ``batch``) need none.
+
+Sources: https://apidocs.bitrix24.com/api-reference/common/system/scope.html,
+https://apidocs.bitrix24.com/api-reference/common/system/app-info.html,
+https://apidocs.bitrix24.com/api-reference/common/system/method-get.html,
+https://apidocs.bitrix24.com/api-reference/common/system/server-time.html,
+https://apidocs.bitrix24.com/api-reference/user/user-current.html,
+https://apidocs.bitrix24.com/error-codes.html (insufficient_scope)
+"""
+
+from __future__ import annotations
+
+from .errors import ApiError
+
+# What a webhook created with every box ticked has (the scopes this emulator knows of).
+ALL_SCOPES = ("crm", "task", "user", "user_basic", "user_brief", "department", "entity", "catalog")
+BASIC = ("profile", "app.info", "scope", "methods", "method.get", "server.time", "batch")
+USER_SCOPES = ("user", "user_basic", "user_brief")
+SYSTEM_METHODS = frozenset([*BASIC, "user.current"])
+
+
+def scope_of(method: str) -> str:
+    """The scope a method needs ("basic": none)."""
+    if method in BASIC:
+        return "basic"
+    if method.startswith("user."):
+        return "user"
+    return method.split(".", 1)[0]  # crm.*, task.*
+
+
+def parse_scopes(value) -> tuple[str, ...]:
+    """``--scopes crm,user`` (or a list): the webhook's scopes; None or "all": every one."""
+    if value is None or value == "all":
+        return ALL_SCOPES
+    names = value.split(",") if isinstance(value, str) else list(value)
+    scopes = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}: use {', '.join(ALL_SCOPES)}")
+    return scopes
+
+
+def allowed(method: str, scopes: tuple[str, ...]) -> bool:
+    need = scope_of(method)
+    if need == "basic":
+        return True
+    if need == "user":
+        return any(s in scopes for s in USER_SCOPES)
+    return need in scopes
+
+
+def insufficient_scope(status: int = 401) -> ApiError:
+    # Lower-case code; HTTP 401 per SRC (403 per DOCS' table): the same status as INVALID_CREDENTIALS.
+    return ApiError("insufficient_scope",
+                    "The request requires higher privileges than provided by the webhook token", status)
+
+
+def call(method: str, params: dict, emu) -> object:
+    """The result of one of ``SYSTEM_METHODS`` for the emulator ``emu``."""
+    scopes = emu.scopes
+    if method == "app.info":
+        # An inbound webhook's shape; an OAuth app gets ID, CODE, VERSION, STATUS... (app-info page).
+        return {"SCOPE": list(scopes), "LICENSE": "en_pro100"}
+    if method == "scope":
+        return list(ALL_SCOPES) if _flag(params.get("full")) else list(scopes)
+    if method == "methods":
+        from .emulator import METHODS
+
+        if _flag(params.get("full")):
+            names = METHODS
+        elif params.get("scope"):
+            names = [m for m in METHODS if scope_of(m) == str(params["scope"])]
+        else:
+            names = [m for m in METHODS if allowed(m, scopes)]
+        return sorted(m.lower() for m in names)
+    if method == "method.get":
+        from .emulator import METHODS
+
+        name = str(params.get("name") or "").lower()
+        exists = bool(name) and name in METHODS
+        return {"isExisting": exists, "isAvailable": exists and allowed(name, scopes)}
+    if method == "server.time":
+        return emu.clock.iso()
+    if method == "user.current":
+        user = {"ID": str(emu.user_id), "ACTIVE": True, "NAME": "Demo", "LAST_NAME": "Administrator",
+                "EMAIL": "admin@example.com", "LAST_LOGIN": emu.clock.iso(), "DATE_REGISTER": emu.clock.iso(0),
+                "IS_ONLINE": "Y", "UF_DEPARTMENT": [1], "TIME_ZONE": "", "PERSONAL_GENDER": ""}
+        if "user" not in scopes and "user_basic" not in scopes:
+            user.pop("EMAIL")  # user_brief: no contact details (https://apidocs.bitrix24.com/api-reference/user/index.html)
+        return user
+    raise AssertionError(method)
+
+
+def _flag(value) -> bool:
+    return str(value).strip().lower() in ("1", "y", "true")
