@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", default=None, help="auth[domain] in events (default: request Host)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-limits", action="store_true", help="turn off both limiters")
+    p.add_argument("--time-scale", type=float, default=0.0,
+                   help="answer as slowly as a portal would (its modelled server time) times this; 0: at once. "
+                        "The operating budget is charged in full either way")
     p.add_argument("--scopes", default="all",
                    help="the webhook's scopes, comma-separated (crm,task,user,...); default: all")
     p.add_argument("--preload", action="append", default=[], metavar="ENTITY=N",
@@ -77,6 +80,7 @@ def main(argv=None) -> int:
         fail_status=args.fail_status, fail_phase=args.fail_phase, event_url=args.event_url,
         application_token=args.application_token, domain=args.domain, seed=args.seed,
         limits=not args.no_limits, preload=_preload(args.preload), scopes=args.scopes,
+        time_scale=args.time_scale,
         smart_processes=_smart_processes(args.smart_process))
     server = make_server(args.host, args.port, emu, threaded=True)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from . import errors, system
+from . import costs, errors, system
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError
@@ -77,6 +77,7 @@ class Emulator:
                  event_url=None, application_token=None, domain=None, seed=None,
                  clock=time.time, limits=True, utc_offset_minutes=180, currency="RUB", user_fields=None,
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404, scopes=None,
+                 time_scale=0.0,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True,
                  smart_processes=None):
         if drop_phase not in ("random", "before", "after"):
@@ -101,6 +102,9 @@ class Emulator:
         self.event_url = event_url
         self.auth_error_status = auth_error_status
         self.scopes = system.parse_scopes(scopes)  # the webhook's scopes (system.py); default: every one
+        # Each call is charged the server time a portal would spend (costs.py); time_scale > 0 also
+        # makes the answer take that long, scaled (1.0: as a portal would; 0: answer at once).
+        self.time_scale = float(time_scale)
         self.method_not_found_status = method_not_found_status
         self.batch_operating = batch_operating
         self.utc_offset_minutes = utc_offset_minutes
@@ -273,18 +277,23 @@ class Emulator:
         context = {"host": request.host, "scheme": request.scheme}
         tick = time.perf_counter()
         commands = 0
+        modelled = 0.0
         if method == "batch":
             def execute(name, query):
-                nonlocal commands
+                nonlocal commands, modelled
                 commands += 1
-                return self._batch_command(name, query, context)
+                result = self._batch_command(name, query, context)
+                modelled += result[4]
+                return result[:4]
             outcome = _Outcome(run_batch(params, execute))
         else:
             outcome = self._call(method, params, context)
+            modelled = costs.server_time(method, params, outcome.total)
+            self._take(modelled)
         processing = time.perf_counter() - tick
         if limited:
             calls = max(commands, 1)
-            self.budget.record(method, self.budget.charge_for(self.cost_per_call * calls, processing))
+            self.budget.record(method, self.budget.charge_for(self.cost_per_call * calls, max(processing, modelled)))
         body = {"result": outcome.result}
         if outcome.next is not None:
             body["next"] = outcome.next
@@ -321,10 +330,17 @@ class Emulator:
         started = self._now()
         tick = time.perf_counter()
         outcome = self._call(method, query, context)
+        modelled = costs.server_time(method, query, outcome.total)
+        self._take(modelled)
         processing = time.perf_counter() - tick
         if per_method:
-            self.budget.record(method, self.budget.charge_for(self.cost_per_call, processing))
-        return outcome.result, outcome.total, outcome.next, self._time(method, started, processing)
+            self.budget.record(method, self.budget.charge_for(self.cost_per_call, max(processing, modelled)))
+        return outcome.result, outcome.total, outcome.next, self._time(method, started, processing), modelled
+
+    def _take(self, seconds: float) -> None:
+        """Answer as slowly as a portal would, scaled by ``time_scale`` (0: at once)."""
+        if self.time_scale > 0 and seconds > 0:
+            time.sleep(seconds * self.time_scale)
 
     # ---- methods ----------------------------------------------------------------------------------
 

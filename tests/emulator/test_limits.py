@@ -1,5 +1,9 @@
 """§4 limits: the leaky bucket (503) and the per-method operating budget (429), with an injected clock."""
 
+import pytest
+
+from bitrix24_emulator import costs
+
 from .conftest import T0, make_api
 
 
@@ -98,7 +102,8 @@ def test_batch_charged_as_batch_option_section11():
     """§11 (JSSDK measured): the option batch_operating='batch' charges the budget to `batch` itself."""
     api = make_api(operating_limit=10, cost_per_call=4, burst=1000, batch_operating="batch")
     status, body = api("batch", {"cmd": ["crm.contact.list", "crm.contact.list", "crm.contact.list"]})
-    assert status == 200 and body["time"]["operating"] == 12.0
+    # 3 x 4 s, plus the three pages' server time (costs.PAGE each): together past the 0.1 s threshold
+    assert status == 200 and body["time"]["operating"] == pytest.approx(12.0 + 3 * costs.PAGE)
     assert api.raw("batch", {"cmd": ["profile"]}).status_code == 429
     assert api.raw("crm.contact.list").status_code == 200
 
@@ -117,3 +122,48 @@ def test_injected_500_after_the_write():
     r = api.raw("crm.contact.add", {"fields": {"NAME": "A"}})
     assert r.status_code == 500 and r.get_json()["error"] == "INTERNAL_SERVER_ERROR"
     assert [c["NAME"] for c in api.emu.records["contact"].values()] == ["A"]
+
+
+def test_an_offset_page_costs_what_its_count_costs_and_a_keyset_page_stays_flat():
+    """https://apidocs.bitrix24.com/settings/performance/huge-data.html: with start >= 0 each page
+    COUNTs the matching set (49.9 s on 2,387,743 leads); start=-1 with a >ID cursor took 0.0685 s at
+    any depth. Calls under 0.1 s are not charged (https://apidocs.bitrix24.com/limits.html)."""
+    from bitrix24_emulator import create_emulator
+
+    from .conftest import Api, FakeClock
+
+    api = Api(create_emulator(clock=FakeClock(), burst=10_000, preload={"lead": 20_000}))
+    # `operating` is the method's total in the window: a keyset walk at any depth leaves it at 0 (each
+    # page is under the threshold), one deep offset page adds its COUNT and its skipping.
+    for after in (0, 10_000, 19_950):
+        page = api("crm.lead.list", {"start": -1, "order": {"ID": "ASC"}, "filter": {">ID": after}})[1]
+        assert len(page["result"]) == 50 and page["time"]["operating"] == 0
+    offset = api("crm.lead.list", {"start": 19_950})[1]
+    assert len(offset["result"]) == 50
+    expected = costs.PAGE + 20_000 * costs.PER_COUNTED_ROW + 19_950 * costs.PER_SKIPPED_ROW  # ~0.5 s
+    assert offset["time"]["operating"] == pytest.approx(expected) and expected > 0.1
+    # On the docs' portal the model gives the docs' figure.
+    assert costs.server_time("crm.lead.list", {"start": 0}, 2_387_743) == pytest.approx(49.9 + costs.PAGE)
+
+
+def test_offset_paging_exhausts_a_small_budget_then_recovers():
+    """Deep offset pages push crm.lead.list past a small operating limit: 429 OPERATION_TIME_LIMIT,
+    with operating_reset_at; other methods still work; once the window has passed it works again."""
+    from bitrix24_emulator import create_emulator
+
+    from .conftest import Api, FakeClock
+
+    clock = FakeClock()
+    api = Api(create_emulator(clock=clock, burst=10_000, preload={"lead": 20_000}, operating_limit=1.0))
+    statuses = []
+    for start in range(0, 20_000, 50):
+        status, body = api("crm.lead.list", {"start": start})
+        statuses.append(status)
+        if status == 429:
+            break
+        reset_at = body["time"]["operating_reset_at"]
+    assert statuses[-1] == 429 and body["error"] == "OPERATION_TIME_LIMIT" and len(statuses) <= 4
+    assert reset_at == int(clock.now + 600)
+    assert api("crm.lead.get", {"id": 1})[0] == 200  # another method's budget is its own
+    clock.advance(601)
+    assert api("crm.lead.list", {"start": 0})[0] == 200
