@@ -84,6 +84,65 @@ def events_retry_failed_command(client_id: int | None) -> None:
     click.echo(f"replayed {retry_failed(client_id)} failed events")
 
 
+def _run_rq_worker(queue, job_class: type, burst: bool) -> None:
+    """RQ's worker, started again whenever it quits on an error instead of a stop request.
+
+    RQ rides out a Redis outage met while it waits for a job, but one met anywhere else in its loop
+    (the suspension check, a heartbeat, maintenance) ends ``work()`` ("found an unhandled exception,
+    quitting"), and its teardown then fails on the same outage. The events are safe in the table, but
+    nothing would run them until someone restarted the process: so we start it again, with backoff,
+    until a signal asks it to stop.
+    """
+    import time
+
+    from rq import SimpleWorker
+
+    try:
+        from rq.exceptions import StopRequested
+    except ImportError:  # rq < 2
+        from rq.worker import StopRequested
+
+    class Worker(SimpleWorker):
+        # No fork per job: a forked child would share the parent's database connections. Run
+        # several workers for parallelism.
+        stop_asked = False
+
+        def request_stop(self, signum, frame):  # SIGTERM / SIGINT: a warm shutdown
+            self.stop_asked = True
+            super().request_stop(signum, frame)
+
+    delay = 1.0
+    while True:
+        worker = None
+        started = time.monotonic()
+        try:
+            # Each job in a fresh app context of this app: the host's handlers, a new session. (Making
+            # the worker already talks to Redis.)
+            worker = Worker([queue.queue], connection=queue.connection, job_class=job_class)
+            worker.work(burst=burst)
+            failure: Exception | None = None
+        except StopRequested:
+            return
+        except Exception as exc:  # noqa: BLE001 - typically Redis, gone during the loop or its teardown
+            failure = exc
+        stop_asked = worker is not None and worker.stop_asked
+        if stop_asked or (burst and failure is None):
+            return
+        if burst:  # draining once: say why it could not, and let the caller run it again
+            raise click.ClickException(f"the RQ worker stopped: {failure}")
+        if time.monotonic() - started > 60:
+            delay = 1.0  # it ran a good while: this is a new outage, not the same one
+        click.echo(f"the RQ worker stopped ({failure or 'it quit on an error'}); starting it again in "
+                   f"{delay:.0f} s", err=True)
+        try:
+            time.sleep(delay)  # RQ's signal handlers still point at the last worker
+        except StopRequested:
+            return
+        if worker is not None and worker.stop_asked:
+            return
+        delay = min(30.0, delay * 2)
+
+
 @bitrix24_cli.command("worker")
 @click.option("--burst", is_flag=True, help="handle what is there, then exit")
 @click.option("--interval", type=float, default=5.0, help="seconds between sweeps for due retries")
@@ -124,14 +183,13 @@ def worker_command(burst: bool, interval: float) -> None:
     if queue.name == "rq":
         # No fork per job: a forked child would share the parent's database connections. Run
         # several workers for parallelism.
-        from rq import SimpleWorker as Worker
-
         if not burst:
             threading.Thread(target=sweep_forever, daemon=True).start()
         click.echo(f"Bitrix24 event worker (RQ) on {queue.queue.name}")
-        # Each job in a fresh app context of this app: the host's handlers, a new session.
-        Worker([queue.queue], connection=queue.connection, job_class=app_job_class(app)).work(burst=burst)
-        stop.set()
+        try:
+            _run_rq_worker(queue, app_job_class(app), burst)
+        finally:
+            stop.set()
         return
     click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
     while not burst:

@@ -473,3 +473,28 @@ def test_event_statuses_are_defined_once():
     assert set(events.WAITING) < values
     assert all(type(s) is str for s in (*one_of.choices, *option.type.choices))  # plain strings, as stored
     assert EventStatus.DONE == "done" and f"{EventStatus.DONE}" == "done"
+
+
+def test_the_rq_worker_is_started_again_when_it_quits_on_an_error(app, redis_url, monkeypatch):
+    """RQ's work() ends on a Redis error met outside its wait for a job (and its teardown fails on
+    it too): `flask bitrix24 worker` starts a new one, with backoff, until a stop is asked for."""
+    import redis
+    import rq
+    from flask_bitrix24 import runtime
+    from flask_bitrix24.services.event_queue import make_event_queue
+
+    runtime(app).event_queue = make_event_queue(redis_url)
+    runs, sleeps = [], []
+
+    def work(self, burst=False, **kwargs):
+        runs.append(self)
+        if len(runs) < 3:
+            raise redis.exceptions.ConnectionError("Error 111 connecting. Connection refused.")
+        self.stop_asked = True  # what SIGTERM does
+
+    monkeypatch.setattr(rq.SimpleWorker, "work", work)
+    monkeypatch.setattr("time.sleep", lambda s: sleeps.append(s))
+    result = app.test_cli_runner().invoke(args=["bitrix24", "worker", "--interval", "3600"])
+    assert result.exit_code == 0, result.output
+    assert len(runs) == 3 and sleeps[:2] == [1.0, 2.0]
+    assert result.output.count("starting it again") == 2
