@@ -38,6 +38,11 @@ class ApiError(Exception):
         self.status, self.code, self.description, self.extra = status, code, description, extra
 
 
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds for ``Retry-After``: at least 1, at most an hour."""
+    return str(max(1, math.ceil(min(seconds, 3600))))
+
+
 def error_response(
     status: int, code: str, description: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
@@ -59,7 +64,7 @@ def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
         default = DEFAULT_RETRY_AFTER["OperatingLimit" if isinstance(exc, OperatingLimit) else "RateLimited"]
         wait = exc.retry_after if isinstance(exc.retry_after, (int, float)) and math.isfinite(exc.retry_after) \
             and exc.retry_after > 0 else default
-        headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600))))
+        headers["Retry-After"] = retry_after_header(wait)
     if exc.method:
         extra["method"] = exc.method
     if exc.http_status is not None:
@@ -71,7 +76,7 @@ def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
         code = "PORTAL_AUTH_FAILED"
         if isinstance(exc, Suspended):  # not sent: the breaker is open (services/breaker.py)
             extra["suspended"] = True
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 1)))
+            headers["Retry-After"] = retry_after_header(exc.retry_after or 1)
     log.info("bitrix24 error answered %s: %r", status, exc)
     return error_response(status, code, exc.description, headers, **extra)
 
@@ -82,7 +87,7 @@ def handle_api_error(exc: ApiError) -> Response:
     retry_after = extra.pop("retry_after", None)
     if exc.status in (429, 503) or retry_after is not None:
         wait = retry_after if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) else 1
-        headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600))))
+        headers["Retry-After"] = retry_after_header(wait)
     return error_response(exc.status, exc.code, exc.description, headers, **extra)
 
 

@@ -114,27 +114,39 @@ def bx_call(
     base, rate_limit, source = portal_target(client_id)
     state = runtime()
     # Calls on the global BITRIX_WEBHOOK_BASE are one tenant, "env", whatever client id they name.
-    metrics, tenant = state.metrics, tenant_label(client_id if source == "database" else None)
-    started = time.perf_counter()
+    tenant = tenant_label(client_id if source == "database" else None)
     try:
-        state.breaker.before_call(tenant, base)  # Suspended: the credentials were refused again and again
-        try:
-            envelope = state.caller.call(
-                base, method, body, bucket=state.bucket_for(rate_limit), max_wait=max_wait, repeatable=repeatable,
-                tenant=tenant, background=_BACKGROUND.get() if background is None else background,
-            )
-        except Bitrix24Error as exc:
-            _scrub_secret(exc, base)  # first: the breaker keeps (a cut of) the description
-            state.breaker.record(tenant, base, exc)
-            raise
-        state.breaker.record(tenant, base, None)
+        envelope = _guarded_call(
+            state, base, method, body, breaker_key=base, bucket=state.bucket_for(rate_limit), max_wait=max_wait,
+            repeatable=repeatable, tenant=tenant, background=_BACKGROUND.get() if background is None else background,
+        )
     except Bitrix24Error as exc:
-        _scrub_secret(exc, base)
-        metrics.record_call(tenant, method.lower(), time.perf_counter() - started, exc.code or type(exc).__name__)
         log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
         raise
-    metrics.record_call(tenant, method.lower(), time.perf_counter() - started)
     log.debug("bitrix24 %s ok for client %s", method, client_id)
+    return envelope
+
+
+def _guarded_call(state: Any, base: str, method: str, body: Any, *, breaker_key: str, tenant: str,
+                  **call: Any) -> dict[str, Any]:
+    """One call through the breaker (``breaker_key``: the webhook, or the portal host for checks),
+    the secret scrubbed from any error, the outcome counted in the metrics."""
+    started = time.perf_counter()
+    try:
+        state.breaker.before_call(tenant, breaker_key)  # Suspended: credentials refused again and again
+        try:
+            envelope = state.caller.call(base, method, body, tenant=tenant, **call)
+        except Bitrix24Error as exc:
+            _scrub_secret(exc, base)  # first: the breaker keeps (a cut of) the description
+            state.breaker.record(tenant, breaker_key, exc)
+            raise
+        state.breaker.record(tenant, breaker_key, None)
+    except Bitrix24Error as exc:
+        _scrub_secret(exc, base)
+        state.metrics.record_call(tenant, method.lower(), time.perf_counter() - started,
+                                  exc.code or type(exc).__name__)
+        raise
+    state.metrics.record_call(tenant, method.lower(), time.perf_counter() - started)
     return envelope
 
 
@@ -149,26 +161,13 @@ def check_webhook(base: str, rate_limit: dict[str, float] | None, *, client_id: 
     tenant = tenant_label(client_id)
     # Refused checks count like refused calls, per (tenant, portal host) whatever secret each try
     # names: a tenant trying webhook after webhook on a portal others share is stopped too.
-    checks = "check:" + urlsplit(base).netloc
-    started = time.perf_counter()
     try:
-        state.breaker.before_call(tenant, checks)
-        try:
-            envelope = state.caller.call(base, "profile", form_body(None), bucket=state.bucket_for(rate_limit),
-                                         max_wait=min(VERIFY_MAX_WAIT, state.caller.policy.max_wait),
-                                         repeatable=True, tenant=tenant)
-        except Bitrix24Error as exc:
-            _scrub_secret(exc, base)
-            state.breaker.record(tenant, checks, exc)
-            raise
-        state.breaker.record(tenant, checks, None)
+        return _guarded_call(state, base, "profile", form_body(None), breaker_key="check:" + urlsplit(base).netloc,
+                             tenant=tenant, bucket=state.bucket_for(rate_limit),
+                             max_wait=min(VERIFY_MAX_WAIT, state.caller.policy.max_wait), repeatable=True)
     except Bitrix24Error as exc:
-        _scrub_secret(exc, base)
-        state.metrics.record_call(tenant, "profile", time.perf_counter() - started, exc.code or type(exc).__name__)
         log.info("bitrix24 webhook check failed for client %s: %s", client_id, exc)
         raise
-    state.metrics.record_call(tenant, "profile", time.perf_counter() - started)
-    return envelope
 
 
 def _scrub_secret(exc: Bitrix24Error, base: str) -> None:
