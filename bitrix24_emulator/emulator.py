@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from . import costs, errors, system
+from . import catalog, costs, errors, eventsapi, links, productrows, system, tasks, userfields, users
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError
@@ -23,12 +23,17 @@ from .items import ItemStore
 from .limits import LeakyBucket, OperatingBudget
 from .phpform import assign_pairs, parse_str
 from .phpjson import dumps
+from .registry import Outcome, method_table, scope_table
 from .values import Clock
 
 ENTITIES = ("contact", "deal", "lead", "company", "activity", "item")
 CRM_ACTIONS = ("add", "get", "update", "delete", "list", "fields")
-METHODS = frozenset([f"crm.{e}.{a}" for e in ENTITIES for a in CRM_ACTIONS]
-                    + ["crm.duplicate.findbycomm", *system.SYSTEM_METHODS])
+CRM_METHODS = frozenset([f"crm.{e}.{a}" for e in ENTITIES for a in CRM_ACTIONS] + ["crm.duplicate.findbycomm"])
+# Method families in modules of their own (registry.py says how one plugs in).
+FAMILIES = (system, users, userfields, catalog, links, productrows, tasks, eventsapi)
+FAMILY_OF = method_table(FAMILIES)
+METHODS = CRM_METHODS | frozenset(FAMILY_OF) | {"profile", "batch"}
+SCOPE_OF = scope_table(FAMILIES)
 # Activities raise no events here; smart-process items raise ONCRMDYNAMICITEM* (§8).
 EVENT_NAMES = [f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "DYNAMICITEM")
                for a in ("ADD", "UPDATE", "DELETE")]
@@ -59,13 +64,6 @@ class Counters:
                 "by_method": dict(self.by_method), "batch_commands": dict(self.batch_commands),
                 "rate_limited": self.rate_limited, "operating_limited": self.operating_limited,
                 "failed": self.failed, "dropped": self.dropped, "connections": self.connections}
-
-
-@dataclass
-class _Outcome:
-    result: object
-    total: int | None = None
-    next: int | None = None
 
 
 class Emulator:
@@ -127,6 +125,7 @@ class Emulator:
         self.counters = Counters()
         self.events_sent: list[dict] = []
         self._sender = EventSender(event_url, event_timeout, self._record_event) if event_url else None
+        self._family_states: dict[str, object] = {}
 
     # ---- state for tests --------------------------------------------------------------------------
 
@@ -146,11 +145,19 @@ class Emulator:
         with self._lock:
             self.store.reset()
             self.item_store.reset()
+            self._family_states.clear()
             self.bucket.reset()
             self.budget.reset()
             self.counters = Counters()
             self.events_sent.clear()
             self._random = random.Random(self._seed)
+
+    def state(self, family):
+        """The per-portal state of a method family (its ``State(portal)``, made on first use)."""
+        state = self._family_states.get(family.__name__)
+        if state is None:
+            state = self._family_states[family.__name__] = family.State(self)
+        return state
 
     def reset_counters(self) -> None:
         """Start the request counters over (records and limits are kept): tests count what came after."""
@@ -285,7 +292,7 @@ class Emulator:
                 result = self._batch_command(name, query, context)
                 modelled += result[4]
                 return result[:4]
-            outcome = _Outcome(run_batch(params, execute))
+            outcome = Outcome(run_batch(params, execute))
         else:
             outcome = self._call(method, params, context)
             modelled = costs.server_time(method, params, outcome.total)
@@ -344,52 +351,54 @@ class Emulator:
 
     # ---- methods ----------------------------------------------------------------------------------
 
-    def _call(self, method: str, params: dict, context: dict) -> _Outcome:
+    def _call(self, method: str, params: dict, context: dict) -> Outcome:
         if method == "profile":
-            return _Outcome(self._profile())
-        if method in system.SYSTEM_METHODS:
-            return _Outcome(system.call(method, params, self))
+            return Outcome(self._profile())
+        family = FAMILY_OF.get(method)
+        if family is not None:
+            result = family.call(method, params, self, context)
+            return result if isinstance(result, Outcome) else Outcome(result)
         if method == "crm.duplicate.findbycomm":
-            return _Outcome(self.store.find_by_comm(params))
+            return Outcome(self.store.find_by_comm(params))
         _, entity, action = method.split(".")
         if entity == "item":
             return self._call_item(action, params, context)
         store = self.store
         if action == "fields":
-            return _Outcome(store.describe_fields(entity))
+            return Outcome(store.describe_fields(entity))
         if action == "get":
-            return _Outcome(store.get(entity, params))
+            return Outcome(store.get(entity, params))
         if action == "list":
             rows, total, following = store.list(entity, params)
-            return _Outcome(rows, total, following)
+            return Outcome(rows, total, following)
         if action == "add":
             new_id = store.add(entity, params)
             self._emit(entity, "ADD", new_id, context)
-            return _Outcome(new_id)
+            return Outcome(new_id)
         if action == "update":
             entity_id = store.update(entity, params)
             self._emit(entity, "UPDATE", entity_id, context)
-            return _Outcome(True)
+            return Outcome(True)
         entity_id = store.delete(entity, params)
         self._emit(entity, "DELETE", entity_id, context)
-        return _Outcome(True)
+        return Outcome(True)
 
-    def _call_item(self, action: str, params: dict, context: dict) -> _Outcome:
+    def _call_item(self, action: str, params: dict, context: dict) -> Outcome:
         items = self.item_store
         if action == "fields":
-            return _Outcome(items.describe_fields(params))
+            return Outcome(items.describe_fields(params))
         if action == "get":
-            return _Outcome(items.get(params))
+            return Outcome(items.get(params))
         if action == "list":
             page, total, following = items.list(params)
-            return _Outcome(page, total, following)
+            return Outcome(page, total, following)
         if action == "delete":
             type_id, item_id = items.delete(params)
             self._emit_item(type_id, "DELETE", item_id, context)
-            return _Outcome([])  # an empty PHP array (§2)
+            return Outcome([])  # an empty PHP array (§2)
         type_id, item_id, result = items.add(params) if action == "add" else items.update(params)
         self._emit_item(type_id, action.upper(), item_id, context)
-        return _Outcome(result)
+        return Outcome(result)
 
     def _profile(self) -> dict:
         return {"ID": str(self.user_id), "ADMIN": True, "NAME": "Demo", "LAST_NAME": "Administrator",
@@ -407,6 +416,10 @@ class Emulator:
         data = [("data[FIELDS][ID]", str(item_id)), ("data[FIELDS][ENTITY_TYPE_ID]", str(entity_type_id))]
         self._post_event(f"ONCRMDYNAMICITEM{action}", data, context)
 
+    def emit(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
+        """Post ``name`` with ``data`` pairs (``("data[FIELDS][ID]", "5")``) to the event handler."""
+        self._post_event(name, data, context)
+
     def _post_event(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
         if self._sender is None:
             return
@@ -414,7 +427,7 @@ class Emulator:
         scheme = "https" if self.domain else context["scheme"]
         pairs = [
             ("event", name),
-            ("event_handler_id", str(self.event_handler_ids[name])),
+            ("event_handler_id", str(self.event_handler_ids.setdefault(name, len(self.event_handler_ids) + 1))),
             *data,
             ("ts", str(int(self._now()))),
             ("auth[domain]", domain),

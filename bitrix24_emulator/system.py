@@ -21,12 +21,17 @@ ALL_SCOPES = ("crm", "task", "user", "user_basic", "user_brief", "department", "
 BASIC = ("profile", "app.info", "scope", "methods", "method.get", "server.time", "batch")
 USER_SCOPES = ("user", "user_basic", "user_brief")
 SYSTEM_METHODS = frozenset([*BASIC, "user.current"])
+METHODS = SYSTEM_METHODS - {"batch", "profile"}  # served here (batch and profile by the emulator)
 
 
 def scope_of(method: str) -> str:
     """The scope a method needs ("basic": none)."""
     if method in BASIC:
         return "basic"
+    from .emulator import SCOPE_OF
+
+    if method in SCOPE_OF:
+        return SCOPE_OF[method]
     if method.startswith("user."):
         return "user"
     return method.split(".", 1)[0]  # crm.*, task.*
@@ -59,7 +64,7 @@ def insufficient_scope(status: int = 401) -> ApiError:
                     "The request requires higher privileges than provided by the webhook token", status)
 
 
-def call(method: str, params: dict, emu) -> object:
+def call(method: str, params: dict, emu, context=None) -> object:
     """The result of one of ``SYSTEM_METHODS`` for the emulator ``emu``."""
     scopes = emu.scopes
     if method == "app.info":
