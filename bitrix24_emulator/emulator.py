@@ -17,10 +17,10 @@ from . import catalog, costs, errors, eventsapi, links, productrows, system, tas
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError
-from .events import EventSender
+from .events import EventSender, HandlerTable
 from .fields import ENTITY_TYPE_NAMES
 from .items import ItemStore
-from .limits import LeakyBucket, OperatingBudget
+from .limits import AddressBuckets, OperatingBudget
 from .phpform import assign_pairs, parse_str
 from .phpjson import dumps
 from .registry import Outcome, method_table, scope_table
@@ -109,7 +109,9 @@ class Emulator:
         identity = f"bitrix24-emulator:{self.user_id}:{self.secret}"
         self.member_id = member_id or hashlib.md5(identity.encode()).hexdigest()
         self.application_token = application_token or hashlib.md5((identity + ":token").encode()).hexdigest()
-        self.event_handler_ids = {name: i + 1 for i, name in enumerate(EVENT_NAMES)}
+        # Bound event handlers (events.py): event_url is the portal's outbound webhook, bound to every
+        # event the portal raises (the CRM ones up front, so their event_handler_ids are 1..15).
+        self.handlers = HandlerTable(event_url, EVENT_NAMES)
         self.clock = Clock(clock, utc_offset_minutes)
         self._now = clock
         self._lock = threading.RLock()
@@ -120,11 +122,11 @@ class Emulator:
                               validate_email=validate_email, delete_missing_error=delete_missing_error)
         self.item_store = ItemStore(self.clock, smart_processes, user_id=self.user_id, currency=currency,
                                     user_fields=user_fields)
-        self.bucket = LeakyBucket(float(rate), float(burst), clock)
+        self.bucket = AddressBuckets(float(rate), float(burst), clock)  # per client address (limits.py)
         self.budget = OperatingBudget(float(operating_limit), float(operating_window), clock)
         self.counters = Counters()
         self.events_sent: list[dict] = []
-        self._sender = EventSender(event_url, event_timeout, self._record_event) if event_url else None
+        self._sender = EventSender(event_timeout, self._record_event)  # its thread starts with the first event
         self._family_states: dict[str, object] = {}
 
     # ---- state for tests --------------------------------------------------------------------------
@@ -140,8 +142,7 @@ class Emulator:
 
     def reset(self) -> None:
         """Forget records, counters, limiter state and event history (queued events are dropped)."""
-        if self._sender:
-            self._sender.discard_pending()
+        self._sender.discard_pending()
         with self._lock:
             self.store.reset()
             self.item_store.reset()
@@ -166,7 +167,23 @@ class Emulator:
 
     def wait_events(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event has been posted (or failed); False on timeout."""
-        return True if self._sender is None else self._sender.wait(timeout)
+        return self._sender.wait(timeout)
+
+    def bind_event(self, event: str, handler: str, *, auth_type: int = 0) -> int:
+        """Bind ``handler`` to ``event`` as the portal's outbound webhook (set up by an administrator
+        in the portal, not over REST: a webhook may not call event.bind); returns its event_handler_id."""
+        with self._lock:
+            return self.handlers.bind(event, handler, user_id=auth_type).id
+
+    def unbind_event(self, event: str | None = None, handler: str | None = None) -> int:
+        """Remove outbound-webhook bindings matching ``event`` and ``handler`` (None: any); returns how many."""
+        with self._lock:
+            return self.handlers.unbind(event, handler)
+
+    def event_handlers(self) -> list[dict]:
+        """Every binding in event.get's shape, the outbound webhook's and applications' alike."""
+        with self._lock:
+            return [b.listed() for b in self.handlers.bindings()]
 
     # ---- WSGI -------------------------------------------------------------------------------------
 
@@ -179,8 +196,8 @@ class Emulator:
             with self._lock:
                 records = {**{k: len(v) for k, v in self.records.items()},
                            **{f"DYNAMIC_{k}": len(v) for k, v in self.items.items()}}
-                stats = {**self.counters.as_dict(), "records": records,
-                         "events_sent": len(self.events_sent)}
+                stats = {"member_id": self.member_id, "domain": self.domain, **self.counters.as_dict(),
+                         "records": records, "events_sent": len(self.events_sent)}
             return Response(dumps(stats), mimetype="application/json")(environ, start_response)
         if not path.startswith("/rest/"):
             return Response("Not found", status=404, mimetype="text/plain")(environ, start_response)
@@ -271,7 +288,7 @@ class Emulator:
             raise errors.invalid_credentials(self.auth_error_status)
         if not system.allowed(method, self.scopes):
             raise system.insufficient_scope(self.auth_error_status)
-        if self.limits and not self.bucket.try_acquire():
+        if self.limits and not self.bucket.try_acquire(request.remote_addr):
             self.counters.rate_limited += 1
             raise errors.query_limit()
         if fault == "fail-before":
@@ -281,7 +298,7 @@ class Emulator:
         if limited and self.budget.blocked(method):
             self.counters.operating_limited += 1
             raise errors.operation_time_limit()
-        context = {"host": request.host, "scheme": request.scheme}
+        context = {"host": request.host, "scheme": request.scheme, "auth_type": "webhook"}
         tick = time.perf_counter()
         commands = 0
         modelled = 0.0
@@ -421,26 +438,26 @@ class Emulator:
         self._post_event(name, data, context)
 
     def _post_event(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
-        if self._sender is None:
-            return
+        """Queue ``name`` once for each handler bound to it, each with its own event_handler_id."""
         domain = self.domain or context["host"]
         scheme = "https" if self.domain else context["scheme"]
-        pairs = [
-            ("event", name),
-            ("event_handler_id", str(self.event_handler_ids.setdefault(name, len(self.event_handler_ids) + 1))),
-            *data,
-            ("ts", str(int(self._now()))),
-            ("auth[domain]", domain),
-            ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
-            ("auth[server_endpoint]", SERVER_ENDPOINT),
-            ("auth[member_id]", self.member_id),
-            ("auth[application_token]", self.application_token),
-        ]
-        self._sender.enqueue(pairs)
+        for binding in self.handlers.handlers_for(name):
+            pairs = [
+                ("event", name),
+                ("event_handler_id", str(binding.id)),
+                *data,
+                ("ts", str(int(self._now()))),
+                ("auth[domain]", domain),
+                ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
+                ("auth[server_endpoint]", SERVER_ENDPOINT),
+                ("auth[member_id]", self.member_id),
+                ("auth[application_token]", self.application_token),
+            ]
+            self._sender.enqueue(binding.handler, pairs)
 
-    def _record_event(self, pairs, status, error) -> None:
+    def _record_event(self, url, pairs, status, error) -> None:
         payload = dict(pairs)
-        entry = {"event": payload["event"], "url": self.event_url, "payload": payload, "status": status,
+        entry = {"event": payload["event"], "url": url, "payload": payload, "status": status,
                  "ok": status is not None and 200 <= status < 300, "error": error}
         with self._lock:
             self.events_sent.append(entry)

@@ -1,4 +1,5 @@
-"""The two cloud limits (§4): a leaky bucket on requests and a per-method operating-time budget."""
+"""The two cloud limits: a leaky bucket on requests per portal and client address, and a per-method
+operating-time budget per portal (https://apidocs.bitrix24.com/limits.html)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,58 @@ class LeakyBucket:
             return False
         self.level += 1
         return True
+
+
+class AddressBuckets:
+    """One :class:`LeakyBucket` per client address, all with the same ``rate`` and ``burst``.
+
+    The docs track request intensity "separately for each Bitrix24 account" and say Bitrix24
+    "only considers the IP address from which the REST request is made": several applications on one
+    server calling the same portal share its limit (https://apidocs.bitrix24.com/limits.html). So a
+    portal keeps a bucket per address (the WSGI ``REMOTE_ADDR``; the port is not part of it): two
+    processes on one host share one, two hosts have one each. ``X-Forwarded-For`` is not read, the
+    emulator being reached directly. Buckets that have drained empty are dropped once there are many.
+    """
+
+    PRUNE_AT = 1024
+
+    def __init__(self, rate: float, burst: float, clock):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        self._buckets: dict[object, LeakyBucket] = {}
+
+    def bucket(self, address=None) -> LeakyBucket:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.PRUNE_AT:
+                self._prune()
+            bucket = self._buckets[address] = LeakyBucket(self.rate, self.burst, self.clock)
+        return bucket
+
+    def try_acquire(self, address=None) -> bool:
+        return self.bucket(address).try_acquire()
+
+    def level(self, address=None) -> float:
+        """The address's counter as of now (0 for an address not seen)."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return 0.0
+        bucket._drain(self.clock())
+        return bucket.level
+
+    def addresses(self) -> list:
+        return list(self._buckets)
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for address, bucket in list(self._buckets.items()):
+            bucket._drain(now)
+            if bucket.level <= 0:
+                del self._buckets[address]
 
 
 class OperatingBudget:
