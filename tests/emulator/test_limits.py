@@ -167,3 +167,46 @@ def test_offset_paging_exhausts_a_small_budget_then_recovers():
     assert api("crm.lead.get", {"id": 1})[0] == 200  # another method's budget is its own
     clock.advance(601)
     assert api("crm.lead.list", {"start": 0})[0] == 200
+
+
+def client_from(emu, address: str, port: str = "40000"):
+    """A werkzeug test client whose requests come from ``address:port`` (REMOTE_ADDR, REMOTE_PORT)."""
+    from werkzeug.test import Client
+
+    from .conftest import BASE
+
+    client = Client(emu)
+    return lambda method: client.post(BASE + method, environ_base={"REMOTE_ADDR": address, "REMOTE_PORT": port})
+
+
+def test_the_bucket_is_per_client_address_and_the_port_does_not_matter():
+    """https://apidocs.bitrix24.com/limits.html: request intensity is tracked per Bitrix24 account, and
+    "Bitrix24 only considers the IP address from which the REST request is made": applications on one
+    server share the limit. Two clients from one address (different ports) share a bucket; another
+    address has its own."""
+    from bitrix24_emulator import create_emulator
+
+    from .conftest import FakeClock
+
+    emu = create_emulator(clock=FakeClock(), burst=2, rate=0.001)
+    first = client_from(emu, "10.0.0.1", "50001")
+    second = client_from(emu, "10.0.0.1", "50002")
+    other_host = client_from(emu, "10.0.0.2", "50001")
+    assert [c("profile").status_code for c in (first, second, first, second)] == [200, 200, 503, 503]
+    assert [other_host("profile").status_code for _ in range(3)] == [200, 200, 503]
+    assert emu.counters.rate_limited == 3 and emu.counters.connections == 3
+    assert emu.bucket.level("10.0.0.1") == pytest.approx(2) and emu.bucket.level("10.0.0.3") == 0
+
+
+def test_the_operating_budget_is_the_portals_whatever_the_address():
+    """https://apidocs.bitrix24.com/limits.html: past the limit "this method is blocked for all
+    applications and webhooks of that account": a second address gets the 429 too."""
+    from bitrix24_emulator import create_emulator
+
+    from .conftest import FakeClock
+
+    emu = create_emulator(clock=FakeClock(), operating_limit=5, cost_per_call=6, burst=1000)
+    first, other_host = client_from(emu, "10.0.0.1"), client_from(emu, "10.0.0.2")
+    assert first("crm.contact.list").status_code == 200
+    assert other_host("crm.contact.list").status_code == 429
+    assert other_host("crm.deal.list").status_code == 200
