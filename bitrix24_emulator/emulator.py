@@ -19,7 +19,7 @@ from .crm import CrmStore
 from .errors import ApiError
 from .events import EventSender, HandlerTable
 from .fields import ENTITY_TYPE_NAMES
-from .items import ItemStore
+from .items import ItemStore, item_event
 from .limits import AddressBuckets, OperatingBudget
 from .phpform import assign_pairs, parse_str
 from .phpjson import dumps
@@ -121,7 +121,7 @@ class Emulator:
         self.store = CrmStore(self.clock, user_id=self.user_id, currency=currency, user_fields=user_fields,
                               validate_email=validate_email, delete_missing_error=delete_missing_error)
         self.item_store = ItemStore(self.clock, smart_processes, user_id=self.user_id, currency=currency,
-                                    user_fields=user_fields)
+                                    user_fields=user_fields, portal=self)  # types 1-4 over self.store
         self.bucket = AddressBuckets(float(rate), float(burst), clock)  # per client address (limits.py)
         self.budget = OperatingBudget(float(operating_limit), float(operating_window), clock)
         self.counters = Counters()
@@ -430,8 +430,7 @@ class Emulator:
                              context)
 
     def _emit_item(self, entity_type_id: int, action: str, item_id: int, context: dict) -> None:
-        data = [("data[FIELDS][ID]", str(item_id)), ("data[FIELDS][ENTITY_TYPE_ID]", str(entity_type_id))]
-        self._post_event(f"ONCRMDYNAMICITEM{action}", data, context)
+        self._post_event(*item_event(entity_type_id, action, item_id), context)  # items.py names it
 
     def emit(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
         """Post ``name`` with ``data`` pairs (``("data[FIELDS][ID]", "5")``) to the event handler."""

@@ -249,25 +249,107 @@ def user_field(name: str) -> Field:
     return Field("string", name, dynamic=True)
 
 
-# ---- smart processes (crm.item.*, camelCase, DOCS crm/universal/crm-item-fields.md) --------------
+# ---- smart processes (crm.item.*, camelCase) -------------------------------------------------------
+# The standard fields of a smart-process item, in the order crm.item.fields lists them
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-fields.html and the SPA part of
+# https://apidocs.bitrix24.com/api-reference/crm/universal/object-fields.html); stageSemanticId is
+# kept after stageId, as crm.item.get of the other types returns it.
+
+_ITEM_UTM = {name: _f("string", title) for name, title in (
+    ("utmSource", "Ad system"), ("utmMedium", "Traffic type"), ("utmCampaign", "Ad campaign ID"),
+    ("utmContent", "Campaign contents"), ("utmTerm", "Search term"))}
 
 SMART_PROCESS = {
     "id": _f("integer", "ID", read_only=True),
     "title": _f("string", "Name"),
-    "createdBy": _f("user", "Created by", read_only=True),
-    "updatedBy": _f("user", "Updated by", read_only=True),
+    "xmlId": _f("string", "External code"),
     "createdTime": _f("datetime", "Created at", read_only=True),
     "updatedTime": _f("datetime", "Updated at", read_only=True),
+    "createdBy": _f("user", "Created by", read_only=True),
+    "updatedBy": _f("user", "Updated by", read_only=True),
     "assignedById": _f("user", "Assigned to"),
     "opened": _f("boolean", "Publicly available", required=True),
-    "categoryId": _f("crm_category", "Pipeline"),
-    "stageId": _f("crm_status", "Stage"),
-    "stageSemanticId": _f("string", "Stage group", read_only=True),
-    "opportunity": _f("double", "Amount"),
-    "currencyId": _f("crm_currency", "Currency"),
+    "webformId": _f("integer", "Created by CRM form"),
+    "begindate": _f("date", "Start date"),
+    "closedate": _f("date", "End date"),
     "companyId": _f("crm_company", "Company"),
     "contactId": _f("crm_contact", "Contact"),
+    "contactIds": _f("crm_contact", "CONTACT_IDS", multiple=True),
+    "observers": _f("user", "Observers", multiple=True),
+    "categoryId": _f("crm_category", "Pipeline"),
+    "movedTime": _f("datetime", "Moved at", read_only=True),
+    "movedBy": _f("user", "Moved by", read_only=True),
+    "stageId": _f("crm_status", "Stage"),
+    "stageSemanticId": _f("string", "Stage group", read_only=True),
+    "previousStageId": _f("crm_status", "Previous stage", read_only=True),
+    "sourceId": _f("crm_status", "Source", status_type="SOURCE"),
+    "sourceDescription": _f("text", "Additional source info"),
+    "currencyId": _f("crm_currency", "Currency"),
+    "isManualOpportunity": _f("boolean", "Amount calculation mode"),
+    "opportunity": _f("double", "Amount"),
+    "taxValue": _f("double", "Tax amount"),
+    "mycompanyId": _f("crm_company", "Your company details"),
+    "lastActivityBy": _f("user", "Last activity in timeline by", read_only=True),
+    "lastActivityTime": _f("datetime", "Last activity", read_only=True),
+    **_ITEM_UTM,
 }
+
+# Smart invoices (entityTypeId 31): the SPA fields plus the invoice number and a comment
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/object-fields.html#invoice).
+SMART_INVOICE = {
+    **{k: v for k, v in SMART_PROCESS.items() if not k.startswith("utm")},
+    "accountNumber": _f("string", "Invoice number"),
+    "comments": _f("text", "Comment"),
+}
+
+# Estimates (entityTypeId 7): no pipelines; stages come from QUOTE_STATUS
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/object-fields.html#quote).
+QUOTE = {
+    "id": _f("integer", "ID", read_only=True),
+    "title": _f("string", "Name"),
+    "createdTime": _f("datetime", "Created at", read_only=True),
+    "updatedTime": _f("datetime", "Updated at", read_only=True),
+    "createdBy": _f("user", "Created by", read_only=True),
+    "updatedBy": _f("user", "Updated by", read_only=True),
+    "assignedById": _f("user", "Assigned to"),
+    "opened": _f("boolean", "Publicly available", required=True),
+    "leadId": _f("crm_lead", "Lead"),
+    "dealId": _f("crm_deal", "Deal"),
+    "companyId": _f("crm_company", "Company"),
+    "contactId": _f("crm_contact", "Contact"),
+    "contactIds": _f("crm_contact", "CONTACT_IDS", multiple=True),
+    "mycompanyId": _f("crm_company", "Your company details"),
+    "quoteNumber": _f("string", "Estimate #"),
+    "stageId": _f("crm_status", "Stage", status_type="QUOTE_STATUS"),
+    "stageSemanticId": _f("string", "Stage group", read_only=True),
+    "closed": _f("boolean", "Closed", read_only=True),
+    "currencyId": _f("crm_currency", "Currency"),
+    "isManualOpportunity": _f("boolean", "Amount calculation mode"),
+    "opportunity": _f("double", "Amount"),
+    "taxValue": _f("double", "Tax amount"),
+    "comments": _f("text", "Comment"),
+    "content": _f("text", "Content"),
+    "terms": _f("text", "Terms"),
+    "begindate": _f("date", "Start date"),
+    "closedate": _f("date", "End date"),
+    "actualDate": _f("date", "Valid until"),
+    "storageTypeId": _f("integer", "Storage type"),
+    "webformId": _f("integer", "Created by CRM form"),
+    "lastActivityBy": _f("user", "Last activity in timeline by", read_only=True),
+    "lastActivityTime": _f("datetime", "Last activity", read_only=True),
+    **_ITEM_UTM,
+}
+
+# Extra keys crm.item.fields shows for some fields (the crm-item-fields page's example).
+ITEM_FIELD_EXTRAS = {
+    "companyId": {"settings": {"parentEntityTypeId": 4}},
+    "contactId": {"isDeprecated": True},
+    "mycompanyId": {"settings": {"isMyCompany": True, "parentEntityTypeId": 4, "isEmbeddedEditorEnabled": True}},
+}
+
+# Item field types whose values are ints in crm.item answers.
+ITEM_INT_TYPES = {"integer", "user", "crm_company", "crm_contact", "crm_category", "crm_lead", "crm_deal",
+                  "crm_quote", "crm_entity"}
 
 
 def upper_name(camel: str) -> str:
@@ -275,13 +357,27 @@ def upper_name(camel: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z0-9])", "_", camel).upper()
 
 
-def smart_process_fields(entity_type_id: int, user_fields=()) -> dict[str, Field]:
-    defs = dict(SMART_PROCESS)
-    defs["stageId"] = Field("crm_status", "Stage", status_type=f"DYNAMIC_{entity_type_id}_STAGE_1")
+def smart_process_fields(entity_type_id: int, user_fields=(), category_id: int | None = None,
+                         base: dict | None = None, stage_status: str | None = None) -> dict[str, Field]:
+    """The fields of one item type: ``base`` (SMART_PROCESS by default) with the stage's status type
+    (``DYNAMIC_{type}_STAGE_{category}``) and the type's user fields."""
+    defs = dict(SMART_PROCESS if base is None else base)
+    if stage_status is None:
+        stage_status = f"DYNAMIC_{entity_type_id}_STAGE_{1 if category_id is None else category_id}"
+    for name in ("stageId", "previousStageId"):
+        if name in defs:
+            old = defs[name]
+            defs[name] = Field(old.type, old.title, read_only=old.read_only, status_type=stage_status)
     for uf in user_fields:
         defs[uf] = user_field(uf)
     return defs
 
 
 def describe_item_field(name: str, field: Field) -> dict:
-    return {**field.describe(), "upperName": upper_name(name)}
+    info = field.describe()
+    extra = ITEM_FIELD_EXTRAS.get(name, {})
+    if "isDeprecated" in extra:
+        info = {**{k: v for k, v in info.items() if k != "title"}, "isDeprecated": True, "title": info["title"]}
+    if "settings" in extra:
+        info["settings"] = extra["settings"]
+    return {**info, "upperName": upper_name(name)}

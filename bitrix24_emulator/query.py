@@ -94,31 +94,67 @@ def _matches(op: str, comparer: Comparer, stored, wanted) -> bool:
     return False
 
 
-def build_filter(filter_param, fields: dict[str, Field], clock: Clock):
-    """Turn the ``filter`` array into a predicate; unknown keys are dropped silently (§6)."""
+def build_filter(filter_param, fields: dict[str, Field], clock: Clock, nested: bool = False):
+    """Turn the ``filter`` array into a predicate; unknown keys are dropped silently (§6).
+
+    Legacy ``crm.*.list`` (``nested=False``): a key whose name is not a field is unset before the
+    query runs (CCrmRestProxyBase::internalizeFilterFields in the crm module's restservice.php), so a
+    ``LOGIC`` key and numbered sub-arrays (``{"0": {"LOGIC": "OR", ...}}``) are dropped and the
+    group filters nothing, as the legacy list page says ("no logic/OR": use crm.item.list,
+    https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-list.html).
+
+    ``crm.item.list`` (``nested=True``): a numbered key holding an array is a sub-filter, and a
+    ``logic`` key (any case) with ``OR`` joins the conditions of its level with OR instead of AND,
+    to any depth (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html).
+    """
     conditions = []
+    any_of = False
     for key, wanted in array_items(filter_param):
+        if nested and key.lower() == "logic":
+            any_of = not is_array(wanted) and (php_string(wanted) or "").upper() == "OR"
+            continue
+        if nested and key.isdigit() and is_array(wanted):
+            conditions.append(build_filter(wanted, fields, clock, nested=True))
+            continue
         op, name = split_operator(key)
         field = fields.get(name)
         if field is None or (field.is_collection and not field.is_multifield):
             continue
-        conditions.append((op, name, field, wanted))
+        conditions.append(_condition(op, name, field, wanted, clock))
 
     def predicate(record: dict) -> bool:
-        for op, name, field, wanted in conditions:
-            if field.is_multifield:
-                # Multi-fields match exactly, on any of the entity's values.
-                values = [item["VALUE"] for item in record.get(name) or []]
-                comparer = Comparer(Field("string", name), clock)
-                negate = op in ("!", "!=", "!@")
-                hit = any(_matches("@" if op in ("@", "!@") else "=", comparer, v, wanted) for v in values)
-                if hit == negate:
-                    return False
-            elif not _matches(op, Comparer(field, clock), record.get(name), wanted):
-                return False
-        return True
+        if any_of:
+            return not conditions or any(check(record) for check in conditions)
+        return all(check(record) for check in conditions)
 
     return predicate
+
+
+def _condition(op: str, name: str, field: Field, wanted, clock: Clock):
+    """One ``{op}{name}: wanted`` condition as a predicate on a record."""
+    negate = op in ("!", "!=", "!@")
+    if field.is_multifield:
+        # Multi-fields match exactly, on any of the entity's values.
+        comparer = Comparer(Field("string", name), clock)
+        inner = "@" if op in ("@", "!@") else "="
+
+        def multi(record: dict) -> bool:
+            values = [item["VALUE"] for item in record.get(name) or []]
+            return any(_matches(inner, comparer, v, wanted) for v in values) != negate
+
+        return multi
+    comparer = Comparer(field, clock)
+    if field.multiple:
+        # A multiple value (observers, contactIds) matches when one of its elements does;
+        # a negated condition holds when none does.
+        positive = {"!": "=", "!=": "=", "!@": "@"}.get(op, op)
+
+        def several(record: dict) -> bool:
+            values = record.get(name) or []
+            return any(_matches(positive, comparer, v, wanted) for v in values) != negate
+
+        return several
+    return lambda record: _matches(op, comparer, record.get(name), wanted)
 
 
 def build_order(order_param, fields: dict[str, Field]) -> list[tuple[str, bool]]:

@@ -171,7 +171,8 @@ def test_item_defaults_and_ignored_fields_section7(api):
     assert item["id"] == 1 and item["createdTime"].startswith("2026-11-27") and "nope" not in item
     assert item["title"] == "Projects #1" and item["opportunity"] == 0.0 and isinstance(item["opportunity"], float)
     assert (item["companyId"], item["contactId"], item["assignedById"], item["opened"]) == (0, 0, 1, "Y")
-    assert item["currencyId"] == "RUB" and item["stageSemanticId"] == "P" and item["fm"] == []
+    assert item["currencyId"] == "RUB" and item["stageSemanticId"] == "P"
+    assert "fm" not in item  # smart processes have no multi-fields (crm-item-add.md lists no fm for them)
 
 
 def test_item_category_and_stage_section7(api):
@@ -186,9 +187,9 @@ def test_item_category_and_stage_section7(api):
 
 
 @pytest.mark.parametrize("method", ["add", "get", "update", "delete", "list", "fields"])
-@pytest.mark.parametrize("type_id", [None, 999, 3, "abc"])
+@pytest.mark.parametrize("type_id", [None, 999, 8, "abc"])
 def test_spa_not_found_section3(api, method, type_id):
-    """§3: a missing, unknown or non-smart-process entityTypeId is 400 NOT_FOUND "SPA not found"."""
+    """§3: a missing, unknown or unserved (8: requisites) entityTypeId is 400 NOT_FOUND "SPA not found"."""
     payload = {"id": 1, "fields": {"title": "x"}}
     if type_id is not None:
         payload["entityTypeId"] = type_id
@@ -236,16 +237,18 @@ def test_cli_smart_process_option():
 
 
 def test_item_fm_rules_section7(api):
-    """§7 fm: an array on add; on update nX keys add, a numeric id changes or (empty value) deletes;
-    typeId is required in every element; an array on update only adds; a string is ignored."""
-    item = add_item(api, fm=[{"typeId": "PHONE", "value": "+1 111"}, {"typeId": "EMAIL", "valueType": "HOME",
-                                                                          "value": "a@x.io"},
-                             {"value": "no type"}])
-    assert item["fm"] == [{"id": 1, "typeId": "PHONE", "valueType": "WORK", "value": "+1 111"},
-                          {"id": 2, "typeId": "EMAIL", "valueType": "HOME", "value": "a@x.io"}]
+    """§7 fm (contacts, leads and companies; https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-update.html):
+    an array on add; on update nX keys add, a numeric id changes or (empty value) deletes; typeId is required in
+    every element; an array on update only adds; a string is ignored. The entries are the contact's legacy
+    PHONE/EMAIL/WEB items, same ids."""
+    item = api.ok("crm.item.add", {"entityTypeId": 3, "fields": {"name": "Ann", "fm": [
+        {"typeId": "PHONE", "value": "+1 111"}, {"typeId": "EMAIL", "valueType": "HOME", "value": "a@x.io"},
+        {"value": "no type"}]}})["item"]
+    assert item["fm"] == [{"id": 1, "valueType": "WORK", "value": "+1 111", "typeId": "PHONE"},
+                          {"id": 2, "valueType": "HOME", "value": "a@x.io", "typeId": "EMAIL"}]
 
     def update(fm):
-        return api.ok("crm.item.update", {"entityTypeId": SPA, "id": item["id"], "fields": {"fm": fm}})["item"]["fm"]
+        return api.ok("crm.item.update", {"entityTypeId": 3, "id": item["id"], "fields": {"fm": fm}})["item"]["fm"]
 
     fm = update({"1": {"typeId": "PHONE", "value": "+1 222"}, "2": {"typeId": "EMAIL", "value": ""},
                  "n0": {"typeId": "WEB", "value": "x.io"}, "n1": {"value": "ignored"}})
@@ -253,9 +256,11 @@ def test_item_fm_rules_section7(api):
     fm = update([{"typeId": "PHONE", "value": "+1 333"}, {"typeId": "PHONE", "value": ""}])
     assert [e["value"] for e in fm] == ["+1 222", "x.io", "+1 333"]
     assert update("garbage") == fm
-    rows = api.ok("crm.item.list", {"entityTypeId": SPA, "select": ["id", "title"]})["items"]
-    assert "fm" not in rows[0]
-    assert api.ok("crm.item.list", {"entityTypeId": SPA, "select": ["*"]})["items"][0]["fm"] == fm
+    legacy = api.ok("crm.contact.get", {"id": item["id"]})
+    assert [p["VALUE"] for p in legacy["PHONE"]] == ["+1 222", "+1 333"] and legacy["WEB"][0]["ID"] == "3"
+    rows = api.ok("crm.item.list", {"entityTypeId": 3, "select": ["id", "name", "fm"]})["items"]
+    assert rows == [{"id": 1, "name": "Ann"}]  # fm cannot be named in select (crm-item-list.md)
+    assert api.ok("crm.item.list", {"entityTypeId": 3, "select": ["*"]})["items"][0]["fm"] == fm
 
 
 @pytest.fixture
@@ -293,7 +298,9 @@ def test_item_list_filter_order_select_section6(projects):
     assert item_ids(projects, {"order": {"assignedById": "ASC", "id": "DESC"}})[:2] == [120, 117]
     rows = projects.ok("crm.item.list", {"entityTypeId": SPA, "select": ["title", "opportunity"],
                                          "filter": {"id": 7}})["items"]
-    assert rows == [{"id": 7, "title": "Project 007", "opportunity": 73.5, "entityTypeId": SPA}]
+    # An explicit select gives the named fields and id only, no entityTypeId (crm-item-list.md's example and
+    # fast_bitrix24's tests/real_responses/crm_item_list.py).
+    assert rows == [{"id": 7, "title": "Project 007", "opportunity": 73.5}]
     everything = projects.ok("crm.item.list", {"entityTypeId": SPA, "select": ["*"], "filter": {"id": 7}})["items"]
     assert everything[0] == projects.ok("crm.item.get", {"entityTypeId": SPA, "id": 7})["item"]
 
