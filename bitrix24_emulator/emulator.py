@@ -120,6 +120,7 @@ class Emulator:
         self._random = random.Random(seed)
         self.store = CrmStore(self.clock, user_id=self.user_id, currency=currency, user_fields=user_fields,
                               validate_email=validate_email, delete_missing_error=delete_missing_error)
+        self.store.family_state = self.state  # links and product rows follow CRM records (crm.py)
         self.item_store = ItemStore(self.clock, smart_processes, user_id=self.user_id, currency=currency,
                                     user_fields=user_fields, portal=self)  # types 1-4 over self.store
         self.bucket = AddressBuckets(float(rate), float(burst), clock)  # per client address (limits.py)
