@@ -1,4 +1,10 @@
-"""``python -m bitrix24_emulator --port 5002``: run the emulator until Ctrl-C or SIGTERM."""
+"""``python -m bitrix24_emulator --port 5002``: run the emulator until Ctrl-C or SIGTERM.
+
+``--portals 100`` serves a hundred portals on the one port, each with its own data, limits and
+events: portal N answers at Host ``portal-N.bitrix24.test`` (``--domain`` with ``{n}``) or, with no
+DNS, by its webhook secret: ``--secret`` for portal 1 (``demo``), the secret followed by N for the
+others (``demo2`` ... ``demo100``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import sys
 from werkzeug.serving import make_server
 
 from .emulator import create_emulator
+from .portals import DEFAULT_DOMAIN, create_portals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-phase", choices=["random", "before", "after"], default="random")
     p.add_argument("--event-url", default=None, help="where to POST ONCRM* events")
     p.add_argument("--application-token", default=None, help="auth[application_token] in events")
-    p.add_argument("--domain", default=None, help="auth[domain] in events (default: request Host)")
+    p.add_argument("--domain", default=None,
+                   help="auth[domain] in events (default: request Host); with --portals a pattern with {n} "
+                        f"(default {DEFAULT_DOMAIN})")
+    p.add_argument("--portals", type=int, default=None, metavar="N",
+                   help="serve N portals on this port, told apart by Host or by the webhook secret")
+    p.add_argument("--bind", action="append", default=[], metavar="EVENT=URL",
+                   help="bind URL to EVENT as the portal's outbound webhook (every portal's with --portals); "
+                        "repeatable")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-limits", action="store_true", help="turn off both limiters")
     p.add_argument("--time-scale", type=float, default=0.0,
@@ -70,24 +84,67 @@ def _preload(items: list[str]) -> dict[str, int]:
     return out
 
 
+def _bindings(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        event, _, url = item.partition("=")
+        if not event.strip() or not url.strip().startswith(("http://", "https://")):
+            raise SystemExit(f"--bind wants EVENT=URL, e.g. ONCRMDEALADD=https://example.com/h, not {item!r}")
+        out.append((event.strip(), url.strip()))
+    return out
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    emu = create_emulator(
+    options = dict(
         user_id=args.user_id, secret=args.secret, rate=args.rate, burst=args.burst,
         operating_limit=args.operating_limit, operating_window=args.operating_window,
         cost_per_call=args.cost_per_call, latency_ms=args.latency, fail_rate=args.fail_rate,
         drop_rate=args.drop_rate, drop_phase=args.drop_phase,
         fail_status=args.fail_status, fail_phase=args.fail_phase, event_url=args.event_url,
-        application_token=args.application_token, domain=args.domain, seed=args.seed,
+        application_token=args.application_token, seed=args.seed,
         limits=not args.no_limits, preload=_preload(args.preload), scopes=args.scopes,
         time_scale=args.time_scale,
         smart_processes=_smart_processes(args.smart_process))
-    server = make_server(args.host, args.port, emu, threaded=True)
+    bindings = _bindings(args.bind)
+    if args.portals is not None:
+        if args.portals < 1:
+            raise SystemExit("--portals wants a number of portals, 1 or more")
+        try:
+            app = create_portals(args.portals, domain=args.domain or DEFAULT_DOMAIN, **options)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        portals = app.portals
+    else:
+        app = create_emulator(domain=args.domain, **options)
+        portals = [app]
+    for portal in portals:
+        for event, url in bindings:
+            portal.bind_event(event, url)
+    server = make_server(args.host, args.port, app, threaded=True)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
-    print(f"Bitrix24 emulator webhook base: http://{host}:{server.port}/rest/{emu.user_id}/{emu.secret}/",
-          flush=True)
+    url = f"http://{host}:{server.port}"
+    first = portals[0]
+    if args.portals is None:
+        print(f"Bitrix24 emulator webhook base: {url}/rest/{first.user_id}/{first.secret}/", flush=True)
+    else:
+        print(f"Bitrix24 emulator: {len(portals)} portal(s); portal 1's webhook base: "
+              f"{url}/rest/{first.user_id}/{first.secret}/", flush=True)
+        secret_n = args.secret.replace("{n}", "N") if "{n}" in args.secret else f"{args.secret}N"
+        shown = sorted({1, min(2, len(portals)), len(portals)})
+        examples = ", ".join(f"portal {n}: {portals[n - 1].secret}" for n in shown)
+        if len(portals) > 1:
+            print(f"Portal N's webhook base: {url}/rest/{first.user_id}/{secret_n}/ ({examples}); the header "
+                  f"Host: {(args.domain or DEFAULT_DOMAIN).replace('{n}', 'N')} reaches portal N too (with its "
+                  f"own secret in the path)", flush=True)
+        else:
+            print(f"It answers at Host {first.domain} too", flush=True)
+        print(f"Counters: {url}/_emulator/stats (all portals), {url}/_emulator/stats?portal=N (portal N)",
+              flush=True)
     if args.event_url:
-        print(f"Events go to {args.event_url} with application_token {emu.application_token}", flush=True)
+        tokens = first.application_token if args.portals is None else "each portal's own application_token"
+        print(f"Events go to {args.event_url} with {'application_token ' if args.portals is None else ''}"
+              f"{tokens}", flush=True)
 
     def ignore_further_signals() -> None:
         # Ctrl-C reaches the whole process group and `make run` then also sends SIGTERM: a second
