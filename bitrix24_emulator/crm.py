@@ -7,10 +7,11 @@ import re
 from datetime import timedelta
 
 from . import fields as fieldsmod
+from . import userfields as ufmod
 from .errors import ApiError, crm_error
 from .fields import MULTI_DEFAULT_TYPE, MULTI_FIELDS, Field
 from .phpform import array_items, array_values, is_array, php_int, php_string
-from .query import build_filter, build_order, first_page_by_id, resolve_select, sort_records
+from .query import build_order, first_page_by_id, resolve_select, sort_records
 from .values import Clock, integer, is_empty, money, yes_no
 
 PAGE_SIZE = 50
@@ -19,10 +20,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EMAIL_LABELS = {"WORK": "Work e-mail", "HOME": "Personal e-mail", "MAILING": "Newsletter e-mail",
                  "OTHER": "Other e-mail"}
 _LINK_TYPES = {"crm_company", "crm_contact", "crm_lead", "crm_quote"}
-# crm.deal.fields/crm.lead.fields describe CONTACT_IDS, but get and list never return it and it cannot be
-# filtered on (https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-list.html): links.py keeps the
-# links, reading it (and COMPANY_IDS on contacts) from add/update.
-WRITE_ONLY = {"CONTACT_IDS"}
 
 
 def resolve_array_param(params: dict, name: str, default=None):
@@ -55,20 +52,21 @@ class CrmStore:
         self.validate_email = validate_email
         self.delete_missing_error = delete_missing_error
         self.fields: dict[str, dict[str, Field]] = {}
-        self.described: dict[str, dict[str, Field]] = {}
         for entity, defs in fieldsmod.ENTITIES.items():
             merged = dict(defs)
             extra = (user_fields or {}).get(entity) or ()
             for uf in extra:
                 merged[uf] = fieldsmod.user_field(uf)
-            self.described[entity] = merged
-            self.fields[entity] = {name: f for name, f in merged.items() if name not in WRITE_ONLY}
+            self.fields[entity] = merged
         self.records: dict[str, dict[int, dict]] = {}
-        # Set by the emulator: family module -> its per-portal State (links and product rows follow records).
-        self.family_state = None
         self.reset()
 
     def reset(self) -> None:
+        # User fields made at runtime (crm.*.userfield.add) are forgotten with the records.
+        self._configured = getattr(self, "_configured", None) or [
+            {e: dict(d) for e, d in table.items()} for table in self._field_tables()]
+        for table, configured in zip(self._field_tables(), self._configured, strict=True):
+            table.update({e: dict(d) for e, d in configured.items()})
         self.records.clear()
         self.records.update({entity: {} for entity in self.fields})
         self._next_id = {entity: 1 for entity in self.fields}
@@ -77,7 +75,26 @@ class CrmStore:
     # ---- metadata ---------------------------------------------------------------------------------
 
     def describe_fields(self, entity: str) -> dict:
-        return {name: f.describe() for name, f in self.described[entity].items()}
+        return {name: f.describe() for name, f in self.fields[entity].items()}
+
+    def _field_tables(self) -> list[dict]:
+        """The stored fields and, where it differs, what crm.*.fields describes."""
+        described = getattr(self, "described", None)
+        return [self.fields] + ([described] if described is not None and described is not self.fields else [])
+
+    def add_user_field(self, entity: str, name: str, field: Field) -> None:
+        """A user field made or changed at runtime (userfields.py): described, stored, on every record."""
+        for table in self._field_tables():
+            table[entity][name] = field
+        for record in self.records[entity].values():
+            record.setdefault(name, None)
+
+    def remove_user_field(self, entity: str, name: str) -> None:
+        """A deleted user field leaves the entity and every record."""
+        for table in self._field_tables():
+            table[entity].pop(name, None)
+        for record in self.records[entity].values():
+            record.pop(name, None)
 
     # ---- value handling ---------------------------------------------------------------------------
 
@@ -89,7 +106,7 @@ class CrmStore:
         if kind == "crm_activity_communication":
             return self._communications(value)
         if field.dynamic:
-            return copy.deepcopy(value) if is_array(value) else php_string(value)
+            return ufmod.internal_value(field, value, self.clock, self.currency)
         if kind in ("date", "datetime"):
             if is_array(value):
                 return ...
@@ -257,6 +274,7 @@ class CrmStore:
         fields_param, method_params = self._fields_and_params(params)
         import_mode = (php_string(dict(array_items(method_params)).get("IMPORT")) or "").upper() == "Y"
         scalars, multis = self._internalize(entity, fields_param, import_mode)
+        ufmod.prepare_write(self.fields[entity], scalars, creating=True)
         if entity == "contact" and is_empty(scalars.get("NAME")) and is_empty(scalars.get("LAST_NAME")):
             raise crm_error('The "First name" field is required.<br />')
         if entity == "company" and is_empty(scalars.get("TITLE")):
@@ -282,22 +300,7 @@ class CrmStore:
         self._refresh_flags(entity, record)
         self._next_id[entity] = new_id + 1
         self.records[entity][new_id] = record
-        self._links_after_write(entity, new_id, fields_param, creating=True)
         return new_id
-
-    def _links_after_write(self, entity: str, entity_id: int, fields_param, creating: bool) -> None:
-        if self.family_state is not None and entity in ("deal", "lead", "contact"):
-            from . import links
-
-            self.family_state(links).after_write(entity, entity_id, fields_param, creating)
-
-    def _forget_links(self, entity: str, entity_id: int) -> None:
-        """A deleted record takes its contact/company links and its product rows with it."""
-        if self.family_state is not None:
-            from . import links, productrows
-
-            self.family_state(links).forget(entity, entity_id)
-            self.family_state(productrows).forget(entity, entity_id)
 
     @staticmethod
     def _check_activity(scalars: dict, creating: bool) -> None:
@@ -328,6 +331,8 @@ class CrmStore:
             if defs[name].is_multifield:
                 if value:
                     out[name] = copy.deepcopy(value)
+            elif defs[name].dynamic:
+                out[name] = ufmod.output_value(defs[name], value)
             else:
                 out[name] = copy.deepcopy(value)
         return out
@@ -344,6 +349,7 @@ class CrmStore:
         missing = {"contact": "Contact is not found", "company": "Company is not found"}
         _, record = self._require(entity, params, missing.get(entity, "Not found"))
         scalars, multis = self._internalize(entity, fields_param, False)
+        ufmod.prepare_write(self.fields[entity], scalars, creating=False)
         scalars.pop("CATEGORY_ID", None)  # immutable after creation
         if entity == "activity":
             scalars.pop("TYPE_ID", None)  # immutable too
@@ -366,7 +372,6 @@ class CrmStore:
         else:
             record.update(DATE_MODIFY=self.clock.iso(), MODIFY_BY_ID=self.user_id)
         self._refresh_flags(entity, record)
-        self._links_after_write(entity, entity_id, fields_param, creating=False)
         return entity_id
 
     def delete(self, entity: str, params: dict) -> int:
@@ -378,7 +383,6 @@ class CrmStore:
                 raise ApiError("ERROR_CORE", "Element not found", 400)
             raise crm_error("Not found")
         del self.records[entity][entity_id]
-        self._forget_links(entity, entity_id)
         return entity_id
 
     def list(self, entity: str, params: dict) -> tuple[list, int | None, int | None]:
@@ -390,7 +394,7 @@ class CrmStore:
             raise crm_error("Parameter 'filter' must be array.")
         defs = self.fields[entity]
         names = resolve_select(resolve_array_param(params, "select", {}), defs)
-        predicate = build_filter(filter_param, defs, self.clock)
+        predicate = ufmod.build_record_filter(filter_param, defs, self.clock)
         order = build_order(order_param, defs)
         start = php_int(params.get("start", 0))
         if start < 0 and order in ([], [("ID", False)]):

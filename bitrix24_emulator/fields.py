@@ -7,6 +7,7 @@ DOCS crm-contact-fields.md. Order matters: ``get``/``list`` emit keys in this or
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,15 @@ EXACT_ONLY_TYPES = {"crm_status", "crm_company", "crm_contact"}
 
 @dataclass(frozen=True)
 class Field:
+    """One field as ``crm.*.fields`` describes it.
+
+    A user field (``dynamic``) also carries its labels in the portal language, its ``settings`` (an
+    object, as a real portal sends it) and, for an enumeration, its ``items`` as ``(ID, VALUE)``
+    pairs; ``crm.*.fields`` then shows ``listLabel``/``formLabel``/``filterLabel``/``settings`` and
+    ``items: [{ID, VALUE}]``, with ``title`` = the field's code
+    (https://apidocs.bitrix24.com/api-reference/crm/companies/crm-company-fields.html).
+    """
+
     type: str
     title: str
     required: bool = False
@@ -35,6 +45,14 @@ class Field:
     multiple: bool = False
     status_type: str | None = None
     dynamic: bool = False
+    list_label: str | None = None
+    form_label: str | None = None
+    filter_label: str | None = None
+    settings: object = None
+    items: tuple | None = None
+    default: object = None  # a new record's value when add leaves the field out (user fields)
+
+    __hash__ = None  # settings is a dict: a Field is compared, never hashed
 
     def describe(self) -> dict:
         info = {
@@ -44,12 +62,18 @@ class Field:
             "isImmutable": self.immutable,
             "isMultiple": self.multiple,
             "isDynamic": self.dynamic,
-            "title": self.title,
         }
+        if self.dynamic and self.items is not None:
+            info["items"] = [{"ID": item_id, "VALUE": value} for item_id, value in self.items]
+        info["title"] = self.title
         if self.status_type:
             info["statusType"] = self.status_type
         if self.dynamic:
-            info.update(listLabel=self.title, formLabel=self.title, filterLabel=self.title, settings=[])
+            settings = copy.deepcopy(self.settings) if self.settings is not None else {}
+            info.update(listLabel=self.list_label if self.list_label is not None else self.title,
+                        formLabel=self.form_label if self.form_label is not None else self.title,
+                        filterLabel=self.filter_label if self.filter_label is not None else self.title,
+                        settings=settings)
         return info
 
     @property
@@ -148,7 +172,6 @@ DEAL = {
     "TAX_VALUE": _f("double", "Tax rate"),
     "COMPANY_ID": _f("crm_company", "Company"),
     "CONTACT_ID": _f("crm_contact", "Contact"),
-    "CONTACT_IDS": _f("crm_contact", "Contacts", multiple=True),  # write-only: crm.py, links.py
     "QUOTE_ID": _f("crm_quote", "Quote", read_only=True),
     "BEGINDATE": _f("date", "Start date"),
     "CLOSEDATE": _f("date", "Estimated close date"),
@@ -184,7 +207,6 @@ LEAD = {
     **_HAS, **_OWNERSHIP,
     "COMPANY_ID": _f("crm_company", "Company"),
     "CONTACT_ID": _f("crm_contact", "Contact"),
-    "CONTACT_IDS": _f("crm_contact", "CONTACT_IDS", multiple=True),  # write-only: crm.py, links.py
     "IS_RETURN_CUSTOMER": _f("char", "Repeat lead", read_only=True),
     "DATE_CLOSED": _f("datetime", "Closed on", read_only=True),
     **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
@@ -247,8 +269,18 @@ ENTITIES = {"contact": CONTACT, "deal": DEAL, "lead": LEAD, "company": COMPANY, 
 ENTITY_TYPE_NAMES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "company": "COMPANY"}
 
 
-def user_field(name: str) -> Field:
-    return Field("string", name, dynamic=True)
+# What a portal stores as SETTINGS of a new ``string`` user field (type handler defaults), as
+# crm.*.fields shows them: https://apidocs.bitrix24.com/api-reference/crm/companies/crm-company-fields.html
+STRING_SETTINGS = {"SIZE": 20, "ROWS": 1, "REGEXP": "", "MIN_LENGTH": 0, "MAX_LENGTH": 0, "DEFAULT_VALUE": ""}
+
+
+def user_field(name: str, type_: str = "string", **kw) -> Field:
+    """A user field; the ``user_fields=`` option makes ``string`` ones labelled with their own code."""
+    if type_ == "string":
+        kw.setdefault("settings", dict(STRING_SETTINGS))
+    for key in ("list_label", "form_label", "filter_label"):
+        kw.setdefault(key, name)
+    return Field(type_, name, dynamic=True, **kw)
 
 
 # ---- smart processes (crm.item.*, camelCase) -------------------------------------------------------
