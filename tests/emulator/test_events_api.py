@@ -207,3 +207,35 @@ def test_events_lists_what_the_scopes_allow():
     assert oauth(emu, "events", {"scope": "task"}) == [*eventsapi.EVENT_SCOPES["basic"], "ONTASKADD", "ONTASKUPDATE",
                                                        "ONTASKDELETE"]
 
+
+
+def test_cli_bind_adds_an_outbound_webhook_handler():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    receiver = Receiver()
+    proc = subprocess.Popen([sys.executable, "-m", "bitrix24_emulator", "--port", "0", "--no-limits",
+                             "--bind", f"ONCRMDEALADD={receiver.url}"], cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        base = proc.stdout.readline().strip().split()[-1]
+        requests.post(base + "crm.contact.add", json={"fields": {"NAME": "A"}}, timeout=5)
+        requests.post(base + "crm.deal.add", json={"fields": {"TITLE": "D"}}, timeout=5)
+        deadline = time.monotonic() + 5
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        assert [(dict(p)["event"], dict(p)["event_handler_id"]) for _, p in receiver.received] == [
+            ("ONCRMDEALADD", "1")]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        receiver.close()

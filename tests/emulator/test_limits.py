@@ -210,3 +210,21 @@ def test_the_operating_budget_is_the_portals_whatever_the_address():
     assert first("crm.contact.list").status_code == 200
     assert other_host("crm.contact.list").status_code == 429
     assert other_host("crm.deal.list").status_code == 200
+
+
+def test_drained_address_buckets_are_dropped_once_there_are_many():
+    """Not Bitrix24: a portal reached from very many addresses forgets those whose bucket has drained."""
+    from bitrix24_emulator.limits import AddressBuckets
+
+    from .conftest import FakeClock
+
+    clock = FakeClock()
+    buckets = AddressBuckets(rate=1.0, burst=5, clock=clock)
+    buckets.PRUNE_AT = 3
+    for address in ("a", "b", "c"):
+        assert buckets.try_acquire(address)
+    clock.advance(0.5)
+    assert buckets.try_acquire("c")  # c is at 1.5, a and b at 0.5
+    clock.advance(0.6)  # a and b have drained; c has not
+    assert buckets.try_acquire("d")
+    assert sorted(buckets.addresses()) == ["c", "d"] and buckets.level("c") == pytest.approx(0.9)
