@@ -20,6 +20,10 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EMAIL_LABELS = {"WORK": "Work e-mail", "HOME": "Personal e-mail", "MAILING": "Newsletter e-mail",
                  "OTHER": "Other e-mail"}
 _LINK_TYPES = {"crm_company", "crm_contact", "crm_lead", "crm_quote"}
+# crm.deal.fields/crm.lead.fields describe CONTACT_IDS, but get and list never return it and it cannot be
+# filtered on (https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-list.html): links.py keeps the
+# links, reading it (and COMPANY_IDS on contacts) from add/update.
+WRITE_ONLY = {"CONTACT_IDS"}
 
 
 def resolve_array_param(params: dict, name: str, default=None):
@@ -52,13 +56,17 @@ class CrmStore:
         self.validate_email = validate_email
         self.delete_missing_error = delete_missing_error
         self.fields: dict[str, dict[str, Field]] = {}
+        self.described: dict[str, dict[str, Field]] = {}
         for entity, defs in fieldsmod.ENTITIES.items():
             merged = dict(defs)
             extra = (user_fields or {}).get(entity) or ()
             for uf in extra:
                 merged[uf] = fieldsmod.user_field(uf)
-            self.fields[entity] = merged
+            self.described[entity] = merged
+            self.fields[entity] = {name: f for name, f in merged.items() if name not in WRITE_ONLY}
         self.records: dict[str, dict[int, dict]] = {}
+        # Set by the emulator: family module -> its per-portal State (links and product rows follow records).
+        self.family_state = None
         self.reset()
 
     def reset(self) -> None:
@@ -75,7 +83,7 @@ class CrmStore:
     # ---- metadata ---------------------------------------------------------------------------------
 
     def describe_fields(self, entity: str) -> dict:
-        return {name: f.describe() for name, f in self.fields[entity].items()}
+        return {name: f.describe() for name, f in self.described[entity].items()}
 
     def _field_tables(self) -> list[dict]:
         """The stored fields and, where it differs, what crm.*.fields describes."""
@@ -300,7 +308,22 @@ class CrmStore:
         self._refresh_flags(entity, record)
         self._next_id[entity] = new_id + 1
         self.records[entity][new_id] = record
+        self._links_after_write(entity, new_id, fields_param, creating=True)
         return new_id
+
+    def _links_after_write(self, entity: str, entity_id: int, fields_param, creating: bool) -> None:
+        if self.family_state is not None and entity in ("deal", "lead", "contact"):
+            from . import links
+
+            self.family_state(links).after_write(entity, entity_id, fields_param, creating)
+
+    def _forget_links(self, entity: str, entity_id: int) -> None:
+        """A deleted record takes its contact/company links and its product rows with it."""
+        if self.family_state is not None:
+            from . import links, productrows
+
+            self.family_state(links).forget(entity, entity_id)
+            self.family_state(productrows).forget(entity, entity_id)
 
     @staticmethod
     def _check_activity(scalars: dict, creating: bool) -> None:
@@ -372,6 +395,7 @@ class CrmStore:
         else:
             record.update(DATE_MODIFY=self.clock.iso(), MODIFY_BY_ID=self.user_id)
         self._refresh_flags(entity, record)
+        self._links_after_write(entity, entity_id, fields_param, creating=False)
         return entity_id
 
     def delete(self, entity: str, params: dict) -> int:
@@ -383,6 +407,7 @@ class CrmStore:
                 raise ApiError("ERROR_CORE", "Element not found", 400)
             raise crm_error("Not found")
         del self.records[entity][entity_id]
+        self._forget_links(entity, entity_id)
         return entity_id
 
     def list(self, entity: str, params: dict) -> tuple[list, int | None, int | None]:

@@ -172,6 +172,7 @@ DEAL = {
     "TAX_VALUE": _f("double", "Tax rate"),
     "COMPANY_ID": _f("crm_company", "Company"),
     "CONTACT_ID": _f("crm_contact", "Contact"),
+    "CONTACT_IDS": _f("crm_contact", "Contacts", multiple=True),  # write-only: crm.py, links.py
     "QUOTE_ID": _f("crm_quote", "Quote", read_only=True),
     "BEGINDATE": _f("date", "Start date"),
     "CLOSEDATE": _f("date", "Estimated close date"),
@@ -207,6 +208,7 @@ LEAD = {
     **_HAS, **_OWNERSHIP,
     "COMPANY_ID": _f("crm_company", "Company"),
     "CONTACT_ID": _f("crm_contact", "Contact"),
+    "CONTACT_IDS": _f("crm_contact", "CONTACT_IDS", multiple=True),  # write-only: crm.py, links.py
     "IS_RETURN_CUSTOMER": _f("char", "Repeat lead", read_only=True),
     "DATE_CLOSED": _f("datetime", "Closed on", read_only=True),
     **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
