@@ -42,7 +42,7 @@ TITLES = {"lead": "Lead", "deal": "Deal", "contact": "Contact", "company": "Comp
 EVENT_NAMES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "company": "COMPANY"}
 
 _COMMON_RENAMES = {"DATE_CREATE": "createdTime", "DATE_MODIFY": "updatedTime", "CREATED_BY_ID": "createdBy",
-                   "MODIFY_BY_ID": "updatedBy"}
+                   "MODIFY_BY_ID": "updatedBy", "MOVED_BY_ID": "movedBy"}
 _RENAMES = {"lead": {"STATUS_ID": "stageId", "STATUS_SEMANTIC_ID": "stageSemanticId"},
             "company": {"COMPANY_TYPE": "typeId"}}
 _LEFT_OUT = {"ADDRESS"}  # "Field is disabled" in crm.item
@@ -122,7 +122,7 @@ class SystemItems:
                 continue
             out[renames.get(upper) or camel_name(upper)] = (upper, item_field(field))
         for name in _EXTRAS_OF[entity]:
-            out[name] = _EXTRAS[name]
+            out.setdefault(name, _EXTRAS[name])  # unless the legacy record has it already
         if entity in _LINKED and self._links() is not None:
             kind = "crm_company" if entity == "contact" else "crm_contact"
             out[_LINKED[entity]] = (_LINKED[entity], Field(kind, _LINKED[entity].upper(), multiple=True))
@@ -239,7 +239,7 @@ class SystemItems:
         if untitled:
             record["TITLE"] = f"{TITLES[entity]} #{new_id}"
         record["OBSERVERS"] = []
-        if entity in _STAGE_KEY:
+        if self._moves_here(entity):
             record.update(MOVED_BY=record["CREATED_BY_ID"], MOVED_TIME=record["DATE_CREATE"])
         self._apply_extras(entity, new_id, record, extras)
         return new_id
@@ -250,10 +250,14 @@ class SystemItems:
         stage_key = _STAGE_KEY.get(entity)
         before = record.get(stage_key) if stage_key else None
         self.store.update(entity, {"id": entity_id, "fields": legacy})
-        if stage_key and record.get(stage_key) != before:
+        if stage_key and self._moves_here(entity) and record.get(stage_key) != before:
             record.update(MOVED_BY=record["MODIFY_BY_ID"], MOVED_TIME=record["DATE_MODIFY"])
         self._apply_extras(entity, entity_id, record, extras)
         return entity_id
+
+    def _moves_here(self, entity: str) -> bool:
+        """movedBy/movedTime are kept here unless the legacy record keeps them itself (MOVED_BY_ID)."""
+        return entity in _STAGE_KEY and self.mapping(entity)["movedBy"][0] == "MOVED_BY"
 
     def _apply_extras(self, entity: str, entity_id: int, record: dict, extras: dict) -> None:
         if "observers" in extras:
