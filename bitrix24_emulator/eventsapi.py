@@ -34,15 +34,26 @@ METHODS = frozenset({"events", "event.bind", "event.unbind", "event.get", "event
                      "event.offline.clear", "event.offline.error", "event.offline.list"})
 SCOPES = {name: "basic" for name in METHODS}
 
-# The events the emulator's portal knows, by the scope an app needs to bind them
-# (https://apidocs.bitrix24.com/api-reference/events/events.html lists the portal's full set).
+# The events an app may bind, by the scope it needs (from the portal's list in
+# https://apidocs.bitrix24.com/api-reference/events/events.html, for the scopes the emulator has; the
+# per-type ONCRMDYNAMICITEMADD_<entityTypeId> forms are not listed). Binding one the emulator never
+# raises is harmless: nothing is sent.
 # ONOFFLINEEVENT takes options {minTimeout: int} and cannot itself be bound offline
 # (https://apidocs.bitrix24.com/api-reference/events/on-offline-event.html).
+_CHANGES = ("ADD", "UPDATE", "DELETE")
 EVENT_SCOPES = {
     "basic": ("ONAPPUNINSTALL", "ONAPPINSTALL", "ONAPPUPDATE", "ONAPPTEST", "ONOFFLINEEVENT"),
-    "crm": tuple(f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "DYNAMICITEM")
-                 for a in ("ADD", "UPDATE", "DELETE")) + ("ONCRMDEALMOVETOCATEGORY",),
-    "task": ("ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE"),
+    "crm": (
+        *(f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "DYNAMICITEM") for a in _CHANGES),
+        "ONCRMDEALMOVETOCATEGORY",
+        *(f"ONCRM{e}USERFIELD{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "QUOTE", "INVOICE", "REQUISITE")
+          for a in (*_CHANGES, "SETENUMVALUES")),
+        *(f"ONCRM{e}{a}" for e in ("QUOTE", "INVOICE", "ACTIVITY", "CURRENCY", "PRODUCT", "PRODUCTPROPERTY",
+                                   "PRODUCTSECTION", "REQUISITE", "BANKDETAIL", "MEASURE", "TIMELINECOMMENT",
+                                   "TYPE") for a in _CHANGES),
+        "ONCRMINVOICESETSTATUS"),
+    "task": ("ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE", "ONTASKCOMMENTADD", "ONTASKCOMMENTUPDATE",
+             "ONTASKCOMMENTDELETE"),
     "user": ("ONUSERADD",),
 }
 EVENT_OPTIONS = {"ONOFFLINEEVENT": {"minTimeout": int}}

@@ -205,7 +205,10 @@ def test_events_lists_what_the_scopes_allow():
     assert "ONCRMDEALADD" in names and "ONTASKADD" not in names
     assert "ONTASKADD" in oauth(emu, "events", {"FULL": True})
     assert oauth(emu, "events", {"scope": "task"}) == [*eventsapi.EVENT_SCOPES["basic"], "ONTASKADD", "ONTASKUPDATE",
-                                                       "ONTASKDELETE"]
+                                                       "ONTASKDELETE", "ONTASKCOMMENTADD", "ONTASKCOMMENTUPDATE",
+                                                       "ONTASKCOMMENTDELETE"]
+    assert {"ONCRMCONTACTUSERFIELDADD", "ONCRMQUOTEADD", "ONCRMDEALMOVETOCATEGORY"} <= set(names)
+    assert oauth(emu, "event.bind", {"event": "ONCRMCONTACTUSERFIELDADD", "handler": "https://a/"}) is True
 
 
 
