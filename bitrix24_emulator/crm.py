@@ -213,8 +213,7 @@ class CrmStore:
                 scalars[key] = converted
         return scalars, multis
 
-    @staticmethod
-    def _refresh_flags(entity: str, record: dict) -> None:
+    def _refresh_flags(self, entity: str, record: dict) -> None:
         if "HAS_PHONE" in fieldsmod.ENTITIES[entity]:
             record["HAS_PHONE"] = "Y" if record.get("PHONE") else "N"
             record["HAS_EMAIL"] = "Y" if record.get("EMAIL") else "N"
@@ -223,6 +222,9 @@ class CrmStore:
         if entity == "deal":
             stage = (record.get("STAGE_ID") or "").split(":")[-1]
             semantic = "S" if stage == "WON" else "F" if stage in ("LOSE", "APOLOGY") else "P"
+            catalog = self._catalog()
+            if catalog is not None:
+                semantic = catalog.stage_semantic(2, record.get("CATEGORY_ID"), record.get("STAGE_ID")) or semantic
             record["STAGE_SEMANTIC_ID"] = semantic
             record["CLOSED"] = "N" if semantic == "P" else "Y"
         if entity == "activity":
@@ -230,6 +232,9 @@ class CrmStore:
         if entity == "lead":
             status = record.get("STATUS_ID") or ""
             record["STATUS_SEMANTIC_ID"] = "S" if status == "CONVERTED" else "F" if status == "JUNK" else "P"
+            catalog = self._catalog()
+            if catalog is not None:
+                record["STATUS_SEMANTIC_ID"] = catalog.stage_semantic(1, None, status) or record["STATUS_SEMANTIC_ID"]
 
     def _defaults(self, entity: str, new_id: int) -> dict:
         now = self.clock.iso()
@@ -253,7 +258,7 @@ class CrmStore:
         if entity == "contact":
             record["EXPORT"] = "Y"
         if entity in ("deal", "lead"):
-            record.update(OPPORTUNITY="0.00", CURRENCY_ID=self.currency, IS_MANUAL_OPPORTUNITY="N",
+            record.update(OPPORTUNITY="0.00", CURRENCY_ID=self._base_currency(), IS_MANUAL_OPPORTUNITY="N",
                           IS_RETURN_CUSTOMER="N")
         if entity == "lead":
             record["STATUS_ID"] = "NEW"
@@ -264,8 +269,46 @@ class CrmStore:
                           BEGINDATE=self.clock.date_output(today),
                           CLOSEDATE=self.clock.date_output(today + timedelta(days=7)))
         if entity == "company":
-            record.update(IS_MY_COMPANY="N", CURRENCY_ID=self.currency)
+            record.update(IS_MY_COMPANY="N", CURRENCY_ID=self._base_currency())
         return record
+
+    # ---- pipelines, stages and currencies (catalog.py) ----------------------------------------------
+
+    def _catalog(self):
+        """The portal's pipelines, stages and currencies (catalog.State), or None when this store runs
+        without an emulator around it (then nothing is checked against them)."""
+        if getattr(self, "family_state", None) is None:
+            return None
+        from . import catalog
+
+        return self.family_state(catalog)
+
+    def _base_currency(self) -> str:
+        catalog = self._catalog()
+        return catalog.base_currency if catalog is not None else self.currency
+
+    @staticmethod
+    def _check_currency(catalog, scalars: dict) -> None:
+        """An empty CURRENCY_ID leaves the currency alone (the base currency on add); an unknown code
+        is refused as a factory-mode portal refuses it (catalog.State.currency_valid says when)."""
+        code = scalars.get("CURRENCY_ID")
+        if code is None or code == "":
+            scalars.pop("CURRENCY_ID", None)
+        elif catalog is not None and not catalog.currency_valid(code):
+            raise crm_error('Invalid value for the "Currency" field')
+
+    def _stage_moved(self, catalog, entity: str, entity_id: int, record: dict, kind=None) -> None:
+        """A deal's or lead's stage was set: MOVED_BY_ID/MOVED_TIME (deals) and a stage-history record."""
+        if entity == "deal":
+            record.update(MOVED_BY_ID=self.user_id, MOVED_TIME=self.clock.iso())
+        if catalog is None:
+            return
+        if entity == "deal":
+            category = record.get("CATEGORY_ID") or "0"
+            record["IS_NEW"] = "Y" if record.get("STAGE_ID") == catalog.first_stage(2, category) else "N"
+            catalog.record_stage(2, entity_id, category, record.get("STAGE_ID"), kind)
+        else:
+            catalog.record_stage(1, entity_id, None, record.get("STATUS_ID"), kind)
 
     # ---- methods ----------------------------------------------------------------------------------
 
@@ -289,14 +332,29 @@ class CrmStore:
             raise crm_error('The "Company name" field is required.<br />')
         if entity == "activity":
             self._check_activity(scalars, creating=True)
+        catalog = self._catalog()
+        if entity in ("deal", "lead", "company"):
+            self._check_currency(catalog, scalars)
         new_id = self._next_id[entity]
         record = self._defaults(entity, new_id)
         if entity == "deal":
             category = php_int(scalars.get("CATEGORY_ID") or 0)
             if category < 0:
                 raise crm_error("Category ID must be greater or equal to zero.")
-            if category and "STAGE_ID" not in scalars:
-                record["STAGE_ID"] = f"C{category}:NEW"
+            if catalog is None:
+                if category and "STAGE_ID" not in scalars:
+                    record["STAGE_ID"] = f"C{category}:NEW"
+            else:
+                # A pipeline that does not exist becomes the default one, and a stage that is not one of
+                # the pipeline's becomes its first stage (of the same semantics): both silently, in the
+                # legacy path (CCrmDeal::Add) and in factory mode (the compatibility adapter's
+                # prepareFields, Bitrix\Crm\Field\Stage) alike.
+                if not catalog.category_exists(2, category):
+                    category = 0
+                scalars["CATEGORY_ID"] = str(category)
+                scalars["STAGE_ID"] = catalog.resolve_stage(2, category, scalars.get("STAGE_ID"))
+        if entity == "lead" and catalog is not None:
+            scalars["STATUS_ID"] = catalog.resolve_stage(1, None, scalars.get("STATUS_ID"))
         record.update({k: v for k, v in scalars.items() if v is not None or k not in ("OPPORTUNITY",)})
         for name in MULTI_FIELDS:
             if name in multis:
@@ -308,6 +366,8 @@ class CrmStore:
         self._refresh_flags(entity, record)
         self._next_id[entity] = new_id + 1
         self.records[entity][new_id] = record
+        if entity in ("deal", "lead"):
+            self._stage_moved(catalog, entity, new_id, record, kind=1)
         self._links_after_write(entity, new_id, fields_param, creating=True)
         return new_id
 
@@ -374,6 +434,19 @@ class CrmStore:
         scalars, multis = self._internalize(entity, fields_param, False)
         ufmod.prepare_write(self.fields[entity], scalars, creating=False)
         scalars.pop("CATEGORY_ID", None)  # immutable after creation
+        catalog = self._catalog()
+        if entity in ("deal", "lead", "company"):
+            self._check_currency(catalog, scalars)
+        stage_field = {"deal": "STAGE_ID", "lead": "STATUS_ID"}.get(entity)
+        previous_stage = record.get(stage_field) if stage_field else None
+        if stage_field and stage_field in scalars and catalog is not None:
+            # A stage that is not one of the record's pipeline (another pipeline's, or none) is ignored,
+            # not refused: CCrmDeal::Update/CCrmLead::Update unset it, the factory's Stage field puts the
+            # old one back. Moving a deal to another pipeline is crm.item.update's job
+            # (https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-update.html).
+            pipeline = (2, record.get("CATEGORY_ID")) if entity == "deal" else (1, None)
+            if scalars[stage_field] not in catalog.stage_ids(*pipeline):
+                scalars.pop(stage_field)
         if entity == "activity":
             scalars.pop("TYPE_ID", None)  # immutable too
             self._check_activity(scalars, creating=False)
@@ -395,6 +468,8 @@ class CrmStore:
         else:
             record.update(DATE_MODIFY=self.clock.iso(), MODIFY_BY_ID=self.user_id)
         self._refresh_flags(entity, record)
+        if stage_field and record.get(stage_field) != previous_stage:
+            self._stage_moved(catalog, entity, entity_id, record)
         self._links_after_write(entity, entity_id, fields_param, creating=False)
         return entity_id
 

@@ -77,7 +77,7 @@ class Emulator:
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404, scopes=None,
                  time_scale=0.0,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True,
-                 smart_processes=None):
+                 smart_processes=None, currency_check=True):
         if drop_phase not in ("random", "before", "after"):
             raise ValueError("drop_phase must be 'random', 'before' or 'after'")
         if fail_phase not in ("random", "before", "after") or fail_status not in (500, 503):
@@ -96,6 +96,8 @@ class Emulator:
         self.drop_rate = float(drop_rate)
         self.drop_phase = drop_phase
         self.limits = bool(limits)
+        # False: an unknown CURRENCY_ID is stored as legacy portals did (catalog.State.currency_valid).
+        self.currency_check = bool(currency_check)
         self.domain = domain
         self.event_url = event_url
         self.auth_error_status = auth_error_status
