@@ -97,7 +97,7 @@ class SystemItems:
 
     def __init__(self, portal):
         self.portal = portal
-        self._maps: dict[str, dict[str, tuple[str, Field]]] = {}
+        self._maps: dict[tuple, dict[str, tuple[str, Field]]] = {}
 
     @property
     def store(self):
@@ -112,7 +112,10 @@ class SystemItems:
 
     def mapping(self, entity: str) -> dict[str, tuple[str, Field]]:
         """{camelName: (record key, crm.item Field)} in the order crm.item.get shows them."""
-        found = self._maps.get(entity)
+        # Keyed by the legacy field set: a user field added later (crm.deal.userfield.add) shows up at once.
+        cache_key = (entity, tuple((k, id(f)) for k, f in self.store.fields[entity].items()),
+                     self._links() is not None)
+        found = self._maps.get(cache_key)
         if found is not None:
             return found
         renames = {**_COMMON_RENAMES, **_RENAMES.get(entity, {})}
@@ -126,7 +129,7 @@ class SystemItems:
         if entity in _LINKED and self._links() is not None:
             kind = "crm_company" if entity == "contact" else "crm_contact"
             out[_LINKED[entity]] = (_LINKED[entity], Field(kind, _LINKED[entity].upper(), multiple=True))
-        self._maps[entity] = out
+        self._maps = {cache_key: out} if len(self._maps) > 16 else {**self._maps, cache_key: out}
         return out
 
     def has_fm(self, entity: str) -> bool:

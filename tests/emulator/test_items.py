@@ -239,3 +239,13 @@ def test_legacy_lists_drop_logic_groups(api):
         api.ok("crm.deal.add", {"fields": {"TITLE": title}})
     rows = api.ok("crm.deal.list", {"filter": {"0": {"LOGIC": "OR", "TITLE": "A"}, "LOGIC": "OR"}, "select": ["ID"]})
     assert [r["ID"] for r in rows] == ["1", "2"]
+
+
+def test_a_user_field_made_later_is_an_item_field_at_once(api):
+    """crm.deal.userfield.add's UF_CRM_BUDGET is ufCrm_BUDGET in crm.item (camelCase UF names, crm-item-get.md)."""
+    add(api, DEAL)
+    api.ok("crm.deal.userfield.add", {"fields": {"FIELD_NAME": "BUDGET", "USER_TYPE_ID": "string"}})
+    assert update(api, DEAL, 1, ufCrm_BUDGET="10")["ufCrm_BUDGET"] == "10"
+    assert api.ok("crm.deal.get", {"id": 1})["UF_CRM_BUDGET"] == "10"
+    assert api.ok("crm.item.list", {"entityTypeId": DEAL, "filter": {"ufCrm_BUDGET": "10"},
+                                    "select": ["ufCrm_BUDGET"]})["items"] == [{"id": 1, "ufCrm_BUDGET": "10"}]
