@@ -36,7 +36,7 @@ def test_methods_and_method_get_follow_the_scopes():
     names = api.ok("methods")
     assert "crm.deal.add" in names and "profile" in names and "user.current" not in names
     assert all(n == n.lower() for n in names)
-    assert api.ok("methods", {"scope": "user"}) == ["user.current"]
+    assert api.ok("methods", {"scope": "user"}) == ["user.current", "user.fields", "user.get", "user.search"]
     assert "user.current" in api.ok("methods", {"full": 1})
     assert api.ok("method.get", {"name": "crm.deal.add"}) == {"isExisting": True, "isAvailable": True}
     assert api.ok("method.get", {"name": "user.current"}) == {"isExisting": True, "isAvailable": False}
