@@ -3,8 +3,15 @@
 side by side with fast_bitrix24, each run on a fresh emulator process in the same invocation.
 
     .venv/bin/python bench/bulk.py [--list 20000 100000] [--create 5000] [--memory 100000]
+                                   [--time-scale 0] [--timeout 300]
 
-For each run: seconds, rows/s, requests the portal saw, 503s provoked, and the ratio to the bound
+The emulator charges each call the server time a portal would spend (bitrix24_emulator/costs.py: an
+offset page COUNTs the matching set, a start=-1 keyset page does not) to the method's operating budget
+(480 s per 10 min); ``--time-scale 1`` also makes it answer that slowly. A client still running after
+``--timeout`` seconds is recorded as such, with what it had used by then.
+
+For each run: seconds, rows/s, requests the portal saw, 503s and 429s provoked, the operating seconds
+the portal charged, and the ratio to the bound
 the limits allow: bound = max(0, requests needed - burst) / drain seconds, where "needed" is the
 fewest requests that can do the job (50 adds, or 50 pages of 50 rows, per batch); ratio = bound /
 elapsed (1.0 is as fast as the portal permits; listings that fit in the burst have no bound). The memory run serves
@@ -23,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import warnings
@@ -48,9 +56,12 @@ def wait_port(port: int, timeout: float = 120) -> None:
 
 
 class Emulator:
+    time_scale = 0.0
+
     def __init__(self, preload: int = 0, limits: bool = True) -> None:
         self.port = free_port()
-        cmd = [sys.executable, "-m", "bitrix24_emulator", "--port", str(self.port), "--secret", "bench"]
+        cmd = [sys.executable, "-m", "bitrix24_emulator", "--port", str(self.port), "--secret", "bench",
+               "--time-scale", str(self.time_scale)]
         if preload:
             cmd += ["--preload", f"contact={preload}"]
         if not limits:
@@ -87,19 +98,28 @@ def fast_client(base: str):
     return client
 
 
-def measure(label: str, rows: int, setup, preload: int = 0, needed: int = 0) -> dict:
+def measure(label: str, rows: int, setup, preload: int = 0, needed: int = 0, timeout: float = 300) -> dict:
     """``setup(base)`` builds the client (not timed) and returns the work to time."""
     emulator = Emulator(preload=preload)
     try:
         work = setup(emulator.base)
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["got"] = work()
+            except Exception as exc:  # a client giving up is a result too: record it, go on
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+
         started = time.perf_counter()
-        error = None
-        try:
-            got = work()
-        except Exception as exc:  # a client giving up is a result too: record it, go on
-            got, error = None, f"{type(exc).__name__}: {exc}"
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout)
         elapsed = time.perf_counter() - started
         stats = emulator.stats()
+        got, error = outcome.get("got"), outcome.get("error")
+        if worker.is_alive():
+            error = f"still running after {timeout:.0f} s"
     finally:
         emulator.stop()
     if error is None and got != rows:
@@ -108,7 +128,8 @@ def measure(label: str, rows: int, setup, preload: int = 0, needed: int = 0) -> 
     bound = max(0, needed - BURST) / DRAIN  # the least time the fewest requests can take
     return {"run": label, "rows": rows, "seconds": round(elapsed, 2),
             "rows_per_s": None if error else round(rows / elapsed), "requests": requests,
-            "503s": stats["rate_limited"], "bound_s": bound,
+            "503s": stats["rate_limited"], "429s": stats.get("operating_limited", 0),
+            "operating_s": round(sum(stats.get("operating_seconds", {}).values()), 1), "bound_s": bound,
             "ratio_to_bound": round(bound / elapsed, 3) if bound and not error else None,
             "records_created": stats["records"].get("contact"), "error": error}
 
@@ -211,7 +232,11 @@ def main() -> int:
     parser.add_argument("--list", type=int, nargs="*", default=[20_000, 100_000])
     parser.add_argument("--create", type=int, nargs="*", default=[5_000])
     parser.add_argument("--memory", type=int, default=100_000, help="rows for the memory run (0: skip)")
+    parser.add_argument("--time-scale", type=float, default=0.0,
+                        help="the emulator answers in its modelled server time times this (0: at once)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds a run may take before it is cut off")
     args = parser.parse_args()
+    Emulator.time_scale = args.time_scale
     logging.basicConfig(level=logging.WARNING)
     for name in ("fast_bitrix24", "flask_bitrix24", "werkzeug"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -228,7 +253,7 @@ def main() -> int:
             runs.append((f"create {n:,} (fast_bitrix24 call)", n, fast_create(n), 0, math.ceil(n / 50)))
         runs.sort(key=lambda run: (run[0].split(" (")[0]))  # ours and theirs side by side
         for label, n, setup, preload, needed in runs:
-            results.append(measure(label, n, setup, preload=preload, needed=needed))
+            results.append(measure(label, n, setup, preload=preload, needed=needed, timeout=args.timeout))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         memory = None
         if args.memory:
@@ -241,16 +266,15 @@ def main() -> int:
             memory = {"rows": args.memory, "hwm_kb_1000": small, "hwm_kb_large": large,
                       "extra_mb": round((large[1] - small[1]) / 1024, 1)}
 
-    print("| run | rows | seconds | rows/s | requests | 503s | bound s | ratio to bound |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | rows | seconds | rows/s | requests | 503s | 429s | operating s | bound s | ratio to bound |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        common = f"{r['requests']} | {r['503s']} | {r['429s']} | {r['operating_s']} | {r['bound_s']:.1f}"
         if r["error"]:
-            print(f"| {r['run']} | {r['rows']:,} | failed after {r['seconds']} s | - | {r['requests']} | {r['503s']} | "
-                  f"{r['bound_s']:.1f} | {r['error'][:60]} |")
+            print(f"| {r['run']} | {r['rows']:,} | failed after {r['seconds']} s | - | {common} | {r['error'][:60]} |")
             continue
         ratio = "within burst" if r["ratio_to_bound"] is None else f"{r['ratio_to_bound']:.2f}"
-        print(f"| {r['run']} | {r['rows']:,} | {r['seconds']} | {r['rows_per_s']:,} | {r['requests']} | "
-              f"{r['503s']} | {r['bound_s']:.1f} | {ratio} |")
+        print(f"| {r['run']} | {r['rows']:,} | {r['seconds']} | {r['rows_per_s']:,} | {common} | {ratio} |")
     if memory:
         (b1, a1), (b2, a2) = memory["hwm_kb_1000"], memory["hwm_kb_large"]
         print(f"\nstreamed listing through GET .../contacts?all=1, server peak RSS (VmHWM): "

@@ -52,6 +52,7 @@ class Counters:
     batch_commands: Counter = field(default_factory=Counter)
     rate_limited: int = 0       # 503 QUERY_LIMIT_EXCEEDED
     operating_limited: int = 0  # 429 OPERATION_TIME_LIMIT (HTTP calls and batch commands)
+    operating_seconds: Counter = field(default_factory=Counter)  # every second charged, by method
     failed: int = 0             # injected 500s
     dropped: int = 0            # connections closed with no response
     connections: int = 0        # TCP connections clients opened (distinct peer address and port)
@@ -63,6 +64,7 @@ class Counters:
         return {"requests": self.requests, "by_status": dict(self.by_status),
                 "by_method": dict(self.by_method), "batch_commands": dict(self.batch_commands),
                 "rate_limited": self.rate_limited, "operating_limited": self.operating_limited,
+                "operating_seconds": {k: round(v, 6) for k, v in self.operating_seconds.items()},
                 "failed": self.failed, "dropped": self.dropped, "connections": self.connections}
 
 
@@ -320,7 +322,7 @@ class Emulator:
         processing = time.perf_counter() - tick
         if limited:
             calls = max(commands, 1)
-            self.budget.record(method, self.budget.charge_for(self.cost_per_call * calls, max(processing, modelled)))
+            self._charge(method, self.budget.charge_for(self.cost_per_call * calls, max(processing, modelled)))
         body = {"result": outcome.result}
         if outcome.next is not None:
             body["next"] = outcome.next
@@ -361,8 +363,14 @@ class Emulator:
         self._take(modelled)
         processing = time.perf_counter() - tick
         if per_method:
-            self.budget.record(method, self.budget.charge_for(self.cost_per_call, max(processing, modelled)))
+            self._charge(method, self.budget.charge_for(self.cost_per_call, max(processing, modelled)))
         return outcome.result, outcome.total, outcome.next, self._time(method, started, processing), modelled
+
+    def _charge(self, method: str, seconds: float) -> None:
+        """Charge ``seconds`` to the method's operating budget (and count them for the stats)."""
+        self.budget.record(method, seconds)
+        if seconds > 0:
+            self.counters.operating_seconds[method] += seconds
 
     def _take(self, seconds: float) -> None:
         """Answer as slowly as a portal would, scaled by ``time_scale`` (0: at once)."""

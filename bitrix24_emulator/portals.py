@@ -110,8 +110,9 @@ class Portals:
     def stats(self) -> dict:
         """The counters summed over every portal, with each portal's own under ``by_portal``."""
         total: dict = {"portals": len(self.portals), "requests": 0, "by_status": Counter(), "by_method": Counter(),
-                       "batch_commands": Counter(), "rate_limited": 0, "operating_limited": 0, "failed": 0,
-                       "dropped": 0, "connections": 0, "records": Counter(), "events_sent": 0}
+                       "batch_commands": Counter(), "rate_limited": 0, "operating_limited": 0,
+                       "operating_seconds": Counter(), "failed": 0, "dropped": 0, "connections": 0,
+                       "records": Counter(), "events_sent": 0}
         by_portal = []
         for n, portal in enumerate(self.portals, 1):
             with portal._lock:
@@ -128,7 +129,7 @@ class Portals:
             total["events_sent"] += sent
             by_portal.append({"portal": n, "domain": portal.domain, "member_id": portal.member_id,
                               "secret": portal.secret, **counters, "records": records, "events_sent": sent})
-        for key in ("by_status", "by_method", "batch_commands", "records"):
+        for key in ("by_status", "by_method", "batch_commands", "records", "operating_seconds"):
             total[key] = dict(total[key])
         total["stray_requests"] = self.stray.counters.requests
         total["by_portal"] = by_portal
