@@ -1,4 +1,5 @@
-"""The ``batch`` method (§5): up to 50 ``method?query`` commands with cross-references."""
+"""The ``batch`` method (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html): up to 50
+``method?query`` commands with cross-references."""
 
 from __future__ import annotations
 

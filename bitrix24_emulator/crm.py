@@ -119,7 +119,8 @@ class CrmStore:
             if is_array(value):
                 return ...
             if value is None or value == "":
-                return ""  # an empty string clears a date (§1)
+                # An empty string clears a date (the portal's source, modules/crm/classes/general/restservice.php).
+                return ""
             converted = (self.clock.date_value if kind == "date" else self.clock.datetime_value)(
                 php_string(value))
             return ... if converted is None else converted
@@ -498,8 +499,9 @@ class CrmStore:
         order = build_order(order_param, defs)
         start = php_int(params.get("start", 0))
         if start < 0 and order in ([], [("ID", False)]):
-            # start=-1 in ID order (the documented fast scan, §6): stop at the first page of matches,
-            # starting past a ">ID" cursor, as the real server's nTopCount query does.
+            # start=-1 in ID order: stop at the first page of matches, starting past a ">ID" cursor, as the
+            # real server's nTopCount query does (the documented fast scan,
+            # https://apidocs.bitrix24.com/settings/performance/huge-data.html).
             page = first_page_by_id(self.records[entity], filter_param, predicate, PAGE_SIZE)
             return [self.output(entity, r, names) for r in page], None, None
         if not array_items(filter_param) and order in ([], [("ID", False)]):
@@ -508,7 +510,8 @@ class CrmStore:
             rows = [r for r in self.records[entity].values() if predicate(r)]
             rows = sort_records(rows, order, defs, self.clock)
         if start < 0:
-            # start=-1 skips the COUNT: the first page, no total and no next (§6).
+            # start=-1 skips the COUNT: the first page, no total and no next
+            # (https://apidocs.bitrix24.com/settings/performance/huge-data.html).
             return [self.output(entity, r, names) for r in rows[:PAGE_SIZE]], None, None
         offset = (start // PAGE_SIZE) * PAGE_SIZE
         page = rows[offset:offset + PAGE_SIZE]
@@ -550,7 +553,9 @@ class CrmStore:
             if not wanted or wanted in seen_values:
                 continue
             seen_values.append(wanted)
-            matches = []  # one criterion finds at most 20 entities, leads first (§7)
+            # One criterion finds at most 20 entities, leads first
+            # (https://apidocs.bitrix24.com/api-reference/crm/duplicates/crm-duplicate-find-by-comm.html).
+            matches = []
             for entity in entities:
                 for entity_id, record in sorted(self.records[entity].items()):
                     if any(normalize(i["VALUE"]) == wanted for i in record.get(kind) or []):

@@ -34,7 +34,8 @@ FAMILIES = (system, users, userfields, catalog, links, productrows, tasks, event
 FAMILY_OF = method_table(FAMILIES)
 METHODS = CRM_METHODS | frozenset(FAMILY_OF) | {"profile", "batch"}
 SCOPE_OF = scope_table(FAMILIES)
-# Activities raise no events here; smart-process items raise ONCRMDYNAMICITEM* (§8).
+# Activities raise no events here; smart-process items raise ONCRMDYNAMICITEM*
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/events/on-crm-dynamic-item-add.html).
 EVENT_NAMES = [f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT", "COMPANY", "DYNAMICITEM")
                for a in ("ADD", "UPDATE", "DELETE")]
 SERVER_ENDPOINT = "https://oauth.bitrix.info/rest/"
@@ -276,7 +277,7 @@ class Emulator:
         response.headers["X-Bitrix-Rest-System-Time"] = "0"
         return response
 
-    # ---- the order of checks (§3) -------------------------------------------------------------------
+    # ---- the order of checks (the portal's source, modules/rest/classes/general/rest.php) ----------
 
     def _handle(self, method, segments, params, request, started, fault) -> dict:
         if len(segments) == 2 or method not in METHODS:
@@ -423,7 +424,8 @@ class Emulator:
         if action == "delete":
             type_id, item_id = items.delete(params)
             self._emit_item(type_id, "DELETE", item_id, context)
-            return Outcome([])  # an empty PHP array (§2)
+            # An empty PHP array (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-delete.html).
+            return Outcome([])
         type_id, item_id, result = items.add(params) if action == "add" else items.update(params)
         self._emit_item(type_id, action.upper(), item_id, context)
         return Outcome(result)
@@ -433,7 +435,7 @@ class Emulator:
                 "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": "",
                 "TIME_ZONE_OFFSET": self.utc_offset_minutes * 60}
 
-    # ---- events (§8) ------------------------------------------------------------------------------
+    # ---- events (https://apidocs.bitrix24.com/api-reference/events/index.html) --------------------
 
     def _emit(self, entity: str, action: str, entity_id: int, context: dict) -> None:
         if entity in ENTITY_TYPE_NAMES:

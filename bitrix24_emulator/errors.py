@@ -12,7 +12,7 @@ class ApiError(Exception):
         self.extra = extra
 
     def body(self) -> dict:
-        # Error bodies carry no "time" key (SRC rest.php::outputError).
+        # Error bodies carry no "time" key (the portal's source, modules/rest/classes/general/rest.php outputError).
         return {"error": self.code, "error_description": self.description, **self.extra}
 
 

@@ -2,7 +2,8 @@
 smart-process items as ``crm.item.fields`` does.
 
 Only the fields a typical integration touches are modelled; the shape of each description follows
-DOCS crm-contact-fields.md. Order matters: ``get``/``list`` emit keys in this order.
+https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-fields.html. Order matters:
+``get``/``list`` emit keys in this order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 MULTI_FIELDS = ("PHONE", "EMAIL", "WEB", "IM", "LINK")
 
-# Default VALUE_TYPE when an item leaves it out (§7).
+# Default VALUE_TYPE when an item leaves it out (the portal's source, modules/crm/classes/general/restservice.php;
+# the value types: https://apidocs.bitrix24.com/api-reference/crm/data-types.html#crm_multifield).
 MULTI_DEFAULT_TYPE = {"PHONE": "WORK", "EMAIL": "WORK", "WEB": "WORK", "IM": "OTHER", "LINK": "WORK"}
 
 # Types whose values are numbers for filtering and sorting.
@@ -22,7 +24,7 @@ NUMERIC_TYPES = {"integer", "double", "user", "crm_company", "crm_contact", "crm
                  "crm_enum_activitypriority", "crm_enum_activitystatus", "crm_enum_contenttype"}
 # List-valued fields: left out of "*" selects, never sorted on.
 COLLECTION_TYPES = {"crm_multifield", "crm_activity_communication"}
-# LIKE on these quietly becomes "=" (§6).
+# LIKE on these quietly becomes "=" (https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html).
 EXACT_ONLY_TYPES = {"crm_status", "crm_company", "crm_contact"}
 
 
@@ -151,7 +153,8 @@ CONTACT = {
     **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
 }
 for _name in ("NAME", "SECOND_NAME", "LAST_NAME"):
-    # crm.contact.fields marks these required although the legacy check needs only one (§7).
+    # crm.contact.fields marks these required although the legacy check needs only one (the portal's source,
+    # CCrmContact::CheckFields in modules/crm/classes/general/crm_contact.php).
     CONTACT[_name] = Field("string", CONTACT[_name].title, required=True)
 
 DEAL = {
@@ -264,8 +267,9 @@ COMPANY = {
     **_ORIGIN, **_UTM, **_ACTIVITY, **_multi(),
 }
 
-# crm.activity.fields (DOCS crm/timeline/activities/activity-base/crm-activity-fields.md): the legacy
-# UPPER_CASE API like contacts. TYPE_ID: 1 meeting, 2 call, 3 task, 4 email, 5 action, 6 provider.
+# crm.activity.fields
+# (https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-fields.html):
+# the legacy UPPER_CASE API like contacts. TYPE_ID: 1 meeting, 2 call, 3 task, 4 email, 5 action, 6 provider.
 ACTIVITY = {
     **_ID,
     "OWNER_ID": _f("integer", "Owner ID", required=True),

@@ -1,9 +1,9 @@
 """``crm.item.*``: smart processes, smart invoices (31), estimates (7) and, through system_items.py, the
-system types 1 lead, 2 deal, 3 contact and 4 company (camelCase names, real ints and floats, §2/§6/§7).
+system types 1 lead, 2 deal, 3 contact and 4 company (camelCase names, real ints and floats).
 
 Unlike the legacy ``crm.contact.*`` family these are Engine controllers: results are wrapped
 (``{"item": ...}``, ``{"items": [...]}``), errors carry codes (``NOT_FOUND``, ``INVALID_ARG_VALUE``),
-and a filter or order on an unknown field is an error instead of being dropped (§3).
+and a filter or order on an unknown field is an error instead of being dropped (crm.item.list below).
 
 Facts (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html,
 https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-add.html,
@@ -150,7 +150,8 @@ class ItemStore:
     # ---- parameters -------------------------------------------------------------------------------
 
     def entity_type(self, params: dict) -> int:
-        """entityTypeId is cast with (int); a missing or unknown type has no factory: NOT_FOUND (§3)."""
+        """entityTypeId is cast with (int); a missing or unknown type has no factory: NOT_FOUND
+        (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-get.html)."""
         raw = params.get("entityTypeId")
         type_id = 0 if raw is None or is_array(raw) else php_int(raw)
         if type_id == OLD_INVOICE_TYPE:
@@ -199,7 +200,7 @@ class ItemStore:
         for key, value in array_items(fields_param):
             field = defs.get(key)
             if field is None or field.read_only:
-                continue  # unknown (fm included) and read-only fields are silently ignored (§7)
+                continue  # unknown (fm included) and read-only fields are silently ignored (crm.item.add below)
             converted = self._internal_value(field, value)
             if converted is not ...:
                 values[key] = converted
@@ -394,8 +395,9 @@ class ItemStore:
             return {"items": [render(r) for r in rows]}
 
         if start < 0 and order in ([], [(id_name, False)]):
-            # The documented fast scan (§6): {id: ASC}, {">id": last}, start=-1; no total or next. A top
-            # level joined by OR gives no lower bound to start from.
+            # The documented fast scan: {id: ASC}, {">id": last}, start=-1; no total or next
+            # (https://apidocs.bitrix24.com/settings/performance/huge-data.html). A top level joined by OR gives no
+            # lower bound to start from.
             top_or = any(k.lower() == "logic" and not is_array(v) and (php_string(v) or "").upper() == "OR"
                          for k, v in array_items(filter_param))
             bound = {} if top_or else filter_param

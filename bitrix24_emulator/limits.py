@@ -89,7 +89,8 @@ class OperatingBudget:
     """Seconds of method run time per method over a sliding window of ten buckets.
 
     A call is refused when the method's total is already over the limit; the call that pushes it
-    over still completes (SRC loadlimiter.php checks before the call and records after it).
+    over still completes (the portal's source, modules/rest/lib/engine/access/loadlimiter.php, checks before
+    the call and records after it).
     """
 
     BUCKETS = 10

@@ -1,4 +1,6 @@
-"""Filter, order and select for legacy ``crm.*.list`` (§6)."""
+"""Filter, order and select for legacy ``crm.*.list``
+(https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html and the same page of the
+other entities)."""
 
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ def _matches(op: str, comparer: Comparer, stored, wanted) -> bool:
 
 
 def build_filter(filter_param, fields: dict[str, Field], clock: Clock, nested: bool = False):
-    """Turn the ``filter`` array into a predicate; unknown keys are dropped silently (§6).
+    """Turn the ``filter`` array into a predicate; unknown keys are dropped silently (the portal's source).
 
     Legacy ``crm.*.list`` (``nested=False``): a key whose name is not a field is unset before the
     query runs (CCrmRestProxyBase::internalizeFilterFields in the crm module's restservice.php), so a
@@ -198,8 +200,9 @@ def resolve_select(select_param, fields: dict[str, Field]) -> list[str]:
 
 def first_page_by_id(records: dict[int, dict], filter_param, predicate, page_size: int,
                      id_name: str = "ID") -> list[dict]:
-    """start=-1 in ID order (the documented fast scan, §6): the first page of matches past a ``>ID``
-    cursor, found without counting or sorting everything, as the real server's top-N query does."""
+    """start=-1 in ID order: the first page of matches past a ``>ID`` cursor, found without counting or
+    sorting everything, as the real server's top-N query does (the documented fast scan,
+    https://apidocs.bitrix24.com/settings/performance/huge-data.html)."""
     ids = list(records)  # insertion order is ID order: ids only grow
     begin = 0
     for key, value in array_items(filter_param):

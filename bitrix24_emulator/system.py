@@ -59,7 +59,8 @@ def allowed(method: str, scopes: tuple[str, ...]) -> bool:
 
 
 def insufficient_scope(status: int = 401) -> ApiError:
-    # Lower-case code; HTTP 401 per SRC (403 per DOCS' table): the same status as INVALID_CREDENTIALS.
+    # Lower-case code; HTTP 401 per the portal's source (modules/rest/lib/apauth/auth.php), 403 in the table
+    # at https://apidocs.bitrix24.com/error-codes.html: the same status as INVALID_CREDENTIALS.
     return ApiError("insufficient_scope",
                     "The request requires higher privileges than provided by the webhook token", status)
 

@@ -46,7 +46,8 @@ class Clock:
         return None if moment is None else moment.astimezone(self.tz).isoformat(timespec="seconds")
 
     def date_value(self, text) -> str | None:
-        """A date comes back as local midnight shifted by the offset (SRC rest_util ConvertDate quirk)."""
+        """A date comes back as local midnight shifted by the offset (a quirk of ConvertDate in the portal's
+        source, modules/rest/classes/general/rest_util.php)."""
         moment = self.parse(text)
         if moment is None:
             return None
