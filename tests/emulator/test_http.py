@@ -1,5 +1,6 @@
-"""Over real HTTP via start_server: connection drops (§4 retries), outbound events (§8),
-thread safety, the CLI, and fast_bitrix24 running unchanged against the emulator."""
+"""Over real HTTP via start_server: connection drops (which clients such as fast_bitrix24 retry), outbound
+events (https://apidocs.bitrix24.com/api-reference/events/index.html), thread safety, the CLI, and fast_bitrix24
+(leshchenko1979/fast_bitrix24) running unchanged against the emulator."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def receiver():
 
 
 def test_server_urls_and_roundtrip(serve):
-    """start_server exposes url, port and the webhook base; requests works against it (§1)."""
+    """start_server exposes url, port and the webhook base; requests works against it (the URL shape:
+    https://apidocs.bitrix24.com/local-integrations/local-webhooks.html)."""
     server = serve(secret="s3cret", user_id=7)
     assert server.base == f"http://127.0.0.1:{server.port}/rest/7/s3cret/"
     response = requests.post(server.base + "crm.contact.add.json", json={"fields": {"NAME": "Ann"}}, timeout=5)
@@ -81,8 +83,8 @@ def test_server_urls_and_roundtrip(serve):
     assert response.json()["result"]["NAME"] == "Ann"
 
 
-def test_drop_after_runs_method_then_closes_section4(serve):
-    """§4 (FAST retries connection errors): drop 'after' runs the method, then the client gets a
+def test_drop_after_runs_method_then_closes(serve):
+    """fast_bitrix24 retries connection errors: drop 'after' runs the method, then the client gets a
     ConnectionError, so a blind retry of an add creates a duplicate."""
     server = serve(drop_rate=1.0, drop_phase="after", seed=1)
     with pytest.raises(requests.ConnectionError):
@@ -94,7 +96,7 @@ def test_drop_after_runs_method_then_closes_section4(serve):
     assert len(emu.records["contact"]) == 2  # the duplicate a blind retry makes
 
 
-def test_drop_before_does_not_run_method_section4(serve):
+def test_drop_before_does_not_run_method(serve):
     """drop 'before': connection closed with no response and nothing stored."""
     server = serve(drop_rate=1.0, drop_phase="before")
     with pytest.raises(requests.ConnectionError):
@@ -118,8 +120,10 @@ def test_drop_rate_fraction_is_seeded(serve):
     assert 0 < outcomes[0].count("dropped") < 20
 
 
-def test_events_payload_section8(serve, receiver):
-    """§8: add/update/delete POST form-encoded payloads in order, with the documented keys."""
+def test_events_payload(serve, receiver):
+    """add/update/delete POST form-encoded payloads in order, with the documented keys
+    (https://apidocs.bitrix24.com/api-reference/events/index.html,
+    https://apidocs.bitrix24.com/api-reference/crm/contacts/events/on-crm-contact-add.html)."""
     server = serve(event_url=receiver.url, application_token="tok123")
     base = server.base
     requests.post(base + "crm.contact.add", json={"fields": {"NAME": "Ann"}}, timeout=5)
@@ -148,8 +152,9 @@ def test_events_payload_section8(serve, receiver):
     assert sent[0]["payload"]["event"] == "ONCRMCONTACTADD"
 
 
-def test_events_domain_option_and_batch_section8(serve, receiver):
-    """§8: domain option sets auth[domain]; changes made inside a batch also raise events."""
+def test_events_domain_option_and_batch(serve, receiver):
+    """domain option sets auth[domain]; changes made inside a batch also raise events
+    (https://apidocs.bitrix24.com/api-reference/events/index.html)."""
     server = serve(event_url=receiver.url, domain="acme.bitrix24.com")
     requests.post(server.base + "batch", json={"cmd": ["crm.lead.add?fields[TITLE]=x",
                                                        "crm.company.add?fields[TITLE]=y"]}, timeout=5)
@@ -160,8 +165,9 @@ def test_events_domain_option_and_batch_section8(serve, receiver):
     assert events[0]["auth[client_endpoint]"] == "https://acme.bitrix24.com/rest/"
 
 
-def test_failed_events_not_retried_section8(serve):
-    """§8: a failing handler is logged in events_sent and never retried."""
+def test_failed_events_not_retried(serve):
+    """A failing handler is logged in events_sent and never retried ("No retries" at
+    https://apidocs.bitrix24.com/api-reference/events/index.html)."""
     bad = Receiver(status=500)
     try:
         server = serve(event_url=bad.url)
@@ -194,8 +200,8 @@ def test_concurrent_requests_are_safe(serve):
     assert server.emulator.counters.requests == 200
 
 
-def test_concurrent_burst_hits_rate_limit_section4(serve):
-    """§4: parallel requests beyond the burst get 503 and are counted."""
+def test_concurrent_burst_hits_rate_limit(serve):
+    """Parallel requests beyond the burst get 503 and are counted (https://apidocs.bitrix24.com/limits.html)."""
     server = serve(burst=10, rate=0.001)
     with ThreadPoolExecutor(max_workers=8) as pool:
         codes = list(pool.map(lambda _: requests.get(server.base + "profile", timeout=10).status_code, range(30)))
@@ -203,9 +209,10 @@ def test_concurrent_burst_hits_rate_limit_section4(serve):
     assert server.emulator.counters.rate_limited == 20
 
 
-def test_fast_bitrix24_unchanged_section6(serve):
-    """§4-§6: fast_bitrix24 (a real third-party client) works unchanged: batched add, get_all with
-    paging over 120 records, get_by_ID."""
+def test_fast_bitrix24_unchanged(serve):
+    """fast_bitrix24 (a real third-party client) works unchanged: batched add
+    (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html), get_all with paging over 120 records
+    (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/list-methods-pecularities.html), get_by_ID."""
     from fast_bitrix24 import Bitrix
 
     server = serve()

@@ -1,4 +1,9 @@
-"""§4 limits: the leaky bucket (503) and the per-method operating budget (429), with an injected clock."""
+"""Limits: the leaky bucket (503) and the per-method operating budget (429), with an injected clock.
+
+Sources: "the limits page" below is https://apidocs.bitrix24.com/limits.html (both limits); "the portal's
+source" is the portal's PHP source, modules/rest/lib/engine/access/loadlimiter.php (the operating budget) and
+modules/rest/classes/general/rest.php.
+"""
 
 import pytest
 
@@ -7,8 +12,9 @@ from bitrix24_emulator import costs
 from .conftest import T0, make_api
 
 
-def test_burst_then_503_section4():
-    """§4: burst requests pass at once; the next gets 503 QUERY_LIMIT_EXCEEDED 'Too many requests'."""
+def test_burst_then_503():
+    """burst requests pass at once; the next gets 503 QUERY_LIMIT_EXCEEDED 'Too many requests'
+    (https://apidocs.bitrix24.com/limits.html, https://apidocs.bitrix24.com/error-codes.html)."""
     api = make_api(burst=5, rate=2.0)
     assert [api.raw("profile").status_code for _ in range(5)] == [200] * 5
     status, body = api("profile")
@@ -16,8 +22,8 @@ def test_burst_then_503_section4():
     assert api.emu.counters.rate_limited == 1 and api.emu.counters.by_status[503] == 1
 
 
-def test_bucket_drains_at_rate_section4():
-    """§4: the counter drains by `rate` per second; rejected requests add nothing."""
+def test_bucket_drains_at_rate():
+    """the counter drains by `rate` per second; rejected requests add nothing (the limits page)."""
     api = make_api(burst=5, rate=2.0)
     clock = api.emu.bucket.clock
     for _ in range(5):
@@ -30,14 +36,15 @@ def test_bucket_drains_at_rate_section4():
     assert [api.raw("profile").status_code for _ in range(5)] == [200] * 5
 
 
-def test_limits_false_turns_off_both_section4():
+def test_limits_false_turns_off_both():
     """limits=False: neither 503 nor 429 ever."""
     api = make_api(burst=1, operating_limit=1, cost_per_call=5, limits=False)
     assert {api.raw("profile").status_code for _ in range(20)} == {200}
 
 
-def test_operating_limit_blocks_next_call_section4():
-    """§4: the call that pushes the total over completes; the next one is 429 OPERATION_TIME_LIMIT."""
+def test_operating_limit_blocks_next_call():
+    """the call that pushes the total over completes; the next one is 429 OPERATION_TIME_LIMIT (the portal's
+    source: loadlimiter.php checks before a call and records after it)."""
     api = make_api(operating_limit=10, cost_per_call=4, burst=1000)
     results = [api("crm.contact.list") for _ in range(4)]
     assert [s for s, _ in results] == [200, 200, 200, 429]
@@ -47,14 +54,15 @@ def test_operating_limit_blocks_next_call_section4():
     assert api.emu.counters.operating_limited == 1 and api.emu.counters.by_status[429] == 1
 
 
-def test_reaching_the_limit_exactly_is_not_over_it_section4():
-    """§4: blocked once the total is *over* the limit (SRC: $totalTime > getLimitTime())."""
+def test_reaching_the_limit_exactly_is_not_over_it():
+    """blocked once the total is *over* the limit (the portal's source, loadlimiter.php:
+    $totalTime > getLimitTime())."""
     api = make_api(operating_limit=12, cost_per_call=4, burst=1000)
     assert [api.raw("crm.contact.list").status_code for _ in range(5)] == [200, 200, 200, 200, 429]
 
 
-def test_operating_limit_is_per_method_section4():
-    """§4: other methods are not affected."""
+def test_operating_limit_is_per_method():
+    """other methods are not affected (the limits page)."""
     api = make_api(operating_limit=5, cost_per_call=5, burst=1000)
     api("crm.contact.list")  # reaches the limit exactly: not over it yet
     api("crm.contact.list")  # pushes it over, still completes
@@ -62,8 +70,8 @@ def test_operating_limit_is_per_method_section4():
     assert api.raw("crm.deal.list").status_code == 200
 
 
-def test_operating_window_buckets_expire_section4():
-    """§4: 10 buckets of window/10; operating_reset_at is when the oldest bucket expires."""
+def test_operating_window_buckets_expire():
+    """10 buckets of window/10; operating_reset_at is when the oldest bucket expires (the limits page)."""
     api = make_api(operating_limit=10, operating_window=600, cost_per_call=6, burst=1000)
     clock = api.emu.budget.clock
     _, first = api("crm.contact.list")
@@ -78,15 +86,16 @@ def test_operating_window_buckets_expire_section4():
     assert third["time"]["operating_reset_at"] == int(T0 + 120 + 600)
 
 
-def test_rate_limit_checked_before_operating_limit_section3():
-    """§3: rate limit (503) comes before the operating limit (429)."""
+def test_rate_limit_checked_before_operating_limit():
+    """rate limit (503) comes before the operating limit (429), which the portal's source checks just before
+    the method runs (rest.php)."""
     api = make_api(operating_limit=1, cost_per_call=2, burst=1)
     api.raw("profile")
     assert api.raw("profile").status_code == 503
 
 
-def test_batch_commands_charged_per_method_section4():
-    """§4 (DOCS): inner batch commands are counted per method; the outer batch is not blocked."""
+def test_batch_commands_charged_per_method():
+    """inner batch commands are counted per method; the outer batch is not blocked (the limits page)."""
     api = make_api(operating_limit=10, cost_per_call=4, burst=1000)
     status, body = api("batch", {"cmd": {f"k{i}": "crm.contact.list" for i in range(5)}})
     out = body["result"]
@@ -98,8 +107,9 @@ def test_batch_commands_charged_per_method_section4():
     assert api.raw("batch", {"cmd": ["profile"]}).status_code == 200
 
 
-def test_batch_charged_as_batch_option_section11():
-    """§11 (JSSDK measured): the option batch_operating='batch' charges the budget to `batch` itself."""
+def test_batch_charged_as_batch_option():
+    """the option batch_operating='batch' charges the budget to `batch` itself, as measured in the official JS
+    SDK's repository (bitrix24/b24jssdk, pull request #539), unlike what the limits page says."""
     api = make_api(operating_limit=10, cost_per_call=4, burst=1000, batch_operating="batch")
     status, body = api("batch", {"cmd": ["crm.contact.list", "crm.contact.list", "crm.contact.list"]})
     # 3 x 4 s, plus the three pages' server time (costs.PAGE each): together past the 0.1 s threshold

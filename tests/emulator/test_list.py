@@ -1,4 +1,12 @@
-"""§6 list methods: paging, filter operators, order and select."""
+"""List methods: paging, filter operators, order and select.
+
+Sources: "the list page" below is https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html
+(the deal, lead and company list pages say the same); paging in general:
+https://apidocs.bitrix24.com/settings/how-to-call-rest-api/list-methods-pecularities.html; start=-1:
+https://apidocs.bitrix24.com/settings/performance/huge-data.html. "The portal's source" is the portal's PHP source:
+modules/rest/classes/general/rest.php (IRestService paging) and modules/crm/classes/general/restservice.php
+(internalizeFilterFields).
+"""
 
 import pytest
 
@@ -22,8 +30,9 @@ def ids(api, payload):
     return [int(r["ID"]) for r in api.ok("crm.contact.list", payload)]
 
 
-def test_paging_section6():
-    """§6: 50 per page, next only while rows remain, total always."""
+def test_paging():
+    """50 per page, next only while rows remain, total always
+    (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/list-methods-pecularities.html)."""
     api = make_api(limits=False)
     for i in range(120):
         api.ok("crm.contact.add", {"fields": {"NAME": f"n{i}"}})
@@ -33,8 +42,8 @@ def test_paging_section6():
     assert len(page3["result"]) == 20 and "next" not in page3 and page3["total"] == 120
 
 
-def test_start_floored_to_multiple_of_50_section6():
-    """§6: start is rounded down to a multiple of 50."""
+def test_start_floored_to_multiple_of_50():
+    """start is rounded down to a multiple of 50 (the portal's source, rest.php IRestService::getNavData)."""
     api = make_api(limits=False)
     for i in range(60):
         api.ok("crm.contact.add", {"fields": {"NAME": f"n{i}"}})
@@ -42,8 +51,9 @@ def test_start_floored_to_multiple_of_50_section6():
     assert body["result"][0]["ID"] == "51" and len(body["result"]) == 10
 
 
-def test_start_minus_one_skips_count_section6():
-    """§6: start=-1 returns the first 50 without total or next."""
+def test_start_minus_one_skips_count():
+    """start=-1 returns the first 50 without total or next
+    (https://apidocs.bitrix24.com/settings/performance/huge-data.html)."""
     api = make_api(limits=False)
     for i in range(60):
         api.ok("crm.contact.add", {"fields": {"NAME": f"n{i}"}})
@@ -52,8 +62,9 @@ def test_start_minus_one_skips_count_section6():
     assert "total" not in body and "next" not in body
 
 
-def test_start_in_query_string_section6(people):
-    """§6: paging parameter may arrive in the query string."""
+def test_start_in_query_string(people):
+    """paging parameter may arrive in the query string (the portal's source merges query and body,
+    modules/rest/classes/general/rest_util.php)."""
     response = people.client.get("/rest/1/demo/crm.contact.list?start=50")
     assert response.json["result"] == [] and response.json["total"] == 4
 
@@ -85,13 +96,15 @@ def test_start_in_query_string_section6(people):
     ({"%COMPANY_ID": "1"}, []),             # LIKE on a crm_company field quietly becomes '='
     ({"%COMPANY_ID": "10"}, [1]),
 ])
-def test_filter_operators_section6(people, flt, expected):
-    """§6: filter operator prefixes, unknown keys dropped, multi-fields exact."""
+def test_filter_operators(people, flt, expected):
+    """filter operator prefixes and multi-fields exact (the list page), unknown keys dropped (the portal's
+    source, internalizeFilterFields)."""
     assert ids(people, {"filter": flt}) == expected
 
 
-def test_filter_dates_section6():
-    """§6: date filter values go through strtotime, so ISO-8601 works."""
+def test_filter_dates():
+    """date filter values go through strtotime, so ISO-8601 works (the portal's source,
+    internalizeFilterFields)."""
     api = make_api(limits=False)
     api.ok("crm.contact.add", {"fields": {"NAME": "old", "BIRTHDATE": "1980-01-01"}})
     api.ok("crm.contact.add", {"fields": {"NAME": "young", "BIRTHDATE": "2001-06-15"}})
@@ -101,16 +114,17 @@ def test_filter_dates_section6():
     assert ids(api, {"filter": {">DATE_CREATE": "2026-11-28"}}) == []
 
 
-def test_filter_deal_money_numeric_section6():
-    """§6: numeric comparison for numeric fields (OPPORTUNITY is a string on output)."""
+def test_filter_deal_money_numeric():
+    """numeric comparison for numeric fields (OPPORTUNITY is a string on output)
+    (https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-list.html)."""
     api = make_api(limits=False)
     for amount in ("900", "10000", "5000.5"):
         api.ok("crm.deal.add", {"fields": {"OPPORTUNITY": amount}})
     assert [r["ID"] for r in api.ok("crm.deal.list", {"filter": {">OPPORTUNITY": 1000}})] == ["2", "3"]
 
 
-def test_order_section6(people):
-    """§6: order by any field ASC/DESC with ID as the tie-break; NULLs first ascending."""
+def test_order(people):
+    """order by any field ASC/DESC (the list page) with ID as the tie-break; NULLs first ascending."""
     assert ids(people, {"order": {"NAME": "DESC"}}) == [4, 3, 2, 1]
     assert ids(people, {"order": {"LAST_NAME": "ASC"}}) == [3, 2, 1, 4]
     assert ids(people, {"order": {"LAST_NAME": "DESC", "ID": "DESC"}}) == [4, 1, 2, 3]
@@ -118,8 +132,8 @@ def test_order_section6(people):
     assert ids(people, {"order": {"NAME": "SIDEWAYS"}}) == [1, 2, 3, 4]  # invalid direction ignored
 
 
-def test_select_default_is_star_plus_uf_section6():
-    """§6: without select the result is * + UF_*; multi-fields are not included."""
+def test_select_default_is_star_plus_uf():
+    """without select the result is * + UF_*; multi-fields are not included (the list page)."""
     api = make_api(limits=False, user_fields={"contact": ["UF_CRM_X"]})
     api.ok("crm.contact.add", {"fields": {"NAME": "A", "PHONE": [{"VALUE": "1"}], "UF_CRM_X": "u"}})
     row = api.ok("crm.contact.list")[0]
@@ -130,16 +144,17 @@ def test_select_default_is_star_plus_uf_section6():
     assert set(uf) == {"ID", "UF_CRM_X"}
 
 
-def test_select_named_fields_and_multifields_section6(people):
-    """§6: named fields (and named multi-fields) appear; ID is always present."""
+def test_select_named_fields_and_multifields(people):
+    """named fields (and named multi-fields) appear (the list page); ID is always present."""
     rows = people.ok("crm.contact.list", {"select": ["NAME", "PHONE"], "filter": {"@ID": [1, 2]}})
     assert rows[0] == {"ID": "1", "NAME": "Ann", "PHONE": [{"ID": "1", "VALUE_TYPE": "WORK", "VALUE": "+1 111",
                                                             "TYPE_ID": "PHONE"}]}
     assert rows[1] == {"ID": "2", "NAME": "bob"}
 
 
-def test_form_encoded_list_section6(people):
-    """§6: a GET list with PHP keys (filter operators URL-encoded, select[])."""
+def test_form_encoded_list(people):
+    """a GET list with PHP keys (filter operators URL-encoded, select[])
+    (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/data-encoding.html)."""
     response = people.client.get("/rest/1/demo/crm.contact.list.json?filter[%3E%3DID]=3&select[]=ID&select[]=NAME"
                                  "&order[ID]=DESC")
     assert response.json["result"] == [{"ID": "4", "NAME": "Dora"}, {"ID": "3", "NAME": "Cid"}]

@@ -57,7 +57,8 @@ def test_a_method_outside_the_scopes_is_insufficient_scope():
         "error": "insufficient_scope",
         "error_description": "The request requires higher privileges than provided by the webhook token"}
     assert make_api(scopes="user", auth_error_status=403)("crm.deal.list")[0] == 403
-    # A method that does not exist is 404 first, scope or not (§3); basic methods need no scope.
+    # A method that does not exist is 404 first, scope or not (the order of checks in the portal's source,
+    # modules/rest/classes/general/rest.php); basic methods need no scope.
     assert api("crm.nothing.here")[0] == 404
     assert api("profile")[0] == 200
 
