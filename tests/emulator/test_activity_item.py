@@ -1,5 +1,25 @@
-"""crm.activity.* (legacy UPPER_CASE API) and crm.item.* for smart processes: §2 results, §3 errors,
-§5 batch references, §6 lists, §7 entity type ids, fm and user fields, §8 ONCRMDYNAMICITEM* events."""
+"""crm.activity.* (legacy UPPER_CASE API) and crm.item.* for smart processes: results, errors, batch
+references, lists, entity type ids, fm and user fields, ONCRMDYNAMICITEM* events.
+
+Sources, named in the tests below by the method or topic they document:
+crm.activity.add, crm.activity.get, crm.activity.update, crm.activity.list and crm.activity.fields:
+https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-add.html,
+https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-get.html,
+https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-update.html,
+https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-list.html,
+https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-fields.html;
+crm.item.add https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-add.html,
+crm.item.get https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-get.html,
+crm.item.update https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-update.html,
+crm.item.delete https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-delete.html,
+crm.item.list https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html,
+crm.item.fields https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-fields.html,
+batch https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html,
+the fast scan https://apidocs.bitrix24.com/settings/performance/huge-data.html,
+list paging https://apidocs.bitrix24.com/settings/how-to-call-rest-api/list-methods-pecularities.html.
+"The portal's source" is the portal's PHP source: modules/crm/classes/general/restservice.php (the legacy
+activity proxy) and modules/rest/classes/general/rest.php (paging).
+"""
 
 import pytest
 import requests
@@ -24,8 +44,9 @@ def add_item(api, type_id=SPA, **fields):
 
 # ---- crm.activity.* -------------------------------------------------------------------------------
 
-def test_activity_crud_round_trip_section2(api, clock):
-    """§2/§10.1: add returns an int id; get returns strings; update and delete return true."""
+def test_activity_crud_round_trip(api, clock):
+    """add returns an int id; get returns strings; update and delete return true (the crm.activity.add,
+    crm.activity.get and crm.activity.update pages)."""
     new_id = api.ok("crm.activity.add", {"fields": activity_fields(
         DESCRIPTION="Discuss the offer", START_TIME="2026-12-01T10:00:00+03:00",
         END_TIME="2026-12-01T10:30:00+03:00", DIRECTION=2, PRIORITY=3, RESPONSIBLE_ID=5,
@@ -53,9 +74,9 @@ def test_activity_crud_round_trip_section2(api, clock):
     assert (status, body) == (400, {"error": "", "error_description": "Not found"})
 
 
-def test_activity_defaults_section7(api):
-    """§7 (public docs): COMPLETED defaults to N, the caller is responsible, DEADLINE follows END_TIME,
-    unset scalars are null and unset datetimes are "" (§10.3/§10.4)."""
+def test_activity_defaults(api):
+    """COMPLETED defaults to N, the caller is responsible, DEADLINE follows END_TIME (the crm.activity.add and
+    crm.activity.fields pages), unset scalars are null and unset datetimes are "" (the crm.activity.get page)."""
     new_id = api.ok("crm.activity.add", {"fields": activity_fields(END_TIME="2026-12-02 09:00")})
     activity = api.ok("crm.activity.get", {"id": new_id})
     assert activity["COMPLETED"] == "N" and activity["STATUS"] == "1"
@@ -66,8 +87,9 @@ def test_activity_defaults_section7(api):
 
 
 @pytest.mark.parametrize("missing", ["OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT"])
-def test_activity_required_fields_section3(api, missing):
-    """§3: a legacy business error, "error": "" with HTTP 400, naming the missing field."""
+def test_activity_required_fields(api, missing):
+    """a legacy business error, "error": "" with HTTP 400, naming the missing field (the crm.activity.add page;
+    the portal's source)."""
     fields = activity_fields()
     del fields[missing]
     status, body = api("crm.activity.add", {"fields": fields})
@@ -75,8 +97,9 @@ def test_activity_required_fields_section3(api, missing):
     assert "time" not in body and api.emu.records["activity"] == {}
 
 
-def test_activity_invalid_values_and_update_rules_section3(api):
-    """§3: an unknown TYPE_ID or an emptied SUBJECT fails; TYPE_ID is immutable; unknown id is Not found."""
+def test_activity_invalid_values_and_update_rules(api):
+    """an unknown TYPE_ID or an emptied SUBJECT fails; TYPE_ID is immutable; unknown id is Not found (the
+    crm.activity.add and crm.activity.update pages; the portal's source)."""
     status, body = api("crm.activity.add", {"fields": activity_fields(TYPE_ID=99)})
     assert status == 400 and "TYPE_ID" in body["error_description"]
     new_id = api.ok("crm.activity.add", {"fields": activity_fields()})
@@ -91,8 +114,8 @@ def test_activity_invalid_values_and_update_rules_section3(api):
     assert (status, body["error_description"]) == (400, "ID is not defined or invalid.")
 
 
-def test_activity_fields_section2(api):
-    """§2: crm.activity.fields describes each field like crm.contact.fields does."""
+def test_activity_fields(api):
+    """crm.activity.fields describes each field like crm.contact.fields does (the crm.activity.fields page)."""
     fields = api.ok("crm.activity.fields")
     assert {"ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT", "COMPLETED", "COMMUNICATIONS",
             "START_TIME", "END_TIME", "DEADLINE", "RESPONSIBLE_ID", "CREATED", "LAST_UPDATED"} <= set(fields)
@@ -110,16 +133,17 @@ def activities():
     return api
 
 
-def test_activity_list_paging_section6(activities):
-    """§6: 50 a page, next while rows remain, total always; start floored to a multiple of 50."""
+def test_activity_list_paging(activities):
+    """50 a page, next while rows remain, total always (list paging); start floored to a multiple of 50 (the
+    portal's source)."""
     _, page1 = activities("crm.activity.list", {"select": ["ID"]})
     _, page2 = activities("crm.activity.list", {"select": ["ID"], "start": 73})
     assert len(page1["result"]) == 50 and page1["next"] == 50 and page1["total"] == 60
     assert [r["ID"] for r in page2["result"]][:2] == ["51", "52"] and "next" not in page2
 
 
-def test_activity_list_filter_order_select_section6(activities):
-    """§6: operators on typed fields, order, select; COMMUNICATIONS only when named."""
+def test_activity_list_filter_order_select(activities):
+    """operators on typed fields, order, select; COMMUNICATIONS only when named (the crm.activity.list page)."""
     rows = activities.ok("crm.activity.list", {"filter": {"TYPE_ID": 2, "COMPLETED": "Y"}, "order": {"ID": "DESC"},
                                                "select": ["ID", "SUBJECT", "TYPE_ID"]})
     assert [r["ID"] for r in rows] == ["45", "25", "5"]
@@ -133,8 +157,8 @@ def test_activity_list_filter_order_select_section6(activities):
     assert [r["ID"] for r in rows[:2]] == ["60", "57"]
 
 
-def test_activity_list_keyset_section6(activities):
-    """§6: start=-1 with {ID: ASC} and >ID gives the next 50 without total or next."""
+def test_activity_list_keyset(activities):
+    """start=-1 with {ID: ASC} and >ID gives the next 50 without total or next (the fast scan)."""
     _, body = activities("crm.activity.list", {"start": -1, "order": {"ID": "ASC"}, "filter": {">ID": 5},
                                                "select": ["ID"]})
     assert len(body["result"]) == 50 and body["result"][0]["ID"] == "6"
@@ -143,8 +167,9 @@ def test_activity_list_keyset_section6(activities):
 
 # ---- crm.item.* -----------------------------------------------------------------------------------
 
-def test_item_crud_round_trip_section2(api, clock):
-    """§2: add/get/update return {"item": {...}} with real ints and floats; delete returns []."""
+def test_item_crud_round_trip(api, clock):
+    """add/get/update return {"item": {...}} with real ints and floats; delete returns [] (the crm.item.add,
+    crm.item.get, crm.item.update and crm.item.delete pages)."""
     item = add_item(api, title="Website", opportunity=999.9, currencyId="USD", companyId="12", contactId=4,
                     assignedById=3)
     assert item["id"] == 1 and item["title"] == "Website" and item["opportunity"] == 999.9
@@ -164,9 +189,9 @@ def test_item_crud_round_trip_section2(api, clock):
     assert api.emu.items[SPA] == {}
 
 
-def test_item_defaults_and_ignored_fields_section7(api):
-    """§7: unknown and read-only fields are ignored; defaults: title "<SPA> #id", opportunity 0.0,
-    company and contact 0, the caller assigned, opened Y."""
+def test_item_defaults_and_ignored_fields(api):
+    """unknown and read-only fields are ignored; defaults: title "<SPA> #id", opportunity 0.0,
+    company and contact 0, the caller assigned, opened Y (the crm.item.add page)."""
     item = add_item(api, id=99, createdTime="2001-01-01T00:00:00+03:00", nope=1, TITLE="upper")
     assert item["id"] == 1 and item["createdTime"].startswith("2026-11-27") and "nope" not in item
     assert item["title"] == "Projects #1" and item["opportunity"] == 0.0 and isinstance(item["opportunity"], float)
@@ -175,8 +200,9 @@ def test_item_defaults_and_ignored_fields_section7(api):
     assert "fm" not in item  # smart processes have no multi-fields (crm-item-add.md lists no fm for them)
 
 
-def test_item_category_and_stage_section7(api):
-    """§7: the stage id is DT{type}_{category}:{code}; moving to another funnel starts at its NEW stage."""
+def test_item_category_and_stage(api):
+    """the stage id is DT{type}_{category}:{code}; moving to another funnel starts at its NEW stage (the
+    crm.item.add and crm.item.update pages)."""
     item = add_item(api, categoryId=5)
     assert item["stageId"] == "DT128_5:NEW"
     moved = api.ok("crm.item.update", {"entityTypeId": SPA, "id": item["id"], "fields": {"categoryId": 9}})["item"]
@@ -188,8 +214,9 @@ def test_item_category_and_stage_section7(api):
 
 @pytest.mark.parametrize("method", ["add", "get", "update", "delete", "list", "fields"])
 @pytest.mark.parametrize("type_id", [None, 999, 8, "abc"])
-def test_spa_not_found_section3(api, method, type_id):
-    """§3: a missing, unknown or unserved (8: requisites) entityTypeId is 400 NOT_FOUND "SPA not found"."""
+def test_spa_not_found(api, method, type_id):
+    """a missing, unknown or unserved (8: requisites) entityTypeId is 400 NOT_FOUND "SPA not found" (the
+    crm.item.get page)."""
     payload = {"id": 1, "fields": {"title": "x"}}
     if type_id is not None:
         payload["entityTypeId"] = type_id
@@ -199,17 +226,17 @@ def test_spa_not_found_section3(api, method, type_id):
 
 
 @pytest.mark.parametrize("method", ["get", "update", "delete"])
-def test_item_not_found_section3(api, method):
-    """§3: an unknown (or missing) item id is 400 NOT_FOUND "Item not found"."""
+def test_item_not_found(api, method):
+    """an unknown (or missing) item id is 400 NOT_FOUND "Item not found" (the crm.item.get page)."""
     add_item(api)
     for payload in ({"entityTypeId": SPA, "id": 2}, {"entityTypeId": SPA}):
         status, body = api(f"crm.item.{method}", {**payload, "fields": {"title": "x"}})
         assert (status, body) == (400, {"error": "NOT_FOUND", "error_description": "Item not found"})
 
 
-def test_item_fields_and_smart_process_options_section7():
-    """§7: smart_processes configures the SPAs; user fields are camelCase ufCrm{type}_...;
-    crm.item.fields returns {"fields": {...}} with camelCase keys and upperName."""
+def test_item_fields_and_smart_process_options():
+    """smart_processes configures the SPAs; user fields are camelCase ufCrm{type}_...;
+    crm.item.fields returns {"fields": {...}} with camelCase keys and upperName (the crm.item.fields page)."""
     api = make_api(smart_processes={128: "Projects", 1032: "Tickets"}, user_fields={1032: ["ufCrm1032_Priority"]})
     fields = api.ok("crm.item.fields", {"entityTypeId": 1032})["fields"]
     assert {"id", "title", "stageId", "categoryId", "opportunity", "currencyId", "assignedById", "createdTime",
@@ -236,8 +263,9 @@ def test_cli_smart_process_option():
         parse_smart_processes(["Projects"])
 
 
-def test_item_fm_rules_section7(api):
-    """§7 fm (contacts, leads and companies; https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-update.html):
+def test_item_fm_rules(api):
+    """fm (contacts, leads and companies; the crm.item.update page and
+    https://apidocs.bitrix24.com/tutorials/crm/how-to-edit-crm-objects/how-to-change-email-or-phone.html):
     an array on add; on update nX keys add, a numeric id changes or (empty value) deletes; typeId is required in
     every element; an array on update only adds; a string is ignored. The entries are the contact's legacy
     PHONE/EMAIL/WEB items, same ids."""
@@ -276,8 +304,9 @@ def item_ids(api, payload):
     return [row["id"] for row in api.ok("crm.item.list", {"entityTypeId": SPA, **payload})["items"]]
 
 
-def test_item_list_paging_section6(projects):
-    """§6: {"items": [...]} with top-level total and next; 50 a page, start floored to a multiple of 50."""
+def test_item_list_paging(projects):
+    """{"items": [...]} with top-level total and next; 50 a page, start floored to a multiple of 50 (the
+    crm.item.list page; list paging)."""
     _, page1 = projects("crm.item.list", {"entityTypeId": SPA})
     assert set(page1["result"]) == {"items"} and len(page1["result"]["items"]) == 50
     assert page1["total"] == 120 and page1["next"] == 50
@@ -287,8 +316,8 @@ def test_item_list_paging_section6(projects):
     assert page3["total"] == 120 and "next" not in page3
 
 
-def test_item_list_filter_order_select_section6(projects):
-    """§6: camelCase filter keys with the legacy operators, order and select."""
+def test_item_list_filter_order_select(projects):
+    """camelCase filter keys with the legacy operators, order and select (the crm.item.list page)."""
     assert item_ids(projects, {"filter": {"stageId": "DT128_1:SUCCESS", ">opportunity": 600}}) == \
         [60, 70, 80, 90, 100, 110, 120]
     assert item_ids(projects, {"filter": {"@id": [3, 5, 500], "assignedById": 3}}) == [5]
@@ -305,8 +334,9 @@ def test_item_list_filter_order_select_section6(projects):
     assert everything[0] == projects.ok("crm.item.get", {"entityTypeId": SPA, "id": 7})["item"]
 
 
-def test_item_list_invalid_filter_or_order_section3(projects):
-    """§3: an unknown filter or order field is INVALID_ARG_VALUE (not silently dropped as in legacy lists)."""
+def test_item_list_invalid_filter_or_order(projects):
+    """An unknown filter or order field is INVALID_ARG_VALUE (not silently dropped as in legacy lists)
+    (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html)."""
     status, body = projects("crm.item.list", {"entityTypeId": SPA, "filter": {"TITLE": "x"}})
     assert status == 400 and body["error"] == "INVALID_ARG_VALUE"
     assert body["error_description"] == "Invalid filter: field 'TITLE' is not allowed in filter"
@@ -314,8 +344,8 @@ def test_item_list_invalid_filter_or_order_section3(projects):
     assert status == 400 and body["error"] == "INVALID_ARG_VALUE" and "nope" in body["error_description"]
 
 
-def test_item_list_keyset_section6(projects):
-    """§6: the fast scan: {id: ASC}, {">id": last}, start=-1; 50 rows, no total, no next."""
+def test_item_list_keyset(projects):
+    """the fast scan: {id: ASC}, {">id": last}, start=-1; 50 rows, no total, no next."""
     _, body = projects("crm.item.list", {"entityTypeId": SPA, "start": -1, "order": {"id": "ASC"},
                                          "filter": {">id": 100}, "select": ["id"]})
     assert [r["id"] for r in body["result"]["items"]] == list(range(101, 121))
@@ -324,17 +354,19 @@ def test_item_list_keyset_section6(projects):
     assert len(body["result"]["items"]) == 50 and body["result"]["items"][0]["id"] == 6
 
 
-def test_item_list_over_form_encoding_section1(projects):
-    """§1: PHP-style nested keys work for crm.item.list too (filter[>id], order[id], select[])."""
+def test_item_list_over_form_encoding(projects):
+    """PHP-style nested keys work for crm.item.list too (filter[>id], order[id], select[])
+    (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/data-encoding.html)."""
     response = projects.client.get("/rest/1/demo/crm.item.list?entityTypeId=128&filter[%3Eid]=118"
                                    "&order[id]=DESC&select[]=id")
     assert [r["id"] for r in response.json["result"]["items"]] == [120, 119]
 
 
-# ---- batch (§5) -----------------------------------------------------------------------------------
+# ---- batch ----------------------------------------------------------------------------------------
 
-def test_batch_item_keyset_reference_section5(projects):
-    """§5: PHPSDK's traversal: start=-1 pages chained by $result[p0][items][49][id]."""
+def test_batch_item_keyset_reference(projects):
+    """The official PHP SDK's traversal (bitrix24/b24phpsdk, src/Core/Batch.php getTraversableList): start=-1
+    pages chained by $result[p0][items][49][id] (batch; the fast scan)."""
     cmd = {"p0": "crm.item.list?entityTypeId=128&start=-1&order[id]=ASC&select[]=id",
            "p1": "crm.item.list?entityTypeId=128&start=-1&order[id]=ASC&select[]=id"
                  "&filter[>id]=$result[p0][items][49][id]",
@@ -350,8 +382,8 @@ def test_batch_item_keyset_reference_section5(projects):
     assert out["result_total"] == [] and out["result_next"] == []
 
 
-def test_batch_item_add_then_get_section5(api):
-    """§5: $result[a][item][id] feeds crm.item.get; paged lists fill result_total and result_next."""
+def test_batch_item_add_then_get(api):
+    """$result[a][item][id] feeds crm.item.get; paged lists fill result_total and result_next (batch)."""
     cmd = {"a": "crm.item.add?entityTypeId=128&fields[title]=From%20batch&fields[opportunity]=12.5",
            "g": "crm.item.get?entityTypeId=128&id=$result[a][item][id]",
            "l": "crm.item.list?entityTypeId=128",
@@ -363,7 +395,7 @@ def test_batch_item_add_then_get_section5(api):
     assert out["result_error"] == {"x": {"error": "NOT_FOUND", "error_description": "SPA not found"}}
 
 
-# ---- events (§8) over real HTTP -------------------------------------------------------------------
+# ---- events over real HTTP ------------------------------------------------------------------------
 
 @pytest.fixture
 def receiver():
@@ -372,9 +404,10 @@ def receiver():
     rec.close()
 
 
-def test_item_events_section8(receiver):
-    """§8: item add/update/delete POST ONCRMDYNAMICITEM* with data[FIELDS][ID] and [ENTITY_TYPE_ID];
-    activities raise no events here."""
+def test_item_events(receiver):
+    """item add/update/delete POST ONCRMDYNAMICITEM* with data[FIELDS][ID] and [ENTITY_TYPE_ID]
+    (https://apidocs.bitrix24.com/api-reference/crm/universal/events/on-crm-dynamic-item-add.html and its update
+    and delete pages); activities raise no events here."""
     server = start_server(create_emulator(event_url=receiver.url, limits=False))
     try:
         base = server.base
