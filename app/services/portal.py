@@ -227,7 +227,7 @@ class PortalClient:
 
 
 def parse_retry_after(header: str | None, now: dt.datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3), capped
+    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110, section 10.2.3), capped
     at MAX_RETRY_AFTER; None when absent or not either form (``inf``, ``nan``, ``-1``, garbage)."""
     if not header or len(header) > 64:
         return None
