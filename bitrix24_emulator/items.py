@@ -41,12 +41,13 @@ first of ``contactIds`` and a ``contactId`` sent alone becomes ``contactIds: [id
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import timedelta
 
 from .errors import ApiError
-from .fields import QUOTE, SMART_INVOICE, Field, describe_item_field, smart_process_fields
+from .fields import QUOTE, SMART_INVOICE, Field, describe_item_field, smart_process_fields, upper_name
 from .phpform import array_items, array_values, is_array, php_float, php_int, php_string
 from .query import build_filter, build_order, first_page_by_id, sort_records, split_operator
 from .system_items import EVENT_NAMES as SYSTEM_EVENT_NAMES
@@ -68,6 +69,17 @@ def spa_not_found() -> ApiError:
 
 def item_not_found() -> ApiError:
     return ApiError("NOT_FOUND", "Item not found", 400)
+
+
+def portal_upper(name: str) -> str:
+    """A crm.item filter or order name as the portal's refusal names it: the key after its converter made it
+    UPPER_CASE (the checks run on converted keys). A known field's camelCase name is its upper name
+    (``stageId`` -> ``STAGE_ID``); anything else goes through main's camel2snake, which puts ``_`` before every
+    capital that follows a character (``nope`` -> ``NOPE``, ``TITLE`` -> ``T_IT_LE``, as ``ID`` became ``I_D``
+    in https://github.com/leshchenko1979/fast_bitrix24/issues/196). User fields keep their UF_CRM_ form."""
+    if name[:2].lower() == "uf":
+        return upper_name(name)
+    return re.sub(r"(.)([A-Z])", r"\1_\2", name).upper()
 
 
 def invalid_arg(description: str) -> ApiError:
@@ -337,7 +349,7 @@ class ItemStore:
                 continue
             _, name = split_operator(key)
             if name not in defs:
-                raise invalid_arg(f"Invalid filter: field '{name}' is not allowed in filter")
+                raise invalid_arg(f"Invalid filter: field '{portal_upper(name)}' is not allowed in filter")
 
     @staticmethod
     def _rename_filter(filter_param, keys: dict[str, str]) -> dict:
@@ -353,19 +365,41 @@ class ItemStore:
                 out[op + keys[name]] = value
         return out
 
+    @staticmethod
+    def _upper_to_camel(defs: dict[str, Field], param) -> dict:
+        """``param`` (a filter, groups included, or an order) with UPPER_CASE names of standard fields
+        (``ID``, ``STAGE_ID``) turned into their camelCase names. The portal converts every incoming key
+        with its ORM converter, which first registers the UPPER names of the factory's fields
+        (getFieldsInfo) and passes a name it knows as UPPER_CASE through unchanged, so ``{"ID": "ASC"}``
+        sorts as ``{"id": "ASC"}`` does (fast_bitrix24's get_all sends it on every list). Source: the
+        portal's crm module, lib/controller/item.php (listAction, getFactory's preprocessUpperFieldNames)
+        and lib/service/converter/ormobject.php (convertFieldNameFromCamelCaseToUpperCase). User fields
+        are left alone (their UPPER names are not among getFieldsInfo's): our choice where that is silent."""
+        known = {upper_name(name): name for name, f in defs.items() if not f.dynamic}
+        out = {}
+        for key, value in array_items(param):
+            if key.isdigit() and is_array(value):
+                out[key] = ItemStore._upper_to_camel(defs, value)
+                continue
+            op, name = split_operator(key)
+            out[op + known[name] if name not in defs and name in known else key] = value
+        return out
+
     def list(self, params: dict) -> tuple[dict, int | None, int | None]:
         type_id = self.entity_type(params)
         defs = self._defs(type_id)
         filter_param = params.get("filter") if is_array(params.get("filter")) else {}
         order_param = params.get("order") if is_array(params.get("order")) else {}
+        filter_param = self._upper_to_camel(defs, filter_param)
+        order_param = self._upper_to_camel(defs, order_param)
         self._check_filter(defs, filter_param)
         for name, direction in array_items(order_param):
             if name not in defs or defs[name].is_collection or defs[name].multiple:
-                raise invalid_arg(f"Invalid order: field '{name}' is not allowed in order")
+                raise invalid_arg(f"Invalid order: field '{portal_upper(name)}' is not allowed in order")
             text = "" if is_array(direction) else (php_string(direction) or "").upper()
             if text not in ("ASC", "DESC"):
                 raise invalid_arg(f"Invalid order: allowed sort directions are ASC, DESC. But got '{text}' "
-                                  f"for field '{name}'")
+                                  f"for field '{portal_upper(name)}'")
         names, with_fm = self._select(type_id, params.get("select"))
         if type_id in SYSTEM_TYPES:
             entity = SYSTEM_TYPES[type_id]

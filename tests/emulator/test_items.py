@@ -135,12 +135,15 @@ def test_system_type_lists_filter_order_and_select_in_camel_case(api):
     assert ids(api, DEAL, filter={"!observers": 4}) == [1, 2, 3, 5]
     rows = api.ok("crm.item.list", {"entityTypeId": DEAL, "select": ["title"], "filter": {"id": 2}})["items"]
     assert rows == [{"id": 2, "title": "Deal 2"}]
-    status, body = api("crm.item.list", {"entityTypeId": DEAL, "filter": {"STAGE_ID": "WON"}})
-    assert (status, body["error_description"]) == (400, "Invalid filter: field 'STAGE_ID' is not allowed in filter")
+    # A known field's UPPER_CASE name is taken as its camelCase one (see test_upper_case_names_of_known_fields...);
+    # an unknown name is refused under the UPPER_CASE form the portal's converter gave it.
+    assert ids(api, DEAL, filter={"STAGE_ID": "WON"}) == [1, 3, 5]
+    status, body = api("crm.item.list", {"entityTypeId": DEAL, "filter": {"stageCode": "WON"}})
+    assert (status, body["error_description"]) == (400, "Invalid filter: field 'STAGE_CODE' is not allowed in filter")
     assert api("crm.item.list", {"entityTypeId": DEAL, "order": {"observers": "ASC"}})[0] == 400
     _, body = api("crm.item.list", {"entityTypeId": DEAL, "order": {"id": "UP"}})
     assert body == {"error": "INVALID_ARG_VALUE", "error_description":
-                    "Invalid order: allowed sort directions are ASC, DESC. But got 'UP' for field 'id'"}
+                    "Invalid order: allowed sort directions are ASC, DESC. But got 'UP' for field 'ID'"}
 
 
 @pytest.mark.skipif(not hasattr(links, "State"), reason="links.py (deal contacts) is not there yet")
@@ -220,7 +223,7 @@ def test_item_list_logic_or_groups_nest(spa_items):
     assert ids(spa_items, SPA, filter=nested) == [5, 51, 54, 57, 60]
     assert ids(spa_items, SPA, filter={**or_group, "assignedById": 3}) == [2, 59]
     status, body = spa_items("crm.item.list", {"entityTypeId": SPA, "filter": {"0": {"logic": "OR", "0": {"x": 1}}}})
-    assert (status, body["error_description"]) == (400, "Invalid filter: field 'x' is not allowed in filter")
+    assert (status, body["error_description"]) == (400, "Invalid filter: field 'X' is not allowed in filter")
     # A keyset page whose top level is OR takes no lower bound from its >id.
     _, body = spa_items("crm.item.list", {"entityTypeId": SPA, "start": -1,
                                           "filter": {"logic": "OR", ">id": 58, "id": 1}})
@@ -249,3 +252,22 @@ def test_a_user_field_made_later_is_an_item_field_at_once(api):
     assert api.ok("crm.deal.get", {"id": 1})["UF_CRM_BUDGET"] == "10"
     assert api.ok("crm.item.list", {"entityTypeId": DEAL, "filter": {"ufCrm_BUDGET": "10"},
                                     "select": ["ufCrm_BUDGET"]})["items"] == [{"id": 1, "ufCrm_BUDGET": "10"}]
+
+
+def test_upper_case_names_of_known_fields_are_taken_in_filter_and_order(spa_items, api):
+    """The portal converts crm.item.list's filter and order keys to UPPER_CASE before it checks them, and its
+    converter passes the UPPER name of a field the factory knows through unchanged, so ``{"ID": "ASC"}`` (what
+    fast_bitrix24's get_all adds to every list) sorts as ``{"id": "ASC"}``; only an unknown name is refused,
+    under its converted form. Source: the portal's crm module, lib/controller/item.php (listAction: convertKeysToUpper,
+    then validateFilter/validateOrder) and lib/service/converter/ormobject.php; the refusal's text:
+    https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html."""
+    assert ids(spa_items, SPA, order={"ID": "DESC"})[:3] == [60, 59, 58]
+    assert ids(spa_items, SPA, filter={">ID": 56, "ASSIGNED_BY_ID": 1}, order={"ID": "ASC"}) == [57, 60]
+    assert ids(spa_items, SPA, filter={"0": {"logic": "OR", "0": {"ID": 2}, "1": {"id": 4}}}) == [2, 4]
+    for param, text in (({"order": {"nope": "ASC"}}, "Invalid order: field 'NOPE' is not allowed in order"),
+                        ({"filter": {"TITLE_X": "a"}}, "Invalid filter: field 'T_IT_LE__X' is not allowed in filter")):
+        status, body = spa_items("crm.item.list", {"entityTypeId": SPA, **param})
+        assert (status, body) == (400, {"error": "INVALID_ARG_VALUE", "error_description": text})
+    for i in range(1, 4):
+        add(api, DEAL, title=f"Deal {i}")
+    assert ids(api, DEAL, order={"ID": "DESC"}) == [3, 2, 1]
