@@ -1,0 +1,65 @@
+"""No input makes the emulator answer 5xx: a portal refuses bad parameters with a 4xx error body
+(https://apidocs.bitrix24.com/error-codes.html), so an emulator that crashes on them would hide a
+client's bugs behind a 500 a real portal never sends.
+
+Every method the emulator serves is called with parameters of the wrong shape (strings where arrays
+are expected and back, unknown ids, nested garbage, huge numbers), as JSON and as a PHP form.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bitrix24_emulator import create_emulator
+from bitrix24_emulator.emulator import METHODS
+
+from .conftest import BASE, Api
+
+HOSTILE = [
+    None, {}, {"id": "abc"}, {"id": -5}, {"id": 1}, {"ID": [1, 2]}, {"fields": "x"},
+    {"fields": {"TITLE": {"a": 1}}},
+    {"fields": {"ID": 1, "STAGE_ID": ["x"], "CURRENCY_ID": {"a": "b"}, "NAME": None, "CONTACT_IDS": "x"}},
+    {"filter": "x"}, {"filter": {">ID": {"a": 1}}}, {"filter": {"logic": "OR", "0": "x"}},
+    {"filter": {"0": {"logic": ["x"]}}}, {"order": {"ID": ["x"]}}, {"order": ["y"], "sort": ["x"]},
+    {"select": "x"}, {"start": "abc"}, {"start": 10**30}, {"params": "x", "fields": {}},
+    {"entityTypeId": "2"}, {"entityTypeId": 2, "id": 1, "fields": {"title": ["x"], "fm": "x"}},
+    {"entityTypeId": 128, "fields": {"stageId": {"x": 1}, "categoryId": "abc"}},
+    {"taskId": "x"}, {"taskId": 1, "fields": {"TITLE": ["x"], "RESPONSIBLE_ID": {"a": 1}}},
+    {"rows": "x", "id": 1}, {"rows": [{"PRICE": "abc", "QUANTITY": {"x": 1}, "DISCOUNT_RATE": "z"}], "id": 1},
+    {"items": "x", "id": 1}, {"items": [{"CONTACT_ID": "abc"}], "id": 1},
+    {"id": 1, "fields": {"CONTACT_ID": "x", "IS_PRIMARY": ["Y"]}},
+    {"entityId": ["x"]}, {"fields": {"FIELD_NAME": ["x"], "USER_TYPE_ID": {"a": 1}, "LIST": "x"}},
+    {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": ["x"], "NAME": {"a": 1}}},
+    {"FILTER": "x"}, {"name": ["x"]}, {"ownerType": ["D"], "ownerId": {"x": 1}},
+    {"filter": {"=ownerType": "D", "=ownerId": "abc"}}, {"fields": {"ownerType": "T", "ownerId": "z"}},
+    {"cmd": "x"}, {"cmd": {"a": ["x"], "b": "crm.deal.get?id[]=1"}},
+]
+FORM = "fields[a][]=1&id[]=x&filter[][x]=1&start[]=1&order=x&cmd[a]=crm.deal.get?id[]=1&taskId[]=2"
+
+
+@pytest.fixture(scope="module")
+def portal():
+    api = Api(create_emulator(rate=1e9, burst=1e9))
+    for method, payload in [("crm.contact.add", {"fields": {"NAME": "a"}}), ("crm.deal.add", {"fields": {"TITLE": "d"}}),
+                            ("crm.lead.add", {"fields": {"TITLE": "l"}}), ("crm.company.add", {"fields": {"TITLE": "c"}}),
+                            ("tasks.task.add", {"fields": {"TITLE": "t", "RESPONSIBLE_ID": 1}})]:
+        api.ok(method, payload)
+    return api
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_no_parameters_make_a_method_answer_5xx(portal, method):
+    failures = []
+    for payload in HOSTILE:
+        response = portal.raw(method, payload)
+        if response.status_code >= 500:
+            failures.append((payload, response.status_code, response.get_data(as_text=True)[:300]))
+        else:
+            body = json.loads(response.get_data(as_text=True))
+            assert "result" in body or "error" in body, body
+    form = portal.client.post(BASE + method, data=FORM, content_type="application/x-www-form-urlencoded")
+    if form.status_code >= 500:
+        failures.append((FORM, form.status_code, form.get_data(as_text=True)[:300]))
+    assert not failures
