@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smart-process", action="append", default=[], metavar="TYPE_ID=TITLE",
                    help="serve crm.item.* for this smart process, e.g. 128=Projects; repeatable "
                         "(default: 128=Projects)")
+    # Where the docs and the portal's source disagree or are silent (docs/emulator.md, "Choices").
+    p.add_argument("--no-currency-check", action="store_true",
+                   help="store an unknown CURRENCY_ID as older portals' legacy code did (default: refuse it, "
+                        "as a new portal's factory mode does)")
+    p.add_argument("--auth-error-status", type=int, choices=[401, 403], default=401,
+                   help="HTTP status of INVALID_CREDENTIALS and insufficient_scope (the portal's source: 401; "
+                        "the docs' table: 403)")
+    p.add_argument("--batch-operating", choices=["methods", "batch"], default="methods",
+                   help="charge a batch's operating time to each command's method (default) or to batch itself")
+    p.add_argument("--delete-missing-error", choices=["legacy", "docs"], default="legacy",
+                   help="deleting a missing record: the legacy empty code 'Not found' (default) or the docs' "
+                        "ERROR_CORE 'Element not found'")
+    p.add_argument("--currency", default="RUB", help="the portal's base currency")
     return p
 
 
@@ -94,9 +107,9 @@ def _bindings(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    options = dict(
+def emulator_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of create_emulator() (and create_portals()) the command line asks for."""
+    return dict(
         user_id=args.user_id, secret=args.secret, rate=args.rate, burst=args.burst,
         operating_limit=args.operating_limit, operating_window=args.operating_window,
         cost_per_call=args.cost_per_call, latency_ms=args.latency, fail_rate=args.fail_rate,
@@ -105,7 +118,15 @@ def main(argv=None) -> int:
         application_token=args.application_token, seed=args.seed,
         limits=not args.no_limits, preload=_preload(args.preload), scopes=args.scopes,
         time_scale=args.time_scale,
-        smart_processes=_smart_processes(args.smart_process))
+        smart_processes=_smart_processes(args.smart_process),
+        currency_check=not args.no_currency_check, auth_error_status=args.auth_error_status,
+        batch_operating=args.batch_operating, delete_missing_error=args.delete_missing_error,
+        currency=args.currency)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    options = emulator_options(args)
     bindings = _bindings(args.bind)
     if args.portals is not None:
         if args.portals < 1:
