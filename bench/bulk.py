@@ -129,7 +129,7 @@ def measure(label: str, rows: int, setup, preload: int = 0, needed: int = 0, tim
     return {"run": label, "rows": rows, "seconds": round(elapsed, 2),
             "rows_per_s": None if error else round(rows / elapsed), "requests": requests,
             "503s": stats["rate_limited"], "429s": stats.get("operating_limited", 0),
-            "operating_s": round(sum(stats.get("operating_seconds", {}).values()), 1), "bound_s": bound,
+            "operating_s": round(sum((stats.get("operating_seconds") or {}).values()), 1), "bound_s": bound,
             "ratio_to_bound": round(bound / elapsed, 3) if bound and not error else None,
             "records_created": stats["records"].get("contact"), "error": error}
 
