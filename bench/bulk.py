@@ -118,6 +118,8 @@ def measure(label: str, rows: int, setup, preload: int = 0, needed: int = 0, tim
         elapsed = time.perf_counter() - started
         stats = emulator.stats()
         got, error = outcome.get("got"), outcome.get("error")
+        if error:
+            error = error[:200]  # a batch's errors repeat 50 times
         if worker.is_alive():
             error = f"still running after {timeout:.0f} s"
     finally:
