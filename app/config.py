@@ -56,8 +56,9 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_AUTH_FAILURES_TO_SUSPEND": (5, int),
     "BITRIX_AUTH_SUSPEND_SECONDS": (300.0, float),  # ...for this long, then one call tries again
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
-    # where the Swagger UI page at /api/bitrix/docs loads its scripts from (a self-hosted copy, say)
-    "BITRIX_OPENAPI_SWAGGER_UI_URL": ("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/", str),
+    # where the Swagger UI page at /api/bitrix/docs loads its scripts from; empty: the installed
+    # flask-swagger-ui package's copy, served at /api/bitrix/docs/assets/ (no internet needed)
+    "BITRIX_OPENAPI_SWAGGER_UI_URL": ("", str),
 }
 
 

@@ -8,10 +8,21 @@
 - Path converters ``bx_id`` / ``bx_entity`` match any segment, so a bad id still reaches our
   blueprint and gets ``INVALID_ID`` (from ``params.parse_path_ids``) instead of a routing 404, and
   are documented as what they accept.
+- The document gives every entity its own paths and operationIds (``createContact``, ``listDeals``,
+  ``updateTask``): one URL rule serves ``/clients/{client_id}/{entity}`` for all entities, but a
+  generated client and a person in Swagger UI read ``/clients/{client_id}/contacts`` best
+  (``per_entity_paths``). Every other operation's id is its endpoint name in camelCase.
+- Swagger UI's scripts come from an installed package (``flask-swagger-ui``, the ``docs`` extra), served
+  beside the page, so the page works on a machine without internet; ``BITRIX_OPENAPI_SWAGGER_UI_URL``
+  points it elsewhere (a CDN, a self-hosted copy).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import os
+import re
 from typing import Any
 
 import flask
@@ -142,11 +153,162 @@ class ApiBlueprint(flask_smorest.Blueprint):
         self.record(add)
 
 
+# The seed README's examples, and their like for the other entities: Swagger UI's "Try it out" starts
+# from these, and a generated client's docs show them.
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "contacts": {"create": {"fields": {"NAME": "Ada", "LAST_NAME": "Lovelace",
+                                       "PHONE": [{"VALUE": "+15551234567", "VALUE_TYPE": "WORK"}],
+                                       "EMAIL": [{"VALUE": "ada@example.com", "VALUE_TYPE": "WORK"}]}},
+                 "update": {"fields": {"POST": "Analyst"}}},
+    "deals": {"create": {"fields": {"TITLE": "Analytical Engine", "OPPORTUNITY": 5000, "CURRENCY_ID": "USD"}},
+              "update": {"fields": {"STAGE_ID": "WON"}}},
+    "leads": {"create": {"fields": {"TITLE": "Website enquiry", "NAME": "Ada", "LAST_NAME": "Lovelace",
+                                    "EMAIL": [{"VALUE": "ada@example.com", "VALUE_TYPE": "WORK"}]}},
+              "update": {"fields": {"STATUS_ID": "IN_PROCESS"}}},
+    "companies": {"create": {"fields": {"TITLE": "Analytical Engines Ltd",
+                                        "PHONE": [{"VALUE": "+15557654321", "VALUE_TYPE": "WORK"}]}},
+                  "update": {"fields": {"INDUSTRY": "IT"}}},
+    "tasks": {"create": {"fields": {"TITLE": "Call Ada back", "RESPONSIBLE_ID": 1}},
+              "update": {"fields": {"PRIORITY": 2}}},
+}
+ENDPOINT_KEY = "x-bx-endpoint"  # set by routes.route() on operations of {entity} paths; replaced here
+
+
+def operation_id(endpoint: str) -> str:
+    """``list_events`` -> ``listEvents``."""
+    head, *rest = endpoint.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _title(text: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[_\s]+", text))
+
+
+def entity_operation_id(endpoint: str, entity) -> str:
+    """``list_records`` -> ``listContacts``, ``create_record`` -> ``createContact``, ``entity_fields`` ->
+    ``getContactFields``; a name without record/records/entity/many gets the entity after its verb
+    (``list_userfields`` -> ``listContactUserfields``)."""
+    singular, plural = _title(entity.label), _title(entity.name)
+    words = {"record": singular, "entity": singular, "records": plural, "many": plural}
+    parts = endpoint.split("_")
+    if parts[0] in words:
+        parts.insert(0, "get")  # entity_fields: a noun alone reads as a getter
+    elif not any(part in words for part in parts):
+        parts.insert(1, "entity")
+    out = [words.get(part, part.capitalize()) for part in parts]
+    return out[0][0].lower() + out[0][1:] + "".join(out[1:])
+
+
+def _about(text: str, entity) -> str:
+    """A generic summary made specific: "Create a record" -> "Create a contact"."""
+    text = re.sub(r"\brecords\b", entity.name, text)
+    return re.sub(r"\brecord\b", entity.label, text)
+
+
+def per_entity_paths(spec: dict[str, Any]) -> dict[str, Any]:
+    """Expand each ``{entity}`` path into one path per entity its parameter allows, with the
+    parameter gone, the operation's own id, tag and summary, and request examples where we have them."""
+    paths: dict[str, Any] = {}
+    for path, item in spec.get("paths", {}).items():
+        if "{entity}" not in path:
+            paths[path] = item
+            continue
+        params = item.get("parameters", [])
+        entity_param = next((p for p in params if p.get("in") == "path" and p.get("name") == "entity"), None)
+        names = (entity_param or {}).get("schema", {}).get("enum") or list(ENTITIES)
+        for name in names:
+            entity = ENTITIES.get(name)
+            if entity is None:
+                continue
+            expanded: dict[str, Any] = {}
+            for key, value in item.items():
+                if key == "parameters":
+                    kept = [p for p in value if p is not entity_param]
+                    if kept:
+                        expanded[key] = kept
+                    continue
+                op = copy.deepcopy(value)
+                endpoint = op.pop(ENDPOINT_KEY, None) or f"{key}_record"
+                op["operationId"] = entity_operation_id(endpoint, entity)
+                op["tags"] = [entity.name]
+                for text_key in ("summary", "description"):
+                    if text_key in op:
+                        op[text_key] = _about(op[text_key], entity)
+                action = {"create_record": "create", "update_record": "update"}.get(endpoint)
+                example = EXAMPLES.get(name, {}).get(action) if action else None
+                content = op.get("requestBody", {}).get("content", {}).get("application/json")
+                if example is not None and content is not None:
+                    content["example"] = example
+                expanded[key] = op
+            paths[path.replace("{entity}", name)] = expanded
+    spec["paths"] = paths
+    return spec
+
+
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = Error
 
     def _register_error_handlers(self) -> None:
         """None: our blueprint has its own handlers and the host app keeps its own."""
+
+    def document(self) -> dict[str, Any]:
+        """The OpenAPI document as served: one path per entity and operation, summaries in Markdown."""
+        spec = per_entity_paths(self.spec.to_dict())
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                if isinstance(op, dict):
+                    for key in ("summary", "description"):
+                        if isinstance(op.get(key), str):
+                            op[key] = op[key].replace("``", "`")  # our docstrings' literals, as Markdown
+        return spec
+
+    def _openapi_json(self):
+        return flask.current_app.response_class(flask.json.dumps(self.document(), indent=2, sort_keys=False),
+                                                mimetype="application/json")
+
+    def _register_swagger_ui_rule(self, blueprint: flask.Blueprint) -> None:
+        """Swagger UI at ``docs``, its scripts under ``docs/assets/`` from the installed flask-swagger-ui
+        package unless BITRIX_OPENAPI_SWAGGER_UI_URL names another place. Without either, the page
+        answers 501 and says what to install (as /metrics does without prometheus_client)."""
+        page = self.config.get("OPENAPI_SWAGGER_UI_PATH")
+        if page is None:
+            return
+        self._swagger_ui_url = self.config.get("OPENAPI_SWAGGER_UI_URL") or None
+        if SWAGGER_UI_DIST:
+            blueprint.add_url_rule(f"/{page.strip('/')}/assets/<path:filename>", endpoint="swagger_ui_assets",
+                                   view_func=_swagger_ui_asset)
+        blueprint.add_url_rule(f"/{page.strip('/')}", endpoint="openapi_swagger_ui", view_func=self._swagger_ui_page)
+
+    def _swagger_ui_page(self):
+        scripts = self._swagger_ui_url
+        if not scripts and SWAGGER_UI_DIST:
+            # url_for, so an app mounted under a path prefix (SCRIPT_NAME) still finds them
+            name = f"{self._make_doc_blueprint_name()}.swagger_ui_assets"
+            scripts = flask.url_for(name, filename="swagger-ui.css").removesuffix("swagger-ui.css")
+        if not scripts:
+            return flask.jsonify(error="DOCS_UI_MISSING",
+                                 error_description="Swagger UI's files are not installed: pip install "
+                                                   "'flask-bitrix24[docs]', or set BITRIX_OPENAPI_SWAGGER_UI_URL "
+                                                   "to where they are served"), 501
+        return flask.render_template(
+            "swagger_ui.html", title=self.spec.title, swagger_ui_url=scripts,
+            spec_url=flask.url_for(f"{self._make_doc_blueprint_name()}.openapi_json"),
+            swagger_ui_config=self.config.get("OPENAPI_SWAGGER_UI_CONFIG", {}))
+
+
+def _swagger_ui_dist() -> str | None:
+    spec = importlib.util.find_spec("flask_swagger_ui")
+    if spec is None or not spec.origin:
+        return None
+    dist = os.path.join(os.path.dirname(spec.origin), "dist")
+    return dist if os.path.isfile(os.path.join(dist, "swagger-ui-bundle.js")) else None
+
+
+SWAGGER_UI_DIST = _swagger_ui_dist()  # found without importing the package (it imports nothing we need)
+
+
+def _swagger_ui_asset(filename: str):
+    return flask.send_from_directory(SWAGGER_UI_DIST, filename, max_age=86400)
 
 
 def _segment_except(*words: str) -> str:
@@ -158,13 +320,14 @@ def _segment_except(*words: str) -> str:
 class IdConverter(BaseConverter):
     """Any path segment; ``params.parse_path_ids`` checks it (400 INVALID_ID). Documented as a positive id."""
 
-    regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay")
+    regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay",
+                            "userfields")
 
 
 class EntityConverter(BaseConverter):
     """Any path segment; the controller checks it (404 UNKNOWN_ENTITY). Documented as the entity names."""
 
-    regex = _segment_except("batch", "config", "webhook", "events", "items")
+    regex = _segment_except("batch", "config", "webhook", "events", "items", "userfield-types")
 
 
 class UpsertEntityConverter(BaseConverter):

@@ -21,7 +21,7 @@ from ..controllers import ops_controller as ops
 from ..controllers import schemas as s
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
-from ..controllers.openapi import ApiBlueprint
+from ..controllers.openapi import ENDPOINT_KEY, ApiBlueprint, operation_id
 from ..controllers.params import PATH_IDS, limit_body_size, parse_path_ids, refuse_bad_path_id
 
 bp = ApiBlueprint("bitrix24", __name__, description="Bitrix24 CRM, per client")
@@ -63,8 +63,11 @@ def route(
         wrapped = bp.arguments(body, location="json", error_status_code=400)(wrapped)
     if query is not None:
         wrapped = bp.arguments(query, location="query", error_status_code=400, as_kwargs=False)(wrapped)
-    if doc:
-        wrapped = bp.doc(**doc)(wrapped)
+    # operationId: the endpoint's name in camelCase; on {entity} rules the document makes one per entity
+    # (createContact, listDeals: openapi.per_entity_paths), from the endpoint name kept here.
+    doc.setdefault(ENDPOINT_KEY if "<bx_entity:" in rule or "<bx_upsert_entity:" in rule else "operationId",
+                   endpoint if "<bx_entity:" in rule or "<bx_upsert_entity:" in rule else operation_id(endpoint))
+    wrapped = bp.doc(**doc)(wrapped)
     # merge_slashes=False: werkzeug would answer "//" with an HTML redirect built from the Host header.
     bp.add_url_rule(rule, endpoint, wrapped, methods=[method], tags=tags, merge_slashes=False)
 

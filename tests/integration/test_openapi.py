@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 from flask_bitrix24 import Bitrix24
+from flask_bitrix24.entities import ENTITIES
 
 from ..conftest import API_KEY
 
@@ -40,9 +41,30 @@ def test_openapi_document_lists_every_endpoint(make_app):
     routed = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("bitrix24.") and rule.endpoint != "bitrix24.not_found":
-            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
-            routed |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+            # one rule serves every entity; the document has a path per entity
+            names = [e.name for e in ENTITIES.values() if e.upsert] if "bx_upsert_entity" in rule.rule \
+                else list(ENTITIES) if "bx_entity" in rule.rule else [None]
+            for name in names:
+                path = re.sub(r"<bx_(?:upsert_)?entity:entity>", name or "", rule.rule)
+                path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
+                routed |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert routed and documented == routed
+    # Every operation has its own id; entities have their own paths and names a generated client reads.
+    ids = [op["operationId"] for ops in spec["paths"].values() for m, op in ops.items() if m != "parameters"]
+    assert len(ids) == len(set(ids)) == len(documented)
+    paths = spec["paths"]
+    assert paths["/api/bitrix/clients/{client_id}/contacts"]["post"]["operationId"] == "createContact"
+    assert paths["/api/bitrix/clients/{client_id}/deals"]["get"]["operationId"] == "listDeals"
+    assert paths["/api/bitrix/clients/{client_id}/companies/{record_id}"]["patch"]["operationId"] == "updateCompany"
+    assert paths["/api/bitrix/clients/{client_id}/leads/fields"]["get"]["operationId"] == "getLeadFields"
+    assert paths["/api/bitrix/clients/{client_id}/config"]["post"]["operationId"] == "saveConfig"
+    assert "/api/bitrix/clients/{client_id}/deals/upsert" not in paths  # deals have no upsert
+    create = paths["/api/bitrix/clients/{client_id}/contacts"]["post"]
+    assert create["tags"] == ["contacts"] and create["summary"].startswith("Create a contact")
+    assert create["requestBody"]["content"]["application/json"]["example"]["fields"]["NAME"] == "Ada"
+    assert paths["/api/bitrix/clients/{client_id}/deals/{record_id}"]["patch"]["requestBody"]["content"][
+        "application/json"]["example"] == {"fields": {"STAGE_ID": "WON"}}
+    assert all(p["name"] != "entity" for ops in paths.values() for p in ops.get("parameters", []))
     assert ("/api/bitrix/webhook", "POST") in documented
     receiver = spec["paths"]["/api/bitrix/webhook"]["post"]
     assert receiver["security"] == []  # it proves itself with auth[application_token], not the API key
@@ -55,17 +77,31 @@ def test_openapi_document_lists_every_endpoint(make_app):
     assert record["properties"]["fields"]["minProperties"] == 1
     item = spec["components"]["schemas"]["ItemBody"]
     assert item["properties"]["fields"]["propertyNames"] == {"pattern": "^[a-z][A-Za-z0-9_]*$"}
-    ids = spec["paths"]["/api/bitrix/clients/{client_id}/{entity}/{record_id}"]["parameters"]
+    ids = spec["paths"]["/api/bitrix/clients/{client_id}/deals/{record_id}"]["parameters"]
     assert {p["name"]: p["schema"].get("minimum") for p in ids}["record_id"] == 1
     assert spec["components"]["responses"]["DEFAULT_ERROR"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"}
 
 
 def test_swagger_ui_page(make_app, monkeypatch):
-    page = make_app().test_client().get("/api/bitrix/docs")
+    client = make_app().test_client()
+    page = client.get("/api/bitrix/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
-    assert "swagger-ui" in page.get_data(as_text=True) and "/api/bitrix/openapi.json" in page.get_data(as_text=True)
-    assert "cdn.jsdelivr.net/npm/swagger-ui-dist@5/" in page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    assert "swagger-ui" in html and "/api/bitrix/openapi.json" in html
+    # Its scripts come from the installed package, beside the page: no CDN, nothing from the internet.
+    assert "http" not in html.split("<body>")[0] and "/api/bitrix/docs/assets/swagger-ui-bundle.js" in html
+    script = client.get("/api/bitrix/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.get_data()) > 100_000
+    assert client.get("/api/bitrix/docs/assets/../../openapi.json").status_code == 404  # no way out of the folder
+    # Without the docs extra (and no URL of its own) the page says what to install, in our JSON.
+    from flask_bitrix24.controllers import openapi
+
+    monkeypatch.setattr(openapi, "SWAGGER_UI_DIST", None)
+    bare = make_app().test_client().get("/api/bitrix/docs")
+    assert bare.status_code == 501 and bare.get_json()["error"] == "DOCS_UI_MISSING"
+    assert "flask-bitrix24[docs]" in bare.get_json()["error_description"]
+    monkeypatch.undo()
     monkeypatch.setenv("BITRIX_OPENAPI_SWAGGER_UI_URL", "https://static.example.com/swagger/")
     from flask_bitrix24.config import bitrix24_settings
 
