@@ -25,7 +25,8 @@ the links crm.deal.contact.items.get shows); a contact's ``companyIds`` its comp
 
 Choices where the docs are silent: a contact may be added with no name and a company with no title
 (crm-item-add.md marks neither required; a company gets ``Company #id`` from the title template); the legacy
-rules stay otherwise (``categoryId`` of a deal is immutable; an invalid e-mail is ``ERROR_CORE``).
+rules stay otherwise (an invalid e-mail is ``ERROR_CORE``), except that ``categoryId`` moves a deal to another
+pipeline, which crm.deal.update cannot do (see ``_move_deal``).
 """
 
 from __future__ import annotations
@@ -252,11 +253,30 @@ class SystemItems:
         entity_id = int(record["ID"])
         stage_key = _STAGE_KEY.get(entity)
         before = record.get(stage_key) if stage_key else None
+        if entity == "deal" and "CATEGORY_ID" in legacy:
+            self._move_deal(record, legacy)
         self.store.update(entity, {"id": entity_id, "fields": legacy})
         if stage_key and self._moves_here(entity) and record.get(stage_key) != before:
             record.update(MOVED_BY=record["MODIFY_BY_ID"], MOVED_TIME=record["DATE_MODIFY"])
         self._apply_extras(entity, entity_id, record, extras)
         return entity_id
+
+    def _move_deal(self, record: dict, legacy: dict) -> None:
+        """``categoryId`` on crm.item.update moves a deal to another pipeline, as crm.deal.update cannot
+        (https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-update.html, the STAGE_ID entry): the
+        deal gets ``stageId`` if it is one of the new pipeline's stages, else the pipeline's first stage of the
+        same semantics (as on add). An unknown pipeline leaves the deal where it is, silently, as an unknown
+        pipeline on add does. (The stage history records the stage move; its "pipeline changed" type 5 is not
+        modelled.)"""
+        raw = legacy.pop("CATEGORY_ID")
+        catalog = self.store._catalog()
+        category = php_int(raw) if not is_array(raw) else -1
+        current = php_int(record.get("CATEGORY_ID") or 0)
+        if catalog is None or category < 0 or category == current or not catalog.category_exists(2, category):
+            return
+        record["CATEGORY_ID"] = str(category)
+        stage = catalog.resolve_stage(2, category, php_string(legacy.get("STAGE_ID")) or record.get("STAGE_ID"))
+        legacy["STAGE_ID"] = stage  # the update below moves the stage (its history record, MOVED_*)
 
     def _moves_here(self, entity: str) -> bool:
         """movedBy/movedTime are kept here unless the legacy record keeps them itself (MOVED_BY_ID)."""

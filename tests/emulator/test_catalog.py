@@ -240,6 +240,30 @@ def test_deal_update_ignores_a_stage_of_another_pipeline_and_stamps_moves(api, c
     assert api.ok("crm.deal.fields")["MOVED_TIME"]["isReadOnly"] is True
 
 
+def test_crm_item_update_moves_a_deal_to_another_pipeline(api):
+    """crm.deal.update cannot change CATEGORY_ID; crm.item.update with categoryId can, as the STAGE_ID entry of
+    https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-update.html says."""
+    api.ok("crm.category.add", {"entityTypeId": 2, "fields": {"name": "B2B"}})
+    deal_id = api.ok("crm.deal.add", {"fields": {"TITLE": "x"}})
+    moved = api.ok("crm.item.update", {"entityTypeId": 2, "id": deal_id,
+                                       "fields": {"categoryId": 1, "stageId": "C1:PREPARATION"}})["item"]
+    assert (moved["categoryId"], moved["stageId"]) == (1, "C1:PREPARATION")
+    deal = api.ok("crm.deal.get", {"id": deal_id})
+    assert (deal["CATEGORY_ID"], deal["STAGE_ID"], deal["IS_NEW"]) == ("1", "C1:PREPARATION", "N")
+    # without a stage (or with one of another pipeline): the new pipeline's first stage of the same semantics
+    moved = api.ok("crm.item.update", {"entityTypeId": 2, "id": deal_id, "fields": {"categoryId": 0}})["item"]
+    assert (moved["categoryId"], moved["stageId"]) == (0, "NEW")
+    moved = api.ok("crm.item.update", {"entityTypeId": 2, "id": deal_id,
+                                       "fields": {"categoryId": 1, "stageId": "WON"}})["item"]
+    assert (moved["categoryId"], moved["stageId"]) == (1, "C1:WON")
+    # an unknown pipeline leaves the deal where it is
+    moved = api.ok("crm.item.update", {"entityTypeId": 2, "id": deal_id, "fields": {"categoryId": 9}})["item"]
+    assert (moved["categoryId"], moved["stageId"]) == (1, "C1:WON")
+    history = api.ok("crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": deal_id}})["items"]
+    assert [(h["CATEGORY_ID"], h["STAGE_ID"]) for h in history] == [("0", "NEW"), ("1", "C1:PREPARATION"),
+                                                                     ("0", "NEW"), ("1", "C1:WON")]
+
+
 def test_custom_stage_semantics_come_from_the_dictionary(api):
     api.ok("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "GONE", "NAME": "Gone",
                                          "SORT": 90, "SEMANTICS": "F"}})
