@@ -6,6 +6,7 @@ import click
 from cryptography.fernet import Fernet
 from flask.cli import AppGroup, with_appcontext
 
+from .cli_transfer import export_command, import_command
 from .models.status import STATUSES
 
 bitrix24_cli = AppGroup("bitrix24", help="Bitrix24 integration: setup and maintenance.")
@@ -36,6 +37,8 @@ def generate_key_command() -> None:
 
 events_cli = AppGroup("events", help="The Bitrix24 event log: list, replay, retry failed.")
 bitrix24_cli.add_command(events_cli)
+bitrix24_cli.add_command(export_command)
+bitrix24_cli.add_command(import_command)
 
 
 @events_cli.command("list")

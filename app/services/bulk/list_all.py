@@ -4,7 +4,7 @@ pages to a batch request."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ...runtime import runtime
@@ -29,7 +29,8 @@ def _rows(result: Any, container: str | None) -> list[Any]:
 
 
 def bx_list_all(
-    method: str, params: Mapping[str, Any] | None = None, *, client_id: int | None = None, mode: str = "auto"
+    method: str, params: Mapping[str, Any] | None = None, *, client_id: int | None = None, mode: str = "auto",
+    on_total: Callable[[int], None] | None = None,
 ) -> Iterator[Any]:
     """Yield every row a ``*.list`` method matches, each exactly once, holding one batch in memory.
 
@@ -38,6 +39,9 @@ def bx_list_all(
     no COUNT on the portal, and rows added or deleted meanwhile neither shift nor repeat others.
     ``mode="offset"`` (for any other order) reads ``total`` from the first page and packs 50
     offsets into each batch request.
+
+    ``on_total(n)``, when given, is called once with the ``total`` of the first (counted) page: how
+    many rows match, for a progress bar, without a COUNT of its own on the portal.
     """
     params = dict(params or {})
     params.pop("start", None)
@@ -48,12 +52,13 @@ def bx_list_all(
         and str(next(iter(order.values()))).upper() == "ASC"
     )
     if mode == "keyset" or (mode == "auto" and by_id):
-        yield from _keyset(method, params, client_id, container, id_field)
+        yield from _keyset(method, params, client_id, container, id_field, on_total)
     else:
-        yield from _offsets(method, params, client_id, container)
+        yield from _offsets(method, params, client_id, container, on_total)
 
 
-def _keyset(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str):
+def _keyset(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str,
+            on_total: Callable[[int], None] | None = None):
     """Walk by ID. Each round first asks for the count of rows past the cursor (one ``start=0``
     page) so that the batches that follow hold exactly the pages left, plus one page of slack for
     rows added meanwhile: pages chained past the end would make the portal run useless queries
@@ -81,6 +86,9 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
                 count_params["filter"] = {**flt, **cursor}
             first = bx_call(method, count_params, client_id=client_id, max_wait=max_wait, background=True)
             rows = _rows(first.get("result"), container)
+            if on_total is not None:
+                on_total(first["total"] if isinstance(first.get("total"), int) else len(rows))
+                on_total = None  # later rounds count what is left past the cursor
             yield from rows
             if len(rows) < PAGE:
                 return
@@ -110,7 +118,8 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
         # Every expected page came back full: rows were added meanwhile. Count again from here.
 
 
-def _offsets(method: str, params: dict[str, Any], client_id: int | None, container: str | None):
+def _offsets(method: str, params: dict[str, Any], client_id: int | None, container: str | None,
+             on_total: Callable[[int], None] | None = None):
     max_wait = runtime().bulk_max_wait
     order = dict(params.get("order") or {})
     id_field = _row_shape(method)[1]
@@ -119,6 +128,9 @@ def _offsets(method: str, params: dict[str, Any], client_id: int | None, contain
         order[id_field] = "ASC"
     params = {**params, "order": order}
     first = bx_call(method, {**params, "start": 0}, client_id=client_id, max_wait=max_wait, background=True)
+    if on_total is not None:
+        count = first.get("total")
+        on_total(count if isinstance(count, int) else len(_rows(first.get("result"), container)))
     yield from _rows(first.get("result"), container)
     total, start = first.get("total"), first.get("next")
     while start is not None:
