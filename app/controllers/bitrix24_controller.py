@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from ..entities import ENTITIES
 from ..models.status import EventStatus
 from ..runtime import runtime
-from ..services import client_config
+from ..services import client_config, records
 from ..services import events as events_service
 from ..services import upsert as upsert_service
 from ..services.bitrix24_service import Bitrix24Error, bx_call
@@ -173,25 +173,22 @@ def create_record(body: dict[str, Any], client_id: int, entity: str):
 
 
 def get_record(client_id: int, entity: str, record_id: int):
-    """One record, as Bitrix24 has it."""
+    """One record, as Bitrix24 has it (without the method family's wrapper)."""
     ent = entity_or_404(entity)
-    return {"result": bx_call(ent.method("get"), {"id": record_id}, client_id=client_id)["result"]}
+    return {"result": records.get(ent, record_id, client_id=client_id)}
 
 
 def update_record(body: dict[str, Any], client_id: int, entity: str, record_id: int):
     """Change the given fields of a record (a bare object of fields works too)."""
     ent = entity_or_404(entity)
     fields, params = fields_and_params(ent, body)
-    payload: dict[str, Any] = {"id": record_id, "fields": fields}
-    if params:
-        payload["params"] = params
-    return {"result": bx_call(ent.method("update"), payload, client_id=client_id)["result"]}
+    return {"result": records.update(ent, record_id, fields, params, client_id=client_id)}
 
 
 def delete_record(client_id: int, entity: str, record_id: int):
     """Delete a record."""
     ent = entity_or_404(entity)
-    return {"result": bx_call(ent.method("delete"), {"id": record_id}, client_id=client_id)["result"]}
+    return {"result": records.delete(ent, record_id, client_id=client_id)}
 
 
 def list_records(query: dict[str, Any], client_id: int, entity: str):
@@ -200,12 +197,7 @@ def list_records(query: dict[str, Any], client_id: int, entity: str):
     params = list_params(ent, query)
     if query.get("all"):
         return bulk_controller.stream_all(ent, params, client_id)
-    envelope = bx_call(ent.method("list"), params, client_id=client_id)
-    body: dict[str, Any] = {"result": envelope.get("result", [])}
-    for key in ("total", "next"):
-        if key in envelope:
-            body[key] = envelope[key]
-    return body
+    return records.page(ent, params, client_id=client_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +330,7 @@ def replay_event(client_id: int, event_id: int):
 def entity_fields(client_id: int, entity: str):
     """The entity's field metadata (crm.*.fields), user fields included."""
     ent = entity_or_404(entity)
-    return {"result": bx_call(ent.method("fields"), client_id=client_id)["result"]}
+    return {"result": records.fields(ent, client_id=client_id)}
 
 
 def upsert_record(body: dict[str, Any], client_id: int, entity: str):

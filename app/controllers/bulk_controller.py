@@ -123,7 +123,8 @@ def _command(key: str, value: Any) -> tuple[str, Any]:
                        f'{where} must be "method?query" or {{"method": ..., "params": {{...}}}}', field=where)
     _check_sendable(params, where)
     if method.lower() not in _allowed_methods():
-        allowed = f"crm.{{{','.join(e.label for e in ENTITIES.values())}}}.{{{','.join(_CRUD_ACTIONS)}}}"
+        allowed = "; ".join(f"{e.prefix}.{{{','.join(e.method(a).rsplit('.', 1)[1] for a in _CRUD_ACTIONS)}}}"
+                            for e in ENTITIES.values())
         raise ApiError(400, "METHOD_NOT_ALLOWED_IN_BATCH", f"{where}: {method!r} is not allowed here; use {allowed}",
                        field=where)
     prefix = method.lower().rsplit(".", 1)[0]

@@ -9,6 +9,7 @@ the controllers after these.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load
@@ -37,7 +38,8 @@ def _order_by_items(names: dict[str, str]) -> dict[str, str]:
 
 FIELDS_HELP = (
     "Bitrix24 fields by their names: UPPER_CASE (NAME, STAGE_ID, UF_CRM_*) for contacts, deals, leads, "
-    "companies and activities; camelCase (title, stageId, ufCrm*) for smart-process items. Multi-fields "
+    "companies, activities and tasks (TITLE, RESPONSIBLE_ID, DEADLINE); camelCase (title, stageId, ufCrm*) for "
+    "smart-process items. Multi-fields "
     '(PHONE, EMAIL, ...) are lists of {"VALUE": ..., "VALUE_TYPE": ...}. null clears a field.'
 )
 
@@ -136,8 +138,9 @@ class BatchWriteBody(StrictSchema):
     )
 
 
-_BATCH_METHOD = (rf"crm\.({'|'.join(e.label for e in ENTITIES.values())})"
-                 r"\.(add|get|update|delete|list|fields)")
+# Each entity's own method names (tasks.task.getFields for "fields"), from the entity table.
+_BATCH_METHOD = "({})".format("|".join(re.escape(e.method(a)) for e in ENTITIES.values()
+                                       for a in ("add", "get", "update", "delete", "list", "fields")))
 _COMMAND = {"oneOf": [
     {"type": "string", "pattern": rf"^{_BATCH_METHOD}(\?.*)?$"},
     {"type": "object", "required": ["method"], "additionalProperties": False,

@@ -19,6 +19,7 @@ from ..controllers import bitrix24_controller as c
 from ..controllers import items_controller as items
 from ..controllers import ops_controller as ops
 from ..controllers import schemas as s
+from ..controllers import tasks_controller as tasks
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
 from ..controllers.openapi import ENDPOINT_KEY, ApiBlueprint, operation_id
@@ -106,6 +107,11 @@ route(f"{ITEMS}/<bx_id:item_id>", "get_item", items.get_item, "GET", s.Result, t
 route(f"{ITEMS}/<bx_id:item_id>", "update_item", items.update_item, "PATCH", s.Result, body=s.ItemBody,
       tags=ITEMS_TAG)
 route(f"{ITEMS}/<bx_id:item_id>", "delete_item", items.delete_item, "DELETE", s.Result, tags=ITEMS_TAG)
+
+# Tasks: CRUD, lists and bulk writes are the entity rules below (the tasks row of the entity table); here what
+# only tasks have. Before the entity rules, as every static path is.
+route(f"{CLIENT}/tasks/<bx_id:record_id>/complete", "complete_task", tasks.complete_task, "POST", s.Result,
+      tags=["tasks"])
 
 route(f"{CLIENT}/batch", "raw_batch", c.raw_batch, "POST", s.BatchAnswer, body=s.RawBatchBody, tags=BULK)
 route(f"{CLIENT}/<bx_entity:entity>/batch", "write_many", c.write_many, "POST", s.WriteAnswer,

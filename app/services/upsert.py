@@ -9,6 +9,7 @@ from typing import Any
 
 from ..entities import Entity
 from ..runtime import runtime
+from . import records
 from .bitrix24_service import bx_call
 from .errors import BadInput
 
@@ -178,10 +179,10 @@ def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], 
     ``(id, existed)``. A caller that reruns a create whose answer it lost (502 OUTCOME_UNKNOWN, a
     timeout of its own) finds the record instead of making a second. Without ``ORIGIN_ID``: a plain
     create. The lookup and the create run under a lock per (tenant, entity, origin)."""
-    payload: dict[str, Any] = {"fields": fields, **({"params": params} if params else {})}
     origin = fields.get("ORIGIN_ID")
-    if entity.camel or isinstance(origin, bool) or not isinstance(origin, (str, int)) or str(origin) == "":
-        return bx_call(entity.method("add"), payload, client_id=client_id)["result"], False
+    if (entity.camel or not entity.origin_ids or isinstance(origin, bool) or not isinstance(origin, (str, int))
+            or str(origin) == ""):
+        return records.add(entity, fields, params, client_id=client_id), False
     originator = fields.get("ORIGINATOR_ID")
     where: dict[str, Any] = {"ORIGIN_ID": str(origin)}
     if isinstance(originator, (str, int)) and not isinstance(originator, bool) and str(originator) != "":
@@ -192,4 +193,4 @@ def create_once(entity: Entity, fields: dict[str, Any], params: dict[str, Any], 
         found = find_by_origin(entity.prefix, [pair], client_id=client_id)
         if pair in found:
             return found[pair], True
-        return bx_call(entity.method("add"), payload, client_id=client_id)["result"], False
+        return records.add(entity, fields, params, client_id=client_id), False

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ...entities import entity_for_method
 from ...runtime import runtime
 from ..bitrix24_service import bx_call
 from ..errors import BadInput
@@ -16,10 +17,16 @@ from .batch import BATCH_LIMIT, run_chunk
 PAGE = 50
 
 
-def _row_shape(method: str) -> tuple[str | None, str]:
-    # crm.item.list nests rows under "items" and names the id "id":
-    # https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html
-    return ("items", "id") if method.lower().startswith("crm.item.") else (None, "ID")
+def _row_shape(method: str) -> tuple[str | None, str, str]:
+    """(the key rows are nested under, the id's name in filter and order, the id's key in a row), from
+    the entity table: crm.item.list nests rows under "items" and names the id "id"
+    (https://apidocs.bitrix24.com/api-reference/crm/universal/crm-item-list.html); tasks.task.list under
+    "tasks", filtered and ordered by "ID" but answering "id"
+    (https://apidocs.bitrix24.com/api-reference/tasks/tasks-task-list.html); legacy crm.*.list neither."""
+    entity = entity_for_method(method)
+    if entity is None:
+        return None, "ID", "ID"
+    return entity.list_wrapper, entity.id_field, entity.row_id
 
 
 def _rows(result: Any, container: str | None) -> list[Any]:
@@ -45,20 +52,20 @@ def bx_list_all(
     """
     params = dict(params or {})
     params.pop("start", None)
-    container, id_field = _row_shape(method)
+    container, id_field, row_id = _row_shape(method)
     order = params.get("order") or {}
     by_id = not order or (
         isinstance(order, Mapping) and list(order) in ([id_field], [id_field.lower()])
         and str(next(iter(order.values()))).upper() == "ASC"
     )
     if mode == "keyset" or (mode == "auto" and by_id):
-        yield from _keyset(method, params, client_id, container, id_field, on_total)
+        yield from _keyset(method, params, client_id, container, id_field, row_id, on_total)
     else:
         yield from _offsets(method, params, client_id, container, on_total)
 
 
 def _keyset(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str,
-            on_total: Callable[[int], None] | None = None):
+            row_id: str, on_total: Callable[[int], None] | None = None):
     """Walk by ID. Each round first asks for the count of rows past the cursor (one ``start=0``
     page) so that the batches that follow hold exactly the pages left, plus one page of slack for
     rows added meanwhile: pages chained past the end would make the portal run useless queries
@@ -92,7 +99,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
             yield from rows
             if len(rows) < PAGE:
                 return
-            last = int(rows[-1][id_field])
+            last = int(rows[-1][row_id])
             total = first.get("total")
             if isinstance(total, int):
                 pages_left = -(-(total - len(rows)) // PAGE)
@@ -105,7 +112,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
             nest = f"[{container}]" if container else ""
             for i in range(size):
                 # Page i starts after the last row of page i-1; the portal resolves the reference.
-                after: Any = last if i == 0 else f"$result[p{i - 1}]{nest}[{PAGE - 1}][{id_field}]"
+                after: Any = last if i == 0 else f"$result[p{i - 1}]{nest}[{PAGE - 1}][{row_id}]"
                 commands.append((f"p{i}", (method, {**base, "start": -1, "filter": {**flt, f">{id_field}": after}})))
             for item in run_chunk(commands, client_id=client_id, halt=False, max_wait=max_wait):
                 if item.error is not None:
@@ -114,7 +121,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
                 yield from rows
                 if len(rows) < PAGE:
                     return  # later pages of this batch chained off a short page: ignore them
-                last = int(rows[-1][id_field])
+                last = int(rows[-1][row_id])
         # Every expected page came back full: rows were added meanwhile. Count again from here.
 
 

@@ -7,9 +7,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...entities import Entity, entity_for_method
 from ...runtime import runtime
 from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
 from ..locks import LockTimeout
+from ..records import created_id
 from ..upsert import find_by_origin, origin_lock_key
 from .batch import BATCH_LIMIT, run_chunk
 
@@ -57,10 +59,15 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     call safe, as for a single create: a record that already has it is not made again (its outcome
     says ``existing``). The lookup and the creates run under the same per-origin locks a single
     create takes.
+
+    An entity without ORIGIN_ID (tasks: ``origin_ids`` in the entity table) gets no marker: its
+    creates are sent once, and a create whose answer was lost is reported as such, never sent again.
+    The id parameter and the wrapped answers of each method family come from the entity table.
     """
+    entity = entity_for_method(f"{prefix}.add") or Entity(prefix, prefix, "", 0, prefix)
     outcomes = [WriteOutcome(i, "updated" if item.get("id") else "created") for i, item in enumerate(items)]
     given = [(str(f.get("ORIGINATOR_ID") or ""), str(f["ORIGIN_ID"])) for item in items
-             if not item.get("id") and (f := item.get("fields") or {}).get("ORIGIN_ID")]
+             if entity.origin_ids and not item.get("id") and (f := item.get("fields") or {}).get("ORIGIN_ID")]
     repeated = sorted({m for m in given if given.count(m) > 1})
     if repeated:
         # The marker finds a record after a lost answer: two items with one marker would be one record.
@@ -69,7 +76,9 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     pending = []
     for outcome, item in zip(outcomes, items, strict=True):
         fields = dict(item.get("fields") or {})
-        if outcome.action == "created":
+        if outcome.action == "created" and not entity.origin_ids:
+            command = (entity.method("add"), {"fields": fields})
+        elif outcome.action == "created":
             if not fields.get("ORIGIN_ID"):
                 fields["ORIGIN_ID"] = uuid.uuid4().hex
                 fields["ORIGINATOR_ID"] = ORIGINATOR
@@ -80,7 +89,7 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
             command = (f"{prefix}.add", {"fields": fields})
         else:
             outcome.id = int(item["id"])
-            command = (f"{prefix}.update", {"id": outcome.id, "fields": fields})
+            command = (entity.method("update"), {entity.id_param: outcome.id, "fields": fields})
         if item.get("params"):
             command[1]["params"] = item["params"]
         pending.append((outcome, command))
@@ -107,7 +116,7 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
                             outcome.id, outcome.existing = found[outcome.index], True
                     chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
                 if chunk:
-                    _write_chunk(prefix, chunk, client_id, max_wait, attempts)
+                    _write_chunk(entity, chunk, client_id, max_wait, attempts)
         except (Bitrix24Error, LockTimeout) as exc:
             # A limit that outlasted the bound, the portal refusing us, the deadline, or another
             # request still writing the same ORIGIN_IDs: nothing more will succeed now. Every item
@@ -122,7 +131,8 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     return outcomes
 
 
-def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: float, attempts: int) -> None:
+def _write_chunk(entity: Entity, chunk: list, client_id: int | None, max_wait: float, attempts: int) -> None:
+    prefix = entity.prefix
     for attempt in range(1, attempts + 1):
         try:
             batch_items = run_chunk(
@@ -143,8 +153,11 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
             for outcome, _ in chunk:
                 if outcome.index in found:
                     outcome.id = found[outcome.index]
+                elif outcome.action == "created" and not outcome.marker:
+                    outcome.error = exc  # no marker to look for: it may exist, so it is never sent twice
             # Creates found are done; updates are safe to repeat.
-            chunk = [(o, cmd) for o, cmd in chunk if not (o.action == "created" and o.id is not None)]
+            chunk = [(o, cmd) for o, cmd in chunk
+                     if o.error is None and not (o.action == "created" and o.id is not None)]
             if not chunk:
                 return
             continue
@@ -152,7 +165,8 @@ def _write_chunk(prefix: str, chunk: list, client_id: int | None, max_wait: floa
             if result.error is not None:
                 outcome.error = result.error
             elif outcome.action == "created":
-                outcome.id = int(result.result)
+                new_id = created_id(entity, result.result)
+                outcome.id = new_id if isinstance(new_id, int) else None
         return
 
 

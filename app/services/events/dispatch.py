@@ -40,12 +40,13 @@ class Event:
         return data if isinstance(data, dict) else {}
 
     def fetch(self) -> dict[str, Any]:
-        from ..bitrix24_service import bx_call
+        """The record as it is now, through its entity's own get (``crm.deal.get``, ``tasks.task.get``)."""
+        from .. import records
 
         entity = next((e for e in ENTITIES.values() if e.type_name == self.entity_type), None)
         if entity is None or not self.entity_id:
-            raise ValueError(f"{self.name} is not about a CRM record we know how to fetch")
-        return bx_call(entity.method("get"), {"id": int(self.entity_id)}, client_id=self.client_id)["result"]
+            raise ValueError(f"{self.name} is not about a CRM record or task we know how to fetch")
+        return records.get(entity, int(self.entity_id), client_id=self.client_id)
 
 
 def _backoff(attempts: int) -> float:

@@ -19,7 +19,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from ...entities import entity_for_event
+from ...entities import entity_for_event, event_record_id
 from ...models.status import EventStatus
 from ...runtime import runtime
 from ..client_config import configs_for_portal, stored_config
@@ -163,8 +163,8 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     tenant, config = _find_tenant(payload, client_id, given)
 
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
-    fields = data.get("FIELDS") if isinstance(data.get("FIELDS"), dict) else {}
     entity = entity_for_event(name)
+    record_id = event_record_id(entity, data)  # FIELDS.ID; a task event's FIELDS_AFTER.ID or FIELDS_BEFORE.ID
     key = dedupe_key(payload, tenant)
     # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
     unhandled = not runtime().hooks.handlers_for(name)
@@ -177,7 +177,7 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         portal_domain=(config.portal_domain if config is not None and config.portal_domain else domain) or None,
         event=name,
         entity_type=entity.type_name if entity else None,
-        entity_id=_text(str(fields.get("ID")), 64) or None if fields.get("ID") is not None else None,
+        entity_id=_text(str(record_id), 64) or None if record_id is not None else None,
         payload=_scrub(payload),
         dedupe_key=key,
         status=EventStatus.DONE if unhandled else EventStatus.RECEIVED,
