@@ -50,6 +50,9 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_EVENT_MAX_ATTEMPTS": (5, int),  # handler runs per event before it is kept as failed
     "BITRIX_EVENT_RETRY_BASE": (30.0, float),  # seconds before the first retry; doubles each time
     "BITRIX_CONFIG_CACHE_SECONDS": (5.0, float),  # how long a process reuses a client's looked-up config
+    # field labels and list values (GET .../fields, labels=1) kept per portal and entity: seconds, entries
+    "BITRIX_LABELS_CACHE_SECONDS": (300.0, float),
+    "BITRIX_LABELS_CACHE_SIZE": (512, int),
     # A saved webhook is tried (one `profile` call) before it is stored; 0: store unchecked (offline setup)
     "BITRIX_VERIFY_CONFIG": (True, env_bool),
     # After this many refusals of a webhook's credentials in a row its calls are suspended...

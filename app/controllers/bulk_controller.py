@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, stream_with_context
@@ -25,14 +26,18 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def stream_all(ent: Entity, params: dict[str, Any], client_id: int) -> Response:
-    """Every matching row as one JSON document, ``{"result": [...], "total": N}``, streamed.
+def stream_all(ent: Entity, params: dict[str, Any], client_id: int,
+               transform: Callable[[Any], Any] | None = None) -> Response:
+    """Every matching row as one JSON document, ``{"result": [...], "total": N}``, streamed; each row
+    through ``transform`` when given (``labels=1`` adds the labels of its list fields).
 
     The first batch is fetched before the answer starts, so a missing config or a refused
     credential still gets its own status. A failure later cannot change the status any more: the
     document then ends with ``"error"`` and ``"error_description"`` after the rows sent so far.
     """
     rows = bx_list_all(ent.method("list"), params, client_id=client_id)
+    if transform is not None:
+        rows = map(transform, rows)
     first = next(rows, None)
 
     def generate():

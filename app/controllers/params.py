@@ -39,7 +39,7 @@ def positive_id(value: str, name: str) -> int:
 # Every id a URL rule takes (``<bx_id:...>``), in the order they appear in the rules, with the name
 # its error gives: the record's and the item's are "id", the smart process's "entity_type_id".
 PATH_IDS = {"client_id": "client_id", "type_id": "entity_type_id", "item_id": "id", "record_id": "id",
-            "event_id": "event_id"}
+            "event_id": "event_id", "uf_id": "uf_id"}
 
 
 _BAD_PATH_ID = "_flask_bitrix24_bad_path_id"  # in flask.g, which the host app shares

@@ -20,6 +20,8 @@ from ..controllers import items_controller as items
 from ..controllers import ops_controller as ops
 from ..controllers import schemas as s
 from ..controllers import tasks_controller as tasks
+from ..controllers import userfield_schemas as us
+from ..controllers import userfields_controller as uf
 from ..controllers.auth import require_api_auth
 from ..controllers.errors import register_error_handlers
 from ..controllers.openapi import ENDPOINT_KEY, ApiBlueprint, operation_id
@@ -75,6 +77,7 @@ def route(
 
 CONFIG, EVENTS, RECORDS, ITEMS_TAG, BULK = ["config"], ["events"], ["records"], ["smart-process items"], ["bulk"]
 OPS = ["operations"]
+USERFIELDS = ["user fields"]
 
 route("/health", "health", ops.health, "GET", s.Health, tags=OPS, security=[],
       responses={503: {"description": "The database or a configured Redis does not answer",
@@ -113,18 +116,38 @@ route(f"{ITEMS}/<bx_id:item_id>", "delete_item", items.delete_item, "DELETE", s.
 route(f"{CLIENT}/tasks/<bx_id:record_id>/complete", "complete_task", tasks.complete_task, "POST", s.Result,
       tags=["tasks"])
 
+# User fields of contacts, deals, leads and companies (crm.<entity>.userfield.*), and the portal's types.
+# Before the entity rules: /deals/userfields is not record "userfields".
+UF = f"{CLIENT}/<bx_entity:entity>/userfields"
+_UF_ERRORS = {404: {"description": "USERFIELD_NOT_FOUND: the entity has no user field with this id"}}
+route(UF, "list_userfields", uf.list_userfields, "GET", s.Page, query=us.UserFieldListQuery, tags=USERFIELDS)
+route(UF, "create_userfield", uf.create_userfield, "POST", s.CreatedId, status=201, body=us.UserFieldBody,
+      tags=USERFIELDS, responses={409: {"description": "USERFIELD_EXISTS: the entity has a field of this name "
+                                                       "(its id in id); nothing was created",
+                                        "content": {"application/json": {"schema": us.UserFieldExists}}}})
+route(f"{UF}/<bx_id:uf_id>", "get_userfield", uf.get_userfield, "GET", s.Result, tags=USERFIELDS,
+      responses=_UF_ERRORS)
+route(f"{UF}/<bx_id:uf_id>", "update_userfield", uf.update_userfield, "PATCH", s.Result, body=us.UserFieldChanges,
+      tags=USERFIELDS, responses=_UF_ERRORS)
+route(f"{UF}/<bx_id:uf_id>", "delete_userfield", uf.delete_userfield, "DELETE", s.Result, tags=USERFIELDS,
+      responses=_UF_ERRORS)
+route(f"{CLIENT}/userfield-types", "userfield_types", uf.userfield_types, "GET", s.Result, tags=USERFIELDS)
+
 route(f"{CLIENT}/batch", "raw_batch", c.raw_batch, "POST", s.BatchAnswer, body=s.RawBatchBody, tags=BULK)
 route(f"{CLIENT}/<bx_entity:entity>/batch", "write_many", c.write_many, "POST", s.WriteAnswer,
       body=s.BatchWriteBody, tags=BULK)
-route(f"{CLIENT}/<bx_entity:entity>/fields", "entity_fields", c.entity_fields, "GET", s.Result, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>/fields", "entity_fields", uf.entity_fields, "GET", s.Result,
+      query=us.FieldsQuery, tags=RECORDS)
 route(f"{CLIENT}/<bx_upsert_entity:entity>/upsert", "upsert_record", c.upsert_record, "PUT", s.UpsertAnswer,
       body=s.RecordBody, tags=RECORDS, responses={201: {"description": "Created (no record matched)"}})
-route(f"{CLIENT}/<bx_entity:entity>", "list_records", c.list_records, "GET", s.Page, query=s.ListQuery, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>", "list_records", uf.list_records, "GET", s.Page, query=us.LabelledListQuery,
+      tags=RECORDS)
 route(f"{CLIENT}/<bx_entity:entity>", "create_record", c.create_record, "POST", s.CreatedId, status=201,
       body=s.RecordBody, tags=RECORDS,
       responses={200: {"description": "A record with this ORIGIN_ID (and ORIGINATOR_ID) already existed: its id, "
                                       "existing: true; nothing was created"}})
-route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "get_record", c.get_record, "GET", s.Result, tags=RECORDS)
+route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "get_record", uf.get_record, "GET", s.Result,
+      query=us.RecordQuery, tags=RECORDS)
 route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "update_record", c.update_record, "PATCH", s.Result,
       body=s.RecordBody, tags=RECORDS)
 route(f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>", "delete_record", c.delete_record, "DELETE", s.Result,

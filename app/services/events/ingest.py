@@ -195,7 +195,18 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     except IntegrityError:
         _session().rollback()
         return _again(key, unhandled)
+    _forget_labels(name, (config.portal_domain if config is not None and config.portal_domain else domain) or None)
     return stored, False
+
+
+def _forget_labels(name: str, domain: str | None) -> None:
+    """An ``ONCRM*USERFIELD*`` event: the portal's cached field labels are stale (``field_labels``)."""
+    from ..field_labels import on_event
+
+    try:
+        on_event(name, domain)
+    except Exception:  # the event is stored: a cache problem must not turn its receipt into an error
+        log.exception("dropping the labels cache for %s failed", name)
 
 
 @dataclass(frozen=True)
