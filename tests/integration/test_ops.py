@@ -79,7 +79,9 @@ def test_metrics_count_calls_errors_limits_retries_and_events(secured):
     assert _value(samples, "bitrix24_errors_total", tenant="1", code="QUERY_LIMIT_EXCEEDED") == 1
     met = _value(samples, "bitrix24_limits_met_total", tenant="1", status="503")
     retries = _value(samples, "bitrix24_retries_total", tenant="1", error="QUERY_LIMIT_EXCEEDED")
-    assert met >= 2 and retries == met - 1  # every 503 but the last was retried
+    # Every 503 but the last was retried; when the last retry is refused by our own bucket before it is
+    # sent (the portal's budget is spent for longer than the caller's bound), the last 503 was retried too.
+    assert met >= 2 and met - 1 <= retries <= met
     assert _value(samples, "bitrix24_calls_total", tenant="1", method="profile", outcome="ok") == 1  # the save's check
     assert _value(samples, "bitrix24_call_seconds_count", tenant="1") == 4
     assert _value(samples, "bitrix24_operating_seconds", tenant="1", method="crm.contact.add") == 0.25
