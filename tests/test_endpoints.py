@@ -51,10 +51,14 @@ def test_get_returns_the_record(configured, portal):
 
 
 def test_update_accepts_the_readme_bare_stage_example(configured, portal):
+    # The stage is checked against the deal's pipeline first (a stage outside it would be silently ignored).
+    portal.post(portal_url("crm.deal.get"), json={"result": {"ID": "123", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}})
+    portal.post(portal_url("crm.status.list"), json={"result": [{"STATUS_ID": "NEW", "SORT": "10"},
+                                                                {"STATUS_ID": "WON", "SORT": "60"}]})
     portal.post(portal_url("crm.deal.update"), json={"result": True})
     r = configured.patch("/api/bitrix/clients/1/deals/123", json={"STAGE_ID": "WON"})
     assert r.status_code == 200 and r.get_json() == {"result": True}
-    assert sent_pairs(portal.calls[0]) == [("id", "123"), ("fields[STAGE_ID]", "WON")]
+    assert sent_pairs(portal.calls[2]) == [("id", "123"), ("fields[STAGE_ID]", "WON")]
 
 
 def test_delete(configured, portal):

@@ -24,7 +24,7 @@ from ..services.events import EventRejected, receive_event
 from ..services.metrics import tenant_label
 from ..services.secrets import mask, mask_url
 from ..services.wire import parse_php_form
-from . import bulk_controller
+from . import bulk_controller, relations_controller
 from .errors import ApiError, error_response
 from .params import (
     entity_or_404,
@@ -164,6 +164,7 @@ def create_record(body: dict[str, Any], client_id: int, entity: str):
     rerun finds the record an earlier create made: 200, its id, ``"existing": true``."""
     ent = entity_or_404(entity)
     fields, params = fields_and_params(ent, body)
+    fields = relations_controller.checked_fields(ent.name, fields, client_id)  # a deal's stage, a lead's status
     new_id, existed = upsert_service.create_once(ent, fields, params, client_id=client_id)
     new_id = _as_id(new_id)
     location = url_for(runtime().endpoint("get_record"), client_id=client_id, entity=ent.name, record_id=new_id)
@@ -182,6 +183,7 @@ def update_record(body: dict[str, Any], client_id: int, entity: str, record_id: 
     """Change the given fields of a record (a bare object of fields works too)."""
     ent = entity_or_404(entity)
     fields, params = fields_and_params(ent, body)
+    fields = relations_controller.checked_fields(ent.name, fields, client_id, record_id)
     return {"result": records.update(ent, record_id, fields, params, client_id=client_id)}
 
 

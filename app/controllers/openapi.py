@@ -321,7 +321,7 @@ class IdConverter(BaseConverter):
     """Any path segment; ``params.parse_path_ids`` checks it (400 INVALID_ID). Documented as a positive id."""
 
     regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay",
-                            "userfields")
+                            "userfields", "pipelines", "statuses", "sources")
 
 
 class EntityConverter(BaseConverter):

@@ -256,6 +256,7 @@ class Error(Schema):
     method = fields.String(metadata={"description": "The Bitrix24 method that failed."})
     bitrix24_status = fields.Integer(metadata={"description": "The HTTP status Bitrix24 answered with."})
     bitrix24_error = fields.String(metadata={"description": "Bitrix24's own error code."})
+    valid_stages = fields.List(fields.String(), metadata={"description": "INVALID_STAGE: the stages the pipeline has."})
 
 
 class Result(Schema):

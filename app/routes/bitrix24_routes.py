@@ -18,6 +18,8 @@ from .. import logs
 from ..controllers import bitrix24_controller as c
 from ..controllers import items_controller as items
 from ..controllers import ops_controller as ops
+from ..controllers import relations_controller as rel
+from ..controllers import relations_schemas as rs
 from ..controllers import schemas as s
 from ..controllers import tasks_controller as tasks
 from ..controllers import userfield_schemas as us
@@ -132,6 +134,33 @@ route(f"{UF}/<bx_id:uf_id>", "update_userfield", uf.update_userfield, "PATCH", s
 route(f"{UF}/<bx_id:uf_id>", "delete_userfield", uf.delete_userfield, "DELETE", s.Result, tags=USERFIELDS,
       responses=_UF_ERRORS)
 route(f"{CLIENT}/userfield-types", "userfield_types", uf.userfield_types, "GET", s.Result, tags=USERFIELDS)
+
+# Pipelines and stages, product rows, linked contacts (relations_controller). Before the entity rules:
+# /deals/pipelines is not record "pipelines".
+PIPELINES, ROWS, LINKS = ["pipelines"], ["product rows"], ["links"]
+RECORD = f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>"
+route(f"{CLIENT}/deals/pipelines", "deal_pipelines", rel.deal_pipelines, "GET", s.Result, tags=PIPELINES)
+route(f"{CLIENT}/leads/statuses", "lead_statuses", rel.lead_statuses, "GET", s.Result, tags=PIPELINES)
+route(f"{CLIENT}/leads/sources", "lead_sources", rel.lead_sources, "GET", s.Result, tags=PIPELINES)
+route(f"{CLIENT}/deals/<bx_id:record_id>/pipeline", "move_deal", rel.move_deal, "PUT", rs.MoveAnswer,
+      body=rs.MoveBody, tags=PIPELINES)
+route(f"{CLIENT}/<bx_entity:entity>/products/get", "rows_of_many", rel.rows_of_many, "POST", rs.ManyRowsAnswer,
+      body=rs.ManyRowsBody, tags=ROWS)
+route(f"{RECORD}/products", "get_rows", rel.get_rows, "GET", rs.RowsAnswer, tags=ROWS)
+route(f"{RECORD}/products", "put_rows", rel.put_rows, "PUT", rs.RowsAnswer, body=rs.RowsBody, tags=ROWS)
+route(f"{RECORD}/products", "patch_rows", rel.patch_rows, "PATCH", rs.RowsAnswer, body=rs.RowsPatch, tags=ROWS,
+      responses={409: {"description": "ROWS_CHANGED: the rows changed while being merged; nothing written"}})
+route(f"{ITEMS}/<bx_id:item_id>/products", "get_item_rows", rel.get_item_rows, "GET", rs.RowsAnswer, tags=ROWS)
+route(f"{ITEMS}/<bx_id:item_id>/products", "put_item_rows", rel.put_item_rows, "PUT", rs.RowsAnswer,
+      body=rs.RowsBody, tags=ROWS)
+route(f"{ITEMS}/<bx_id:item_id>/products", "patch_item_rows", rel.patch_item_rows, "PATCH", rs.RowsAnswer,
+      body=rs.RowsPatch, tags=ROWS,
+      responses={409: {"description": "ROWS_CHANGED: the rows changed while being merged; nothing written"}})
+route(f"{RECORD}/contacts", "get_contacts", rel.get_contacts, "GET", s.Result, tags=LINKS)
+route(f"{RECORD}/contacts", "put_contacts", rel.put_contacts, "PUT", s.Result, body=rs.ContactLinksBody, tags=LINKS)
+route(f"{RECORD}/companies", "get_companies", rel.get_companies, "GET", s.Result, tags=LINKS)
+route(f"{RECORD}/companies", "put_companies", rel.put_companies, "PUT", s.Result, body=rs.CompanyLinksBody,
+      tags=LINKS)
 
 route(f"{CLIENT}/batch", "raw_batch", c.raw_batch, "POST", s.BatchAnswer, body=s.RawBatchBody, tags=BULK)
 route(f"{CLIENT}/<bx_entity:entity>/batch", "write_many", c.write_many, "POST", s.WriteAnswer,
