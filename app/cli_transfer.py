@@ -239,6 +239,9 @@ def import_command(entity: str, file: str, client_id: int, fmt: str | None, orig
     progress.finish("interrupted" if interrupted else "done")
     if plan.ignored:
         click.echo(f"not sent (read-only, or not a field of {ent.name}): {', '.join(plan.ignored)}", err=True)
+    if plan.kept_on_update:
+        click.echo(f"not sent with updates (CSV has no value IDs; an update would add the values again): "
+                   f"{', '.join(plan.kept_on_update)}", err=True)
     if interrupted or summary is None:
         done = seen[0] if seen else None
         counts = (f": created {done.created:,}, existing {done.existing:,}, updated {done.updated:,}, failed "

@@ -278,6 +278,7 @@ class ImportPlan:
     fields: dict[str, dict[str, Any]]
     origin_column: str | None = None
     ignored: list[str] = field(default_factory=list)  # columns not sent: read-only or unknown
+    kept_on_update: list[str] = field(default_factory=list)  # CSV multi-field columns not sent with updates
 
     def to_item(self, row: SourceRow) -> dict[str, Any]:
         """The bulk_write item for a row: an update when it has an ID, else a create with an ORIGIN_ID.
@@ -319,6 +320,13 @@ class ImportPlan:
         if self.fmt == "csv":
             if value.strip() == "":
                 return None  # an empty cell is left out: an import never clears a field
+            if update and meta.get("type") in MULTI_TYPES:
+                # An update *adds* the multi-field values it is given (crm.contact.update, "Working with
+                # Multiple Fields": https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-update.html),
+                # and a CSV cell has no value IDs to change existing ones by: leave the record's alone.
+                if name not in self.kept_on_update:
+                    self.kept_on_update.append(name)
+                return None
             if meta.get("isMultiple"):
                 parts = [p.strip() for p in value.split(";") if p.strip()]
                 if meta.get("type") in MULTI_TYPES:
