@@ -35,6 +35,7 @@ from werkzeug.routing import BaseConverter, Rule
 
 from .._version import __version__
 from ..entities import ENTITIES
+from ..services.userfields import USERFIELD_ENTITIES
 from .errors import ApiError
 from .params import MAX_ID, grouped_list_query, json_object
 from .schemas import Error
@@ -334,6 +335,10 @@ class UpsertEntityConverter(BaseConverter):
     """The entities that have an upsert."""
 
 
+class UserFieldEntityConverter(EntityConverter):
+    """The entities that have user fields (``crm.<entity>.userfield.*``); the controller checks it."""
+
+
 class AnyPathConverter(BaseConverter):
     """Anything, empty and "//" included: the JSON catch-all under our prefix."""
 
@@ -342,6 +347,7 @@ class AnyPathConverter(BaseConverter):
 
 
 CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, "bx_upsert_entity": UpsertEntityConverter,
+              "bx_uf_entity": UserFieldEntityConverter,
               "bx_any": AnyPathConverter}
 
 
@@ -393,6 +399,7 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str, name: str = "
     api.register_converter(
         UpsertEntityConverter, lambda _: {"type": "string", "enum": [e.name for e in ENTITIES.values() if e.upsert]}
     )
+    api.register_converter(UserFieldEntityConverter, lambda _: {"type": "string", "enum": list(USERFIELD_ENTITIES)})
     api.register_blueprint(blueprint, url_prefix=url_prefix, name=name)
     if not had_openapi_cli:  # flask-smorest adds `flask openapi ...` to the app: not ours to add to a host
         app.cli.commands.pop("openapi", None)

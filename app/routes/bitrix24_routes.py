@@ -70,8 +70,8 @@ def route(
         wrapped = bp.arguments(query, location="query", error_status_code=400, as_kwargs=False)(wrapped)
     # operationId: the endpoint's name in camelCase; on {entity} rules the document makes one per entity
     # (createContact, listDeals: openapi.per_entity_paths), from the endpoint name kept here.
-    doc.setdefault(ENDPOINT_KEY if "<bx_entity:" in rule or "<bx_upsert_entity:" in rule else "operationId",
-                   endpoint if "<bx_entity:" in rule or "<bx_upsert_entity:" in rule else operation_id(endpoint))
+    per_entity = re.search(r"<bx_\w*entity:", rule) is not None  # bx_entity, bx_upsert_entity, bx_uf_entity
+    doc.setdefault(ENDPOINT_KEY if per_entity else "operationId", endpoint if per_entity else operation_id(endpoint))
     wrapped = bp.doc(**doc)(wrapped)
     # merge_slashes=False: werkzeug would answer "//" with an HTML redirect built from the Host header.
     bp.add_url_rule(rule, endpoint, wrapped, methods=[method], tags=tags, merge_slashes=False)
@@ -120,7 +120,7 @@ route(f"{CLIENT}/tasks/<bx_id:record_id>/complete", "complete_task", tasks.compl
 
 # User fields of contacts, deals, leads and companies (crm.<entity>.userfield.*), and the portal's types.
 # Before the entity rules: /deals/userfields is not record "userfields".
-UF = f"{CLIENT}/<bx_entity:entity>/userfields"
+UF = f"{CLIENT}/<bx_uf_entity:entity>/userfields"
 _UF_ERRORS = {404: {"description": "USERFIELD_NOT_FOUND: the entity has no user field with this id"}}
 route(UF, "list_userfields", uf.list_userfields, "GET", s.Page, query=us.UserFieldListQuery, tags=USERFIELDS)
 route(UF, "create_userfield", uf.create_userfield, "POST", s.CreatedId, status=201, body=us.UserFieldBody,

@@ -11,6 +11,7 @@ from pathlib import Path
 from flask import Flask
 from flask_bitrix24 import Bitrix24
 from flask_bitrix24.entities import ENTITIES
+from flask_bitrix24.services.userfields import USERFIELD_ENTITIES
 
 from ..conftest import API_KEY
 
@@ -43,9 +44,10 @@ def test_openapi_document_lists_every_endpoint(make_app):
         if rule.endpoint.startswith("bitrix24.") and rule.endpoint != "bitrix24.not_found":
             # one rule serves every entity; the document has a path per entity
             names = [e.name for e in ENTITIES.values() if e.upsert] if "bx_upsert_entity" in rule.rule \
+                else list(USERFIELD_ENTITIES) if "bx_uf_entity" in rule.rule \
                 else list(ENTITIES) if "bx_entity" in rule.rule else [None]
             for name in names:
-                path = re.sub(r"<bx_(?:upsert_)?entity:entity>", name or "", rule.rule)
+                path = re.sub(r"<bx_(?:upsert_|uf_)?entity:entity>", name or "", rule.rule)
                 path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
                 routed |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert routed and documented == routed

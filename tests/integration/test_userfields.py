@@ -307,3 +307,16 @@ def test_a_userfield_event_from_the_portal_drops_the_cache(stack):
     assert stack.emulator.events_sent[-1]["status"] == 200
     label = http.get(f"{api}/clients/1/deals/fields").json()["result"]["UF_CRM_TIER"]["label"]
     assert label == "Renamed on the portal"
+
+
+def test_the_document_lists_user_fields_for_the_entities_that_have_them(stack):
+    doc = stack.http.get(f"{stack.api}/openapi.json").json()
+    paths = {p for p in doc["paths"] if "userfield" in p}
+    entities = ("contacts", "deals", "leads", "companies")
+    assert paths == {f"/api/bitrix/clients/{{client_id}}/{e}/userfields{tail}" for e in entities
+                     for tail in ("", "/{uf_id}")} | {"/api/bitrix/clients/{client_id}/userfield-types"}
+    one = doc["paths"]["/api/bitrix/clients/{client_id}/deals/userfields"]
+    assert one["post"]["operationId"] == "createDealUserfield" and one["get"]["operationId"] == "listDealUserfields"
+    assert "409" in one["post"]["responses"]
+    record = doc["paths"]["/api/bitrix/clients/{client_id}/deals/{record_id}"]["get"]
+    assert [p["name"] for p in record["parameters"] if p["in"] == "query"] == ["labels"]
