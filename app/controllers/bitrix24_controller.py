@@ -329,12 +329,6 @@ def replay_event(client_id: int, event_id: int):
     return {"result": row.to_dict()}, 202 if row.status == EventStatus.QUEUED else 200
 
 
-def entity_fields(client_id: int, entity: str):
-    """The entity's field metadata (crm.*.fields), user fields included."""
-    ent = entity_or_404(entity)
-    return {"result": records.fields(ent, client_id=client_id)}
-
-
 def upsert_record(body: dict[str, Any], client_id: int, entity: str):
     """Find the record by e-mail or phone (crm.duplicate.findbycomm), then update it or create it."""
     ent = entity_or_404(entity)
