@@ -193,6 +193,14 @@ def test_access_denied_is_404_only_when_the_field_is_not_this_entitys(configured
     assert r.status_code == 502 and r.get_json()["error"] == "PORTAL_AUTH_FAILED"
 
 
+def test_show_filter_takes_the_filters_kind_and_other_flags_do_not(configured, portal):
+    portal.post(portal_url("crm.deal.userfield.update"), json={"result": True})
+    assert configured.patch(f"{UF}/5", json={"fields": {"SHOW_FILTER": "S"}}).status_code == 200
+    assert sent_params(portal.calls[0]) == {"id": "5", "fields": {"SHOW_FILTER": "S"}}
+    r = configured.patch(f"{UF}/5", json={"fields": {"MANDATORY": "S"}})
+    assert r.status_code == 400 and r.get_json()["error"] == "INVALID_FLAG" and len(portal.calls) == 1
+
+
 def test_immutable_keys_are_refused_on_update(configured, portal):
     r = configured.patch(f"{UF}/5", json={"fields": {"USER_TYPE_ID": "string", "SORT": 1}})
     assert r.status_code == 400 and r.get_json()["error"] == "USERFIELD_IMMUTABLE"

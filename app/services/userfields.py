@@ -101,9 +101,16 @@ def _check_label(key: str, value: Any) -> None:
                            f'{{"en": "NPS", "de": "NPS"}}', f"fields.{key}")
 
 
+# SHOW_FILTER also takes the filter's kind: I (exact), E (mask) or S (substring); Y is stored as E
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/user-defined-fields/crm-userfield-fields.html).
+_FILTER_KINDS = ("I", "E", "S")
+
+
 def _check_flag(key: str, value: Any) -> None:
-    if value not in (True, False, "Y", "N"):
-        raise UserFieldInvalid("INVALID_FLAG", f'{key} must be true, false, "Y" or "N"', f"fields.{key}")
+    if value in (True, False, "Y", "N") or (key == "SHOW_FILTER" and value in _FILTER_KINDS):
+        return
+    kinds = ', or "I", "E", "S" (the filter\'s kind)' if key == "SHOW_FILTER" else ""
+    raise UserFieldInvalid("INVALID_FLAG", f'{key} must be true, false, "Y" or "N"{kinds}', f"fields.{key}")
 
 
 def _check_list(value: Any, *, creating: bool) -> None:
