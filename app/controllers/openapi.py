@@ -331,12 +331,38 @@ class EntityConverter(BaseConverter):
     regex = _segment_except("batch", "config", "webhook", "events", "items", "userfield-types")
 
 
-class UpsertEntityConverter(BaseConverter):
-    """The entities that have an upsert."""
+def _entity_subsets() -> dict[str, Any]:
+    """The entities each entity converter documents (the controller checks the name either way: 404
+    UNKNOWN_ENTITY): one document path per entity that really has the resource."""
+    from ..services.contact_links import KINDS
+    from .relations_controller import ROW_ENTITIES
+
+    return {
+        "bx_entity": list(ENTITIES),
+        "bx_upsert_entity": [e.name for e in ENTITIES.values() if e.upsert],
+        "bx_uf_entity": list(USERFIELD_ENTITIES),
+        "bx_rows_entity": list(ROW_ENTITIES),
+        "bx_contacts_entity": [e for e, kind in KINDS.items() if kind.plural == "contacts"],
+        "bx_companies_entity": [e for e, kind in KINDS.items() if kind.plural == "companies"],
+    }
 
 
-class UserFieldEntityConverter(EntityConverter):
-    """The entities that have user fields (``crm.<entity>.userfield.*``); the controller checks it."""
+def entity_subset(converter_name: str) -> list[str]:
+    """The entity names the converter ``converter_name`` (``bx_rows_entity``, ...) is documented with."""
+    return _entity_subsets()[converter_name]
+
+
+def _subset_converter(name: str) -> type[BaseConverter]:
+    # Same matching as bx_entity (any segment); only the document's enum differs.
+    return type(f"{name.title().replace('_', '')}Converter", (EntityConverter,), {"__doc__": f"{name}: documented "
+                "as the entities that have the resource; the controller checks the name."})
+
+
+SUBSET_CONVERTERS = {name: _subset_converter(name) for name in
+                     ("bx_upsert_entity", "bx_uf_entity", "bx_rows_entity", "bx_contacts_entity",
+                      "bx_companies_entity")}
+UpsertEntityConverter = SUBSET_CONVERTERS["bx_upsert_entity"]
+UserFieldEntityConverter = SUBSET_CONVERTERS["bx_uf_entity"]
 
 
 class AnyPathConverter(BaseConverter):
@@ -346,9 +372,7 @@ class AnyPathConverter(BaseConverter):
     part_isolating = False
 
 
-CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, "bx_upsert_entity": UpsertEntityConverter,
-              "bx_uf_entity": UserFieldEntityConverter,
-              "bx_any": AnyPathConverter}
+CONVERTERS = {"bx_id": IdConverter, "bx_entity": EntityConverter, **SUBSET_CONVERTERS, "bx_any": AnyPathConverter}
 
 
 def _property_names(_converter, field, **_: Any) -> dict[str, Any]:
@@ -395,11 +419,9 @@ def init_api(app: Flask, blueprint: ApiBlueprint, url_prefix: str, name: str = "
     api.ma_plugin.converter.add_parameter_attribute_function(_deep_object)
     api.ma_plugin.converter.add_attribute_function(_property_names)
     api.register_converter(IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
-    api.register_converter(EntityConverter, lambda _: {"type": "string", "enum": list(ENTITIES)})
-    api.register_converter(
-        UpsertEntityConverter, lambda _: {"type": "string", "enum": [e.name for e in ENTITIES.values() if e.upsert]}
-    )
-    api.register_converter(UserFieldEntityConverter, lambda _: {"type": "string", "enum": list(USERFIELD_ENTITIES)})
+    api.register_converter(EntityConverter, lambda _: {"type": "string", "enum": entity_subset("bx_entity")})
+    for converter_name, converter in SUBSET_CONVERTERS.items():
+        api.register_converter(converter, lambda _, n=converter_name: {"type": "string", "enum": entity_subset(n)})
     api.register_blueprint(blueprint, url_prefix=url_prefix, name=name)
     if not had_openapi_cli:  # flask-smorest adds `flask openapi ...` to the app: not ours to add to a host
         app.cli.commands.pop("openapi", None)

@@ -128,5 +128,6 @@ def list_records(query: dict[str, Any], client_id: int, entity: str):
         return bulk_controller.stream_all(ent, params, client_id, transform=catalog.label_row)
     body = records_view.list_records(query, client_id, entity)
     catalog = field_labels.catalog(ent, client_id)
-    body["result"] = [catalog.label_row(row) for row in body.get("result") or []]
+    if isinstance(body.get("result"), list):  # an odd answer is passed on as it came
+        body["result"] = [catalog.label_row(row) for row in body["result"]]
     return body

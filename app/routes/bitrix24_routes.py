@@ -138,17 +138,20 @@ route(f"{CLIENT}/userfield-types", "userfield_types", uf.userfield_types, "GET",
 # Pipelines and stages, product rows, linked contacts (relations_controller). Before the entity rules:
 # /deals/pipelines is not record "pipelines".
 PIPELINES, ROWS, LINKS = ["pipelines"], ["product rows"], ["links"]
-RECORD = f"{CLIENT}/<bx_entity:entity>/<bx_id:record_id>"
+# Each resource's converter documents the entities that have it (openapi.entity_subset).
+ROWS_RECORD = f"{CLIENT}/<bx_rows_entity:entity>/<bx_id:record_id>"
+CONTACTS_OWNER = f"{CLIENT}/<bx_contacts_entity:entity>/<bx_id:record_id>"
+COMPANIES_OWNER = f"{CLIENT}/<bx_companies_entity:entity>/<bx_id:record_id>"
 route(f"{CLIENT}/deals/pipelines", "deal_pipelines", rel.deal_pipelines, "GET", s.Result, tags=PIPELINES)
 route(f"{CLIENT}/leads/statuses", "lead_statuses", rel.lead_statuses, "GET", s.Result, tags=PIPELINES)
 route(f"{CLIENT}/leads/sources", "lead_sources", rel.lead_sources, "GET", s.Result, tags=PIPELINES)
 route(f"{CLIENT}/deals/<bx_id:record_id>/pipeline", "move_deal", rel.move_deal, "PUT", rs.MoveAnswer,
       body=rs.MoveBody, tags=PIPELINES)
-route(f"{CLIENT}/<bx_entity:entity>/products/get", "rows_of_many", rel.rows_of_many, "POST", rs.ManyRowsAnswer,
+route(f"{CLIENT}/<bx_rows_entity:entity>/products/get", "rows_of_many", rel.rows_of_many, "POST", rs.ManyRowsAnswer,
       body=rs.ManyRowsBody, tags=ROWS)
-route(f"{RECORD}/products", "get_rows", rel.get_rows, "GET", rs.RowsAnswer, tags=ROWS)
-route(f"{RECORD}/products", "put_rows", rel.put_rows, "PUT", rs.RowsAnswer, body=rs.RowsBody, tags=ROWS)
-route(f"{RECORD}/products", "patch_rows", rel.patch_rows, "PATCH", rs.RowsAnswer, body=rs.RowsPatch, tags=ROWS,
+route(f"{ROWS_RECORD}/products", "get_rows", rel.get_rows, "GET", rs.RowsAnswer, tags=ROWS)
+route(f"{ROWS_RECORD}/products", "put_rows", rel.put_rows, "PUT", rs.RowsAnswer, body=rs.RowsBody, tags=ROWS)
+route(f"{ROWS_RECORD}/products", "patch_rows", rel.patch_rows, "PATCH", rs.RowsAnswer, body=rs.RowsPatch, tags=ROWS,
       responses={409: {"description": "ROWS_CHANGED: the rows changed while being merged; nothing written"}})
 route(f"{ITEMS}/<bx_id:item_id>/products", "get_item_rows", rel.get_item_rows, "GET", rs.RowsAnswer, tags=ROWS)
 route(f"{ITEMS}/<bx_id:item_id>/products", "put_item_rows", rel.put_item_rows, "PUT", rs.RowsAnswer,
@@ -156,10 +159,11 @@ route(f"{ITEMS}/<bx_id:item_id>/products", "put_item_rows", rel.put_item_rows, "
 route(f"{ITEMS}/<bx_id:item_id>/products", "patch_item_rows", rel.patch_item_rows, "PATCH", rs.RowsAnswer,
       body=rs.RowsPatch, tags=ROWS,
       responses={409: {"description": "ROWS_CHANGED: the rows changed while being merged; nothing written"}})
-route(f"{RECORD}/contacts", "get_contacts", rel.get_contacts, "GET", s.Result, tags=LINKS)
-route(f"{RECORD}/contacts", "put_contacts", rel.put_contacts, "PUT", s.Result, body=rs.ContactLinksBody, tags=LINKS)
-route(f"{RECORD}/companies", "get_companies", rel.get_companies, "GET", s.Result, tags=LINKS)
-route(f"{RECORD}/companies", "put_companies", rel.put_companies, "PUT", s.Result, body=rs.CompanyLinksBody,
+route(f"{CONTACTS_OWNER}/contacts", "get_contacts", rel.get_contacts, "GET", s.Result, tags=LINKS)
+route(f"{CONTACTS_OWNER}/contacts", "put_contacts", rel.put_contacts, "PUT", s.Result, body=rs.ContactLinksBody,
+      tags=LINKS)
+route(f"{COMPANIES_OWNER}/companies", "get_companies", rel.get_companies, "GET", s.Result, tags=LINKS)
+route(f"{COMPANIES_OWNER}/companies", "put_companies", rel.put_companies, "PUT", s.Result, body=rs.CompanyLinksBody,
       tags=LINKS)
 
 route(f"{CLIENT}/batch", "raw_batch", c.raw_batch, "POST", s.BatchAnswer, body=s.RawBatchBody, tags=BULK)

@@ -26,11 +26,12 @@ def unwrap(entity: Entity, result: Any) -> Any:
     return result
 
 
-def rows(entity: Entity, result: Any) -> list[Any]:
-    """A list page's rows: ``{"tasks": [...]}`` -> ``[...]``."""
-    if entity.list_wrapper and isinstance(result, dict):
-        result = result.get(entity.list_wrapper)
-    return result if isinstance(result, list) else []
+def rows(entity: Entity, result: Any) -> Any:
+    """A list page's rows: ``{"tasks": [...]}`` -> ``[...]``; anything else as the portal said it
+    (an odd answer is passed on, not reshaped into an empty page)."""
+    if entity.list_wrapper and isinstance(result, dict) and entity.list_wrapper in result:
+        return result[entity.list_wrapper]
+    return result
 
 
 def _as_id(value: Any) -> Any:

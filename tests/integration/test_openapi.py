@@ -10,8 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 from flask_bitrix24 import Bitrix24
-from flask_bitrix24.entities import ENTITIES
-from flask_bitrix24.services.userfields import USERFIELD_ENTITIES
+from flask_bitrix24.controllers.openapi import entity_subset
 
 from ..conftest import API_KEY
 
@@ -42,12 +41,11 @@ def test_openapi_document_lists_every_endpoint(make_app):
     routed = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("bitrix24.") and rule.endpoint != "bitrix24.not_found":
-            # one rule serves every entity; the document has a path per entity
-            names = [e.name for e in ENTITIES.values() if e.upsert] if "bx_upsert_entity" in rule.rule \
-                else list(USERFIELD_ENTITIES) if "bx_uf_entity" in rule.rule \
-                else list(ENTITIES) if "bx_entity" in rule.rule else [None]
+            # one rule serves every entity; the document has a path per entity that has the resource
+            converter = re.search(r"<(bx_\w*entity):entity>", rule.rule)
+            names = entity_subset(converter.group(1)) if converter else [None]
             for name in names:
-                path = re.sub(r"<bx_(?:upsert_|uf_)?entity:entity>", name or "", rule.rule)
+                path = re.sub(r"<bx_\w*entity:entity>", name or "", rule.rule)
                 path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
                 routed |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert routed and documented == routed
@@ -61,6 +59,12 @@ def test_openapi_document_lists_every_endpoint(make_app):
     assert paths["/api/bitrix/clients/{client_id}/leads/fields"]["get"]["operationId"] == "getLeadFields"
     assert paths["/api/bitrix/clients/{client_id}/config"]["post"]["operationId"] == "saveConfig"
     assert "/api/bitrix/clients/{client_id}/deals/upsert" not in paths  # deals have no upsert
+    # sub-resources only on the entities that have them
+    assert "/api/bitrix/clients/{client_id}/deals/{record_id}/products" in paths
+    assert "/api/bitrix/clients/{client_id}/activities/{record_id}/products" not in paths
+    assert "/api/bitrix/clients/{client_id}/companies/{record_id}/contacts" in paths
+    assert "/api/bitrix/clients/{client_id}/contacts/{record_id}/contacts" not in paths
+    assert "/api/bitrix/clients/{client_id}/tasks/userfields" not in paths
     create = paths["/api/bitrix/clients/{client_id}/contacts"]["post"]
     assert create["tags"] == ["contacts"] and create["summary"].startswith("Create a contact")
     assert create["requestBody"]["content"]["application/json"]["example"]["fields"]["NAME"] == "Ada"
