@@ -38,21 +38,35 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 def readme_curls() -> list[str]:
-    """Every curl command in the README's bash blocks, continuation lines joined."""
+    """Every curl command in the README's bash blocks, continuation lines joined, in order; an id kept
+    for later commands (``DEAL=$(curl ...)``) counts as one."""
     text = (ROOT / "README.md").read_text()
     commands = []
+    starts = re.compile(r"^(?:curl |\w+=\$\(curl )")
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         current: list[str] = []
         for line in block.splitlines():
-            if line.startswith("curl ") or not line.strip():
+            if starts.match(line) or not line.strip() or line.startswith("#"):
                 if current:
                     commands.append("\n".join(current))
-                current = [line] if line.strip() else []
+                current = [line] if starts.match(line) else []
             elif current:
                 current.append(line)  # continuation lines and multi-line JSON bodies
         if current:
             commands.append("\n".join(current))
     return commands
+
+
+# Each curl of a script must answer 2xx: the script stops at the first that does not, saying which.
+CHECKED_CURL = r"""set -eo pipefail
+curl() {
+  local out code
+  out=$(command curl -sS -w '\n%{http_code}' "$@") || { echo "curl could not run: curl $*" >&2; exit 1; }
+  code=${out##*$'\n'}
+  printf '%s\n' "${out%$'\n'*}"
+  case "$code" in 2*) ;; *) echo "HTTP $code from: curl $*" >&2; exit 1 ;; esac
+}
+"""
 
 
 @pytest.fixture
@@ -77,13 +91,12 @@ def test_readme_curls_then_smoke_test_then_ctrl_c(demo):
     port, emulator_port, proc = demo
     curls = readme_curls()
     assert len(curls) >= 20  # every endpoint is walked through
-    env = dict(os.environ, BITRIX_API_KEY="")
-    for command in curls:
-        command = command.replace("localhost:5001", f"127.0.0.1:{port}").replace("127.0.0.1:5002", f"127.0.0.1:{emulator_port}")
-        result = subprocess.run(["bash", "-c", command + " -sS -w '\\n%{http_code}'"], env=env,
-                                capture_output=True, text=True, timeout=30)
-        body, _, status = result.stdout.rpartition("\n")
-        assert result.returncode == 0 and status.startswith("2"), f"{command}\n-> {status} {body} {result.stderr}"
+    # One shell, top to bottom, as a reader pastes the walk-through into one terminal (ids kept in variables).
+    script = "\n".join(curls).replace("localhost:5001", f"127.0.0.1:{port}").replace(
+        "127.0.0.1:5002", f"127.0.0.1:{emulator_port}")
+    result = subprocess.run(["bash", "-c", CHECKED_CURL + script], env=dict(os.environ, BITRIX_API_KEY=""),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
 
     smoke = subprocess.run([sys.executable, "test_bitrix24_integration.py", "--base-url", f"http://127.0.0.1:{port}"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
