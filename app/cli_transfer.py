@@ -90,16 +90,22 @@ def _portal_error(exc: Any, after: str) -> click.ClickException:
               help="the file to write (default: standard output); written as FILE.part, renamed when complete")
 @click.option("--progress-every", type=click.IntRange(1), default=10_000, show_default=True,
               help="rows between progress lines when stderr is not a terminal")
+@click.option("--formula-guard/--no-formula-guard", default=True, show_default=True,
+              help="CSV: write a cell starting with = + - @ TAB or CR (a formula to a spreadsheet) with a leading "
+                   "' (plain numbers such as -5 excepted); import takes the ' off again")
 @with_appcontext
 def export_command(entity: str, client_id: int, filters: tuple[str, ...], select: tuple[str, ...], fmt: str | None,
-                   output: str, progress_every: int) -> None:
+                   output: str, progress_every: int, formula_guard: bool) -> None:
     """Write every ENTITY record (contacts, deals, leads, companies, activities, items:<entityTypeId>, ...)
     matching the filter, as JSON Lines (one record a line, as Bitrix24 sends it) or CSV.
 
     CSV columns are the --select fields in order (else every field the portal lists for the entity);
     multi-fields (PHONE, EMAIL, WEB, IM) and other multiple values are their values joined by "; " (the
-    value types are dropped), other nested values JSON text. The listing walks by ID, 50 pages per request,
-    holding one batch in memory: rows added or deleted meanwhile are neither lost nor repeated.
+    value types are dropped), other nested values JSON text. A CSV cell that a spreadsheet would run as a
+    formula (it starts with =, +, -, @, TAB or CR and is not a plain number such as -5) is written with a
+    leading ' (OWASP "CSV injection"); import takes it off again; --no-formula-guard writes such cells as
+    they are. The listing walks by ID, 50 pages per request, holding one batch in memory: rows added or
+    deleted meanwhile are neither lost nor repeated.
     """
     from .services.errors import Bitrix24Error
     from .services.transfer import RowWriter, export_plan, export_rows, parse_filters, resolve_entity
@@ -116,7 +122,8 @@ def export_command(entity: str, client_id: int, filters: tuple[str, ...], select
     to_stdout = output == "-"
     target = f"{output}.part"
     out: IO[str] = sys.stdout if to_stdout else open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115
-    writer = RowWriter(out, fmt, plan.columns, camel_keys=getattr(ent, "camel_output", False))
+    writer = RowWriter(out, fmt, plan.columns, camel_keys=getattr(ent, "camel_output", False),
+                       formula_guard=formula_guard)
     try:
         for row in export_rows(plan, client_id, on_total=progress.set_total):
             writer.write(row)
@@ -185,7 +192,8 @@ def import_command(entity: str, file: str, client_id: int, fmt: str | None, orig
     partly failed import again therefore finds the records the first run made ("existing") and creates
     only the rest. Keep the file's name and its lines' order for the rerun; import another file under
     another name. Read-only and unknown columns are not sent; empty CSV cells are left out (an import
-    never clears a field); a CSV multi-field cell is split on ";".
+    never clears a field); a CSV multi-field cell is split on ";"; a CSV cell starting with ' and then =, +,
+    -, @, TAB or CR (export's formula guard) loses that '.
     """
     from .services.errors import Bitrix24Error
     from .services.transfer import (

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from flask_bitrix24.services.transfer import IMPORT_ORIGINATOR, csv_cell, origin_prefix, parse_filters
+from flask_bitrix24.services.transfer import (
+    IMPORT_ORIGINATOR,
+    csv_cell,
+    guard_formula,
+    origin_prefix,
+    parse_filters,
+    unguard_formula,
+)
 
 from .conftest import portal_url, sent_params
 
@@ -113,3 +120,44 @@ def test_a_csv_update_leaves_the_records_multi_fields_alone(configured, portal, 
 
     cmd = sent_params(portal.calls[1])["cmd"]["w0"]
     assert parse_php_form(cmd.split("?", 1)[1]) == {"id": "7", "fields": {"NAME": "Ann B"}}
+
+
+def test_formula_guard_marks_spreadsheet_formulas_and_import_takes_the_mark_off():
+    formulas = ['=HYPERLINK("http://evil","x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "+1 555"]
+    for text in formulas:
+        assert guard_formula(text) == "'" + text
+        assert unguard_formula(guard_formula(text)) == text
+    # plain numbers stay numbers; text that merely starts with ' round-trips too
+    for text in ["-5", "+1.5", "-1e3", "5", "", "plain", "'quoted", "'=x", "''+1", "O'Hara"]:
+        assert unguard_formula(guard_formula(text)) == text
+    assert guard_formula("-5") == "-5" and guard_formula("'=x") == "''=x" and guard_formula("'quoted") == "'quoted"
+
+
+def test_export_csv_guards_formula_cells_unless_told_not_to(configured, portal, runner):
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    row = {"ID": "7", "NAME": "=1+1", "LAST_NAME": "-3", "PHONE": [{"VALUE": "+1 555", "VALUE_TYPE": "WORK"}]}
+    portal.post(portal_url("crm.contact.list"), json={"result": [row], "total": 1})
+    args = ["bitrix24", "export", "contacts", "--client", "1", "--select", "ID,NAME,LAST_NAME,PHONE", "--format", "csv"]
+    result = runner.invoke(args=args)
+    assert result.exit_code == 0, result.output
+    assert "7,'=1+1,-3,'+1 555" in result.output.splitlines()
+    result = runner.invoke(args=[*args, "--no-formula-guard"])
+    assert result.exit_code == 0, result.output
+    assert "7,=1+1,-3,+1 555" in result.output.splitlines()
+
+
+def test_import_csv_takes_the_formula_guard_off(configured, portal, runner, tmp_path):
+    src = tmp_path / "guarded.csv"
+    src.write_text("NAME,LAST_NAME,PHONE\n'=1+1,'-x,'+1 555; +1 556\n")
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    portal.post(portal_url("batch"), json={"result": {"result": {"w0": 11}, "result_error": [],
+                                                      "result_total": [], "result_next": [], "result_time": []}})
+    result = runner.invoke(args=["bitrix24", "import", "contacts", str(src), "--client", "1"])
+    assert result.exit_code == 0, result.output
+    from flask_bitrix24.services.wire import parse_php_form
+
+    cmd = sent_params(portal.calls[2])["cmd"]["w0"]
+    fields = parse_php_form(cmd.split("?", 1)[1])["fields"]
+    assert fields["NAME"] == "=1+1" and fields["LAST_NAME"] == "-x"
+    assert fields["PHONE"] == [{"VALUE": "+1 555", "VALUE_TYPE": "WORK"}, {"VALUE": "+1 556", "VALUE_TYPE": "WORK"}]

@@ -35,6 +35,12 @@ MULTI_SEPARATOR = "; "
 # Rows per bulk_write call during an import: progress is reported (and the failures file written) per chunk
 IMPORT_CHUNK = 250
 MULTI_TYPES = ("crm_multifield",)
+# Spreadsheet formula injection (OWASP "CSV Injection": https://owasp.org/www-community/attacks/CSV_Injection): a
+# cell starting with one of these is a formula to Excel / LibreOffice / Google Sheets. Export writes such a cell
+# with a leading "'" (the spreadsheets' own "this is text" mark), import takes one "'" off again.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# ...except a plain number ("-5", "+1.5", "-1e3"): a number to a spreadsheet, never a formula, left as it is
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 # A filter given on the command line: [OPERATOR]FIELD=VALUE, the operators of
 # https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html (and !%, !=%, !%= of
@@ -179,15 +185,37 @@ def csv_cell(value: Any) -> str:
     return str(value)
 
 
+def guard_formula(text: str) -> str:
+    """``=SUM(A1)`` -> ``'=SUM(A1)``: a cell whose first character after any ``'`` is in ``FORMULA_START``
+    gets one more ``'`` (so a value that already began with ``'=`` comes back from ``unguard_formula`` as it
+    was); plain numbers, negative ones included, are left alone."""
+    if text.lstrip("'")[:1] in FORMULA_START and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def unguard_formula(text: str) -> str:
+    """Undo ``guard_formula``: ``'=SUM(A1)`` -> ``=SUM(A1)``, ``''=x`` -> ``'=x``; any other cell as it is."""
+    if text.startswith("'") and text.lstrip("'")[:1] in FORMULA_START:
+        return text[1:]
+    return text
+
+
 class RowWriter:
     """Writes rows to a text stream as JSON Lines (one object a line, as the portal sent it) or as CSV
-    (a header of ``columns``, then one line per row, cells by ``csv_cell``)."""
+    (a header of ``columns``, then one line per row, cells by ``csv_cell``, through ``guard_formula``
+    unless ``formula_guard`` is off)."""
 
-    def __init__(self, out: IO[str], fmt: str, columns: list[str], camel_keys: bool = False) -> None:
+    def __init__(self, out: IO[str], fmt: str, columns: list[str], camel_keys: bool = False,
+                 formula_guard: bool = True) -> None:
         self.out, self.fmt, self.columns, self.camel_keys = out, fmt, columns, camel_keys
-        self._csv = None
+        self.formula_guard = formula_guard
+        self._csv = self._quoted = None
         if fmt == "csv":
             self._csv = csv.writer(out, lineterminator="\n")
+            # quotes a cell only if it holds "," '"' or the line terminator "\n": a bare "\r" would go out
+            # unquoted and split the row for every reader, so a row holding one is written fully quoted
+            self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
             self._csv.writerow(columns)
 
     def write(self, row: Any) -> None:
@@ -200,8 +228,9 @@ class RowWriter:
             value = row.get(name)
             if value is None and self.camel_keys:
                 value = row.get(_camel(name))
-            cells.append(csv_cell(value))
-        self._csv.writerow(cells)
+            cell = csv_cell(value)
+            cells.append(guard_formula(cell) if self.formula_guard else cell)
+        (self._quoted if any("\r" in cell for cell in cells) else self._csv).writerow(cells)  # type: ignore[union-attr]
 
 
 # ---- import -------------------------------------------------------------------------------------------------
@@ -235,7 +264,8 @@ class SourceRow:
 
 def read_rows(stream: IO[str], fmt: str) -> Iterator[SourceRow]:
     """Rows of a JSON Lines or CSV file, one at a time. Blank JSON lines are skipped; a line that is not a
-    JSON object is a row that failed (``INVALID_LINE``)."""
+    JSON object is a row that failed (``INVALID_LINE``). A CSV cell that ``guard_formula`` marked loses
+    its ``'`` in ``fields`` (``raw`` keeps the file's text)."""
     if fmt == "jsonl":
         for number, text in enumerate(stream, start=1):
             if not text.strip():
@@ -267,7 +297,7 @@ def read_rows(stream: IO[str], fmt: str) -> Iterator[SourceRow]:
         if len(record) != len(header):
             yield SourceRow(line, None, raw, f"{len(record)} cells for {len(header)} columns")
             continue
-        yield SourceRow(line, raw, raw)
+        yield SourceRow(line, {name: unguard_formula(cell) for name, cell in raw.items()}, raw)
 
 
 @dataclass

@@ -263,6 +263,31 @@ def test_export_then_import_round_trip_through_jsonl_keeps_multi_fields(stack, t
     assert not originals & {p["ID"] for p in first["PHONE"]}  # new values, not the originals' taken over
 
 
+def test_export_csv_guards_formulas_and_an_import_of_it_keeps_the_values(stack, tmp_path):
+    names = ['=HYPERLINK("http://evil","x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "-5", "'=quoted", "plain"]
+    for name in names:
+        r = stack.http.post(f"{stack.api}/clients/1/contacts",
+                            json={"NAME": name, "LAST_NAME": "x", "PHONE": [{"VALUE": "=1+1", "VALUE_TYPE": "WORK"}]})
+        assert r.status_code == 201, r.text
+    out = tmp_path / "c.csv"
+    r = run_cli(stack, "export", "contacts", "--client", "1", "-o", str(out), "--select", "NAME,LAST_NAME,PHONE")
+    assert r.returncode == 0, r.stderr
+    with open(out, encoding="utf-8", newline="") as stream:  # a quoted cell keeps its CR
+        table = list(csv.reader(stream))
+    assert [row[0] for row in table[1:]] == ["'" + n for n in names[:6]] + ["-5", "''=quoted", "plain"]
+    assert {row[2] for row in table[1:]} == {"'=1+1"}
+    r = run_cli(stack, "import", "contacts", str(out), "--client", "1")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    copies = [rec for rec in contacts(stack).values() if rec.get("ORIGINATOR_ID") == IMPORT_ORIGINATOR]
+    assert sorted(rec["NAME"] for rec in copies) == sorted(names)
+    assert {p["VALUE"] for rec in copies for p in rec["PHONE"]} == {"=1+1"}
+    raw = tmp_path / "raw.csv"
+    r = run_cli(stack, "export", "contacts", "--client", "1", "-o", str(raw), "--select", "NAME", "--no-formula-guard",
+                "--filter", "ID=1")
+    assert r.returncode == 0, r.stderr
+    assert raw.read_text() == 'NAME\n"=HYPERLINK(""http://evil"",""x"")"\n'
+
+
 def test_export_on_a_terminal_draws_a_progress_bar(stack, tmp_path):
     seed_contacts(stack, 30)
     master, slave = pty.openpty()
