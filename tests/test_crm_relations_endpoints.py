@@ -200,6 +200,19 @@ def test_item_rows_use_crm_item_productrow(configured, portal):
                                             "productRows": [{"productName": "Design", "price": "1000"}]}
 
 
+def test_item_rows_of_quotes_and_invoices_use_their_short_owner_type(configured, portal):
+    # https://apidocs.bitrix24.com/api-reference/crm/universal/product-rows/crm-item-productrow-add.html: ownerType
+    # is the short code (Q for a quote, SI for an invoice); T{hex} only for smart processes
+    portal.post(portal_url("crm.item.productrow.list"), json={"result": {"productRows": []}, "total": 0})
+    for type_id, owner_type in ((7, "Q"), (31, "SI")):
+        r = configured.get(f"{API}/items/{type_id}/5/products")
+        assert r.status_code == 200, r.get_json()
+        assert sent_params(portal.calls[-1])["filter"] == {"=ownerType": owner_type, "=ownerId": "5"}
+    r = configured.get(f"{API}/items/4/5/products")
+    assert r.status_code == 400 and r.get_json()["error"] == "NO_PRODUCT_ROWS"
+    assert len(portal.calls) == 2
+
+
 def test_item_rows_patch_changes_only_the_named_rows_in_one_batch(configured, portal):
     rows = [{"id": 11, "productName": "A"}, {"id": 12, "productName": "B"}]
     portal.post(portal_url("crm.item.productrow.list"), json={"result": {"productRows": rows}, "total": 2})

@@ -91,15 +91,30 @@ def _row_entity(entity: str) -> None:
                                               f"items, not {entity}")
 
 
-def _check_rows(owner: productrows.Owner, rows: list[dict[str, Any]], where: str, need_id: bool = False) -> None:
+def _check_rows(owner: productrows.Owner, rows: list[dict[str, Any]], where: str, need_id: bool = False,
+                may_have_id: bool = False) -> None:
+    """Each row's keys are input fields of a row (a typo would be dropped by the portal: a row without its name,
+    or an update that changes nothing), and it sets at least one besides the row id."""
+    accepted = owner.input_fields
     for i, row in enumerate(rows):
         check_field_names(owner.entity, row, f"{where}[{i}]")
+        unknown = [key for key in row if key not in accepted]
+        if unknown:
+            raise ApiError(400, "INVALID_ROWS", f"{where}[{i}] has {', '.join(map(repr, unknown))}: not an input "
+                                                f"field of a product row; the accepted fields are "
+                                                f"{', '.join(accepted)} ({owner.input_docs})",
+                           field=f"{where}[{i}].{unknown[0]}", accepted=list(accepted))
+        if not any(key != owner.id_key for key in row):
+            given = "changes nothing" if need_id else "is empty"
+            raise ApiError(400, "INVALID_ROWS", f"{where}[{i}] {given}: give the row's fields (of "
+                                                f"{', '.join(f for f in accepted if f != owner.id_key)})",
+                           field=f"{where}[{i}]")
         if need_id:
             value = row.get(owner.id_key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ApiError(400, "INVALID_ROWS", f"{where}[{i}] needs its row id as {owner.id_key} (a positive "
                                                     "integer)", field=f"{where}[{i}].{owner.id_key}")
-        elif owner.id_key in row:
+        elif owner.id_key in row and not may_have_id:
             raise ApiError(400, "INVALID_ROWS", f"{where}[{i}] has {owner.id_key}: rows to add have none (to change a "
                                                 "row use PATCH with update)", field=f"{where}[{i}].{owner.id_key}")
 
@@ -110,8 +125,7 @@ def _get(owner: productrows.Owner, client_id: int):
 
 def _put(owner: productrows.Owner, body: dict[str, Any], client_id: int):
     rows = body["rows"]
-    for i, row in enumerate(rows):
-        check_field_names(owner.entity, row, f"rows[{i}]")
+    _check_rows(owner, rows, "rows", may_have_id=True)
     result, replaced = productrows.replace(owner, rows, client_id=client_id)
     return {"result": result, "replaced": replaced}
 
@@ -119,6 +133,15 @@ def _put(owner: productrows.Owner, body: dict[str, Any], client_id: int):
 def _patch(owner: productrows.Owner, body: dict[str, Any], client_id: int):
     _check_rows(owner, body["add"], "add")
     _check_rows(owner, body["update"], "update", need_id=True)
+    updated = [row[owner.id_key] for row in body["update"]]
+    twice = sorted({i for i in updated if updated.count(i) > 1})
+    if twice:
+        raise ApiError(400, "INVALID_ROWS", f"update names row {', '.join(map(str, twice))} more than once: give "
+                                            "each row's changes in one entry", field="update")
+    both = sorted(set(updated) & set(body["remove"]))
+    if both:
+        raise ApiError(400, "INVALID_ROWS", f"row {', '.join(map(str, both))} is both in update and in remove: "
+                                            "keep it in one of them", field="remove")
     try:
         result, counts = productrows.merge(owner, add=body["add"], update=body["update"], remove=body["remove"],
                                            client_id=client_id)
@@ -147,19 +170,30 @@ def patch_rows(body: dict[str, Any], client_id: int, entity: str, record_id: int
     return _patch(productrows.legacy_owner(entity, record_id), body, client_id)
 
 
+def _item_owner(client_id: int, type_id: int, item_id: int) -> productrows.Owner:
+    try:
+        return productrows.item_owner(type_id, item_id)
+    except productrows.NoProductRows as exc:
+        deals = url_for(runtime().endpoint("get_rows"), client_id=client_id, entity="deals", record_id=item_id)
+        raise ApiError(400, "NO_PRODUCT_ROWS", f"{exc} (a deal's or lead's rows are also at {deals} and "
+                                               f"{deals.replace('/deals/', '/leads/', 1)})",
+                       field="entity_type_id") from None
+
+
 def get_item_rows(client_id: int, type_id: int, item_id: int):
-    """The product rows of a smart-process item (crm.item.productrow.list)."""
-    return _get(productrows.item_owner(type_id, item_id), client_id)
+    """The product rows of a CRM item (crm.item.productrow.list): a smart process's, or a lead's (type 1), deal's
+    (2), quote's (7) or invoice's (31)."""
+    return _get(_item_owner(client_id, type_id, item_id), client_id)
 
 
 def put_item_rows(body: dict[str, Any], client_id: int, type_id: int, item_id: int):
-    """Replace every product row of a smart-process item (crm.item.productrow.set)."""
-    return _put(productrows.item_owner(type_id, item_id), body, client_id)
+    """Replace every product row of a CRM item (crm.item.productrow.set)."""
+    return _put(_item_owner(client_id, type_id, item_id), body, client_id)
 
 
 def patch_item_rows(body: dict[str, Any], client_id: int, type_id: int, item_id: int):
-    """Add, change and remove rows of a smart-process item by id, keeping the others."""
-    return _patch(productrows.item_owner(type_id, item_id), body, client_id)
+    """Add, change and remove rows of a CRM item by id, keeping the others."""
+    return _patch(_item_owner(client_id, type_id, item_id), body, client_id)
 
 
 def rows_of_many(body: dict[str, Any], client_id: int, entity: str):

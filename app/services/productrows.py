@@ -20,6 +20,11 @@ its ID and its input fields (the legacy ``set`` keeps the ID of a row it is give
 with ``crm.item.productrow.update``/``delete``/``add``
 (https://apidocs.bitrix24.com/api-reference/crm/universal/product-rows/crm-item-productrow-update.html), which
 touch only the rows named: its ``set`` gives every row a new id.
+
+Two merges of one record at once would both read the same rows and the later ``set`` would drop what the earlier
+added: ``replace`` and ``merge`` run under a lock per (client, owner type, owner id) (``runtime().locks``, shared by
+every process with Redis), the same for a deal's rows reached as a deal or as item type 2. The compare guard stays
+for writers outside this app.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..entities import ENTITIES, Entity, smart_process
+from ..runtime import runtime
 from .bitrix24_service import bx_batch, bx_call
 from .errors import Bitrix24Error
 
@@ -39,10 +45,22 @@ LEGACY_INPUT = ("ID", "PRODUCT_ID", "PRODUCT_NAME", "PRICE", "QUANTITY", "DISCOU
 ITEM_INPUT = ("id", "productId", "productName", "price", "quantity", "discountTypeId", "discountRate",
               "discountSum", "taxRate", "taxIncluded", "measureCode", "measureName", "sort", "xmlId")
 PAGE = 50
+# Where the input fields above are listed (deals' and leads': Owner.input_docs).
+ITEM_INPUT_DOCS = "https://apidocs.bitrix24.com/api-reference/crm/universal/product-rows/crm-item-productrow-add.html"
+# crm.item.productrow's ownerType of the types that have product rows besides smart processes (entityTypeId ->
+# short code: lead L, deal D, quote Q, invoice SI); a smart process (entityTypeId >= 128) is T{hex}
+# (https://apidocs.bitrix24.com/api-reference/crm/universal/product-rows/crm-item-productrow-add.html,
+# https://apidocs.bitrix24.com/api-reference/crm/data-types.html#object_type).
+OWNER_TYPES = {1: "L", 2: "D", 7: "Q", 31: "SI"}
+FIRST_SMART_PROCESS = 128
 
 
 class RowsChanged(Exception):
     """The rows changed between our read and our write: nothing was written."""
+
+
+class NoProductRows(ValueError):
+    """An entityTypeId that has no product rows through crm.item.productrow."""
 
 
 class RowNotFound(ValueError):
@@ -59,7 +77,7 @@ class Owner:
     entity: Entity  # for the field-name spelling (UPPER_CASE or camelCase)
     owner_id: int
     legacy_prefix: str | None = None  # "crm.deal" for crm.deal.productrows.*; None: crm.item.productrow.*
-    owner_type: str | None = None  # crm.item.productrow's ownerType: T{hex}
+    owner_type: str | None = None  # crm.item.productrow's ownerType: D, L, Q, SI or T{hex}
 
     @property
     def id_key(self) -> str:
@@ -68,6 +86,18 @@ class Owner:
     @property
     def input_fields(self) -> tuple[str, ...]:
         return LEGACY_INPUT if self.legacy_prefix else ITEM_INPUT
+
+    @property
+    def input_docs(self) -> str:
+        """The page that lists the input fields."""
+        if not self.legacy_prefix:
+            return ITEM_INPUT_DOCS
+        name = self.legacy_prefix.removeprefix("crm.")  # deal, lead
+        return f"https://apidocs.bitrix24.com/api-reference/crm/{name}s/crm-{name}-productrows-set.html"
+
+    def lock_key(self, client_id: int) -> str:
+        """The lock a write of these rows runs under: one per (client, owner type, owner id)."""
+        return f"productrows:{client_id}:{self.owner_type}:{self.owner_id}"
 
     def get_command(self) -> tuple[str, dict[str, Any]]:
         assert self.legacy_prefix
@@ -82,11 +112,18 @@ class Owner:
 
 def legacy_owner(entity_name: str, owner_id: int) -> Owner:
     entity = ENTITIES[entity_name]
-    return Owner(entity, owner_id, legacy_prefix=entity.prefix)
+    return Owner(entity, owner_id, legacy_prefix=entity.prefix, owner_type=OWNER_TYPES[entity.type_id])
 
 
 def item_owner(type_id: int, owner_id: int) -> Owner:
-    # ownerType of a smart process: "T" and its entityTypeId in lower-case hex ("Tb3" for 179)
+    """The owner of ``/items/<type_id>/<id>/products``: a lead's, deal's, quote's or invoice's rows by their short
+    code, a smart process's by "T" and its entityTypeId in lower-case hex ("Tb3" for 179); NoProductRows for
+    any other type."""
+    if type_id in OWNER_TYPES:
+        return Owner(smart_process(type_id), owner_id, owner_type=OWNER_TYPES[type_id])
+    if type_id < FIRST_SMART_PROCESS:
+        raise NoProductRows(f"entity type {type_id} has no product rows: they belong to leads (1), deals (2), "
+                            f"quotes (7), invoices (31) and smart processes ({FIRST_SMART_PROCESS} and up)")
     return Owner(smart_process(type_id), owner_id, owner_type=f"T{type_id:x}")
 
 
@@ -127,8 +164,9 @@ def _set(owner: Owner, rows: list[dict[str, Any]], *, client_id: int) -> list[di
 
 def replace(owner: Owner, rows: list[dict[str, Any]], *, client_id: int) -> tuple[list[dict[str, Any]], int]:
     """Set the owner's rows to exactly ``rows``: ``(the rows now, how many rows there were before)``."""
-    before = get_rows(owner, client_id=client_id)
-    return _set(owner, rows, client_id=client_id), len(before)
+    with runtime().locks.hold([owner.lock_key(client_id)]):  # not in the middle of a merge's read and set
+        before = get_rows(owner, client_id=client_id)
+        return _set(owner, rows, client_id=client_id), len(before)
 
 
 def _row_id(row: dict[str, Any], key: str) -> str:
@@ -138,10 +176,18 @@ def _row_id(row: dict[str, Any], key: str) -> str:
 def merge(owner: Owner, *, add: list[dict[str, Any]], update: list[dict[str, Any]], remove: list[Any],
           client_id: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Add, change (by id) and remove (by id) rows, keeping every other row as it is."""
+    # Two merges at once would read the same rows and the later set would drop the earlier one's rows: one at a
+    # time per record (with replace).
+    with runtime().locks.hold([owner.lock_key(client_id)]):
+        return _merge(owner, add=add, update=update, remove=remove, client_id=client_id)
+
+
+def _merge(owner: Owner, *, add: list[dict[str, Any]], update: list[dict[str, Any]], remove: list[Any],
+           client_id: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
     key = owner.id_key
     before = get_rows(owner, client_id=client_id)
     existing = [_row_id(r, key) for r in before]
-    wanted = [str(u[key]) for u in update] + [str(i) for i in remove]
+    wanted = list(dict.fromkeys([str(u[key]) for u in update] + [str(i) for i in remove]))
     missing = [i for i in wanted if i not in existing]
     if missing:
         raise RowNotFound(missing, existing)

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+import requests
 
 ROWS = [{"PRODUCT_NAME": "Chair", "PRICE": 100, "QUANTITY": 2}, {"PRODUCT_NAME": "Desk", "PRICE": 350.5, "QUANTITY": 1}]
 
@@ -110,6 +113,105 @@ def test_patch_refuses_to_write_when_the_rows_changed_meanwhile(stack, monkeypat
     assert r.status_code == 409 and r.json()["error"] == "ROWS_CHANGED"
     monkeypatch.undo()
     assert names(stack.http.get(url).json()["result"]) == ["Theirs"]  # theirs kept, ours not written over it
+
+
+def test_parallel_patches_and_a_put_keep_every_row(make_stack):
+    # 12 PATCHes at once, each read-merge-set 30 ms a call apart: without the per-record lock the later sets
+    # dropped the rows the earlier ones had added, each answered 200.
+    stack = make_stack(latency_ms=30)
+    stack.configure()
+    deal = new(stack, "deals")
+    url = f"{stack.api}/clients/1/deals/{deal}/products"
+    stack.http.put(url, json={"rows": [{"PRODUCT_NAME": "base", "PRICE": 1, "QUANTITY": 1}]})
+
+    def add(i):
+        r = requests.patch(url, json={"add": [{"PRODUCT_NAME": f"r{i}", "PRICE": 1, "QUANTITY": 1}]}, timeout=60)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(add, range(12)))
+    assert [status for status, _ in answers] == [200] * 12, answers
+    assert sorted(names(stack.http.get(url).json()["result"])) == sorted(["base", *(f"r{i}" for i in range(12))])
+    # a PUT waits for a PATCH (or the PATCH for it): the PATCH's row is on the PUT's rows or the PUT replaced it
+    with ThreadPoolExecutor(2) as pool:
+        put = pool.submit(requests.put, url, json={"rows": [{"PRODUCT_NAME": "put", "PRICE": 2}]}, timeout=60)
+        patch = pool.submit(requests.patch, url, json={"add": [{"PRODUCT_NAME": "patched", "PRICE": 1}]}, timeout=60)
+        put_answer, patch_answer = put.result(), patch.result()
+    assert put_answer.status_code == 200 and patch_answer.status_code == 200
+    final = names(stack.http.get(url).json()["result"])
+    assert final in (["put", "patched"], ["put"]), final
+    if final == ["put"]:  # the PUT came second: it replaced the 13 rows and the patched one
+        assert put_answer.json()["replaced"] == 14
+    else:
+        assert put_answer.json()["replaced"] == 13
+
+
+def test_row_keys_are_the_documented_input_fields(stack):
+    deal = new(stack, "deals")
+    url = f"{stack.api}/clients/1/deals/{deal}/products"
+    rows = stack.http.put(url, json={"rows": ROWS}).json()["result"]
+    chair = int(rows[0]["ID"])
+    r = stack.http.put(url, json={"rows": [{"NAME": "Lamp", "COST": 20, "QTY": 3}]})
+    assert r.status_code == 400 and r.json()["error"] == "INVALID_ROWS", r.json()
+    assert "'NAME', 'COST', 'QTY'" in r.json()["error_description"]
+    assert "PRODUCT_NAME" in r.json()["error_description"] and r.json()["accepted"][:2] == ["ID", "PRODUCT_ID"]
+    assert "https://apidocs.bitrix24.com/api-reference/crm/deals/crm-deal-productrows-set.html" in \
+        r.json()["error_description"]
+    assert r.json()["field"] == "rows[0].NAME"
+    r = stack.http.patch(url, json={"update": [{"ID": chair, "QTY": 9}]})
+    assert r.status_code == 400 and r.json()["field"] == "update[0].QTY", r.json()
+    r = stack.http.patch(url, json={"add": [{"PRODUCT_NAME": "x", "UF_CRM_X": 1}]})
+    assert r.status_code == 400 and r.json()["field"] == "add[0].UF_CRM_X", r.json()
+    for body in ({"rows": [{}]}, {"rows": [{"ID": chair}]}):
+        r = stack.http.put(url, json=body)
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_ROWS" and r.json()["field"] == "rows[0]"
+    for body in ({"add": [{}]}, {"update": [{"ID": chair}]}):
+        r = stack.http.patch(url, json=body)
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_ROWS", r.json()
+    assert stack.http.get(url).json()["result"] == rows  # nothing written
+    lead = new(stack, "leads")
+    r = stack.http.put(f"{stack.api}/clients/1/leads/{lead}/products", json={"rows": [{"COST": 1}]})
+    assert "https://apidocs.bitrix24.com/api-reference/crm/leads/crm-lead-productrows-set.html" in \
+        r.json()["error_description"]
+    item = stack.http.post(f"{stack.api}/clients/1/items/128", json={"title": "P"}).json()["result"]
+    r = stack.http.put(f"{stack.api}/clients/1/items/128/{item}/products", json={"rows": [{"productNam": "x"}]})
+    assert r.status_code == 400 and r.json()["field"] == "rows[0].productNam" and "productName" in r.json()["accepted"]
+    # the ID a PUT row may carry (the legacy set keeps it)
+    r = stack.http.put(url, json={"rows": [{"ID": chair, "PRODUCT_NAME": "Chair", "PRICE": 90, "QUANTITY": 1}]})
+    assert r.status_code == 200 and [int(x["ID"]) for x in r.json()["result"]] == [chair]
+
+
+def test_patch_refuses_a_row_both_updated_and_removed_and_names_a_missing_row_once(stack):
+    deal = new(stack, "deals")
+    url = f"{stack.api}/clients/1/deals/{deal}/products"
+    rows = stack.http.put(url, json={"rows": ROWS}).json()["result"]
+    chair = int(rows[0]["ID"])
+    r = stack.http.patch(url, json={"update": [{"ID": chair, "QUANTITY": 9}], "remove": [chair]})
+    assert r.status_code == 400 and r.json()["error"] == "INVALID_ROWS" and str(chair) in r.json()["error_description"]
+    r = stack.http.patch(url, json={"update": [{"ID": chair, "QUANTITY": 9}, {"ID": chair, "PRICE": 1}]})
+    assert r.status_code == 400 and r.json()["error"] == "INVALID_ROWS"
+    r = stack.http.patch(url, json={"remove": [987654, 987654]})
+    assert r.status_code == 400 and r.json()["error"] == "ROW_NOT_FOUND"
+    assert "no product row 987654 on" in r.json()["error_description"]
+    assert stack.http.get(url).json()["result"] == rows
+    r = stack.http.patch(url, json={"remove": [chair, chair]})
+    assert r.status_code == 200 and r.json()["removed"] == 1 and names(r.json()["result"]) == ["Desk"]
+
+
+def test_item_rows_of_a_deal_or_lead_use_their_owner_type_and_other_types_are_refused(stack):
+    deal = new(stack, "deals")
+    stack.http.put(f"{stack.api}/clients/1/deals/{deal}/products", json={"rows": ROWS})
+    r = stack.http.get(f"{stack.api}/clients/1/items/2/{deal}/products")
+    assert r.status_code == 200, r.text
+    assert names(r.json()["result"], "productName") == ["Chair", "Desk"] and r.json()["result"][0]["ownerType"] == "D"
+    lead = new(stack, "leads")
+    r = stack.http.put(f"{stack.api}/clients/1/items/1/{lead}/products", json={"rows": [{"productName": "Pen"}]})
+    assert r.status_code == 200 and r.json()["result"][0]["ownerType"] == "L", r.text
+    assert names(stack.http.get(f"{stack.api}/clients/1/leads/{lead}/products").json()["result"]) == ["Pen"]
+    for type_id in (3, 5, 127):
+        r = stack.http.get(f"{stack.api}/clients/1/items/{type_id}/1/products")
+        assert r.status_code == 400 and r.json()["error"] == "NO_PRODUCT_ROWS", r.text
+        assert "/clients/1/deals/1/products" in r.json()["error_description"]
 
 
 def test_smart_process_item_rows_through_crm_item_productrow(stack):
