@@ -151,12 +151,21 @@ def export_command(entity: str, client_id: int, filters: tuple[str, ...], select
     progress.finish(f"exported to {'standard output' if to_stdout else output}")
 
 
+def _max_cell() -> int:
+    """The longest CSV cell an import reads: the plugin's request body limit (BITRIX_MAX_BODY_BYTES)."""
+    from flask import current_app
+
+    from .services.transfer import MAX_CELL
+
+    return int(current_app.config.get("BITRIX_MAX_BODY_BYTES") or MAX_CELL)
+
+
 def _count_rows(path: str, fmt: str) -> int:
     from .services.transfer import read_rows
 
     try:
         with open(path, encoding="utf-8-sig", newline="") as stream:
-            return sum(1 for _ in read_rows(stream, fmt))
+            return sum(1 for _ in read_rows(stream, fmt, max_cell=_max_cell()))
     except UnicodeDecodeError as exc:
         raise TransferUsage(f"{path} is not UTF-8 text: {exc}") from None
 
@@ -237,8 +246,8 @@ def import_command(entity: str, file: str, client_id: int, fmt: str | None, orig
     interrupted = False
     try:
         with open(file, encoding="utf-8-sig", newline="") as stream:
-            summary = import_rows(plan, read_rows(stream, fmt), client_id, chunk=chunk, on_failure=on_failure,
-                                  on_chunk=on_chunk)
+            summary = import_rows(plan, read_rows(stream, fmt, max_cell=_max_cell()), client_id, chunk=chunk,
+                                  on_failure=on_failure, on_chunk=on_chunk)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -161,3 +161,83 @@ def test_import_csv_takes_the_formula_guard_off(configured, portal, runner, tmp_
     fields = parse_php_form(cmd.split("?", 1)[1])["fields"]
     assert fields["NAME"] == "=1+1" and fields["LAST_NAME"] == "-x"
     assert fields["PHONE"] == [{"VALUE": "+1 555", "VALUE_TYPE": "WORK"}, {"VALUE": "+1 556", "VALUE_TYPE": "WORK"}]
+
+
+def test_export_of_a_smart_process_with_a_non_ascii_digit_type_is_a_usage_error(configured, portal, runner):
+    # "²".isdigit() is true, int("²") raises; "٣" would be read as 3
+    for name in ("items:²", "items:١٣٠"):
+        result = runner.invoke(args=["bitrix24", "export", name, "--client", "1"])
+        assert result.exit_code == 2 and "unknown entity" in result.output, result.output
+        assert not isinstance(result.exception, ValueError)
+    assert len(portal.calls) == 0
+
+
+def _batch_ok(*ids: int) -> dict:
+    return {"result": {"result": {f"w{i}": record_id for i, record_id in enumerate(ids)}, "result_error": [],
+                       "result_total": [], "result_next": [], "result_time": []}}
+
+
+def _sent_names(call) -> list[str]:
+    from flask_bitrix24.services.wire import parse_php_form
+
+    return [parse_php_form(cmd.split("?", 1)[1])["fields"]["NAME"] for cmd in sent_params(call)["cmd"].values()]
+
+
+def test_a_jsonl_line_that_cannot_be_sent_fails_alone_and_the_rest_is_imported(configured, portal, runner, tmp_path):
+    src = tmp_path / "odd.jsonl"
+    lines = ['{"NAME": "before"}', '{"NAME": NaN}', '{"NAME": 1e999}', '{"NAME": -Infinity}',
+             "[" * 100_000 + "]" * 100_000, '{"NAME": ' + "[" * 50_000 + "]" * 50_000 + "}",
+             '{"NAME": "deep", "PHONE": [[[[[[[[["x"]]]]]]]]]}', '{"NAME": "x", "PHONE": [{"VAL[UE": "1"}]}',
+             '{"NAME": "after"}']
+    src.write_text("\n".join(lines) + "\n")
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    portal.post(portal_url("batch"), json=_batch_ok(11, 12))
+    result = runner.invoke(args=["bitrix24", "import", "contacts", str(src), "--client", "1"])
+    assert result.exit_code == 1, result.output
+    assert "9 rows: created 2, existing 0, updated 0, failed 7" in result.output
+    assert _sent_names(portal.calls[-1]) == ["before", "after"]
+    failures = [json.loads(line) for line in (tmp_path / "odd.failures.jsonl").read_text().splitlines()]
+    reasons = {f["line"]: (f["error"], f["error_description"]) for f in failures}
+    assert reasons[2] == ("INVALID_LINE", "NaN is not a number JSON allows: Bitrix24 takes finite numbers only")
+    assert reasons[3] == ("INVALID_LINE", "1e999 is not a finite number: Bitrix24 takes finite numbers only")
+    assert reasons[4][1].startswith("-Infinity is not a number JSON allows")
+    assert reasons[5] == reasons[6] == reasons[7] == ("INVALID_LINE", "nested more than 8 levels deep")
+    assert reasons[8][0] == "INVALID_ROW" and "cannot be sent to Bitrix24" in reasons[8][1]
+    assert failures[0]["row"] == '{"NAME": NaN}'
+
+
+def test_a_csv_cell_over_the_body_limit_fails_alone(app, configured, portal, runner, tmp_path):
+    limit = app.config["BITRIX_MAX_BODY_BYTES"]
+    src = tmp_path / "big.csv"
+    src.write_text(f"NAME,LAST_NAME\nfirst,A\n{'x' * 140_000},B\n{'y' * (limit + 1)},C\nlast,D\n")
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    portal.post(portal_url("batch"), json=_batch_ok(11, 12, 13))
+    result = runner.invoke(args=["bitrix24", "import", "contacts", str(src), "--client", "1"])
+    assert result.exit_code == 1, result.output
+    assert "4 rows: created 3, existing 0, updated 0, failed 1" in result.output
+    assert _sent_names(portal.calls[-1]) == ["first", "x" * 140_000, "last"]  # over the csv module's 131,072
+    (failure,) = [json.loads(line) for line in (tmp_path / "big.failures.jsonl").read_text().splitlines()]
+    assert failure["line"] == 4 and failure["error"] == "INVALID_LINE"
+    assert failure["error_description"] == f"the NAME cell holds {limit + 1:,} characters: at most {limit:,}"
+    assert failure["row"] == {"NAME": "y" * 100 + f"... ({limit + 1:,} characters)", "LAST_NAME": "C"}
+
+
+def test_a_csv_cell_past_the_readers_own_limit_fails_alone_and_reading_goes_on():
+    import csv
+    import io
+
+    from flask_bitrix24.services.transfer import read_rows
+
+    before = csv.field_size_limit()
+    try:
+        csv.field_size_limit(10)
+        text = f"NAME,LAST_NAME\nfirst,A\n{'x' * 20},B\n{'y' * 1000},C\nlast,D\n"
+        rows = [(r.line, r.fields, r.error) for r in read_rows(io.StringIO(text), "csv", max_cell=10)]
+    finally:
+        csv.field_size_limit(before)
+    assert rows[0] == (2, {"NAME": "first", "LAST_NAME": "A"}, None)
+    assert rows[1] == (3, None, "the NAME cell holds 20 characters: at most 10")
+    assert rows[2][:2] == (4, None) and rows[2][2].endswith("a cell may hold at most 10 characters")
+    assert rows[3] == (5, {"NAME": "last", "LAST_NAME": "D"}, None)

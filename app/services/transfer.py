@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,7 @@ from ..entities import ENTITIES, FIRST_SMART_PROCESS_TYPE, Entity, smart_process
 from .bitrix24_service import bx_call
 from .bulk import bulk_write
 from .bulk.list_all import bx_list_all
+from .wire import flatten_params
 
 FORMATS = ("jsonl", "csv")
 # ORIGINATOR_ID of the records an import makes with an ORIGIN_ID of its own making (file and line)
@@ -41,6 +43,11 @@ MULTI_TYPES = ("crm_multifield",)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # ...except a plain number ("-5", "+1.5", "-1e3"): a number to a spreadsheet, never a formula, left as it is
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# The longest CSV cell an import takes (characters): BITRIX_MAX_BODY_BYTES' default, the largest request body
+# the plugin's own endpoints read; a row with a longer cell fails (INVALID_LINE), the others are imported
+MAX_CELL = 1_048_576
+# How deep a JSON Lines row may nest: Bitrix24's deepest field values (a multi-field: a list of objects) need 3
+MAX_DEPTH = 8
 
 # A filter given on the command line: [OPERATOR]FIELD=VALUE, the operators of
 # https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html (and !%, !=%, !%= of
@@ -262,16 +269,50 @@ class SourceRow:
     error: str | None = None
 
 
-def read_rows(stream: IO[str], fmt: str) -> Iterator[SourceRow]:
-    """Rows of a JSON Lines or CSV file, one at a time. Blank JSON lines are skipped; a line that is not a
-    JSON object is a row that failed (``INVALID_LINE``). A CSV cell that ``guard_formula`` marked loses
-    its ``'`` in ``fields`` (``raw`` keeps the file's text)."""
+class _NotFinite(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    # json.loads reads 1e999 as inf, and NaN / Infinity at all: Bitrix24 (and the form encoding) take neither
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _NotFinite(f"{text} is not a number JSON allows")
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def read_rows(stream: IO[str], fmt: str, *, max_cell: int = MAX_CELL) -> Iterator[SourceRow]:
+    """Rows of a JSON Lines or CSV file, one at a time. Blank JSON lines are skipped; a line that cannot be
+    a row (not a JSON object, a number that is not finite, nested over ``MAX_DEPTH`` levels, a CSV cell of
+    more than ``max_cell`` characters) is a row that failed (``INVALID_LINE``), and reading goes on. A CSV
+    cell that ``guard_formula`` marked loses its ``'`` in ``fields`` (``raw`` keeps the file's text)."""
     if fmt == "jsonl":
         for number, text in enumerate(stream, start=1):
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
+                value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+            except _NotFinite as exc:
+                yield SourceRow(number, None, text.rstrip("\n"), f"{exc}: Bitrix24 takes finite numbers only")
+                continue
+            except RecursionError:
+                yield SourceRow(number, None, text.rstrip("\n"), f"nested more than {MAX_DEPTH} levels deep")
+                continue
             except ValueError as exc:
                 yield SourceRow(number, None, text.rstrip("\n"), f"not JSON: {exc}")
                 continue
@@ -279,23 +320,48 @@ def read_rows(stream: IO[str], fmt: str) -> Iterator[SourceRow]:
                 kind = type(value).__name__
                 yield SourceRow(number, None, value, f"a line must be a JSON object of fields, not {kind}")
                 continue
+            if _too_deep(value):
+                yield SourceRow(number, None, text.rstrip("\n"), f"nested more than {MAX_DEPTH} levels deep")
+                continue
             yield SourceRow(number, value, value)
         return
+    # The csv module's own limit (131,072 characters a cell) raises in the middle of the file; it is set
+    # well above max_cell so that the reader keeps its place, and longer cells are refused here, row by row.
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * max_cell))
     reader = csv.reader(stream)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise TransferUsage(f"the CSV header line cannot be read: {exc}") from None
     if not header or not any(h.strip() for h in header):
         raise TransferUsage("the CSV file has no header line: its first line must name the fields")
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         raise TransferUsage(f"the CSV header names a column twice: {header}")
     line = 1
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a cell of more than 64 * max_cell characters
+            line += 1
+            yield SourceRow(line, None, None, f"cannot be read ({exc}): a cell may hold at most {max_cell:,} "
+                                              "characters")
+            continue
         line += 1
         if not any(cell.strip() for cell in record):
             continue
         raw = dict(zip(header, record, strict=False))
         if len(record) != len(header):
             yield SourceRow(line, None, raw, f"{len(record)} cells for {len(header)} columns")
+            continue
+        long = [name for name, cell in raw.items() if len(cell) > max_cell]
+        if long:
+            clipped = {name: cell if name not in long else f"{cell[:100]}... ({len(cell):,} characters)"
+                       for name, cell in raw.items()}
+            yield SourceRow(line, None, clipped, f"the {long[0]} cell holds {len(raw[long[0]]):,} characters: "
+                                                 f"at most {max_cell:,}")
             continue
         yield SourceRow(line, {name: unguard_formula(cell) for name, cell in raw.items()}, raw)
 
@@ -337,14 +403,14 @@ class ImportPlan:
         if record_id not in (None, ""):
             if not re.fullmatch(r"[1-9][0-9]{0,9}", str(record_id)):
                 raise ValueError(f"{id_key} must be a positive integer, got {record_id!r}")
-            return {"id": int(record_id), "fields": out}
+            return {"id": int(record_id), "fields": _sendable(out)}
         if origin is not None:
             out["ORIGIN_ID"] = str(origin)
             if not out.get("ORIGINATOR_ID"):
                 out["ORIGINATOR_ID"] = IMPORT_ORIGINATOR
         elif not out.get("ORIGIN_ID"):
             out["ORIGIN_ID"], out["ORIGINATOR_ID"] = f"{self.prefix}:{row.line}", IMPORT_ORIGINATOR
-        return {"fields": out}
+        return {"fields": _sendable(out)}
 
     def _value(self, name: str, meta: dict[str, Any], value: Any, *, update: bool) -> Any:
         if self.fmt == "csv":
@@ -368,6 +434,16 @@ class ImportPlan:
             return [{k: v for k, v in item.items() if k not in ("ID", "TYPE_ID")} if isinstance(item, dict) else item
                     for item in value]
         return value
+
+
+def _sendable(fields: dict[str, Any]) -> dict[str, Any]:
+    """The row's fields if the form encoding can carry them; else ``ValueError`` saying why, so that the row
+    fails alone instead of the whole batch request it would be part of."""
+    try:
+        flatten_params({"fields": fields})
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"cannot be sent to Bitrix24: {exc}") from None
+    return fields
 
 
 def check_importable(entity: Entity) -> None:
