@@ -241,3 +241,33 @@ def test_a_csv_cell_past_the_readers_own_limit_fails_alone_and_reading_goes_on()
     assert rows[1] == (3, None, "the NAME cell holds 20 characters: at most 10")
     assert rows[2][:2] == (4, None) and rows[2][2].endswith("a cell may hold at most 10 characters")
     assert rows[3] == (5, {"NAME": "last", "LAST_NAME": "D"}, None)
+
+
+def test_markers_that_are_not_text_and_objects_in_one_value_fields_fail_their_row(configured, portal, runner, tmp_path):
+    src = tmp_path / "markers.jsonl"
+    rows = [{"NAME": "Q", "ORIGIN_ID": 123}, {"NAME": "R", "ORIGIN_ID": {"x": 1}}, {"NAME": "R2", "ORIGIN_ID": ["a"]},
+            {"NAME": "S", "ORIGIN_ID": True}, {"NAME": "V", "ORIGIN_ID": "x", "ORIGINATOR_ID": {"a": 1}},
+            {"NAME": {"nested": 1}}, {"NAME": "L", "LAST_NAME": ["a", "b"]},
+            {"NAME": "P", "PHONE": [{"VALUE": "+1 555", "VALUE_TYPE": "WORK"}], "PHOTO": {"fileData": ["a.png", "eA=="]}}]
+    src.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    portal.post(portal_url("crm.contact.fields"), json={"result": {**CONTACT_FIELDS, "PHOTO": {"type": "file"}}})
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    portal.post(portal_url("batch"), json=_batch_ok(11, 12))
+    result = runner.invoke(args=["bitrix24", "import", "contacts", str(src), "--client", "1"])
+    assert result.exit_code == 1, result.output
+    assert "8 rows: created 2, existing 0, updated 0, failed 6" in result.output
+    from flask_bitrix24.services.wire import parse_php_form
+
+    sent = [parse_php_form(cmd.split("?", 1)[1])["fields"] for cmd in sent_params(portal.calls[-1])["cmd"].values()]
+    assert [(f["NAME"], f["ORIGIN_ID"]) for f in sent] == [("Q", "123"), ("P", f"{origin_prefix(str(src))}:8")]
+    assert sent[1]["PHOTO"] == {"fileData": ["a.png", "eA=="]}  # a file field takes an object
+    failures = [json.loads(line) for line in (tmp_path / "markers.failures.jsonl").read_text().splitlines()]
+    assert {f["line"]: f["error_description"] for f in failures} == {
+        2: "ORIGIN_ID must be text (or a number), not an object: a rerun could not find the record by it",
+        3: "ORIGIN_ID must be text (or a number), not a list: a rerun could not find the record by it",
+        4: "ORIGIN_ID must be text (or a number), not true: a rerun could not find the record by it",
+        5: "ORIGINATOR_ID must be text (or a number), not an object: a rerun could not find the record by it",
+        6: "NAME holds one value, not an object",
+        7: "LAST_NAME holds one value, not a list",
+    }
+    assert {f["error"] for f in failures} == {"INVALID_ROW"}

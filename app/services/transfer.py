@@ -37,6 +37,11 @@ MULTI_SEPARATOR = "; "
 # Rows per bulk_write call during an import: progress is reported (and the failures file written) per chunk
 IMPORT_CHUNK = 250
 MULTI_TYPES = ("crm_multifield",)
+# Field types whose one value is an object (a file's {"fileData": [name, base64]}, an activity's SETTINGS):
+# https://apidocs.bitrix24.com/api-reference/crm/data-types.html; another field that is not multiple takes a scalar
+OBJECT_TYPES = ("file", "diskfile", "object")
+# The fields an import finds its records by on a rerun
+MARKERS = ("ORIGIN_ID", "ORIGINATOR_ID")
 # Spreadsheet formula injection (OWASP "CSV Injection": https://owasp.org/www-community/attacks/CSV_Injection): a
 # cell starting with one of these is a formula to Excel / LibreOffice / Google Sheets. Export writes such a cell
 # with a leading "'" (the spreadsheets' own "this is text" mark), import takes one "'" off again.
@@ -390,6 +395,7 @@ class ImportPlan:
                 source.get(self.origin_column)
             if origin in (None, ""):
                 raise ValueError(f"no value in the ORIGIN_ID column {self.origin_column!r}")
+            origin = _marker(f"the ORIGIN_ID column {self.origin_column!r}", origin)
         out: dict[str, Any] = {}
         for name, value in source.items():
             meta = self.fields.get(name)
@@ -429,11 +435,34 @@ class ImportPlan:
                     return [{"VALUE": p, "VALUE_TYPE": "WORK"} for p in parts]
                 return parts
             return value
+        if name in MARKERS and value is not None:
+            return _marker(name, value)
+        if isinstance(value, (dict, list)) and not meta.get("isMultiple") and meta.get("type") not in OBJECT_TYPES:
+            # Bitrix24 would store "Array" in a field of one scalar value
+            raise ValueError(f"{name} holds one value, not {_json_kind(value)}")
         if meta.get("type") in MULTI_TYPES and isinstance(value, list) and not update:
             # an exported value's ID belongs to the record it came from: a new record gets new values
             return [{k: v for k, v in item.items() if k not in ("ID", "TYPE_ID")} if isinstance(item, dict) else item
                     for item in value]
         return value
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _marker(name: str, value: Any) -> str:
+    """An ORIGIN_ID / ORIGINATOR_ID as the text the portal stores and the rerun looks up: a string, or a
+    number as its text; anything else (an object, a list, true) would be stored as "Array" / "Y" and the
+    rerun would not find the record."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{name} must be text (or a number), not {_json_kind(value)}: a rerun could not find the "
+                     "record by it")
 
 
 def _sendable(fields: dict[str, Any]) -> dict[str, Any]:

@@ -243,6 +243,19 @@ def test_import_origin_id_column_and_a_repeated_origin_id(stack, tmp_path):
     assert made == [("A-1", IMPORT_ORIGINATOR, "Ann"), ("A-2", IMPORT_ORIGINATOR, "Bob")]
 
 
+def test_import_refuses_markers_that_are_not_text_so_a_rerun_makes_no_duplicates(stack, tmp_path):
+    src = tmp_path / "o.jsonl"
+    src.write_text('{"NAME":"Q","ORIGIN_ID":123}\n{"NAME":"R","ORIGIN_ID":{"x":1}}\n{"NAME":"R2","ORIGIN_ID":["a"]}\n'
+                   '{"NAME":"S","ORIGIN_ID":true}\n{"NAME":"V","ORIGIN_ID":"x","ORIGINATOR_ID":{"a":1}}\n'
+                   '{"NAME":{"nested":1}}\n')
+    for run, counts in enumerate(["created 1, existing 0", "created 0, existing 1"]):
+        r = run_cli(stack, "import", "contacts", str(src), "--client", "1")
+        assert r.returncode == 1, (run, r.stdout, r.stderr)
+        assert f"6 rows: {counts}, updated 0, failed 5" in r.stdout, (run, r.stdout)
+    made = [(rec["NAME"], rec["ORIGIN_ID"], rec["ORIGINATOR_ID"]) for rec in contacts(stack).values()]
+    assert made == [("Q", "123", None)]  # the row's own ORIGIN_ID goes as it is, without an ORIGINATOR_ID
+
+
 def test_export_then_import_round_trip_through_jsonl_keeps_multi_fields(stack, tmp_path):
     seed_contacts(stack, 11)
     out = tmp_path / "all.jsonl"
