@@ -3,6 +3,7 @@ the exact Bitrix24 methods and the bodies the portal receives (batch commands de
 
 from __future__ import annotations
 
+import pytest
 from flask_bitrix24.services.wire import parse_php_form
 
 from tests.conftest import portal_url, sent_pairs, sent_params
@@ -57,6 +58,44 @@ def test_pipelines_one_category_list_then_every_pipelines_stages_in_one_batch(co
                            {"id": "LOSE", "name": "Lost", "sort": 70, "color": "#FF5752", "semantics": "lost"}]}
     assert wholesale["stage_prefix"] == "C3:" and [s["id"] for s in wholesale["stages"]] == ["C3:NEW", "C3:WON",
                                                                                              "C3:LOSE"]
+
+
+@pytest.mark.parametrize("category_id", ["abc", {"a": 1}, "1.0", 1.5, True, -1, "²"])
+def test_a_pipeline_id_the_portal_garbles_is_a_502_portal_error(configured, portal, category_id):
+    portal.post(portal_url("crm.category.list"), json={"result": {"categories": [{"id": category_id}]}})
+    r = configured.get(f"{API}/deals/pipelines")
+    assert r.status_code == 502 and r.get_json()["error"] == "PORTAL_ERROR", r.get_json()
+    assert "crm.category.list" in r.get_json()["error_description"] and methods(portal) == ["crm.category.list"]
+
+
+@pytest.mark.parametrize("category_id", ["abc", [1], {"a": 1}, "1.0", 1.5, True, "²"])
+def test_a_deal_pipeline_the_portal_garbles_is_a_502_and_nothing_is_written(configured, portal, category_id):
+    portal.post(portal_url("crm.deal.get"), json={"result": {"ID": "5", "CATEGORY_ID": category_id}})
+    r = configured.patch(f"{API}/deals/5", json={"STAGE_ID": "NEW"})
+    assert r.status_code == 502 and r.get_json()["error"] == "PORTAL_ERROR", r.get_json()
+    assert methods(portal) == ["crm.deal.get"]
+
+
+def test_odd_semantics_in_status_rows_read_as_in_progress(configured, portal):
+    rows = [{"STATUS_ID": "NEW", "SEMANTICS": ["S"]}, {"STATUS_ID": "X", "SEMANTICS": {"x": 1}}]
+    portal.post(portal_url("crm.status.list"), json={"result": rows})
+    r = configured.get(f"{API}/leads/statuses")
+    assert r.status_code == 200 and [s["semantics"] for s in r.get_json()["result"]] == ["process", "process"]
+    portal.post(portal_url("crm.category.list"), json={"result": {"categories": [{"id": "0"}]}})
+    portal.post(portal_url("batch"), json=batch_answer({"0": rows}))
+    r = configured.get(f"{API}/deals/pipelines")
+    assert r.status_code == 200 and r.get_json()["result"][0]["stages"][0]["semantics"] == "process"
+
+
+@pytest.mark.parametrize("value", ["²", "①", "٣", "0٣"])
+def test_a_pipeline_id_of_non_ascii_digits_is_a_400_before_the_portal(configured, portal, value):
+    r = configured.post(f"{API}/deals", json={"TITLE": "x", "CATEGORY_ID": value})
+    assert r.status_code == 400 and r.get_json()["error"] == "INVALID_CATEGORY", r.get_json()
+    r = configured.patch(f"{API}/deals/1", json={"CATEGORY_ID": value})
+    assert r.status_code == 400 and r.get_json()["error"] == "INVALID_CATEGORY", r.get_json()
+    r = configured.put(f"{API}/deals/1/pipeline", json={"CATEGORY_ID": value})
+    assert r.status_code == 400 and r.get_json()["error"] == "INVALID_CATEGORY", r.get_json()
+    assert len(portal.calls) == 0
 
 
 def test_lead_statuses_and_sources_read_their_dictionaries(configured, portal):

@@ -12,6 +12,13 @@ from tests.conftest import PORTAL_BASE, portal_url, refused, sent_pairs, sent_pa
 ENTITY_PREFIX = [("contacts", "crm.contact"), ("deals", "crm.deal"), ("leads", "crm.lead")]
 
 
+@pytest.mark.parametrize("new_id", ["²", "٣", "1/../../x?y=1", -4, None])
+def test_a_create_answered_with_an_odd_id_has_no_location(configured, portal, new_id):
+    portal.post(portal_url("crm.contact.add"), json={"result": new_id})
+    r = configured.post("/api/bitrix/clients/1/contacts", json={"fields": {"NAME": "Ada"}})
+    assert r.status_code == 201 and r.get_json() == {"result": new_id} and "Location" not in r.headers
+
+
 @pytest.mark.parametrize("entity,prefix", ENTITY_PREFIX)
 def test_create_sends_fields_and_answers_201_with_location(configured, portal, entity, prefix):
     portal.post(portal_url(f"{prefix}.add"), json={"result": 46, "time": {}})

@@ -29,6 +29,18 @@ def test_create_sends_tasks_task_add_with_fields_and_answers_the_id(configured, 
                                                ("fields[AUDITORS][]", "2"), ("fields[AUDITORS][]", "3")])
 
 
+@pytest.mark.parametrize("task", [None, [], {"id": None}, {"id": "abc"}, {"id": "1/../../../x?y=1"}, {"id": "²"},
+                                  {"id": 0}, {"id": True}])
+def test_a_create_answered_without_a_usable_id_is_passed_on_without_a_location(configured, portal, task):
+    # the task was most likely made: the answer is passed on (no 500, no 502 inviting a duplicate), and only a
+    # positive integer id becomes a Location
+    portal.post(portal_url("tasks.task.add"), json={"result": {"task": task}})
+    r = configured.post("/api/bitrix/clients/1/tasks", json={"TITLE": "x", "RESPONSIBLE_ID": 1})
+    assert r.status_code == 201 and "Location" not in r.headers, (r.status_code, r.get_json())
+    expected = task.get("id") if isinstance(task, dict) else task
+    assert r.get_json() == {"result": expected}
+
+
 def test_create_with_an_origin_id_does_not_look_for_it_in_tasks(configured, portal):
     # Tasks have no ORIGIN_ID: no tasks.task.list lookup before the add, the field goes as given.
     portal.post(portal_url("tasks.task.add"), json={"result": {"task": {**TASK, "id": "18"}}})

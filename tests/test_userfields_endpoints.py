@@ -133,6 +133,10 @@ def test_an_apps_own_type_is_looked_up_on_the_portal(configured, portal):
     ({"FIELD_NAME": "NPS", "USER_TYPE_ID": "string"}, "INVALID_BODY"),  # not wrapped in "fields"
     ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "string", "SETTINGS": "x"}}, "INVALID_SETTINGS"),
     ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "string", "SORT": "first"}}, "INVALID_FIELDS"),
+    ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "string", "SORT": "²"}}, "INVALID_FIELDS"),  # not int()-able
+    ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "string", "SORT": "٣"}}, "INVALID_FIELDS"),  # not read as 3
+    ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "enumeration", "LIST": [{"VALUE": "a", "SORT": "①"}]}},
+     "INVALID_LIST"),
     ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "string", "LIST": [{"VALUE": "a"}]}}, "INVALID_LIST"),
     ({"fields": {"FIELD_NAME": "NPS", "USER_TYPE_ID": "enumeration", "LIST": [{"ID": 4, "VALUE": "a"}]}},
      "INVALID_LIST"),
@@ -199,6 +203,20 @@ def test_show_filter_takes_the_filters_kind_and_other_flags_do_not(configured, p
     assert sent_params(portal.calls[0]) == {"id": "5", "fields": {"SHOW_FILTER": "S"}}
     r = configured.patch(f"{UF}/5", json={"fields": {"MANDATORY": "S"}})
     assert r.status_code == 400 and r.get_json()["error"] == "INVALID_FLAG" and len(portal.calls) == 1
+
+
+@pytest.mark.parametrize("fields", [{"SORT": "²"}, {"LIST": [{"ID": "²", "VALUE": "a"}]},
+                                    {"LIST": [{"ID": "4", "VALUE": "a", "SORT": "①"}]}])
+def test_an_update_with_a_digit_int_cannot_read_is_a_400(configured, portal, fields):
+    r = configured.patch(f"{UF}/5", json={"fields": fields})
+    assert r.status_code == 400 and r.get_json()["error"] in ("INVALID_FIELDS", "INVALID_LIST"), r.get_json()
+    assert len(portal.calls) == 0
+
+
+def test_custom_types_the_portal_lists_with_an_odd_id_are_skipped_not_a_500(configured, portal):
+    portal.post(portal_url("crm.userfield.types"), json={"result": [{"ID": ["x"]}, {"ID": {"a": 1}}, "junk"]})
+    r = configured.post(UF, json={"fields": {"FIELD_NAME": "R", "USER_TYPE_ID": "rest_1_rating"}})
+    assert r.status_code == 400 and r.get_json()["error"] == "INVALID_USER_TYPE", r.get_json()
 
 
 def test_immutable_keys_are_refused_on_update(configured, portal):

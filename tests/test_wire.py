@@ -149,3 +149,8 @@ def test_parse_php_form_refuses_non_utf8_and_too_many_fields():
         parse_php_form(b"a=\xff\xfe")
     with pytest.raises(ValueError):
         parse_php_form("&".join(f"k{i}=1" for i in range(20)), max_pairs=10)
+
+
+def test_keys_of_non_ascii_digits_are_string_keys_as_in_php():
+    # "²".isdigit() is true but int("²") raises; "٣" is not 3 to PHP: both are string keys, "a[]" counts past 0
+    assert parse_php_form("a[²]=1&a[]=2&a[٣]=3&a[]=4") == {"a": {"²": "1", "0": "2", "٣": "3", "1": "4"}}

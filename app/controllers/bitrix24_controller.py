@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import current_app, jsonify, request, url_for
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..entities import ENTITIES
@@ -22,11 +22,13 @@ from ..services.breaker import Suspended
 from ..services.errors import LimitExceeded
 from ..services.events import EventRejected, receive_event
 from ..services.metrics import tenant_label
+from ..services.numbers import as_id
 from ..services.secrets import mask, mask_url
 from ..services.wire import parse_php_form
 from . import bulk_controller, relations_controller
 from .errors import ApiError, error_response
 from .params import (
+    created_location,
     entity_or_404,
     fields_and_params,
     list_params,
@@ -152,13 +154,6 @@ def _live_check(client_id: int) -> dict[str, Any]:
 # CRUD + list, for every entity in the entity table
 
 
-def _as_id(value: Any) -> Any:
-    # crm.*.add answers an int; some proxies turn it into a string. Callers get an int either way.
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
-
-
 def create_record(body: dict[str, Any], client_id: int, entity: str):
     """Create a record: 201, the new id as result, and its Location. With ``ORIGIN_ID`` in the fields a
     rerun finds the record an earlier create made: 200, its id, ``"existing": true``."""
@@ -166,11 +161,11 @@ def create_record(body: dict[str, Any], client_id: int, entity: str):
     fields, params = fields_and_params(ent, body)
     fields = relations_controller.checked_fields(ent.name, fields, client_id)  # a deal's stage, a lead's status
     new_id, existed = upsert_service.create_once(ent, fields, params, client_id=client_id)
-    new_id = _as_id(new_id)
-    location = url_for(runtime().endpoint("get_record"), client_id=client_id, entity=ent.name, record_id=new_id)
+    new_id = as_id(new_id)  # crm.*.add answers an int; some proxies turn it into a string
+    location = created_location("get_record", "record_id", new_id, client_id=client_id, entity=ent.name)
     if existed:  # an earlier create with this ORIGIN_ID: its record, not a second one
-        return {"result": new_id, "existing": True}, 200, {"Location": location}
-    return {"result": new_id}, 201, {"Location": location}
+        return {"result": new_id, "existing": True}, 200, location
+    return {"result": new_id}, 201, location
 
 
 def get_record(client_id: int, entity: str, record_id: int):
@@ -342,5 +337,5 @@ def upsert_record(body: dict[str, Any], client_id: int, entity: str):
         raise ApiError(400, "INVALID_FIELDS", str(exc), field="fields")
     if outcome.action != "created":
         return {"result": outcome.as_dict()}
-    location = url_for(runtime().endpoint("get_record"), client_id=client_id, entity=ent.name, record_id=outcome.id)
-    return {"result": outcome.as_dict()}, 201, {"Location": location}
+    location = created_location("get_record", "record_id", outcome.id, client_id=client_id, entity=ent.name)
+    return {"result": outcome.as_dict()}, 201, location

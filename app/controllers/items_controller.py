@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
-
 from ..entities import smart_process
-from ..runtime import runtime
 from ..services.bitrix24_service import bx_call
+from ..services.numbers import as_id
 from . import bulk_controller
-from .params import fields_and_params, list_params
+from .params import created_location, fields_and_params, list_params
 
 
 def _item(envelope: dict[str, Any]) -> Any:
@@ -31,9 +29,9 @@ def create_item(body: dict[str, Any], client_id: int, type_id: int):
     ent = smart_process(type_id)
     fields, _ = fields_and_params(ent, body)
     item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=client_id))
-    new_id = item.get("id") if isinstance(item, dict) else item
-    location = url_for(runtime().endpoint("get_item"), client_id=client_id, type_id=ent.type_id, item_id=new_id)
-    return {"result": new_id}, 201, {"Location": location}
+    new_id = as_id(item.get("id") if isinstance(item, dict) else item)
+    return {"result": new_id}, 201, created_location("get_item", "item_id", new_id, client_id=client_id,
+                                                     type_id=ent.type_id)
 
 
 def get_item(client_id: int, type_id: int, item_id: int):

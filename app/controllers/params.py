@@ -9,11 +9,12 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
-from flask import g, request
+from flask import g, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..entities import ENTITIES, Entity
+from ..runtime import runtime
 from .errors import ApiError
 
 _POSITIVE_ID = re.compile(r"^[1-9][0-9]{0,9}$")
@@ -34,6 +35,15 @@ def positive_id(value: str, name: str) -> int:
     if number > MAX_ID:
         raise ApiError(400, "INVALID_ID", f"{name} is too large (at most {MAX_ID})", field=name)
     return number
+
+
+def created_location(endpoint: str, id_name: str, new_id: Any, **values: Any) -> dict[str, str]:
+    """The ``Location`` header of a create's answer: only when the portal's new id is a positive integer.
+    An odd id (None, "abc", "1/../x?y=1") is still answered as the portal gave it, without a Location: the
+    record was most likely made, so the create is not turned into an error a caller would retry."""
+    if isinstance(new_id, bool) or not isinstance(new_id, int) or not 0 < new_id <= MAX_ID:
+        return {}
+    return {"Location": url_for(runtime().endpoint(endpoint), **values, **{id_name: new_id})}
 
 
 # Every id a URL rule takes (``<bx_id:...>``), in the order they appear in the rules, with the name

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
-
-from ..runtime import runtime
 from ..services import field_labels
 from ..services import userfields as service
+from ..services.numbers import as_id
 from . import bitrix24_controller as records_view
 from . import bulk_controller
 from .errors import ApiError
-from .params import entity_or_404, list_params
+from .params import created_location, entity_or_404, list_params
 
 
 def _entity(name: str):
@@ -58,8 +56,8 @@ def create_userfield(body: dict[str, Any], client_id: int, entity: str):
                        f"{ent.name} already have the user field {exc.name} (id {exc.id}); nothing was created: "
                        "change it with PATCH, or delete it first", field="fields.FIELD_NAME", id=exc.id,
                        field_name=exc.name) from None
-    location = url_for(runtime().endpoint("get_userfield"), client_id=client_id, entity=ent.name, uf_id=new_id)
-    return {"result": new_id}, 201, {"Location": location}
+    return {"result": new_id}, 201, created_location("get_userfield", "uf_id", as_id(new_id), client_id=client_id,
+                                                     entity=ent.name)
 
 
 def get_userfield(client_id: int, entity: str, uf_id: int):

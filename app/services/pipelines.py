@@ -29,7 +29,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .bitrix24_service import bx_batch, bx_call
+from .bitrix24_service import ServerError, bx_batch, bx_call
+from .numbers import is_digits
 
 DEAL_TYPE_ID = 2
 LEAD_STATUS_ENTITY = "STATUS"
@@ -69,7 +70,8 @@ def status_view(row: dict[str, Any], with_semantics: bool = True) -> dict[str, A
     view: dict[str, Any] = {"id": row.get("STATUS_ID"), "name": row.get("NAME"), "sort": _sort_key(row)[0]}
     if with_semantics:
         view["color"] = row.get("COLOR")
-        view["semantics"] = SEMANTICS.get(row.get("SEMANTICS") or "", "process")
+        semantics = row.get("SEMANTICS")
+        view["semantics"] = SEMANTICS.get(semantics, "process") if isinstance(semantics, str) else "process"
     return view
 
 
@@ -87,21 +89,32 @@ def status_rows(entity_id: str, *, client_id: int) -> list[dict[str, Any]]:
     return _rows(bx_call("crm.status.list", _status_params(entity_id), client_id=client_id).get("result"))
 
 
+def _portal_category(value: Any, method: str) -> int:
+    """A pipeline id as the portal answered it (``0``, ``"3"``; null for the default pipeline); anything else
+    (``"abc"``, ``"1.0"``, ``1.5``, ``true``, a list) is an answer we cannot act on: 502 PORTAL_ERROR."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if is_digits(value):
+        return int(value)
+    raise ServerError(f"{method} answered the pipeline id {value!r}, not a whole number of 0 or more", method=method)
+
+
 def deal_pipelines(*, client_id: int) -> list[dict[str, Any]]:
     """Every deal pipeline with its stages in order: one ``crm.category.list``, then the stages of all
     pipelines in ``batch`` requests (one for up to 50 pipelines)."""
     result = bx_call("crm.category.list", {"entityTypeId": DEAL_TYPE_ID}, client_id=client_id).get("result")
-    categories = result.get("categories", []) if isinstance(result, dict) else []
-    categories = [c for c in categories if isinstance(c, dict)]
-    commands = {str(c.get("id")): ("crm.status.list", _status_params(stage_entity(int(c.get("id") or 0))))
-                for c in categories}
+    listed = result.get("categories", []) if isinstance(result, dict) else []
+    categories = [(_portal_category(c.get("id"), "crm.category.list"), c) for c in listed if isinstance(c, dict)]
+    commands = {str(category_id): ("crm.status.list", _status_params(stage_entity(category_id)))
+                for category_id, _ in categories}
     answers = bx_batch(commands, client_id=client_id) if commands else {}
     pipelines = []
-    for category in categories:
-        item = answers[str(category.get("id"))]
+    for category_id, category in categories:
+        item = answers[str(category_id)]
         if item.error is not None:
             raise item.error
-        category_id = int(category.get("id") or 0)
         pipelines.append({
             "id": category_id,
             "name": category.get("name"),
@@ -119,7 +132,7 @@ def deal_pipelines(*, client_id: int) -> list[dict[str, Any]]:
 
 
 def _category_value(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+    if isinstance(value, bool) or not (isinstance(value, int) or is_digits(value)):
         raise StageError("INVALID_CATEGORY", f"{field} must be a pipeline id (0 is the default pipeline), "
                                              f"got {value!r}", field)
     return int(value)
@@ -196,7 +209,7 @@ def prepare_deal_update(deal_id: int, fields: dict[str, Any], *, client_id: int,
     wanted = _category_value(fields["CATEGORY_ID"], "fields.CATEGORY_ID") if "CATEGORY_ID" in fields else None
     stage = _stage_value(fields["STAGE_ID"], "fields.STAGE_ID") if "STAGE_ID" in fields else None
     deal = bx_call("crm.deal.get", {"id": deal_id}, client_id=client_id).get("result")
-    current = int((deal or {}).get("CATEGORY_ID") or 0) if isinstance(deal, dict) else 0
+    current = _portal_category(deal.get("CATEGORY_ID"), "crm.deal.get") if isinstance(deal, dict) else 0
     if wanted is not None and wanted != current:
         raise StageError("PIPELINE_CHANGE_REFUSED", f"deal {deal_id} is in pipeline {current}: crm.deal.update "
                                                     f"cannot move it to pipeline {wanted} (the portal would ignore "

@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from .._version import __version__
 from .errors import PortalMoved, PortalTimeout, ServerError, TransportError, classify
+from .numbers import is_digits
 from .secrets import mask_url
 from .wire import form_body
 
@@ -232,7 +233,7 @@ def parse_retry_after(header: str | None, now: dt.datetime | None = None) -> flo
     if not header or len(header) > 64:
         return None
     text = header.strip()
-    if text.isascii() and text.isdigit():
+    if is_digits(text):
         return min(float(text), MAX_RETRY_AFTER)
     try:
         seconds = float(text)  # not the RFC's form, but some servers send "1.5"

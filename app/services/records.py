@@ -17,6 +17,7 @@ from typing import Any
 from ..entities import Entity
 from .bitrix24_service import bx_call
 from .errors import NotFound
+from .numbers import as_id
 
 
 def unwrap(entity: Entity, result: Any) -> Any:
@@ -36,9 +37,7 @@ def rows(entity: Entity, result: Any) -> Any:
 
 def _as_id(value: Any) -> Any:
     # crm.*.add answers an int, tasks.task.add the task with "id" as a string: callers get an int.
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
+    return as_id(value)
 
 
 def created_id(entity: Entity, result: Any) -> Any:

@@ -12,6 +12,7 @@ from ..runtime import runtime
 from . import records
 from .bitrix24_service import bx_call
 from .errors import BadInput
+from .numbers import is_digits
 
 # values per call: https://apidocs.bitrix24.com/api-reference/crm/duplicates/crm-duplicate-find-by-comm.html
 FINDBYCOMM_LIMIT = 20
@@ -159,7 +160,7 @@ def find_by_origin(prefix: str, wanted: list[tuple[str, str | None]], *, client_
                       "order": {"ID": "ASC"}, "start": -1}
             rows = bx_call(f"{prefix}.list", params, client_id=client_id, max_wait=max_wait,
                            background=background)["result"]
-            rows = [r for r in rows or [] if isinstance(r, dict) and str(r.get("ID", "")).isdigit()]
+            rows = [r for r in rows or [] if isinstance(r, dict) and is_digits(str(r.get("ID", "")))]
             for row in rows:
                 origin, source = str(row.get("ORIGIN_ID") or ""), str(row.get("ORIGINATOR_ID") or "")
                 if origin in origins and (originator is None or source == originator):

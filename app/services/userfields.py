@@ -33,6 +33,7 @@ from typing import Any
 from ..entities import ENTITIES, Entity
 from .bitrix24_service import BadInput, Bitrix24Error, PortalAuthFailed, bx_call
 from .field_labels import invalidate_client
+from .numbers import is_digits
 
 # The entities that have crm.{entity}.userfield.* methods.
 USERFIELD_ENTITIES = ("contacts", "deals", "leads", "companies")
@@ -86,7 +87,7 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_digits(value.strip()):
         return int(value)
     return None
 
@@ -220,7 +221,9 @@ def _method(ent: Entity, action: str) -> str:
 
 def portal_type_ids(client_id: int | None) -> set[str]:
     result = bx_call("crm.userfield.types", client_id=client_id).get("result")
-    return {t.get("ID") for t in result if isinstance(t, dict)} if isinstance(result, list) else set()
+    # a row without a string ID (a list, an object: an odd portal) names no type we could send
+    rows = result if isinstance(result, list) else []
+    return {t["ID"] for t in rows if isinstance(t, dict) and isinstance(t.get("ID"), str)}
 
 
 def list_fields(ent: Entity, client_id: int | None, *, lang: str | None = None,

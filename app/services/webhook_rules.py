@@ -8,6 +8,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from .numbers import is_digits
+
 # Bitrix24's cloud zones (portal.bitrix24.<zone>); BITRIX_ALLOWED_HOSTS replaces the list.
 DEFAULT_ALLOWED_HOSTS = tuple(
     f"*.bitrix24.{zone}"
@@ -77,7 +79,7 @@ def _looks_like_ip(host: str) -> bool:
     if ":" in host:
         return True
     last = host.rsplit(".", 1)[-1]
-    return last.isdigit() or bool(re.fullmatch(r"0x[0-9a-f]*", last))
+    return is_digits(last) or bool(re.fullmatch(r"0x[0-9a-f]*", last))
 
 
 def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

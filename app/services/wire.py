@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
+from .numbers import is_digits
+
 __all__ = ["flatten_params", "encode_form", "parse_php_form"]
 
 # PHP rewrites these characters in a top-level name ("a.b" arrives as "a_b"), and a bracket inside a
@@ -177,7 +179,7 @@ def _next_index(node: dict[str, Any]) -> str:
 def _is_int_key(key: str) -> bool:
     # PHP turns "12" and "-3" into integer keys, but not "012" or "1.0".
     digits = key[1:] if key.startswith("-") else key
-    return digits.isdigit() and (digits == "0" or not digits.startswith("0")) and key != "-0"
+    return is_digits(digits) and (digits == "0" or not digits.startswith("0")) and key != "-0"
 
 
 def parse_php_form(body: str | bytes, *, max_pairs: int = 10_000) -> dict[str, Any]:
