@@ -14,6 +14,7 @@ from flask_bitrix24.services.bitrix24_service import (
     TransportError,
     bx_call,
 )
+from flask_bitrix24.services.caller import is_read
 from flask_bitrix24.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
 
 from tests.conftest import PORTAL_BASE, portal_url, refused, reset
@@ -183,6 +184,29 @@ def test_reads_and_updates_are_retried_on_timeouts_and_5xx(env_app, portal, meth
     portal.post(portal_url(method), json={"result": True})
     assert call(env_app, method, {"id": 1})["result"] is True
     assert len(portal.calls) == 3
+
+
+def test_directory_reads_are_reads_and_the_link_writes_are_not():
+    # the action is the last segment: crm.status.entity.items is a read, crm.deal.contact.items.set a write
+    for method in ("crm.userfield.types", "crm.status.entity.types", "crm.status.entity.items"):
+        assert is_read(method), method
+    for method in ("crm.deal.contact.items.set", "crm.deal.contact.items.delete", "crm.deal.contact.add"):
+        assert not is_read(method), method
+
+
+@pytest.mark.parametrize("method", ["crm.userfield.types", "crm.status.entity.types", "crm.status.entity.items"])
+def test_a_directory_read_after_a_dropped_connection_is_repeated_not_outcome_unknown(env_app, portal, method):
+    portal.post(portal_url(method), body=reset())
+    portal.post(portal_url(method), json={"result": [{"ID": "string"}]})
+    assert call(env_app, method)["result"] == [{"ID": "string"}]
+    assert len(portal.calls) == 2
+
+
+def test_userfield_types_after_a_dropped_connection_is_answered(env_app, portal):
+    portal.post(portal_url("crm.userfield.types"), body=reset())
+    portal.post(portal_url("crm.userfield.types"), json={"result": [{"ID": "string"}]})
+    r = env_app.test_client().get("/api/bitrix/clients/1/userfield-types")
+    assert r.status_code == 200 and r.get_json()["result"] == [{"ID": "string"}], r.get_json()
 
 
 def test_a_repeated_delete_that_finds_nothing_succeeded_the_first_time(env_app, portal):

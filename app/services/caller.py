@@ -44,7 +44,9 @@ from .portal import PortalPool
 
 log = logging.getLogger("flask_bitrix24")
 
-_READ_ACTIONS = ("get", "list", "fields", "getlist", "getfields", "search", "find", "findbycomm")
+# The last segment of a method name. "types" and "items" are the directory reads crm.userfield.types,
+# crm.status.entity.types and crm.status.entity.items (crm.deal.contact.items.set ends in "set": a write).
+_READ_ACTIONS = ("get", "list", "fields", "getlist", "getfields", "search", "find", "findbycomm", "types", "items")
 _READ_METHODS = frozenset({"profile", "methods", "scope", "app.info", "user.current", "server.time"})
 _IDEMPOTENT_ACTIONS = ("update", "delete", "set")
 
