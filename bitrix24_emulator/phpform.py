@@ -98,8 +98,13 @@ def assign(result: dict, name: str, value) -> None:
 def php_float(value) -> float:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # json_decode reads an integer too large for a double as INF, as PHP does
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, (dict, list)):
         return 1.0 if value else 0.0
     if value is None:

@@ -27,6 +27,12 @@ Choices where the docs are silent: the emulator has no product catalog, so a row
 manual: ``OPPORTUNITY`` (and a deal's ``TAX_VALUE``) for deals and leads whose ``IS_MANUAL_OPPORTUNITY`` is "N",
 ``opportunity`` for smart-process items; the amount is the sum of price x quantity. Rows come back in ``sort``
 then ``id`` order. An owner type other than D, L or T{hex} is ``ENTITY_TYPE_NOT_SUPPORTED``.
+
+Out-of-range amounts are refused, not clamped: the portal keeps prices, discount sums and the owner's amount in
+DECIMAL(18,2) columns, so every amount (price, quantity, discount, the derived prices, a row's and the owner's
+total) must be finite and below 10^16 (``values.MAX_AMOUNT``); otherwise the call answers the legacy error shape
+(HTTP 400, ``"error": ""``) naming the limit, and nothing is written. Both families answer it the same way (the
+docs show no error for it). A tax rate of -100% or less (no price before tax) is refused the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .errors import ApiError, crm_error
 from .fields import Field, describe_item_field
 from .phpform import array_items, array_values, is_array, php_float, php_int, php_string
 from .query import build_filter, build_order, sort_records, split_operator
-from .values import money, yes_no
+from .values import MAX_AMOUNT, money, out_of_range, yes_no
 
 PAGE_SIZE = 50
 LEGACY = {"crm.deal.productrows.get": "deal", "crm.deal.productrows.set": "deal",
@@ -89,7 +95,13 @@ UPPER = {name: _upper(name) for name in DEFS}  # productId -> PRODUCT_ID
 
 
 def _cents(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return _in_range(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _in_range(value: Decimal) -> Decimal:
+    if not value.is_finite() or abs(value) >= MAX_AMOUNT:
+        raise out_of_range(value)
+    return value
 
 
 def _dec(value) -> Decimal:
@@ -179,16 +191,18 @@ class State:
         if "discountTypeId" in values:
             self._check_discount(discount_type, values, given_rate, given_sum)
         tax_rate = values.get("taxRate")
-        tax = None if tax_rate is None or tax_rate == "" or is_array(tax_rate) else _dec(tax_rate)
-        price = _dec(values.get("price", 0))
+        tax = None if tax_rate is None or tax_rate == "" or is_array(tax_rate) else _in_range(_dec(tax_rate))
+        price = _in_range(_dec(values.get("price", 0)))
         tax_factor = 1 + (Decimal(0) if tax is None else tax) / 100
+        if tax_factor <= 0:
+            raise crm_error(f"The tax rate {tax} is out of range: it must be greater than -100 (percent)")
         exclusive = _cents(price / tax_factor)
         if discount_type == 1:
             discount_sum = _cents(_dec(values.get("discountSum", 0)))
             netto = exclusive + discount_sum
             rate = _cents(discount_sum / netto * 100) if netto else Decimal(0)
         else:
-            rate = _dec(values.get("discountRate", 0))
+            rate = _in_range(_dec(values.get("discountRate", 0)))
             if rate >= 100:
                 discount_sum = _cents(_dec(values.get("discountSum", 0)))
                 netto = exclusive + discount_sum
@@ -196,13 +210,15 @@ class State:
                 netto = _cents(exclusive / (1 - rate / 100))
                 discount_sum = netto - exclusive
         brutto = _cents(netto * tax_factor)
+        quantity = _in_range(_dec(values.get("quantity", 1)))
+        _cents(price * quantity)  # the row's total, too
         name = values.get("productName")
         name = php_string(name) if name not in (None, "") and not is_array(name) else f"[{row_id}]"
         return {
             "id": row_id, "ownerId": owner_id, "ownerType": owner_type,
             "productId": php_int(values.get("productId", 0)), "productName": name,
             "price": price, "priceAccount": price, "priceExclusive": exclusive, "priceNetto": netto,
-            "priceBrutto": brutto, "quantity": _dec(values.get("quantity", 1)), "discountTypeId": discount_type,
+            "priceBrutto": brutto, "quantity": quantity, "discountTypeId": discount_type,
             "discountRate": rate, "discountSum": discount_sum, "taxRate": tax,
             "taxIncluded": yes_no(values.get("taxIncluded", "N")), "customized": "Y",
             "measureCode": php_int(values.get("measureCode", 0)),
@@ -227,12 +243,19 @@ class State:
             raise fail("Discount Sum (DISCOUNT_SUM) is required if Monetary Discount Type (DISCOUNT_TYPE_ID) "
                        "is defined")
 
+    def check_total(self, owner_type: str, owner_id: int, rows: list[dict], *, replacing: bool) -> None:
+        """Refuse rows that would put the owner's amount out of range, before any of them is written."""
+        kept = [] if replacing else [r for r in self.of_owner(owner_type, owner_id)
+                                     if r["id"] not in {n["id"] for n in rows}]
+        _cents(sum((r["price"] * r["quantity"] for r in [*kept, *rows]), Decimal(0)))
+
     def save(self, row: dict) -> dict:
         self.rows[row["id"]] = row
         self.next_id = max(self.next_id, row["id"] + 1)
         return row
 
     def replace(self, owner_type: str, owner_id: int, rows: list[dict]) -> list[dict]:
+        self.check_total(owner_type, owner_id, rows, replacing=True)
         for old in self.of_owner(owner_type, owner_id):
             del self.rows[old["id"]]
         for row in rows:
@@ -317,6 +340,7 @@ def call(method: str, params: dict, portal, context) -> object:
         values = {**{k: row[k] for k in WRITABLE}, **_camel_values(fields, upper=False)}
         values["price"] = values.get("price", row["price"])
         rebuilt = state.build(values, row["ownerType"], row["ownerId"], row["id"])
+        state.check_total(row["ownerType"], row["ownerId"], [rebuilt], replacing=False)
         state.save(rebuilt)
         state.recompute(row["ownerType"], row["ownerId"])
         return {"productRow": State.camel(rebuilt)}
@@ -327,7 +351,9 @@ def call(method: str, params: dict, portal, context) -> object:
         fields = dict(array_items(fields))
         owner_type, owner_id = state.require_owner(fields.get("ownerType"), fields.get("ownerId"))
         values = _camel_values(fields, upper=False)
-        row = state.save(state.build(values, owner_type, owner_id))
+        row = state.build(values, owner_type, owner_id)
+        state.check_total(owner_type, owner_id, [row], replacing=False)
+        state.save(row)
         state.recompute(owner_type, owner_id)
         return {"productRow": State.camel(row)}
     if action == "set":

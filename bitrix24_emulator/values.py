@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
+from .errors import ApiError, crm_error
 from .phpform import php_float, php_int, php_string
+
+# Amounts (OPPORTUNITY, TAX_VALUE, product-row prices) are DECIMAL(18,2) columns on a portal: 16 digits before
+# the point. An amount from 10^16 up (or INF, NAN) is refused with the legacy error, never clamped or stored.
+MAX_AMOUNT = Decimal(10) ** 16
 
 _DATE_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
@@ -70,11 +77,19 @@ class Clock:
         return None if moment is None else moment.astimezone(self.tz).date()
 
 
+def out_of_range(value, name: str = "amount") -> ApiError:
+    return crm_error(f"The {name} {value} is out of range: an amount is stored as DECIMAL(18,2), so it must be "
+                     f"a finite number below {MAX_AMOUNT:f} in absolute value")
+
+
 def money(value) -> str:
-    """Legacy OPPORTUNITY-style numbers: commas become dots, spaces vanish, two decimals."""
+    """Legacy OPPORTUNITY-style numbers: commas become dots, spaces vanish, two decimals; out of range: refused."""
     if isinstance(value, str):
         value = value.replace(" ", "").replace(",", ".")
-    return f"{php_float(value):.2f}"
+    number = php_float(value)
+    if not math.isfinite(number) or abs(number) >= MAX_AMOUNT:
+        raise out_of_range(value if isinstance(value, str) else number)
+    return f"{number:.2f}"
 
 
 def yes_no(value) -> str:

@@ -35,6 +35,15 @@ HOSTILE = [
     {"FILTER": "x"}, {"name": ["x"]}, {"ownerType": ["D"], "ownerId": {"x": 1}},
     {"filter": {"=ownerType": "D", "=ownerId": "abc"}}, {"fields": {"ownerType": "T", "ownerId": "z"}},
     {"cmd": "x"}, {"cmd": {"a": ["x"], "b": "crm.deal.get?id[]=1"}},
+    # huge numbers: past DECIMAL(18,2), past a double (JSON allows any length), and strings of them
+    {"id": 1, "rows": [{"PRICE": 1e308, "QUANTITY": 1e308}]}, {"id": 1, "rows": [{"PRICE": 10**40}]},
+    {"id": 1, "rows": [{"PRICE": 10**30, "QUANTITY": 10**30, "DISCOUNT_SUM": 10**400, "TAX_RATE": -100}]},
+    {"id": 1, "fields": {"OPPORTUNITY": 10**400, "TAX_VALUE": "1e400", "PROBABILITY": 10**400}},
+    {"id": 10**400, "fields": {"OPPORTUNITY": 1e308}}, {"start": 10**400},
+    {"ownerType": "D", "ownerId": 1, "productRows": [{"price": 10**40, "quantity": 1e308}]},
+    {"id": 1, "fields": {"price": 1e308, "discountRate": 10**400}},
+    {"fields": {"ownerType": "D", "ownerId": 1, "price": 10**40, "taxRate": -100}},
+    {"entityTypeId": 2, "id": 1, "fields": {"opportunity": 10**400, "taxValue": 1e308}},
 ]
 FORM = "fields[a][]=1&id[]=x&filter[][x]=1&start[]=1&order=x&cmd[a]=crm.deal.get?id[]=1&taskId[]=2"
 
@@ -63,3 +72,23 @@ def test_no_parameters_make_a_method_answer_5xx(portal, method):
     if form.status_code >= 500:
         failures.append((FORM, form.status_code, form.get_data(as_text=True)[:300]))
     assert not failures
+
+
+@pytest.mark.parametrize(("method", "payload"), [
+    ("crm.deal.productrows.set", {"id": 1, "rows": [{"PRICE": 1e308}]}),
+    ("crm.deal.productrows.set", {"id": 1, "rows": [{"PRICE": 10**40}]}),
+    ("crm.deal.productrows.set", {"id": 1, "rows": [{"PRICE": 9e15}, {"PRICE": 9e15}]}),  # the deal's total
+    ("crm.item.productrow.set", {"ownerType": "D", "ownerId": 1, "productRows": [{"price": 10**40}]}),
+    ("crm.deal.update", {"id": 1, "fields": {"OPPORTUNITY": 10**400}}),
+    ("crm.deal.update", {"id": 1, "fields": {"OPPORTUNITY": "1e17"}}),
+])
+def test_an_amount_past_decimal_18_2_is_refused_and_nothing_changes(method, payload):
+    api = Api(create_emulator(rate=1e9, burst=1e9))
+    deal = api.ok("crm.deal.add", {"fields": {"TITLE": "d"}})
+    api.ok("crm.deal.productrows.set", {"id": deal, "rows": [{"PRODUCT_NAME": "kept", "PRICE": 5}]})
+    response = api.raw(method, payload)
+    body = json.loads(response.get_data(as_text=True))
+    assert response.status_code == 400 and body["error"] == "", body
+    assert "DECIMAL(18,2)" in body["error_description"], body
+    assert api.ok("crm.deal.get", {"id": deal})["OPPORTUNITY"] == "5.00"
+    assert [r["PRODUCT_NAME"] for r in api.ok("crm.deal.productrows.get", {"id": deal})] == ["kept"]
