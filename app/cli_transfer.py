@@ -160,12 +160,13 @@ def _max_cell() -> int:
     return int(current_app.config.get("BITRIX_MAX_BODY_BYTES") or MAX_CELL)
 
 
-def _count_rows(path: str, fmt: str) -> int:
+def _count_rows(path: str, fmt: str, columns: list[str]) -> int:
+    """The file's rows; ``columns`` gets its column names (CSV header, or the JSON rows' keys)."""
     from .services.transfer import read_rows
 
     try:
         with open(path, encoding="utf-8-sig", newline="") as stream:
-            return sum(1 for _ in read_rows(stream, fmt, max_cell=_max_cell()))
+            return sum(1 for _ in read_rows(stream, fmt, max_cell=_max_cell(), columns=columns))
     except UnicodeDecodeError as exc:
         raise TransferUsage(f"{path} is not UTF-8 text: {exc}") from None
 
@@ -218,7 +219,12 @@ def import_command(entity: str, file: str, client_id: int, fmt: str | None, orig
         ent = resolve_entity(entity)
         check_importable(ent)
         fmt = detect_format(file, fmt)
-        total = _count_rows(file, fmt)
+        columns: list[str] = []
+        total = _count_rows(file, fmt, columns)
+        if origin_id_column is not None and origin_id_column not in columns and (fmt == "csv" or total):
+            shown = ", ".join(repr(c) for c in columns[:30]) + (", ..." if len(columns) > 30 else "")
+            raise TransferUsage(f"--origin-id-column {origin_id_column!r}: {file} has no such column; its columns "
+                                f"are {shown or 'none'}")
         plan = import_plan(ent, client_id, file, fmt, origin_id_column)
     except TransferUsage as exc:
         raise _usage(exc) from None

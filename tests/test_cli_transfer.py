@@ -271,3 +271,31 @@ def test_markers_that_are_not_text_and_objects_in_one_value_fields_fail_their_ro
         7: "LAST_NAME holds one value, not a list",
     }
     assert {f["error"] for f in failures} == {"INVALID_ROW"}
+
+
+def test_an_origin_id_column_the_file_lacks_is_a_usage_error_naming_the_columns(configured, portal, runner, tmp_path):
+    for name, text, columns in [("c.csv", "NAME,EXT\nA,e1\n", "'NAME', 'EXT'"),
+                                ("c.jsonl", '{"NAME": "A"}\n{"NAME": "B", "EXT": "e2"}\n', "'NAME', 'EXT'"),
+                                ("empty.csv", "NAME,EXT\n", "'NAME', 'EXT'")]:
+        src = tmp_path / name
+        src.write_text(text)
+        result = runner.invoke(args=["bitrix24", "import", "contacts", str(src), "--client", "1",
+                                     "--origin-id-column", "NOPE"])
+        assert result.exit_code == 2, result.output
+        assert f"--origin-id-column 'NOPE': {src} has no such column; its columns are {columns}" in result.output
+    assert len(portal.calls) == 0  # nothing sent, not even the fields
+
+
+def test_every_byte_order_mark_before_the_header_is_dropped(configured, portal, runner, tmp_path):
+    src = tmp_path / "boms.csv"
+    src.write_text("\ufeff\ufeffNAME,LAST_NAME\nAnn,A\n", encoding="utf-8")
+    jsonl = tmp_path / "boms.jsonl"
+    jsonl.write_text('\ufeff\ufeff{"NAME": "Bob"}\n', encoding="utf-8")
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    portal.post(portal_url("batch"), json=_batch_ok(11))
+    for path, name in [(src, "Ann"), (jsonl, "Bob")]:
+        result = runner.invoke(args=["bitrix24", "import", "contacts", str(path), "--client", "1"])
+        assert result.exit_code == 0, result.output
+        assert "not sent" not in result.output
+        assert _sent_names(portal.calls[-1]) == [name]

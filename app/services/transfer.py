@@ -26,7 +26,6 @@ from ..entities import ENTITIES, FIRST_SMART_PROCESS_TYPE, Entity, smart_process
 from .bitrix24_service import bx_call
 from .bulk import bulk_write
 from .bulk.list_all import bx_list_all
-from .numbers import is_digits
 from .wire import flatten_params
 
 FORMATS = ("jsonl", "csv")
@@ -71,7 +70,7 @@ def resolve_entity(name: str) -> Entity:
     if name in ENTITIES:
         return ENTITIES[name]
     kind, _, type_id = name.partition(":")
-    if kind == "items" and is_digits(type_id) and int(type_id) >= FIRST_SMART_PROCESS_TYPE:
+    if kind == "items" and type_id.isdigit() and int(type_id) >= FIRST_SMART_PROCESS_TYPE:
         return smart_process(int(type_id))
     known = ", ".join([*ENTITIES, f"items:<entityTypeId, {FIRST_SMART_PROCESS_TYPE} or more>"])
     raise TransferUsage(f"unknown entity {name!r}: use one of {known}")
@@ -302,13 +301,19 @@ def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-def read_rows(stream: IO[str], fmt: str, *, max_cell: int = MAX_CELL) -> Iterator[SourceRow]:
+def read_rows(stream: IO[str], fmt: str, *, max_cell: int = MAX_CELL,
+              columns: list[str] | None = None) -> Iterator[SourceRow]:
     """Rows of a JSON Lines or CSV file, one at a time. Blank JSON lines are skipped; a line that cannot be
     a row (not a JSON object, a number that is not finite, nested over ``MAX_DEPTH`` levels, a CSV cell of
     more than ``max_cell`` characters) is a row that failed (``INVALID_LINE``), and reading goes on. A CSV
-    cell that ``guard_formula`` marked loses its ``'`` in ``fields`` (``raw`` keeps the file's text)."""
+    cell that ``guard_formula`` marked loses its ``'`` in ``fields`` (``raw`` keeps the file's text).
+    ``columns``, if given, gets the file's column names: the CSV header, or every key of the JSON rows read.
+    Byte order marks before the first line are dropped, however many (a file saved twice with one)."""
+    seen: set[str] = set()
     if fmt == "jsonl":
         for number, text in enumerate(stream, start=1):
+            if number == 1:
+                text = text.lstrip("\ufeff")
             if not text.strip():
                 continue
             try:
@@ -329,6 +334,9 @@ def read_rows(stream: IO[str], fmt: str, *, max_cell: int = MAX_CELL) -> Iterato
             if _too_deep(value):
                 yield SourceRow(number, None, text.rstrip("\n"), f"nested more than {MAX_DEPTH} levels deep")
                 continue
+            if columns is not None and not seen.issuperset(value):
+                columns.extend(key for key in value if key not in seen)
+                seen.update(value)
             yield SourceRow(number, value, value)
         return
     # The csv module's own limit (131,072 characters a cell) raises in the middle of the file; it is set
@@ -342,8 +350,11 @@ def read_rows(stream: IO[str], fmt: str, *, max_cell: int = MAX_CELL) -> Iterato
     if not header or not any(h.strip() for h in header):
         raise TransferUsage("the CSV file has no header line: its first line must name the fields")
     header = [h.strip() for h in header]
+    header[0] = header[0].lstrip("\ufeff").strip()
     if len(set(header)) != len(header):
         raise TransferUsage(f"the CSV header names a column twice: {header}")
+    if columns is not None:
+        columns[:] = header
     line = 1
     while True:
         try:

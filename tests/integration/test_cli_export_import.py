@@ -256,6 +256,21 @@ def test_import_refuses_markers_that_are_not_text_so_a_rerun_makes_no_duplicates
     assert made == [("Q", "123", None)]  # the row's own ORIGIN_ID goes as it is, without an ORIGINATOR_ID
 
 
+def test_an_unknown_origin_id_column_is_a_usage_error_and_a_header_with_two_boms_still_reads(stack, tmp_path):
+    src = tmp_path / "c.csv"
+    src.write_text("NAME,EXT\nA,e1\n")
+    r = run_cli(stack, "import", "contacts", str(src), "--client", "1", "--origin-id-column", "NOPE")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"--origin-id-column 'NOPE': {src} has no such column; its columns are 'NAME', 'EXT'" in r.stderr
+    assert contacts(stack) == {} and not (tmp_path / "c.failures.jsonl").exists()
+    boms = tmp_path / "boms.csv"
+    boms.write_text("\ufeff\ufeffNAME,LAST_NAME\nAnn,A\n", encoding="utf-8")
+    r = run_cli(stack, "import", "contacts", str(boms), "--client", "1")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "not sent" not in r.stderr
+    assert [(rec["NAME"], rec["LAST_NAME"]) for rec in contacts(stack).values()] == [("Ann", "A")]
+
+
 def test_export_then_import_round_trip_through_jsonl_keeps_multi_fields(stack, tmp_path):
     seed_contacts(stack, 11)
     out = tmp_path / "all.jsonl"
