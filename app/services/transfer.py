@@ -26,6 +26,7 @@ from ..entities import ENTITIES, FIRST_SMART_PROCESS_TYPE, Entity, smart_process
 from .bitrix24_service import bx_call
 from .bulk import bulk_write
 from .bulk.list_all import bx_list_all
+from .numbers import is_digits
 from .wire import flatten_params
 
 FORMATS = ("jsonl", "csv")
@@ -70,7 +71,7 @@ def resolve_entity(name: str) -> Entity:
     if name in ENTITIES:
         return ENTITIES[name]
     kind, _, type_id = name.partition(":")
-    if kind == "items" and type_id.isdigit() and int(type_id) >= FIRST_SMART_PROCESS_TYPE:
+    if kind == "items" and is_digits(type_id) and int(type_id) >= FIRST_SMART_PROCESS_TYPE:
         return smart_process(int(type_id))
     known = ", ".join([*ENTITIES, f"items:<entityTypeId, {FIRST_SMART_PROCESS_TYPE} or more>"])
     raise TransferUsage(f"unknown entity {name!r}: use one of {known}")
