@@ -175,7 +175,9 @@ def test_schemathesis_against_the_app_in_front_of_the_emulator(make_stack, capsy
         str(SCHEMATHESIS), "run", f"{stack.api}/openapi.json",
         "--checks", CHECKS,
         "--header", f"Authorization: Bearer {API_KEY}",
-        "--max-examples", os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"),
+        # 10 a path: every entity has its own paths now, so each rule is still tried far more than before
+        # (about 3,400 requests a run, against 2,157 at 25 a rule before the per-entity paths)
+        "--max-examples", os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"),
         "--seed", os.environ.get("SCHEMATHESIS_SEED", "20261127"),
         "--request-timeout", "30",
         "--no-color",
