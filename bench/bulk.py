@@ -36,7 +36,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from benchkit import free_port
+from benchkit import EmulatorProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,28 +55,11 @@ def wait_port(port: int, timeout: float = 120) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
-class Emulator:
-    time_scale = 0.0
+class Emulator(EmulatorProcess):
+    time_scale = 0.0  # --time-scale, set once by main()
 
     def __init__(self, preload: int = 0, limits: bool = True) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "bitrix24_emulator", "--port", str(self.port), "--secret", "bench",
-               "--time-scale", str(self.time_scale)]
-        if preload:
-            cmd += ["--preload", f"contact={preload}"]
-        if not limits:
-            cmd.append("--no-limits")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        self.base = f"http://127.0.0.1:{self.port}/rest/1/bench/"
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_emulator/stats", timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        super().__init__(preload=preload, limits=limits, time_scale=self.time_scale)
 
 
 def our_app(base: str, tmp: str):

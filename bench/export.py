@@ -29,33 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from benchkit import free_port, wait_http
+from benchkit import EmulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Emulator:
+class Emulator(EmulatorProcess):
     def __init__(self, preload: int, limits: bool) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "bitrix24_emulator", "--port", str(self.port), "--secret", "bench"]
-        if preload:
-            cmd += ["--preload", f"contact={preload}"]
-        if not limits:
-            cmd.append("--no-limits")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_http(f"http://127.0.0.1:{self.port}/_emulator/stats", timeout=300)
-        self.base = f"http://127.0.0.1:{self.port}/rest/1/bench/"
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_emulator/stats", timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        super().__init__(preload=preload, limits=limits)
 
 
 def app_env(emulator: Emulator, tmp: str, limits: bool) -> dict[str, str]:
