@@ -13,22 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..entities import smart_process
+from ..services import records
 from ..services.bitrix24_service import bx_call
 from ..services.numbers import as_id
 from . import bulk_controller
 from .params import created_location, fields_and_params, list_params
 
 
-def _item(envelope: dict[str, Any]) -> Any:
-    result = envelope.get("result")
-    return result.get("item", result) if isinstance(result, dict) else result
+def _item(envelope: dict[str, Any], ent) -> Any:
+    return records.unwrap(ent, envelope.get("result"))  # {"item": {...}} -> {...}
 
 
 def create_item(body: dict[str, Any], client_id: int, type_id: int):
     """Create a smart-process item (camelCase fields): 201, the new id, its Location."""
     ent = smart_process(type_id)
     fields, _ = fields_and_params(ent, body)
-    item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=client_id))
+    item = _item(bx_call("crm.item.add", {"entityTypeId": ent.type_id, "fields": fields}, client_id=client_id), ent)
     new_id = as_id(item.get("id") if isinstance(item, dict) else item)
     return {"result": new_id}, 201, created_location("get_item", "item_id", new_id, client_id=client_id,
                                                      type_id=ent.type_id)
@@ -38,7 +38,7 @@ def get_item(client_id: int, type_id: int, item_id: int):
     """One smart-process item."""
     ent = smart_process(type_id)
     params = {"entityTypeId": ent.type_id, "id": item_id}
-    return {"result": _item(bx_call("crm.item.get", params, client_id=client_id))}
+    return {"result": _item(bx_call("crm.item.get", params, client_id=client_id), ent)}
 
 
 def update_item(body: dict[str, Any], client_id: int, type_id: int, item_id: int):
@@ -46,7 +46,7 @@ def update_item(body: dict[str, Any], client_id: int, type_id: int, item_id: int
     ent = smart_process(type_id)
     fields, _ = fields_and_params(ent, body)
     params = {"entityTypeId": ent.type_id, "id": item_id, "fields": fields}
-    return {"result": _item(bx_call("crm.item.update", params, client_id=client_id))}
+    return {"result": _item(bx_call("crm.item.update", params, client_id=client_id), ent)}
 
 
 def delete_item(client_id: int, type_id: int, item_id: int):

@@ -35,17 +35,13 @@ def rows(entity: Entity, result: Any) -> Any:
     return result
 
 
-def _as_id(value: Any) -> Any:
-    # crm.*.add answers an int, tasks.task.add the task with "id" as a string: callers get an int.
-    return as_id(value)
-
-
 def created_id(entity: Entity, result: Any) -> Any:
     """The new record's id from what ``<prefix>.add`` answered (an id, or the wrapped record)."""
     record = unwrap(entity, result)
     if isinstance(record, dict):
-        return _as_id(record.get(entity.row_id))
-    return _as_id(record)
+        return as_id(record.get(entity.row_id))
+    # crm.*.add answers an int, tasks.task.add the task with "id" as a string: callers get an int.
+    return as_id(record)
 
 
 def add(entity: Entity, fields: dict[str, Any], params: dict[str, Any] | None = None, *,
