@@ -58,6 +58,13 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     # After this many refusals of a webhook's credentials in a row its calls are suspended...
     "BITRIX_AUTH_FAILURES_TO_SUSPEND": (5, int),
     "BITRIX_AUTH_SUSPEND_SECONDS": (300.0, float),  # ...for this long, then one call tries again
+    # App mode (an OAuth app installed on many portals): both set to turn it on; the token server
+    "BITRIX_APP_CLIENT_ID": ("", str),
+    "BITRIX_APP_CLIENT_SECRET": ("", str),
+    "BITRIX_OAUTH_SERVER": ("https://oauth.bitrix.info/", str),
+    # An ONAPPINSTALL that carries no tokens may name the application token of an installation made by
+    # the install page this many seconds before (and not since); later ones must carry tokens
+    "BITRIX_APP_INSTALL_WINDOW": (600.0, float),
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
     # where the Swagger UI page at /api/bitrix/docs loads its scripts from; empty: the installed
     # flask-swagger-ui package's copy, served at /api/bitrix/docs/assets/ (no internet needed)

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask
 
 from .hooks import AuthorizeHook, EventHandler, Hooks
-from .models import DEFAULT_EVENT_TABLE
+from .models import DEFAULT_EVENT_TABLE, DEFAULT_INSTALLATION_TABLE
 from .runtime import EXTENSION_KEY, Runtime
 from .store import ConfigStore, EncryptedStore
 
@@ -40,6 +40,9 @@ class Bitrix24:
     :param url_prefix: where the API is mounted (default ``/api/bitrix``).
     :param blueprint_name: the blueprint's name, hence its endpoints' (``bitrix24.get_record``).
     :param cli_group: the name of the ``flask <group> ...`` commands.
+    :param installation_model: app mode's installations model (a host model composed from
+        ``AppInstallationMixin``); default: one declared on ``db`` as ``installation_table``, and only
+        when ``BITRIX_APP_CLIENT_ID`` is set, so a host without app mode gets no new table.
     :param own_migrations: the standalone app's switch: setup applies our own Alembic branch.
     """
 
@@ -56,8 +59,11 @@ class Bitrix24:
         blueprint_name: str = "bitrix24",
         cli_group: str = "bitrix24",
         own_migrations: bool = False,
+        installation_model: type | None = None,
+        installation_table: str = DEFAULT_INSTALLATION_TABLE,
     ) -> None:
         self.db, self.store, self.event_model, self.event_table = db, store, event_model, event_table
+        self.installation_model, self.installation_table = installation_model, installation_table
         if not url_prefix.strip("/"):
             # At the root our JSON catch-all would answer for every unknown URL of the host.
             raise ValueError("url_prefix must name a path under which the API lives, like '/api/bitrix'")
@@ -116,6 +122,7 @@ class Bitrix24:
         from .controllers.openapi import init_api
         from .logs import install_on_our_loggers
         from .models import event_model as declare_event_model
+        from .models import installation_model as declare_installation_model
         from .routes.bitrix24_routes import bp
 
         for key, value in bitrix24_settings().items():
@@ -124,9 +131,13 @@ class Bitrix24:
         chosen = store or self.store or EncryptedStore()
         chosen.bind(db)
         events = event_model or self.event_model or declare_event_model(db, self.event_table)
+        installations = self.installation_model
+        if installations is None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
+            installations = declare_installation_model(db, self.installation_table)
         app.extensions[EXTENSION_KEY] = Runtime(
             app, db=db, store=chosen, event_model=events, hooks=self.hooks, blueprint_name=self.blueprint_name,
             url_prefix=self.url_prefix, own_migrations=self.own_migrations, cli_group=self.cli_group,
+            installation_model=installations,
         )
         install_on_our_loggers()  # request id, tenant and redaction on our own log lines
         init_api(app, bp, self.url_prefix, name=self.blueprint_name)

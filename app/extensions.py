@@ -2,7 +2,7 @@
 its own ``Bitrix24(db=db)``; it never imports this module)."""
 
 from .extension import Bitrix24
-from .models.standalone import CRM, BitrixEvent, ClientCRMAuth, db
+from .models.standalone import CRM, AppInstallation, BitrixEvent, ClientCRMAuth, db
 from .store import CRMRow, EncryptedStore
 
 __all__ = ["bitrix24", "db"]
@@ -13,5 +13,6 @@ bitrix24 = Bitrix24(
     db=db,
     store=EncryptedStore(ClientCRMAuth, crm=CRMRow(CRM, defaults={})),
     event_model=BitrixEvent,
+    installation_model=AppInstallation,
     own_migrations=True,
 )

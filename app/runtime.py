@@ -42,6 +42,7 @@ class Runtime:
         url_prefix: str,
         own_migrations: bool,
         cli_group: str = "bitrix24",
+        installation_model: type | None = None,
     ) -> None:
         # Imported here: services import this module for ``runtime()``.
         from .services.breaker import AuthBreaker
@@ -99,10 +100,37 @@ class Runtime:
         self.target_generation = 0  # bumped by every config change
         self.event_queue = make_event_queue(redis_url)
         self.locks = make_locks(redis_url)
+        self._init_app_mode(cfg, installation_model)
         if str(self._secret_key or "").strip():
             self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
         if self.auth_disabled:
             log.warning("BITRIX_AUTH_DISABLED is set: the Bitrix24 API accepts requests from anyone (demo only)")
+
+    def _init_app_mode(self, cfg: Any, installation_model: type | None) -> None:
+        """App mode (BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET): installations, the OAuth
+        server's client and the token broker."""
+        from .services.installations import InstallationStore
+        from .services.oauth import OAuthClient, TokenBroker
+
+        self.installation_model = installation_model
+        self.installations = InstallationStore(installation_model, self.db, lambda: self.cipher) \
+            if installation_model is not None else None
+        client_id = str(cfg.get("BITRIX_APP_CLIENT_ID") or "").strip()
+        secret = str(cfg.get("BITRIX_APP_CLIENT_SECRET") or "").strip()
+        self.app_client_id = client_id or None
+        self.app_mode = bool(client_id and secret and self.installations is not None)
+        self.app_install_window = float(cfg.get("BITRIX_APP_INSTALL_WINDOW", 600.0))
+        self.oauth = self.tokens = None
+        if self.app_mode:
+            self.oauth = OAuthClient(str(cfg.get("BITRIX_OAUTH_SERVER") or "https://oauth.bitrix.info/"), client_id,
+                                     secret, allowed_hosts=self.allowed_hosts, on_event=self.metrics.on_event)
+            self.tokens = TokenBroker(lambda: self.installations, self.oauth)
+        elif client_id or secret:
+            log.warning("app mode needs both BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET: it stays off")
+
+    def installation_tables(self) -> list[Any]:
+        """The installations table, when this app has one (app mode, or the standalone app)."""
+        return [self.installation_model.__table__] if self.installation_model is not None else []
 
     @cached_property
     def cipher(self):

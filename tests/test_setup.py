@@ -15,6 +15,7 @@ from flask_bitrix24.models.standalone import CRM, OUR_TABLES
 from flask_bitrix24.services.setup import run_setup
 
 OUR_NAMES = {t.name for t in OUR_TABLES}
+HEAD = "0002_app_installations"  # the newest of our migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,13 +156,34 @@ def test_setup_applies_our_migrations_in_their_own_version_table(make_app):
             conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
             conn.execute(sa.text("INSERT INTO alembic_version VALUES ('host_rev_42')"))
         report = run_setup()
-        assert report.migrations == ["0001_initial"] and "applied migrations: 0001_initial" in report.lines()
+        assert report.migrations == [HEAD] and f"applied migrations: {HEAD}" in report.lines()
         with db.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM bitrix24_alembic_version")).scalar() == "0001_initial"
+            assert conn.execute(sa.text("SELECT version_num FROM bitrix24_alembic_version")).scalar() == HEAD
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "host_rev_42"
         again = run_setup()
         assert not again.changed and again.lines()[0].startswith("nothing to do")
-    assert {"CRMs", "client_crm_auth", "bitrix_events", "bitrix24_alembic_version"} <= _tables(app)
+    assert {"CRMs", "client_crm_auth", "bitrix_events", "bitrix24_app_installations",
+            "bitrix24_alembic_version"} <= _tables(app)
+
+
+def test_an_install_at_the_first_revision_gets_the_installations_table(make_app):
+    """A database set up before app mode existed (at 0001_initial) is brought to the head: the
+    installations table is added, the rows already there are kept."""
+    from alembic import command
+
+    from flask_bitrix24.services.setup import _alembic_config
+
+    app = make_app(BITRIX_AUTO_SETUP=False)
+    with app.app_context():
+        with db.engine.connect() as conn:
+            command.upgrade(_alembic_config(conn), "0001_initial")
+            conn.commit()
+        assert "bitrix24_app_installations" not in _tables(app)
+        db.session.add(CRM(name="Bitrix24"))
+        db.session.commit()
+        report = run_setup()
+        assert report.migrations == [f"0001_initial -> {HEAD}"]
+        assert "bitrix24_app_installations" in _tables(app) and db.session.query(CRM).count() == 1
 
 
 def test_models_and_migrations_agree(make_app):
@@ -188,7 +210,7 @@ def test_setup_adopts_an_install_made_before_migrations(make_app):
         db.session.add(CRM(name="Bitrix24"))
         db.session.commit()
         report = run_setup()
-        assert report.tables_created == [] and report.migrations == ["0001_initial"] and not report.crm_created
+        assert report.tables_created == [] and report.migrations == [HEAD] and not report.crm_created
         assert db.session.query(CRM).count() == 1
 
 
@@ -197,4 +219,4 @@ def test_flask_migrate_sees_our_history(tmp_path, secret_key):
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "current"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "0001_initial (head)" in result.stdout
+    assert f"{HEAD} (head)" in result.stdout

@@ -13,13 +13,14 @@ from typing import Any
 
 from sqlalchemy import UniqueConstraint
 
-from .mixins import ClientConfigMixin, CRMMixin, EventLogMixin, iso, utcnow
+from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, iso, utcnow
 from .status import STATUSES, EventStatus
 
 # Table names a host gets by default: prefixed, so they never meet a host's own "CRMs",
 # "ClientCRMAuth" or "client_crm_auth".
 DEFAULT_EVENT_TABLE = "bitrix24_events"
 DEFAULT_CONFIG_TABLE = "bitrix24_client_configs"
+DEFAULT_INSTALLATION_TABLE = "bitrix24_app_installations"
 
 _declared: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], type]] = weakref.WeakKeyDictionary()
 
@@ -34,9 +35,13 @@ def _declare(db: Any, kind: str, table: str, build) -> type:
     if key in cache:
         return cache[key]
     if table in db.metadata.tables:
-        how = ("pass event_model=<your model, composed from EventLogMixin> or event_table='another_name' "
-               "to Bitrix24()") if kind == "event" else \
-            "pass store=EncryptedStore(model=<your model>) or store=EncryptedStore(table='another_name')"
+        how = {
+            "event": "pass event_model=<your model, composed from EventLogMixin> or event_table='another_name' "
+                     "to Bitrix24()",
+            "config": "pass store=EncryptedStore(model=<your model>) or store=EncryptedStore(table='another_name')",
+            "installation": "pass installation_model=<your model, composed from AppInstallationMixin> or "
+                            "installation_table='another_name' to Bitrix24()",
+        }[kind]
         raise TableNameTaken(f"the app's database already has a model for table {table!r}: {how}")
     cache[key] = build()
     return cache[key]
@@ -64,17 +69,29 @@ def config_model(db: Any, table: str = DEFAULT_CONFIG_TABLE) -> type:
     return _declare(db, "config", table, build)
 
 
+def installation_model(db: Any, table: str = DEFAULT_INSTALLATION_TABLE) -> type:
+    """The app installations model on ``db`` (app mode only: declared when BITRIX_APP_CLIENT_ID is set)."""
+
+    def build() -> type:
+        return type("Bitrix24AppInstallation", (AppInstallationMixin, db.Model), {"__tablename__": table})
+
+    return _declare(db, "installation", table, build)
+
+
 __all__ = [
+    "AppInstallationMixin",
     "CRMMixin",
     "ClientConfigMixin",
     "DEFAULT_CONFIG_TABLE",
     "DEFAULT_EVENT_TABLE",
+    "DEFAULT_INSTALLATION_TABLE",
     "EventLogMixin",
     "EventStatus",
     "STATUSES",
     "TableNameTaken",
     "config_model",
     "event_model",
+    "installation_model",
     "iso",
     "utcnow",
 ]

@@ -61,6 +61,37 @@ class ClientConfigMixin:
         return f"{type(self).__name__}(client_id={self.client_id!r}, portal={self.portal_domain!r})"
 
 
+class AppInstallationMixin:
+    """One installation of our Bitrix24 app on one portal (app mode; see services/installations.py).
+
+    ``member_id`` names the portal for good (it survives a domain change); ``credentials`` is
+    MultiFernet ciphertext of the token pair and the application token (empty once uninstalled);
+    ``token_version`` grows with every stored pair. ``client_id`` is the host's client linked to it.
+    """
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    client_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    domain: Mapped[str | None] = mapped_column(String(255))
+    client_endpoint: Mapped[str | None] = mapped_column(String(512))
+    credentials: Mapped[str | None] = mapped_column(Text)
+    scope: Mapped[str | None] = mapped_column(String(1024))
+    # active | uninstalled | needs_attention (``problem`` says why: invalid_grant, PAYMENT_REQUIRED...)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="active")
+    problem: Mapped[str | None] = mapped_column(String(64))
+    problem_detail: Mapped[str | None] = mapped_column(Text)
+    token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    access_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    installed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    refreshed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+    def __repr__(self) -> str:  # no credentials, not even encrypted
+        return f"{type(self).__name__}(member_id={self.member_id!r}, status={self.status!r})"
+
+
 class EventLogMixin:
     """The durable log of the events Bitrix24 posted to us (one row per delivery)."""
 

@@ -11,7 +11,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .mixins import ClientConfigMixin, CRMMixin, EventLogMixin
+from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin
 
 # The standalone app's own database (``extensions.db`` is this object); created here, with its
 # models, so that importing either module first works.
@@ -37,4 +37,8 @@ class BitrixEvent(EventLogMixin, db.Model):
     __tablename__ = "bitrix_events"
 
 
-OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__]
+class AppInstallation(AppInstallationMixin, db.Model):
+    __tablename__ = "bitrix24_app_installations"
+
+
+OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__, AppInstallation.__table__]

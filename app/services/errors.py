@@ -92,6 +92,22 @@ class PortalAuthFailed(Bitrix24Error):
     default_code = "PORTAL_AUTH_FAILED"
 
 
+class AppNotUsable(PortalAuthFailed):
+    """App mode: the client's installation of our Bitrix24 app cannot make calls, and trying again
+    will not help until someone acts (``code`` says what happened, the description what to do):
+
+    - ``APP_REAUTHORIZATION_REQUIRED``: the OAuth server refused the refresh token (``invalid_grant``:
+      unused for 180 days, or revoked); reinstall or reopen the app on the portal;
+    - ``PAYMENT_REQUIRED``: the app's subscription or trial on the portal ended;
+    - ``APP_UNINSTALLED``: the portal removed the app;
+    - ``APP_NOT_INSTALLED``: no installation is linked to the client (or it is gone).
+
+    No call reaches the portal or the OAuth server while it stands: no retry storm.
+    """
+
+    default_code = "APP_NOT_USABLE"
+
+
 class LimitExceeded(Bitrix24Error):
     """A Bitrix24 limit refused the call; ``retry_after`` says when trying again makes sense."""
 

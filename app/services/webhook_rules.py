@@ -92,37 +92,37 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
-    """Return the normalised webhook base (ending in "/") or raise ``InvalidConfig``."""
-    field = "webhook_base"
+def _portal_url(value: Any, allowed_hosts: tuple[str, ...], field: str, example: str) -> tuple[Any, str, str]:
+    """The checks every portal address passes (https, an allowed host, no user info, query or
+    fragment): returns (the split URL, its scheme, its normalised netloc)."""
     if not isinstance(value, str):
-        raise InvalidConfig(field, "webhook_base must be a string like https://<portal>.bitrix24.com/rest/1/<secret>/")
+        raise InvalidConfig(field, f"{field} must be a string like {example}")
     text = value.strip()
     if not text or len(text) > 2048:
-        raise InvalidConfig(field, "webhook_base must be a non-empty URL of at most 2048 characters")
+        raise InvalidConfig(field, f"{field} must be a non-empty URL of at most 2048 characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in text):
-        raise InvalidConfig(field, "webhook_base must not contain spaces, control characters or backslashes")
+        raise InvalidConfig(field, f"{field} must not contain spaces, control characters or backslashes")
     try:
         parts = urlsplit(text)
         parts.hostname  # noqa: B018  (raises on a malformed [IPv6] host)
     except ValueError:
-        raise InvalidConfig(field, "webhook_base is not a well-formed URL") from None
+        raise InvalidConfig(field, f"{field} is not a well-formed URL") from None
     if parts.scheme not in ("https", "http"):
-        raise InvalidConfig(field, f"webhook_base must use https, not {parts.scheme or 'no scheme'!r}")
+        raise InvalidConfig(field, f"{field} must use https, not {parts.scheme or 'no scheme'!r}")
     if "@" in parts.netloc:
-        raise InvalidConfig(field, "webhook_base must not contain a user name or password before the host")
+        raise InvalidConfig(field, f"{field} must not contain a user name or password before the host")
     raw_host = parts.hostname or ""
     if not raw_host.isascii():
-        raise InvalidConfig(field, "the webhook_base host must be plain ASCII (write international names in xn-- form)")
+        raise InvalidConfig(field, f"the {field} host must be plain ASCII (write international names in xn-- form)")
     host = raw_host.lower().rstrip(".")
     try:
         port = parts.port
     except ValueError:
-        raise InvalidConfig(field, "the webhook_base port is not a number between 0 and 65535") from None
+        raise InvalidConfig(field, f"the {field} port is not a number between 0 and 65535") from None
     listed_exactly = host in allowed_hosts
     if _looks_like_ip(host):
         if not (listed_exactly and _is_loopback(host)):
-            raise InvalidConfig(field, f"webhook_base must name the portal by host name, not an IP address ({host})")
+            raise InvalidConfig(field, f"{field} must name the portal by host name, not an IP address ({host})")
     elif not _HOSTNAME.match(host):
         raise InvalidConfig(field, f"{host!r} is not a valid host name")
     if not _host_allowed(host, allowed_hosts):
@@ -138,20 +138,38 @@ def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
         )
     if parts.scheme == "http" and not (listed_exactly and _is_loopback(host)):
         raise InvalidConfig(
-            field, "webhook_base must use https (plain http is only for loopback hosts listed in BITRIX_ALLOWED_HOSTS)"
+            field, f"{field} must use https (plain http is only for loopback hosts listed in BITRIX_ALLOWED_HOSTS)"
         )
     if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise InvalidConfig(field, "webhook_base must not have a query string or fragment")
+        raise InvalidConfig(field, f"{field} must not have a query string or fragment")
+    if port == {"https": 443, "http": 80}.get(parts.scheme):
+        port = None  # the scheme's own port, said aloud: the portal's auth[domain] will not name it
+    name = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    netloc = name if port is None else f"{name}:{port}"
+    return parts, parts.scheme, netloc
+
+
+def validate_webhook_base(value: Any, allowed_hosts: tuple[str, ...]) -> str:
+    """Return the normalised webhook base (ending in "/") or raise ``InvalidConfig``."""
+    field = "webhook_base"
+    parts, scheme, netloc = _portal_url(value, allowed_hosts, field,
+                                        "https://<portal>.bitrix24.com/rest/1/<secret>/")
     if not _REST_PATH.match(parts.path):
         raise InvalidConfig(
             field, "webhook_base path must be /rest/<user_id>/<secret>/ (copy it from the portal's inbound webhook)"
         )
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    if port == {"https": 443, "http": 80}.get(parts.scheme):
-        port = None  # the scheme's own port, said aloud: the portal's auth[domain] will not name it
-    name = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
-    netloc = name if port is None else f"{name}:{port}"
-    return f"{parts.scheme}://{netloc}{path}"
+    return f"{scheme}://{netloc}{path}"
+
+
+def validate_client_endpoint(value: Any, allowed_hosts: tuple[str, ...]) -> str:
+    """An app installation's REST address, ``https://HOST/rest/`` (``client_endpoint`` in token
+    answers and events: https://apidocs.bitrix24.com/settings/oauth/index.html), on an allowed host."""
+    field = "client_endpoint"
+    parts, scheme, netloc = _portal_url(value, allowed_hosts, field, "https://<portal>.bitrix24.com/rest/")
+    if parts.path.rstrip("/") != "/rest":
+        raise InvalidConfig(field, "client_endpoint must be the portal's /rest/ address")
+    return f"{scheme}://{netloc}/rest/"
 
 
 def validate_outbound_token(value: Any) -> str | None:
