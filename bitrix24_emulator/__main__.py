@@ -72,7 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deleting a missing record: the legacy empty code 'Not found' (default) or the docs' "
                         "ERROR_CORE 'Element not found'")
     p.add_argument("--currency", default="RUB", help="the portal's base currency")
+    p.add_argument("--app", default=None, metavar="CLIENT_ID:CLIENT_SECRET",
+                   help="an OAuth application the portal (every portal with --portals) can install: "
+                        "POST /_emulator/install, tokens from /oauth/token/ (docs/emulator.md)")
+    p.add_argument("--access-ttl", type=float, default=3600.0, metavar="SECONDS",
+                   help="lifetime of the application's access tokens (default 3600)")
     return p
+
+
+def _app(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    client_id, _, client_secret = value.partition(":")
+    if not client_id.strip() or not client_secret.strip():
+        raise SystemExit(f"--app wants CLIENT_ID:CLIENT_SECRET, e.g. local.app1:s3cret, not {value!r}")
+    return client_id.strip(), client_secret.strip()
 
 
 def _smart_processes(items: list[str]) -> dict[int, str] | None:
@@ -121,7 +135,13 @@ def emulator_options(args: argparse.Namespace) -> dict:
         smart_processes=_smart_processes(args.smart_process),
         currency_check=not args.no_currency_check, auth_error_status=args.auth_error_status,
         batch_operating=args.batch_operating, delete_missing_error=args.delete_missing_error,
-        currency=args.currency)
+        currency=args.currency, app=_app(args.app), access_ttl=_access_ttl(args.access_ttl))
+
+
+def _access_ttl(value: float) -> float:
+    if not 0 < value < float("inf"):
+        raise SystemExit(f"--access-ttl wants a positive number of seconds, not {value}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -162,6 +182,10 @@ def main(argv=None) -> int:
             print(f"It answers at Host {first.domain} too", flush=True)
         print(f"Counters: {url}/_emulator/stats (all portals), {url}/_emulator/stats?portal=N (portal N)",
               flush=True)
+    if first.oauth.client_id is not None:
+        print(f"OAuth application {first.oauth.client_id}: install with POST {url}/_emulator/install "
+              f"(JSON {{\"handler\": URL}}{', with Host or ?portal=N' if args.portals is not None else ''}); "
+              f"tokens renewed at {url}/oauth/token/", flush=True)
     if args.event_url:
         tokens = first.application_token if args.portals is None else "each portal's own application_token"
         print(f"Events go to {args.event_url} with {'application_token ' if args.portals is None else ''}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from . import catalog, costs, errors, eventsapi, links, productrows, system, tasks, userfields, users
+from . import catalog, costs, errors, eventsapi, links, oauth, productrows, system, tasks, userfields, users
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError
@@ -57,6 +57,8 @@ class Counters:
     failed: int = 0             # injected 500s
     dropped: int = 0            # connections closed with no response
     connections: int = 0        # TCP connections clients opened (distinct peer address and port)
+    oauth_refreshes: int = 0    # grant_type=refresh_token requests to /oauth/token/ (oauth.py)
+    oauth_refresh_errors: int = 0  # ... of them refused
 
     def __getitem__(self, name):
         return getattr(self, name)
@@ -66,7 +68,8 @@ class Counters:
                 "by_method": dict(self.by_method), "batch_commands": dict(self.batch_commands),
                 "rate_limited": self.rate_limited, "operating_limited": self.operating_limited,
                 "operating_seconds": {k: round(v, 6) for k, v in self.operating_seconds.items()},
-                "failed": self.failed, "dropped": self.dropped, "connections": self.connections}
+                "failed": self.failed, "dropped": self.dropped, "connections": self.connections,
+                "oauth_refreshes": self.oauth_refreshes, "oauth_refresh_errors": self.oauth_refresh_errors}
 
 
 class Emulator:
@@ -80,7 +83,7 @@ class Emulator:
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404, scopes=None,
                  time_scale=0.0,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True,
-                 smart_processes=None, currency_check=True):
+                 smart_processes=None, currency_check=True, app=None, access_ttl=3600.0):
         if drop_phase not in ("random", "before", "after"):
             raise ValueError("drop_phase must be 'random', 'before' or 'after'")
         if fail_phase not in ("random", "before", "after") or fail_status not in (500, 503):
@@ -134,6 +137,8 @@ class Emulator:
         self.events_sent: list[dict] = []
         self._sender = EventSender(event_timeout, self._record_event)  # its thread starts with the first event
         self._family_states: dict[str, object] = {}
+        # The OAuth application (app=(client_id, client_secret)): install, tokens, /oauth/token/ (oauth.py).
+        self.oauth = oauth.OAuth(self, app, access_ttl)
 
     # ---- state for tests --------------------------------------------------------------------------
 
@@ -203,8 +208,11 @@ class Emulator:
                 records = {**{k: len(v) for k, v in self.records.items()},
                            **{f"DYNAMIC_{k}": len(v) for k, v in self.items.items()}}
                 stats = {"member_id": self.member_id, "domain": self.domain, **self.counters.as_dict(),
-                         "records": records, "events_sent": len(self.events_sent)}
+                         "records": records, "events_sent": len(self.events_sent), "app": self.oauth.stats()}
             return Response(dumps(stats), mimetype="application/json")(environ, start_response)
+        answer = self.oauth.answer(request)  # /oauth/token/, /_emulator/install..., a renamed portal's 302
+        if answer is not None:
+            return answer(environ, start_response)
         if not path.startswith("/rest/"):
             return Response("Not found", status=404, mimetype="text/plain")(environ, start_response)
         segments = path[len("/rest/"):].split("/")
@@ -284,16 +292,14 @@ class Emulator:
             # Unknown method (or the user id left out of the URL): 404 before any auth check.
             raise errors.method_not_found(self.method_not_found_status)
         if len(segments) == 1:
-            # OAuth-style /rest/method: this emulator issues no tokens.
-            has_token = params.get("auth") or params.get("access_token") or \
-                request.headers.get("Authorization", "").startswith("Bearer ")
-            if not has_token:
-                raise errors.no_auth()
-            raise ApiError("invalid_token", "Unable to get application by token", 401)
-        if len(segments) != 3 or segments[0] != str(self.user_id) or segments[1] != self.secret:
+            # /rest/method with an application's access token (oauth.py).
+            context = self.oauth.authenticate(method, params, request)
+        elif len(segments) != 3 or segments[0] != str(self.user_id) or segments[1] != self.secret:
             raise errors.invalid_credentials(self.auth_error_status)
-        if not system.allowed(method, self.scopes):
-            raise system.insufficient_scope(self.auth_error_status)
+        else:
+            context = {"auth_type": "webhook", "scopes": self.scopes}
+        if not system.allowed(method, context["scopes"]):
+            raise system.insufficient_scope(self.auth_error_status, context["auth_type"])
         if self.limits and not self.bucket.try_acquire(request.remote_addr):
             self.counters.rate_limited += 1
             raise errors.query_limit()
@@ -304,7 +310,7 @@ class Emulator:
         if limited and self.budget.blocked(method):
             self.counters.operating_limited += 1
             raise errors.operation_time_limit()
-        context = {"host": request.host, "scheme": request.scheme, "auth_type": "webhook"}
+        context = {"host": request.host, "scheme": request.scheme, **context}
         tick = time.perf_counter()
         commands = 0
         modelled = 0.0
@@ -350,8 +356,8 @@ class Emulator:
             raise errors.method_not_found(self.method_not_found_status)
         # Each command is checked against the scopes, as the outer call is
         # (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html).
-        if not system.allowed(method, self.scopes):
-            raise system.insufficient_scope(self.auth_error_status)
+        if not system.allowed(method, context.get("scopes", self.scopes)):
+            raise system.insufficient_scope(self.auth_error_status, context.get("auth_type", "webhook"))
         self.counters.batch_commands[method] += 1
         per_method = self.limits and self.batch_operating == "methods"
         if per_method and self.budget.blocked(method):
@@ -450,21 +456,26 @@ class Emulator:
         self._post_event(name, data, context)
 
     def _post_event(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
-        """Queue ``name`` once for each handler bound to it, each with its own event_handler_id."""
+        """Queue ``name`` once for each handler bound to it, each with its own event_handler_id. The
+        application's own bindings (event.bind over OAuth) get its auth with a fresh access token, and
+        nothing while its installation is not finished (oauth.py)."""
         domain = self.domain or context["host"]
         scheme = "https" if self.domain else context["scheme"]
         for binding in self.handlers.handlers_for(name):
-            pairs = [
-                ("event", name),
-                ("event_handler_id", str(binding.id)),
-                *data,
-                ("ts", str(int(self._now()))),
-                ("auth[domain]", domain),
-                ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
-                ("auth[server_endpoint]", SERVER_ENDPOINT),
-                ("auth[member_id]", self.member_id),
-                ("auth[application_token]", self.application_token),
-            ]
+            pairs = [("event", name), ("event_handler_id", str(binding.id)), *data, ("ts", str(int(self._now())))]
+            if self.oauth.owns(binding):
+                auth = self.oauth.event_auth()
+                if auth is None:
+                    continue
+                pairs += auth
+            else:
+                pairs += [
+                    ("auth[domain]", domain),
+                    ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
+                    ("auth[server_endpoint]", SERVER_ENDPOINT),
+                    ("auth[member_id]", self.member_id),
+                    ("auth[application_token]", self.application_token),
+                ]
             self._sender.enqueue(binding.handler, pairs)
 
     def _record_event(self, url, pairs, status, error) -> None:

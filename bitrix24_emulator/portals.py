@@ -15,8 +15,16 @@ stem itself (``demo``, so the single portal's usual base ``/rest/1/demo/`` still
 N (``demo2`` ... ``demo100``); a value with ``{n}`` in it is formatted instead. Domains must have
 ``{n}`` (default ``portal-{n}.bitrix24.test``).
 
+An OAuth application (``app=``) exists on every portal and is installed on each on its own. Its calls
+reach a portal by their token: ``/oauth/token/`` reaches the portal that issued the refresh token
+whatever the Host, and ``/rest/<method>?auth=...`` the portal that issued the access token when the
+Host is no portal's. ``/_emulator/install``, ``/_emulator/uninstall`` and ``/_emulator/oauth`` need a
+portal's Host or ``?portal=N``. A portal renamed with ``/_emulator/oauth`` answers at its new address,
+and at its old one with a redirect.
+
 A request that reaches no portal is answered by a stray portal nobody has the secret of: 404 for an
-unknown method, otherwise 401 ``INVALID_CREDENTIALS``, as a portal answers a secret it does not know.
+unknown method, otherwise 401 ``INVALID_CREDENTIALS``, as a portal answers a secret it does not know
+(an unknown token: ``invalid_token``, ``invalid_grant``).
 
 ``/_emulator/stats`` (not part of Bitrix24) shows one portal's counters when the Host is a portal's
 or with ``?portal=N``; otherwise the total over all portals, with each portal's own under
@@ -25,15 +33,17 @@ or with ``?portal=N``; otherwise the total over all portals, with each portal's 
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
 import uuid
 from collections import Counter
 from urllib.parse import parse_qs
 
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
-from .emulator import Emulator, create_emulator
+from . import oauth
+from .emulator import Emulator, create_emulator, read_params
 from .phpjson import dumps
 
 DEFAULT_DOMAIN = "portal-{n}.bitrix24.test"
@@ -48,10 +58,7 @@ def numbered(stem: str, n: int) -> str:
 
 def host_name(environ) -> str:
     """The Host header without its port, lower-cased (IPv6 keeps its brackets)."""
-    host = (environ.get("HTTP_HOST") or "").strip().lower()
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.split(":", 1)[0]
+    return oauth.host_name(environ.get("HTTP_HOST") or "")
 
 
 class Portals:
@@ -61,7 +68,7 @@ class Portals:
         if not portals:
             raise ValueError("at least one portal")
         self.portals = list(portals)
-        self._by_domain: dict[str, Emulator] = {}
+        self._by_domain: dict[str, Emulator] = {}  # a domain (with its port if it has one): its portal
         self._by_secret: dict[str, Emulator] = {}
         for portal in self.portals:
             if portal.domain:
@@ -71,7 +78,11 @@ class Portals:
             if portal.secret in self._by_secret:
                 raise ValueError(f"two portals have the webhook secret {portal.secret}")
             self._by_secret[portal.secret] = portal
-        self.stray = Emulator(secret=uuid.uuid4().hex, limits=False)
+            portal.oauth.on_rename = self._renamed
+        first = self.portals[0].oauth
+        # The stray knows the application too, to refuse its unknown tokens as a portal would.
+        self.stray = Emulator(secret=uuid.uuid4().hex, limits=False, app=first.credentials,
+                              access_ttl=first.access_ttl)
 
     def __len__(self) -> int:
         return len(self.portals)
@@ -82,19 +93,51 @@ class Portals:
             raise IndexError(f"portal {n}: there are portals 1..{len(self.portals)}")
         return self.portals[n - 1]
 
+    def _renamed(self, portal: Emulator, new: str) -> None:
+        """A portal is renamed (oauth.py): it answers at ``new`` from now on, and at its old domain too,
+        with a redirect. Refused when another portal has that domain."""
+        other = self._by_domain.get(new.lower())
+        if other is not None and other is not portal:
+            raise ValueError(f"portal {self.portals.index(other) + 1} has the domain {new}")
+        self._by_domain[new.lower()] = portal
+
     def route(self, environ) -> Emulator | None:
-        portal = self._by_domain.get(host_name(environ))
+        path = environ.get("PATH_INFO", "")
+        if path in oauth.TOKEN_PATHS:
+            # The authorization server is one for every portal: the refresh token says whose it is.
+            return self._token_owner(environ, "refresh")
+        host = (environ.get("HTTP_HOST") or "").strip().lower()
+        portal = self._by_domain.get(host) or self._by_domain.get(host_name(environ))
         if portal is not None:
             return portal
-        path = environ.get("PATH_INFO", "")
         if path.startswith("/rest/"):
             segments = path[len("/rest/"):].split("/")
             if len(segments) >= 2:
                 return self._by_secret.get(segments[1])
-        if path == "/_emulator/stats":
+            return self._token_owner(environ, "access")
+        if path == "/_emulator/stats" or path in oauth.ADMIN_PATHS:
             number = parse_qs(environ.get("QUERY_STRING", "")).get("portal", [""])[0]
             if number.isdigit() and 1 <= int(number) <= len(self.portals):
                 return self.portals[int(number) - 1]
+        return None
+
+    def _token_owner(self, environ, kind: str) -> Emulator | None:
+        """The portal that issued the request's access token (``kind="access"``) or refresh token."""
+        request = Request(environ)
+        data = request.get_data()
+        # Put the body back for the portal that answers.
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        params = read_params(request)
+        if kind == "access":
+            token = oauth._token(params, request)
+        else:
+            token = params.get("refresh_token")
+        if not isinstance(token, str):
+            return None
+        for portal in self.portals:
+            if token in (portal.oauth.access if kind == "access" else portal.oauth.refresh):
+                return portal
         return None
 
     def __call__(self, environ, start_response):
@@ -103,6 +146,10 @@ class Portals:
             return portal(environ, start_response)
         if environ.get("PATH_INFO") == "/_emulator/stats":
             return Response(dumps(self.stats()), mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO") in oauth.ADMIN_PATHS:
+            body = {"error": "PORTAL_REQUIRED",
+                    "error_description": "Name the portal: its domain as the Host, or ?portal=N"}
+            return Response(dumps(body), status=400, mimetype="application/json")(environ, start_response)
         return self.stray(environ, start_response)
 
     # ---- state for tests, demos and benchmarks ------------------------------------------------------
@@ -112,7 +159,8 @@ class Portals:
         total: dict = {"portals": len(self.portals), "requests": 0, "by_status": Counter(), "by_method": Counter(),
                        "batch_commands": Counter(), "rate_limited": 0, "operating_limited": 0,
                        "operating_seconds": Counter(), "failed": 0, "dropped": 0, "connections": 0,
-                       "records": Counter(), "events_sent": 0}
+                       "oauth_refreshes": 0, "oauth_refresh_errors": 0, "records": Counter(), "events_sent": 0,
+                       "apps_installed": 0}
         by_portal = []
         for n, portal in enumerate(self.portals, 1):
             with portal._lock:
@@ -120,6 +168,7 @@ class Portals:
                 records = {**{k: len(v) for k, v in portal.records.items()},
                            **{f"DYNAMIC_{k}": len(v) for k, v in portal.items.items()}}
                 sent = len(portal.events_sent)
+                app = portal.oauth.stats()
             for key, value in counters.items():
                 if isinstance(value, dict):
                     total[key].update(value)
@@ -127,11 +176,16 @@ class Portals:
                     total[key] += value
             total["records"].update(records)
             total["events_sent"] += sent
+            total["apps_installed"] += app["installed"]
             by_portal.append({"portal": n, "domain": portal.domain, "member_id": portal.member_id,
-                              "secret": portal.secret, **counters, "records": records, "events_sent": sent})
+                              "secret": portal.secret, **counters, "records": records, "events_sent": sent,
+                              "app": app})
         for key in ("by_status", "by_method", "batch_commands", "records", "operating_seconds"):
             total[key] = dict(total[key])
         total["stray_requests"] = self.stray.counters.requests
+        # Refreshes with a token no portal issued reached the stray: attempts all the same.
+        total["oauth_refreshes"] += self.stray.counters.oauth_refreshes
+        total["oauth_refresh_errors"] += self.stray.counters.oauth_refresh_errors
         total["by_portal"] = by_portal
         return total
 

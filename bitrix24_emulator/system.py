@@ -58,18 +58,24 @@ def allowed(method: str, scopes: tuple[str, ...]) -> bool:
     return need in scopes
 
 
-def insufficient_scope(status: int = 401) -> ApiError:
-    # Lower-case code; HTTP 401 per the portal's source (modules/rest/lib/apauth/auth.php), 403 in the table
-    # at https://apidocs.bitrix24.com/error-codes.html: the same status as INVALID_CREDENTIALS.
-    return ApiError("insufficient_scope",
-                    "The request requires higher privileges than provided by the webhook token", status)
+def insufficient_scope(status: int = 401, auth_type: str = "webhook") -> ApiError:
+    # Lower-case code; HTTP 401 per the portal's source (modules/rest/lib/apauth/auth.php) and the table at
+    # https://apidocs.bitrix24.com/error-codes.html: the same status as INVALID_CREDENTIALS. "For an
+    # application, the error message ends with `provided by the access token`" (the same table).
+    token = "access token" if auth_type == "oauth" else "webhook token"
+    return ApiError("insufficient_scope", f"The request requires higher privileges than provided by the {token}",
+                    status)
 
 
 def call(method: str, params: dict, emu, context=None) -> object:
-    """The result of one of ``SYSTEM_METHODS`` for the emulator ``emu``."""
-    scopes = emu.scopes
+    """The result of one of ``SYSTEM_METHODS`` for the emulator ``emu``; ``context["scopes"]`` are the
+    caller's (the webhook's or the application's)."""
+    context = context or {}
+    scopes = context.get("scopes", emu.scopes)
     if method == "app.info":
-        # An inbound webhook's shape; an OAuth app gets ID, CODE, VERSION, STATUS... (app-info page).
+        if context.get("auth_type") == "oauth":
+            return emu.oauth.app_info()  # ID, CODE, VERSION, STATUS, INSTALLED... (app-info page)
+        # An inbound webhook's shape.
         return {"SCOPE": list(scopes), "LICENSE": "en_pro100"}
     if method == "scope":
         return list(ALL_SCOPES) if _flag(params.get("full")) else list(scopes)
