@@ -131,10 +131,11 @@ def debug_config(query: dict[str, Any], client_id: int):
 
 def _breaker_view(client_id: int, config: client_config.ClientConfig) -> dict[str, Any]:
     try:
-        base, _, source = client_config.portal_target(client_id)
+        target = client_config.portal_target(client_id)
     except Bitrix24Error:
         return {"state": "closed", "failures": 0}
-    return runtime().breaker.view(tenant_label(client_id if source == "database" else None), base)
+    key = "app:" + target.member_id if target.member_id else target.base
+    return runtime().breaker.view(tenant_label(client_id if target.source in ("database", "app") else None), key)
 
 
 def _live_check(client_id: int) -> dict[str, Any]:

@@ -92,7 +92,9 @@ def handle_api_error(exc: ApiError) -> Response:
 
 
 def handle_invalid_config(exc: InvalidConfig) -> Response:
-    return error_response(400, "INVALID_CONFIG", str(exc), field=exc.field)
+    status = getattr(exc, "status", 400)
+    return error_response(status, "INSTALLATION_LINKED" if status == 409 else "INVALID_CONFIG", str(exc),
+                          field=exc.field)
 
 
 def handle_store_not_ready(exc: StoreNotReady) -> Response:

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .metrics import tenant_label
 from .secrets import mask, mask_url
-from .wire import flatten_params, form_body
+from .wire import EncodedForm, flatten_params, form_body
 
 __all__ = [
     "bx_call",
@@ -111,15 +111,17 @@ def bx_call(
     except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
         message = f"these params cannot be sent to Bitrix24: {exc}"
         raise BadInput(message, code="INVALID_PARAMS", method=method) from None
-    base, rate_limit, source = portal_target(client_id)
+    target = portal_target(client_id)
     state = runtime()
     # Calls on the global BITRIX_WEBHOOK_BASE are one tenant, "env", whatever client id they name.
-    tenant = tenant_label(client_id if source == "database" else None)
+    tenant = tenant_label(client_id if target.source in ("database", "app") else None)
+    call = dict(bucket=state.bucket_for(target.rate_limit), max_wait=max_wait, repeatable=repeatable, tenant=tenant,
+                background=_BACKGROUND.get() if background is None else background)
     try:
-        envelope = _guarded_call(
-            state, base, method, body, breaker_key=base, bucket=state.bucket_for(rate_limit), max_wait=max_wait,
-            repeatable=repeatable, tenant=tenant, background=_BACKGROUND.get() if background is None else background,
-        )
+        if target.member_id is not None:
+            envelope = _app_call(state, target.member_id, method, body, client_id=client_id, **call)
+        else:
+            envelope = _guarded_call(state, target.base, method, body, breaker_key=target.base, **call)
     except Bitrix24Error as exc:
         log.info("bitrix24 %s failed for client %s: %s", method, client_id, exc)
         raise
@@ -127,22 +129,76 @@ def bx_call(
     return envelope
 
 
+# A refused access token is renewed and the call repeated once (app mode), not counted against the credentials.
+_TOKEN_REFUSED = frozenset({"expired_token", "invalid_token"})
+
+
+def _app_call(state: Any, member_id: str, method: str, body: str, *, client_id: int | None,
+              **call: Any) -> dict[str, Any]:
+    """A call with the installation's access token (``auth`` in the body, as
+    https://apidocs.bitrix24.com/settings/oauth/index.html has it) at its REST address. When the
+    portal refuses the token (``expired_token``; ``invalid_token`` once another process replaced the
+    pair) the token is renewed (``TokenBroker.renew``: one refresh however many callers) and the call
+    repeated once. A portal that answers with a redirect was renamed: the OAuth server's answer names
+    its new address (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/change-domen.html),
+    which is followed by member_id, never by the redirect's Location."""
+    from urllib.parse import quote
+
+    from .client_config import forget_target
+    from .errors import AppNotUsable
+
+    tokens = state.tokens.current(member_id)
+    for attempt in (1, 2):
+        signed = EncodedForm((body + "&" if body else "") + "auth=" + quote(tokens.access_token, safe=""))
+        try:
+            return _guarded_call(
+                state, tokens.client_endpoint, method, signed, breaker_key="app:" + member_id,
+                secret=tokens.access_token, spare=(lambda exc: (exc.code or "").lower() in _TOKEN_REFUSED)
+                if attempt == 1 else None, **call)
+        except PortalMoved:
+            if attempt == 2:
+                raise
+            renewed = state.tokens.renew(member_id, tokens)
+            if renewed.client_endpoint == tokens.client_endpoint:
+                raise
+            log.warning("bitrix24 portal %s moved: calls now go to %s", member_id, renewed.client_endpoint)
+            tokens = renewed
+        except PortalAuthFailed as exc:
+            code = (exc.code or "").lower()
+            if attempt == 1 and code in _TOKEN_REFUSED:
+                tokens = state.tokens.renew(member_id, tokens)
+                continue
+            if code == "payment_required":
+                state.installations.mark(member_id, "PAYMENT_REQUIRED", exc.description or "Payment required")
+                state.tokens.forget(member_id)
+                if client_id is not None:
+                    forget_target(client_id)
+                inst = state.installations.get(member_id)
+                from .installations import unusable
+
+                raise (unusable(inst) or AppNotUsable(exc.description, code="PAYMENT_REQUIRED")) from None
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _guarded_call(state: Any, base: str, method: str, body: Any, *, breaker_key: str, tenant: str,
-                  **call: Any) -> dict[str, Any]:
-    """One call through the breaker (``breaker_key``: the webhook, or the portal host for checks),
-    the secret scrubbed from any error, the outcome counted in the metrics."""
+                  secret: str | None = None, spare: Any = None, **call: Any) -> dict[str, Any]:
+    """One call through the breaker (``breaker_key``: the webhook, the installation, or the portal
+    host for checks), the secret (the webhook's, or ``secret``) scrubbed from any error, the outcome
+    counted in the metrics. An error ``spare(exc)`` accepts is not held against the credentials."""
     started = time.perf_counter()
     try:
         state.breaker.before_call(tenant, breaker_key)  # Suspended: credentials refused again and again
         try:
             envelope = state.caller.call(base, method, body, tenant=tenant, **call)
         except Bitrix24Error as exc:
-            _scrub_secret(exc, base)  # first: the breaker keeps (a cut of) the description
-            state.breaker.record(tenant, breaker_key, exc)
+            _scrub_secret(exc, base, secret)  # first: the breaker keeps (a cut of) the description
+            if spare is None or not spare(exc):
+                state.breaker.record(tenant, breaker_key, exc)
             raise
         state.breaker.record(tenant, breaker_key, None)
     except Bitrix24Error as exc:
-        _scrub_secret(exc, base)
+        _scrub_secret(exc, base, secret)
         state.metrics.record_call(tenant, method.lower(), time.perf_counter() - started,
                                   exc.code or type(exc).__name__)
         raise
@@ -170,10 +226,12 @@ def check_webhook(base: str, rate_limit: dict[str, float] | None, *, client_id: 
         raise
 
 
-def _scrub_secret(exc: Bitrix24Error, base: str) -> None:
+def _scrub_secret(exc: Bitrix24Error, base: str, secret: str | None = None) -> None:
     """A portal (or a proxy before it) may echo the request URL in its error text: that URL holds
-    the tenant's webhook secret, which must reach neither our answer nor our logs."""
-    secret = base.rstrip("/").rsplit("/", 1)[-1]
+    the tenant's webhook secret (or, in app mode, the body its access token), which must reach
+    neither our answer nor our logs."""
+    if secret is None:
+        secret = base.rstrip("/").rsplit("/", 1)[-1]
     if len(secret) < 1 or not isinstance(exc.description, str):
         return
     masked = mask(secret) or ""

@@ -8,8 +8,9 @@ names are importable from here too.
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app
 
@@ -43,9 +44,22 @@ def environment_config() -> ClientConfig:
     )
 
 
+def linked_installation(client_id: int | None):
+    """App mode: the installation linked to the client (any status), else None."""
+    rt = runtime()
+    if client_id is None or not rt.app_mode:
+        return None
+    return rt.installations.for_client(client_id)
+
+
 def effective_config(client_id: int | None) -> ClientConfig:
-    """The config a call for ``client_id`` would use: the client's own, else (unless
-    ``BITRIX_ENV_FALLBACK`` is off) the environment's ``BITRIX_WEBHOOK_BASE``."""
+    """The config a call for ``client_id`` would use: a linked app installation (app mode), else the
+    client's own webhook, else (unless ``BITRIX_ENV_FALLBACK`` is off) the environment's
+    ``BITRIX_WEBHOOK_BASE``."""
+    inst = linked_installation(client_id)
+    if inst is not None:
+        return ClientConfig(client_id=client_id, webhook_base=None, outbound_token=None, source="app",
+                            portal_domain=inst.domain, updated_at=inst.updated_at, member_id=inst.member_id)
     if client_id is not None:
         stored = stored_config(client_id)
         if stored is not None:
@@ -60,9 +74,20 @@ def effective_config(client_id: int | None) -> ClientConfig:
 MAX_CACHED_TARGETS = 10_000  # client ids kept by portal_target before it starts over
 
 
-def portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
-    """The validated webhook base, the client's own bucket settings (None: the app's defaults) and
-    where they come from ("database" or "environment"); or ``ConfigMissing`` saying what to set.
+class Target(NamedTuple):
+    """Where a client's calls go: ``base`` (a webhook base, or an installation's REST address),
+    the client's own bucket settings (None: the app's defaults), where they come from ("database",
+    "environment" or "app") and, in app mode, the installation's ``member_id``."""
+
+    base: str
+    rate_limit: dict[str, float] | None
+    source: str
+    member_id: str | None = None
+
+
+def portal_target(client_id: int | None) -> Target:
+    """The client's validated :class:`Target`, or ``ConfigMissing`` saying what to set (an
+    ``AppNotUsable`` for a linked installation that cannot call).
 
     Every call needs this, so it is kept for ``BITRIX_CONFIG_CACHE_SECONDS`` (default 5; 0: never):
     a save or delete in this process takes effect at once, in other processes within that time.
@@ -95,7 +120,15 @@ def forget_target(client_id: int) -> None:
     state.breaker.reset(tenant_label(client_id))  # new credentials get a fresh start
 
 
-def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None, str]:
+def _portal_target(client_id: int | None) -> Target:
+    from .installations import unusable
+
+    inst = linked_installation(client_id)
+    if inst is not None:
+        problem = unusable(inst, client_id)
+        if problem is not None:
+            raise problem
+        return Target(inst.client_endpoint or "", None, "app", inst.member_id)
     config = effective_config(client_id)
     if not config.webhook_base:
         rt = runtime()
@@ -106,7 +139,7 @@ def _portal_target(client_id: int | None) -> tuple[str, dict[str, float] | None,
         raise ConfigMissing(f"No Bitrix24 webhook base configured for {who}: save one with {where}{fallback}")
     try:
         base = validate_webhook_base(config.webhook_base, runtime().allowed_hosts)
-        return base, config.rate_limit, config.source
+        return Target(base, config.rate_limit, config.source)
     except InvalidConfig as exc:
         where = "BITRIX_WEBHOOK_BASE" if config.source == "environment" else f"the saved config of client {client_id}"
         raise ConfigMissing(f"{where} is not usable: {exc}") from None
@@ -149,10 +182,14 @@ def save_config(client_id: int, data: dict[str, Any], *, verify: bool | None = N
         verify = given if verify is None else verify
     if verify is None:
         verify = runtime().verify_config
+    if "member_id" in data:
+        return link_installation(client_id, data)
     unknown = sorted(set(data) - {"webhook_base", "outbound_token", "plan", "rate_limit"})
     if unknown:
         raise InvalidConfig(
-            unknown[0], f"unknown config field {unknown[0]!r}: use webhook_base, outbound_token, plan or rate_limit"
+            unknown[0],
+            f"unknown config field {unknown[0]!r}: use webhook_base, outbound_token, plan or rate_limit "
+            "(or member_id alone, to link an app installation)"
         )
     current = stored_config(client_id)
     merged = {
@@ -173,14 +210,64 @@ def save_config(client_id: int, data: dict[str, Any], *, verify: bool | None = N
 
     try:
         runtime().store.save(client_id, ConfigValues(**merged))
+        if "webhook_base" in data and runtime().app_mode:
+            runtime().installations.unlink_client(client_id)  # a webhook saved: the client leaves app mode
     finally:
         forget_target(client_id)
     return stored_config(client_id)  # type: ignore[return-value]
 
 
-def delete_config(client_id: int) -> bool:
+_MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def link_installation(client_id: int, data: dict[str, Any]) -> ClientConfig:
+    """App mode: link the app installation of the portal ``data["member_id"]`` to the client. It must
+    be installed and usable and not linked to another client; the client's saved webhook (if any) is
+    kept but no longer used while the link stands."""
+    rt = runtime()
+    extra = sorted(set(data) - {"member_id"})
+    if extra:
+        raise InvalidConfig(extra[0], "member_id links an app installation and is sent alone")
+    member = data["member_id"]
+    if not isinstance(member, str) or not _MEMBER_ID.fullmatch(member):
+        raise InvalidConfig("member_id", "member_id must be the portal's member_id, as GET .../app/installations lists")
+    if not rt.app_mode:
+        raise InvalidConfig("member_id", "app mode is off: set BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET")
+    inst = rt.installations.get(member)
+    if inst is None:
+        raise InvalidConfig("member_id", f"no installation of the app on a portal with member_id {member!r}: "
+                                         "install the app there first")
+    if inst.client_id is not None and inst.client_id != client_id:
+        raise InstallationTaken(
+            f"the installation on {inst.domain or member} is linked to client {inst.client_id}: unlink it there "
+            f"first (DELETE .../clients/{inst.client_id}/config)")
+    from .installations import unusable
+
+    problem = unusable(inst)
+    if problem is not None:
+        raise InvalidConfig("member_id", f"that installation cannot make calls: {problem.description}")
     try:
-        return runtime().store.delete(client_id)
+        rt.installations.link(member, client_id)
+    finally:
+        forget_target(client_id)
+    return effective_config(client_id)
+
+
+class InstallationTaken(InvalidConfig):
+    """The installation is linked to another client (409)."""
+
+    status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__("member_id", message)
+
+
+def delete_config(client_id: int) -> bool:
+    """Forget the client's saved webhook and unlink its app installation (the installation stays)."""
+    rt = runtime()
+    try:
+        unlinked = rt.installations.unlink_client(client_id) if rt.app_mode else False
+        return rt.store.delete(client_id) or unlinked
     finally:
         forget_target(client_id)
 
@@ -201,12 +288,16 @@ __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
     "PLANS",
     "ClientConfig",
+    "InstallationTaken",
     "InvalidConfig",
+    "Target",
     "WebhookNotVerified",
     "StoreNotReady",
     "configs_for_portal",
     "delete_config",
     "effective_config",
+    "link_installation",
+    "linked_installation",
     "parse_allowed_hosts",
     "portal_domain",
     "portal_target",

@@ -293,8 +293,7 @@ def cache() -> LabelCache:
 
 def portal_host(client_id: int | None) -> str:
     """The cache key of a client's portal: its host (``portal.example.com``, with a port if any)."""
-    base, _, _ = portal_target(client_id)
-    return portal_domain(base)
+    return portal_domain(portal_target(client_id).base)  # an app installation's too: its client_endpoint
 
 
 def catalog(ent: Entity, client_id: int | None, *, fresh: bool = False) -> FieldCatalog:

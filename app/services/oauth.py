@@ -54,7 +54,7 @@ def parse_grant(data: Any, *, allowed_hosts: tuple[str, ...], expect_member: str
     try:
         endpoint = validate_client_endpoint(data.get("client_endpoint"), allowed_hosts)
     except InvalidConfig as exc:
-        raise ServerError(f"the token answer's client_endpoint is not usable: {exc.message}") from None
+        raise ServerError(f"the token answer's client_endpoint is not usable: {exc}") from None
     expires = data.get("expires_in")
     try:
         expires_in = float(expires) if expires not in (None, "") else None
