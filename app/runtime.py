@@ -109,6 +109,7 @@ class Runtime:
     def _init_app_mode(self, cfg: Any, installation_model: type | None) -> None:
         """App mode (BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET): installations, the OAuth
         server's client and the token broker."""
+        from .services.app_install import VerificationPace
         from .services.installations import InstallationStore
         from .services.oauth import OAuthClient, TokenBroker
 
@@ -120,6 +121,7 @@ class Runtime:
         self.app_client_id = client_id or None
         self.app_mode = bool(client_id and secret and self.installations is not None)
         self.app_install_window = float(cfg.get("BITRIX_APP_INSTALL_WINDOW", 600.0))
+        self.install_pace = VerificationPace()
         self.oauth = self.tokens = None
         if self.app_mode:
             self.oauth = OAuthClient(str(cfg.get("BITRIX_OAUTH_SERVER") or "https://oauth.bitrix.info/"), client_id,

@@ -11,7 +11,7 @@ from .errors import ApiError
 from .params import bad_path_id
 
 # The event receivers prove themselves with Bitrix24's application token instead.
-PUBLIC_ENDPOINTS = frozenset({"receive_event", "receive_client_event"})
+PUBLIC_ENDPOINTS = frozenset({"receive_event", "receive_client_event", "app_install"})
 # Health names no tenant and no secret; load balancers ask it without credentials.
 OPEN_ENDPOINTS = PUBLIC_ENDPOINTS | {"health"}
 

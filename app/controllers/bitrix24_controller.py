@@ -50,7 +50,13 @@ def _config_view(config: client_config.ClientConfig) -> dict[str, Any]:
         "outbound_token": mask(config.outbound_token),
         "rate_limit": config.rate_limit,
         "updated_at": config.updated_at.isoformat() if config.updated_at else None,
+        **(_app_view(config) if config.source == "app" else {}),
     }
+
+
+def _app_view(config: client_config.ClientConfig) -> dict[str, Any]:
+    inst = client_config.linked_installation(config.client_id)
+    return {"member_id": config.member_id, "app": inst.view() if inst is not None else None}
 
 
 def save_config(body: dict[str, Any], client_id: int):
@@ -221,13 +227,15 @@ def _event_payload() -> dict[str, Any]:
     return payload
 
 
-def _receive(client_id: int | None):
-    payload = _event_payload()
+def _receive(client_id: int | None, payload: dict[str, Any] | None = None, extra: dict[str, Any] | None = None):
+    """Store the event (the request's, or ``payload``) and dispatch it; ``extra`` joins the answer."""
+    if payload is None:
+        payload = _event_payload()
     try:
         event, duplicate = receive_event(payload, client_id=client_id)
     except EventRejected as exc:
         return error_response(exc.status, exc.code, exc.description)
-    response = jsonify({"result": {"event_id": event.id, "duplicate": duplicate}})
+    response = jsonify({"result": {**(extra or {}), "event_id": event.id, "duplicate": duplicate}})
     if not duplicate and event.status == EventStatus.RECEIVED and not events_service.submit(event.id):
         # Inline mode: run the handlers once the answer has gone back to Bitrix24.
         app = current_app._get_current_object()

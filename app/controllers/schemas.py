@@ -105,6 +105,12 @@ class ConfigBody(StrictSchema):
         metadata={"code": "INVALID_CONFIG",
                   "description": "The application_token Bitrix24 sends with this portal's events (null clears it)."},
     )
+    member_id = fields.String(
+        validate=Regexp(r"^[A-Za-z0-9_.-]{1,64}$", error="member_id must be a portal's member_id"),
+        metadata={"code": "INVALID_CONFIG", "example": "a223c6b3710f85df22e9377d6c4f7553",
+                  "description": "App mode: link the app installation on the portal with this member_id to the "
+                                 "client (sent alone; GET /app/installations lists them)."},
+    )
     plan = fields.String(validate=OneOf(list(PLANS)),
                          metadata={"code": "INVALID_CONFIG", "description": "Rate-limit preset of the portal's plan."})
     rate_limit = fields.Dict(
@@ -281,9 +287,52 @@ class Page(Schema):
     error_description = fields.String()
 
 
+class InstallationView(Schema):
+    """An installation of the app on a portal (app mode); never a token."""
+
+    member_id = fields.String()
+    client_id = fields.Integer(allow_none=True)
+    domain = fields.String(allow_none=True)
+    client_endpoint = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": "active, uninstalled or needs_attention"})
+    problem = fields.String(allow_none=True, metadata={"description": "invalid_grant, PAYMENT_REQUIRED, ..."})
+    problem_detail = fields.String(allow_none=True)
+    scope = fields.String(allow_none=True)
+    events_verified = fields.Boolean(metadata={"description": "whether ONAPPINSTALL gave the application token "
+                                                              "the app's events are checked with"})
+    installed_at = fields.String(allow_none=True)
+    refreshed_at = fields.String(allow_none=True)
+    access_expires_at = fields.String(allow_none=True)
+
+
+class InstallationAnswer(Schema):
+    result = fields.Nested(InstallationView, required=True)
+
+
+class InstallationList(Schema):
+    result = fields.List(fields.Nested(InstallationView), required=True)
+
+
+class InstallOutcomeView(Schema):
+    action = fields.String(metadata={"description": "installed, reinstalled, duplicate, token_saved, uninstalled, "
+                                                    "resumed or paid"})
+    member_id = fields.String()
+    client_id = fields.Integer(allow_none=True)
+    status = fields.String(allow_none=True)
+    event_id = fields.Integer()
+    duplicate = fields.Boolean()
+
+
+class InstallAnswer(Schema):
+    result = fields.Nested(InstallOutcomeView, required=True)
+
+
 class ConfigView(Schema):
     client_id = fields.Integer(allow_none=True)
-    source = fields.String(metadata={"description": "database, environment or none"})
+    source = fields.String(metadata={"description": "database, environment, app (a linked app installation) or none"})
+    member_id = fields.String(allow_none=True, metadata={"description": "app mode: the linked installation's portal"})
+    app = fields.Nested(InstallationView, allow_none=True,
+                        metadata={"description": "app mode: the linked installation"})
     portal_domain = fields.String(allow_none=True)
     webhook_base = fields.String(allow_none=True, metadata={"description": "masked"})
     outbound_token = fields.String(allow_none=True, metadata={"description": "masked"})

@@ -15,6 +15,7 @@ from typing import Any
 from marshmallow import Schema
 
 from .. import logs
+from ..controllers import app_controller as appc
 from ..controllers import bitrix24_controller as c
 from ..controllers import items_controller as items
 from ..controllers import ops_controller as ops
@@ -101,6 +102,18 @@ _EVENT_BODY = {"requestBody": {"required": True, "content": {"application/x-www-
 route("/webhook", "receive_event", c.receive_event_view, "POST", s.EventAnswer, tags=EVENTS, **_EVENT_BODY)
 route(f"{CLIENT}/webhook", "receive_client_event", c.receive_client_event_view, "POST", s.EventAnswer, tags=EVENTS,
       **_EVENT_BODY)
+# App mode: the install handler (public: Bitrix24 proves itself through the OAuth server and the
+# application token) and the installations, for ops to find the member_id to link a client to.
+APP = ["app mode"]
+_INSTALL_BODY = {**_EVENT_BODY, "responses": {200: {"description": "JSON for events; for the install page's "
+                                                                   "request, an HTML page calling BX24.installFinish()",
+                                                    "content": {"text/html": {"schema": {"type": "string"}}}}}}
+route("/app/install", "app_install", appc.install_view, "POST", s.InstallAnswer, tags=APP, **_INSTALL_BODY)
+route("/app/installations", "list_installations", appc.list_installations, "GET", s.InstallationList, tags=APP)
+route("/app/installations/<string(maxlength=64):member_id>", "get_installation", appc.get_installation, "GET",
+      s.InstallationAnswer, tags=APP)
+route("/app/installations/<string(maxlength=64):member_id>/resume", "resume_installation",
+      appc.resume_installation, "POST", s.InstallationAnswer, tags=APP)
 route(f"{CLIENT}/events", "list_events", c.list_events, "GET", s.EventPage, query=s.EventsQuery, tags=EVENTS)
 route(f"{CLIENT}/events/<bx_id:event_id>/replay", "replay_event", c.replay_event, "POST", s.EventOne, tags=EVENTS,
       responses={202: {"description": "Queued for a worker"}})

@@ -70,6 +70,9 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
     Tokens are compared in constant time, every candidate checked.
     """
     invalid = EventRejected(401, "INVALID_TOKEN", "invalid application_token")
+    app = _app_tenant(payload, client_id, given)
+    if app is not None:
+        return app
     if client_id is not None:
         config = stored_config(client_id)
         if config is None or not _token_matches(given, _expected_token(config)):
@@ -88,6 +91,51 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
     if _token_matches(given, current_app.config.get("BITRIX_OUTBOUND_TOKEN")):
         return None, None
     raise invalid
+
+
+def _app_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> tuple[int | None, Any] | None:
+    """App mode: the installation named by ``auth[member_id]`` (or linked to the per-client URL's
+    client) whose application token this is. Its client (None while unlinked) gets the event, and
+    the installation keeps the portal's address the event names, when that host is allowed (a
+    renamed portal: https://apidocs.bitrix24.com/settings/how-to-call-rest-api/change-domen.html)."""
+    from ..installations import ACTIVE
+
+    rt = runtime()
+    if not rt.app_mode:
+        return None
+    if client_id is not None:
+        linked = rt.installations.for_client(client_id)
+        member = linked.member_id if linked is not None else ""
+    else:
+        member = _text(_auth(payload).get("member_id"), 64)
+    inst = rt.installations.get(member, with_secrets=True) if member else None
+    if inst is None or not _token_matches(given, inst.secrets.get("application_token")):
+        return None
+    if inst.status == ACTIVE:
+        _follow_portal(rt, inst, _auth(payload))
+    from ..client_config import ClientConfig
+
+    config = ClientConfig(client_id=inst.client_id, webhook_base=None, outbound_token=None, source="app",
+                          portal_domain=inst.domain, member_id=inst.member_id)
+    return inst.client_id, config
+
+
+def _follow_portal(rt: Any, inst: Any, auth: dict[str, Any]) -> None:
+    from ..webhook_rules import InvalidConfig, validate_client_endpoint
+
+    given = auth.get("client_endpoint")
+    if not isinstance(given, str) or given == inst.client_endpoint:
+        return
+    try:
+        endpoint = validate_client_endpoint(given, rt.allowed_hosts)
+    except InvalidConfig:
+        return  # not a host we may call: keep what we have
+    if endpoint != inst.client_endpoint:
+        from ..store import portal_domain
+
+        rt.installations.follow(inst.member_id, client_endpoint=endpoint, domain=portal_domain(endpoint))
+        rt.tokens.forget(inst.member_id)
+        log.warning("bitrix24 portal %s now answers at %s", inst.member_id, endpoint)
 
 
 def _expected_token(config: Any) -> str | None:
