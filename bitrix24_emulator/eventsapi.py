@@ -114,7 +114,8 @@ class _App:
 
 def _events(query, scopes) -> list[str]:
     if "SCOPE" in query:
-        return events_of([query["SCOPE"]]) if query["SCOPE"] != "" else events_of([])
+        scope = query["SCOPE"]
+        return events_of([scope]) if isinstance(scope, str) and scope != "" else events_of([])
     if str(query.get("FULL", "")).lower() in ("1", "true", "y"):
         return events_of(EVENT_SCOPES)
     return events_of(scopes)

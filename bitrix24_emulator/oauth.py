@@ -175,6 +175,7 @@ class OAuth:
         self.access: dict[str, _Access] = {}
         self.refresh: dict[str, _Refresh] = {}
         self.on_rename = None  # Portals' hook: called with (portal, new_host) before a rename; may refuse
+        self.known_hosts = lambda: ()  # Portals': every portal's domains (none of them is the server's address)
 
     # ---- state --------------------------------------------------------------------------------------
 
@@ -366,7 +367,7 @@ class OAuth:
         """The authorization server's address: the Host the request came in on, unless that names the
         portal, then the address the server listens on."""
         host = (request.host or "").lower()
-        portal_hosts = [h for h in (self.portal.domain, *self.former_hosts) if h]
+        portal_hosts = [h for h in (self.portal.domain, *self.former_hosts, *self.known_hosts()) if h]
         if host and HOST.match(host) and not any(same_host(host, h) for h in portal_hosts):
             return host
         environ = request.environ

@@ -79,6 +79,7 @@ class Portals:
                 raise ValueError(f"two portals have the webhook secret {portal.secret}")
             self._by_secret[portal.secret] = portal
             portal.oauth.on_rename = self._renamed
+            portal.oauth.known_hosts = self._by_domain.keys
         first = self.portals[0].oauth
         # The stray knows the application too, to refuse its unknown tokens as a portal would.
         self.stray = Emulator(secret=uuid.uuid4().hex, limits=False, app=first.credentials,
