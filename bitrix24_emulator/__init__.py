@@ -18,6 +18,10 @@ secret (``demo`` for portal 1, ``demo7`` for portal 7), each with its own data, 
     portals.portal(7).records           # portals.portals[6], an Emulator
 
 Command line: ``python -m bitrix24_emulator --portals 100``.
+
+An OAuth application (``create_emulator(app=(client_id, client_secret))``, ``--app ID:SECRET``) is installed
+with ``POST /_emulator/install``, calls ``/rest/<method>?auth=<token>`` and renews its tokens at
+``/oauth/token/`` (oauth.py, docs/emulator.md).
 """
 
 from .emulator import ConnectionDropped, Counters, Emulator, create_emulator

@@ -19,10 +19,11 @@ A webhook's events go to the portal's outbound webhook instead, which an adminis
 portal's settings: ``event_url=`` / ``--event-url`` (bound to every event the portal raises) or
 ``emulator.bind_event(event, url)`` (see events.py).
 
-The application side (``context["auth_type"] == "oauth"``, with ``app_id``, ``user_id``, ``admin`` and
-``auth_connector``) follows the source: it binds, lists and unbinds in the portal's handler table, so
-the OAuth work can switch it on by passing that context. Its offline queue is not modelled yet; an
-offline binding is stored and listed but nothing is queued for it.
+The application side (``context["auth_type"] == "oauth"``, with ``app_id``, ``user_id``, ``admin``,
+``auth_connector`` and the application's ``scopes``), reached with an access token (oauth.py), follows
+the source: it binds, lists and unbinds in the portal's handler table, and may bind the events of its
+scope. Its offline queue is not modelled: an offline binding is stored and listed but nothing is queued
+for it, and ``event.offline.*`` answer 400 ``ERROR_NOT_MODELLED``.
 """
 
 from __future__ import annotations
