@@ -100,13 +100,13 @@ class Runtime:
         self.target_generation = 0  # bumped by every config change
         self.event_queue = make_event_queue(redis_url)
         self.locks = make_locks(redis_url)
-        self._init_app_mode(cfg, installation_model)
+        self._init_app_mode(app, cfg, installation_model)
         if str(self._secret_key or "").strip():
             self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
         if self.auth_disabled:
             log.warning("BITRIX_AUTH_DISABLED is set: the Bitrix24 API accepts requests from anyone (demo only)")
 
-    def _init_app_mode(self, cfg: Any, installation_model: type | None) -> None:
+    def _init_app_mode(self, app: Flask, cfg: Any, installation_model: type | None) -> None:
         """App mode (BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET): installations, the OAuth
         server's client and the token broker."""
         from .services.app_install import VerificationPace
@@ -127,8 +127,13 @@ class Runtime:
             self.oauth = OAuthClient(str(cfg.get("BITRIX_OAUTH_SERVER") or "https://oauth.bitrix.info/"), client_id,
                                      secret, allowed_hosts=self.allowed_hosts, on_event=self.metrics.on_event)
             self.tokens = TokenBroker(lambda: self.installations, self.oauth)
+            if hasattr(self.metrics, "watch_installations"):
+                self.metrics.watch_installations(self._installation_counts)
         elif client_id or secret:
             log.warning("app mode needs both BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET: it stays off")
+
+    def _installation_counts(self) -> list[tuple[str, str | None, int]]:
+        return self.installations.counts()  # at scrape time, in the /metrics request
 
     def installation_tables(self) -> list[Any]:
         """The installations table, when this app has one (app mode, or the standalone app)."""

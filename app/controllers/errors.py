@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..services.breaker import Suspended
 from ..services.errors import (
+    AppNotUsable,
     Bitrix24Error,
     LimitExceeded,
     OperatingLimit,
@@ -70,7 +71,9 @@ def handle_bitrix24_error(exc: Bitrix24Error) -> Response:
     if exc.http_status is not None:
         extra["bitrix24_status"] = exc.http_status
     code = exc.code
-    if isinstance(exc, PortalAuthFailed):
+    if isinstance(exc, AppNotUsable):
+        pass  # its own code (APP_UNINSTALLED, PAYMENT_REQUIRED...): what to do differs, and no call was sent
+    elif isinstance(exc, PortalAuthFailed):
         # Keep the portal's own code visible: INVALID_CREDENTIALS and insufficient_scope need different fixes.
         extra["bitrix24_error"] = exc.code
         code = "PORTAL_AUTH_FAILED"

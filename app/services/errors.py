@@ -102,9 +102,11 @@ class AppNotUsable(PortalAuthFailed):
     - ``APP_UNINSTALLED``: the portal removed the app;
     - ``APP_NOT_INSTALLED``: no installation is linked to the client (or it is gone).
 
-    No call reaches the portal or the OAuth server while it stands: no retry storm.
+    No call reaches the portal or the OAuth server while it stands: no retry storm. Our API answers
+    409 (the installation's state, not a passing failure: a client should not retry it).
     """
 
+    status = 409  # what our API answers with
     default_code = "APP_NOT_USABLE"
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from ..models.mixins import iso, utcnow
+from ..store import portal_domain
 from .errors import AppNotUsable
 
 ACTIVE, UNINSTALLED, NEEDS_ATTENTION = "active", "uninstalled", "needs_attention"
@@ -177,6 +178,15 @@ class InstallationStore:
     def for_client(self, client_id: int) -> Installation | None:
         return self._read(self.table.c.client_id == client_id)
 
+    def counts(self) -> list[tuple[str, str | None, int]]:
+        """(status, problem, how many): for the metrics."""
+        from sqlalchemy import func
+
+        t = self.table
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(select(t.c.status, t.c.problem, func.count()).group_by(t.c.status, t.c.problem)).all()
+        return [(status, problem, int(n)) for status, problem, n in rows]
+
     def all(self) -> list[Installation]:
         with self.db.engine.connect() as conn:
             rows = conn.execute(select(self.table).order_by(self.table.c.id)).all()
@@ -317,8 +327,11 @@ class InstallationStore:
                 now = utcnow()
                 secrets = {**stored, "access_token": grant.access_token, "refresh_token": grant.refresh_token}
                 version = inst.token_version + 1
+                moved = {"domain": portal_domain(grant.client_endpoint)} \
+                    if grant.client_endpoint and grant.client_endpoint != inst.client_endpoint else {}
                 conn.execute(update(table).where(table.c.id == row.id).values(
                     credentials=self._encrypt(secrets), client_endpoint=grant.client_endpoint or inst.client_endpoint,
+                    **moved,
                     scope=grant.scope or inst.scope, access_expires_at=_expiry(now, grant.expires_in),
                     token_version=version, refreshed_at=now, updated_at=now))
         if refused is not None:

@@ -90,6 +90,10 @@ class Metrics:
                                        registry=r)
         self.breaker_open = Gauge("bitrix24_breaker_open", "1 while the tenant's calls are suspended", ["tenant"],
                                   registry=r, multiprocess_mode="max")
+        self.oauth_refreshes = Counter("bitrix24_oauth_refreshes",
+                                       "App mode: token refreshes asked of the OAuth server, by outcome (ok, "
+                                       "invalid_grant, PAYMENT_REQUIRED, error)", ["result"], registry=r)
+        self.installation_collector: _InstallationCollector | None = None
         self.event_collector = _EventCollector(event_source) if event_source is not None else None
         if self.event_collector is not None:
             r.register(self.event_collector)
@@ -139,8 +143,15 @@ class Metrics:
             self.breaker_open.labels(tenant).set(0)
         elif name == "breaker_refused":
             self.breaker_refused.labels(tenant).inc()
+        elif name == "oauth_refresh":
+            self.oauth_refreshes.labels(self.code_label(info.get("result"))).inc()
         elif name == "operating" and isinstance(info.get("seconds"), (int, float)):
             self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
+
+    def watch_installations(self, source) -> None:
+        """App mode: report installations by status, read from the database at scrape time."""
+        self.installation_collector = _InstallationCollector(source)
+        self.registry.register(self.installation_collector)
 
     def exposition(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -151,6 +162,8 @@ class Metrics:
             MultiProcessCollector(registry)  # every worker's counters, from their files
             if self.event_collector is not None:  # read from the database: the same for every worker
                 registry.register(self.event_collector)
+            if self.installation_collector is not None:
+                registry.register(self.installation_collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -185,3 +198,28 @@ class _EventCollector:
                 received_at = received_at.replace(tzinfo=dt.UTC)
             lag.add_metric([tenant_label(client_id)], max(0.0, (now - received_at).total_seconds()))
         yield lag
+
+
+class _InstallationCollector:
+    """App mode: installations by status (active, needs_attention, uninstalled) and problem."""
+
+    def __init__(self, source) -> None:
+        self.source = source  # () -> [(status, problem, n)]
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            counts = self.source()
+        except Exception:  # the database is down: keep the rest of the scrape
+            log.warning("installation metrics skipped: the installations table could not be read", exc_info=True)
+            return
+        family = GaugeMetricFamily("bitrix24_app_installations", "App mode: installations by status; "
+                                   "needs_attention ones (problem: invalid_grant, PAYMENT_REQUIRED) make no calls",
+                                   labels=["status", "problem"])
+        for status, problem, n in counts:
+            family.add_metric([status, problem or ""], n)
+        yield family

@@ -1,0 +1,472 @@
+"""App mode through our public endpoints, with the portal and the OAuth server mocked by ``responses``.
+
+``FakeOAuth`` plays https://oauth.bitrix.info/oauth/token/ the way the docs describe it
+(https://apidocs.bitrix24.com/settings/oauth/auto-renewal.html): every refresh returns a new pair and
+the refresh token used is spent. The portal's REST answers check the access token the same way. The
+real-HTTP run of the same story, across processes, is tests/integration/test_app_mode_e2e.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+from flask_bitrix24.extensions import db
+from flask_bitrix24.models.standalone import AppInstallation, BitrixEvent
+
+from tests.conftest import sent_params
+
+CLIENT_ID, CLIENT_SECRET = "local.66f1a2b3c4d5e6.12345678", "app-secret-0123456789abcdef"
+OAUTH = "https://oauth.bitrix.info/oauth/token/"
+HOST = "acme.bitrix24.com"
+ENDPOINT = f"https://{HOST}/rest/"
+MEMBER = "a223c6b3710f85df22e9377d6c4f7553"
+APP_TOKEN = "51856fefc120afa4b628cc82d3935cce"
+
+
+class FakeOAuth:
+    """The OAuth server and the portal's token check, in one place."""
+
+    def __init__(self, mock: responses.RequestsMock, *, endpoint: str = ENDPOINT, member: str = MEMBER) -> None:
+        self.mock, self.endpoint, self.member = mock, endpoint, member
+        self.counter = itertools.count(1)
+        self.refresh_tokens: dict[str, str] = {}  # refresh -> its access token
+        self.valid_access: set[str] = set()
+        self.expired: set[str] = set()
+        self.refreshes = 0
+        self.answer_error: tuple[int, dict] | None = None
+        self.lock = threading.Lock()
+        mock.add_callback(responses.GET, OAUTH, callback=self._token)
+
+    def issue(self) -> tuple[str, str]:
+        n = next(self.counter)
+        access, refresh = f"access-token-{n:04d}-abcdef", f"refresh-token-{n:04d}-abcdef"
+        self.refresh_tokens[refresh] = access
+        self.valid_access.add(access)
+        return access, refresh
+
+    def expire_all(self) -> None:
+        self.expired |= self.valid_access
+
+    def _token(self, request):
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        with self.lock:
+            if query.get("grant_type") == "refresh_token":
+                self.refreshes += 1
+            if (query.get("client_id"), query.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+                return 401, {}, '{"error":"invalid_client","error_description":"Wrong client"}'
+            if self.answer_error is not None:
+                status, body = self.answer_error
+                import json
+
+                return status, {}, json.dumps(body)
+            old_access = self.refresh_tokens.pop(query.get("refresh_token", ""), None)
+            if old_access is None:
+                return 400, {}, '{"error":"invalid_grant","error_description":"Invalid grant"}'
+            self.valid_access.discard(old_access)
+            access, refresh = self.issue()
+        import json
+
+        return 200, {}, json.dumps({
+            "access_token": access, "refresh_token": refresh, "expires_in": 3600, "expires": 1790003600,
+            "client_endpoint": self.endpoint, "server_endpoint": "https://oauth.bitrix.info/rest/",
+            "domain": "oauth.bitrix.info", "member_id": self.member, "scope": "crm,task", "status": "L",
+            "user_id": 1})
+
+    def rest(self, method: str, result, *, endpoint: str | None = None) -> list:
+        """Answer ``method`` on the portal with ``result`` for a valid token; remember each call's token."""
+        seen = []
+        import json
+
+        def answer(request):
+            token = sent_params_of(request).get("auth")
+            seen.append(token)
+            with self.lock:
+                if token in self.expired and token in self.valid_access:
+                    return 401, {}, '{"error":"expired_token","error_description":"The access token provided has expired."}'
+                if token not in self.valid_access:
+                    return 401, {}, '{"error":"invalid_token","error_description":"Unable to get application by token"}'
+            return 200, {}, json.dumps({"result": result, "time": {"operating": 0}})
+
+        self.mock.add_callback(responses.POST, f"{endpoint or self.endpoint}{method}.json", callback=answer)
+        return seen
+
+
+def sent_params_of(request) -> dict:
+    from flask_bitrix24.services.wire import parse_php_form
+
+    return parse_php_form(request.body or b"")
+
+
+@pytest.fixture
+def app_mode(make_app):
+    return make_app(BITRIX_APP_CLIENT_ID=CLIENT_ID, BITRIX_APP_CLIENT_SECRET=CLIENT_SECRET,
+                    BITRIX_OAUTH_SERVER="https://oauth.bitrix.info/")
+
+
+@pytest.fixture
+def oauth(portal):
+    return FakeOAuth(portal)
+
+
+def install_form(oauth: FakeOAuth | None, *, member: str = MEMBER, app_token: str = APP_TOKEN,
+                 refresh: str | None = None, event: str = "ONAPPINSTALL") -> dict[str, str]:
+    """What the portal posts with ONAPPINSTALL
+    (https://apidocs.bitrix24.com/api-reference/common/events/on-app-install.html)."""
+    form = {"event": event, "data[VERSION]": "1", "data[ACTIVE]": "Y", "data[INSTALLED]": "Y",
+            "data[LANGUAGE_ID]": "en", "ts": "1790000000", "auth[domain]": HOST, "auth[client_endpoint]": ENDPOINT,
+            "auth[server_endpoint]": "https://oauth.bitrix.info/rest/", "auth[member_id]": member,
+            "auth[status]": "L", "auth[application_token]": app_token}
+    if oauth is not None or refresh is not None:
+        access, issued = oauth.issue() if refresh is None else ("access-x-abcdef", refresh)
+        form.update({"auth[access_token]": access, "auth[refresh_token]": issued, "auth[expires_in]": "3600",
+                     "auth[scope]": "crm,task"})
+    return form
+
+
+def installed_and_linked(client, oauth, client_id: int = 7) -> None:
+    r = client.post("/api/bitrix/app/install", data=install_form(oauth))
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["result"]["action"] == "installed"
+    r = client.post(f"/api/bitrix/clients/{client_id}/config", json={"member_id": MEMBER})
+    assert r.status_code in (200, 201), r.get_json()
+
+
+def stored(app) -> AppInstallation:
+    with app.app_context():
+        return db.session.query(AppInstallation).one()
+
+
+# -- install, link, call ------------------------------------------------------------------------------
+
+
+def test_install_link_and_crud_with_the_apps_token(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    assert oauth.refreshes == 1  # the install's tokens were checked with the OAuth server, once
+    tokens = oauth.rest("crm.contact.add", 42)
+    r = client.post("/api/bitrix/clients/7/contacts", json={"fields": {"NAME": "Ann"}})
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["result"] == 42
+    call = oauth.mock.calls[-1]
+    assert call.request.url == f"{ENDPOINT}crm.contact.add.json"
+    assert sent_params(call)["fields"] == {"NAME": "Ann"}
+    assert tokens == ["access-token-0002-abcdef"]  # the pair the OAuth server gave, not the event's
+    view = client.get("/api/bitrix/clients/7/config").get_json()["result"]
+    assert view["source"] == "app" and view["member_id"] == MEMBER and view["portal_domain"] == HOST
+    assert view["app"]["status"] == "active" and view["app"]["events_verified"] is True
+    listed = client.get("/api/bitrix/app/installations").get_json()["result"]
+    assert [(i["member_id"], i["client_id"], i["client_endpoint"]) for i in listed] == [(MEMBER, 7, ENDPOINT)]
+
+
+def test_secrets_are_encrypted_at_rest_and_never_answered_or_logged(app_mode, oauth, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.rest("crm.contact.get", {"ID": "1"})
+    client.get("/api/bitrix/clients/7/contacts/1")
+    row = stored(app_mode)
+    secrets = ["access-token-0002-abcdef", "refresh-token-0002-abcdef", APP_TOKEN, CLIENT_SECRET]
+    answers = "".join(client.get(p).get_data(as_text=True) for p in (
+        "/api/bitrix/app/installations", "/api/bitrix/clients/7/config", "/api/bitrix/clients/7/config/debug",
+        f"/api/bitrix/app/installations/{MEMBER}", "/api/bitrix/openapi.json"))
+    for secret in secrets:
+        assert secret not in (row.credentials or "")
+        assert secret not in answers
+        assert secret not in caplog.text
+    with app_mode.app_context():
+        (event,) = db.session.query(BitrixEvent).all()
+    assert event.event == "ONAPPINSTALL" and "application_token" not in event.payload["auth"]
+    assert "refresh_token" not in event.payload["auth"] and "access_token" not in event.payload["auth"]
+
+
+def test_an_expired_token_is_refreshed_once_and_the_call_repeated(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    seen = oauth.rest("crm.contact.get", {"ID": "5", "NAME": "Ann"})
+    oauth.expire_all()
+    r = client.get("/api/bitrix/clients/7/contacts/5")
+    assert r.status_code == 200, r.get_json()
+    assert oauth.refreshes == 2 and seen == ["access-token-0002-abcdef", "access-token-0003-abcdef"]
+    row = stored(app_mode)
+    assert row.token_version == 2 and row.refreshed_at is not None
+    client.get("/api/bitrix/clients/7/contacts/5")
+    assert oauth.refreshes == 2  # the new token is used from then on; no refresh before calls
+
+
+def test_threads_that_meet_an_expired_token_together_refresh_once(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.rest("crm.contact.get", {"ID": "5"})
+    client.get("/api/bitrix/clients/7/contacts/5")  # every thread starts from the cached token
+    oauth.expire_all()
+    before = oauth.refreshes
+    statuses, barrier = [], threading.Barrier(12)
+
+    def call():
+        barrier.wait()
+        statuses.append(app_mode.test_client().get("/api/bitrix/clients/7/contacts/5").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert statuses == [200] * 12
+    assert oauth.refreshes - before == 1
+
+
+def test_a_pair_another_process_stored_is_taken_without_asking_the_server(app_mode, oauth):
+    """Another process refreshed (its new pair is in the database, ours is now refused as invalid):
+    the stored pair is used and the OAuth server is not asked."""
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    seen = oauth.rest("crm.contact.get", {"ID": "5"})
+    client.get("/api/bitrix/clients/7/contacts/5")
+    rt = app_mode.extensions["bitrix24"]
+    with app_mode.app_context():  # the other process: renews with the stored pair's own token
+        used = rt.installations.tokens(MEMBER)
+        rt.installations.renew(MEMBER, used.access_token, lambda token: rt.oauth.refresh(token, MEMBER))
+    before = oauth.refreshes
+    r = client.get("/api/bitrix/clients/7/contacts/5")
+    assert r.status_code == 200 and oauth.refreshes == before
+    assert seen[-2:] == ["access-token-0002-abcdef", "access-token-0003-abcdef"]
+
+
+def test_a_revoked_refresh_token_stops_the_installation_without_a_retry_storm(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    seen = oauth.rest("crm.contact.get", {"ID": "5"})
+    oauth.refresh_tokens.clear()  # revoked (or 180 days unused)
+    oauth.expire_all()
+    r = client.get("/api/bitrix/clients/7/contacts/5")
+    assert r.status_code == 409
+    body = r.get_json()
+    assert body["error"] == "APP_REAUTHORIZATION_REQUIRED" and "reinstall" in body["error_description"]
+    refreshes, calls = oauth.refreshes, len(seen)
+    for _ in range(5):
+        again = client.get("/api/bitrix/clients/7/contacts/5")
+        assert again.get_json()["error"] == "APP_REAUTHORIZATION_REQUIRED"
+    assert (oauth.refreshes, len(seen)) == (refreshes, calls)  # neither the server nor the portal asked again
+    view = client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]
+    assert (view["status"], view["problem"]) == ("needs_attention", "invalid_grant")
+    metrics = client.get("/api/bitrix/metrics").get_data(as_text=True)
+    assert 'bitrix24_oauth_refreshes_total{result="invalid_grant"} 1.0' in metrics
+    # A reinstall gives new tokens and clears the problem; the client stays linked.
+    r = client.post("/api/bitrix/app/install", data=install_form(oauth))
+    assert r.get_json()["result"]["action"] == "reinstalled"
+    assert client.get("/api/bitrix/clients/7/contacts/5").status_code == 200
+
+
+def test_payment_required_on_a_call_marks_the_installation_until_paid(app_mode, oauth, portal):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    portal.post(f"{ENDPOINT}crm.deal.list.json", status=401,
+                json={"error": "PAYMENT_REQUIRED", "error_description": "Payment required"})
+    r = client.get("/api/bitrix/clients/7/deals")
+    assert r.status_code == 409 and r.get_json()["error"] == "PAYMENT_REQUIRED"
+    calls = len(portal.calls)
+    assert client.get("/api/bitrix/clients/7/deals").get_json()["error"] == "PAYMENT_REQUIRED"
+    assert len(portal.calls) == calls  # not sent again
+    # ONAPPPAYMENT (checked by the application token) lets calls try again.
+    paid = install_form(None, event="ONAPPPAYMENT")
+    r = client.post("/api/bitrix/app/install", data=paid)
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "resumed"
+    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["status"] == "active"
+
+
+def test_payment_required_from_the_oauth_server(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.rest("crm.contact.get", {"ID": "5"})
+    oauth.expire_all()
+    oauth.answer_error = (400, {"error": "PAYMENT_REQUIRED", "error_description": "Payment required"})
+    r = client.get("/api/bitrix/clients/7/contacts/5")
+    assert r.get_json()["error"] == "PAYMENT_REQUIRED"
+    r = client.post(f"/api/bitrix/app/installations/{MEMBER}/resume")
+    assert r.status_code == 200 and r.get_json()["result"]["status"] == "active"
+
+
+# -- what is refused --------------------------------------------------------------------------------
+
+
+def test_a_forged_install_is_stored_nowhere(app_mode, oauth):
+    client = app_mode.test_client()
+    r = client.post("/api/bitrix/app/install", data=install_form(None, refresh="made-up-refresh-token"))
+    assert r.status_code == 401 and r.get_json()["error"] == "INSTALL_NOT_VERIFIED"
+    with app_mode.app_context():
+        assert db.session.query(AppInstallation).count() == 0
+        assert db.session.query(BitrixEvent).count() == 0
+
+
+def test_an_install_naming_another_portal_than_its_tokens_is_refused(app_mode, oauth):
+    """Tokens of the attacker's own portal, with the victim's member_id: the OAuth server's answer
+    names the real portal, so the claim is refused."""
+    client = app_mode.test_client()
+    r = client.post("/api/bitrix/app/install", data=install_form(oauth, member="f" * 32))
+    assert r.status_code == 503 and "another portal" in r.get_json()["error_description"]
+    with app_mode.app_context():
+        assert db.session.query(AppInstallation).count() == 0
+
+
+def test_forged_app_events_are_refused_and_stored_nowhere(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    with app_mode.app_context():
+        before = db.session.query(BitrixEvent).count()
+    forged = install_form(None, event="ONAPPUNINSTALL", app_token="0" * 32)
+    assert client.post("/api/bitrix/app/install", data=forged).status_code == 401
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "ts": "1790000001", "auth[domain]": HOST,
+           "auth[member_id]": MEMBER, "auth[application_token]": "0" * 32}
+    assert client.post("/api/bitrix/webhook", data=crm).status_code == 401
+    assert client.post("/api/bitrix/clients/7/webhook", data=crm).status_code == 401
+    with app_mode.app_context():
+        assert db.session.query(BitrixEvent).count() == before
+    assert stored(app_mode).status == "active"
+
+
+def test_app_events_are_checked_by_the_installations_token_and_reach_its_client(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "ts": "1790000001", "auth[domain]": HOST,
+           "auth[member_id]": MEMBER, "auth[application_token]": APP_TOKEN,
+           "auth[access_token]": "event-access-token-abcdef", "auth[client_endpoint]": ENDPOINT}
+    r = client.post("/api/bitrix/webhook", data=crm)
+    assert r.status_code == 200, r.get_json()
+    events = client.get("/api/bitrix/clients/7/events").get_json()["result"]
+    assert [e["event"] for e in events][:1] == ["ONCRMCONTACTADD"]
+    assert "access_token" not in events[0]["payload"]["auth"]
+
+
+def test_a_duplicate_install_event_changes_nothing(app_mode, oauth):
+    client = app_mode.test_client()
+    form = install_form(oauth)
+    assert client.post("/api/bitrix/app/install", data=form).get_json()["result"]["action"] == "installed"
+    version = stored(app_mode).token_version
+    r = client.post("/api/bitrix/app/install", data=form)  # the same delivery: its refresh token is spent
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "duplicate"
+    assert stored(app_mode).token_version == version and stored(app_mode).status == "active"
+
+
+def test_uninstall_keeps_no_tokens_and_calls_say_so(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    r = client.post("/api/bitrix/app/install", data=install_form(None, event="ONAPPUNINSTALL"))
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "uninstalled"
+    row = stored(app_mode)
+    assert row.status == "uninstalled" and row.credentials is None and row.client_id == 7
+    r = client.get("/api/bitrix/clients/7/contacts/1")
+    assert r.status_code == 409 and r.get_json()["error"] == "APP_UNINSTALLED"
+    # An event after the uninstall has no token to match.
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "auth[member_id]": MEMBER,
+           "auth[application_token]": APP_TOKEN, "auth[domain]": HOST}
+    assert client.post("/api/bitrix/webhook", data=crm).status_code == 401
+
+
+def test_the_install_page_is_verified_stored_and_finishes_the_install(app_mode, oauth):
+    """An app with an interface: the admin's browser posts AUTH_ID/REFRESH_ID; the page we answer
+    calls BX24.installFinish(); ONAPPINSTALL then brings the application token (here without
+    tokens, as in the docs' example: taken only right after the page)."""
+    client = app_mode.test_client()
+    access, refresh = oauth.issue()
+    page = {"AUTH_ID": access, "AUTH_EXPIRES": "3600", "REFRESH_ID": refresh, "member_id": MEMBER, "status": "L",
+            "PLACEMENT": "DEFAULT", "PLACEMENT_OPTIONS": "{}"}
+    r = client.post(f"/api/bitrix/app/install?DOMAIN={HOST}&PROTOCOL=1&LANG=en&APP_SID=x", data=page)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    html = r.get_data(as_text=True)
+    assert "BX24.installFinish()" in html and "//api.bitrix24.com/api/v1/" in html
+    assert stored(app_mode).status == "active" and "application_token" not in (stored(app_mode).credentials or "")
+    view = client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]
+    assert view["events_verified"] is False
+    r = client.post("/api/bitrix/app/install", data=install_form(None))
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "token_saved"
+    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["events_verified"] is True
+    # A second token-only ONAPPINSTALL with another token is not trusted.
+    r = client.post("/api/bitrix/app/install", data=install_form(None, app_token="9" * 32))
+    assert r.status_code == 401
+
+
+def test_a_token_only_install_long_after_the_page_is_refused(make_app, oauth):
+    app = make_app(BITRIX_APP_CLIENT_ID=CLIENT_ID, BITRIX_APP_CLIENT_SECRET=CLIENT_SECRET,
+                   BITRIX_APP_INSTALL_WINDOW=0)
+    client = app.test_client()
+    access, refresh = oauth.issue()
+    client.post("/api/bitrix/app/install", data={"AUTH_ID": access, "REFRESH_ID": refresh, "member_id": MEMBER})
+    r = client.post("/api/bitrix/app/install", data=install_form(None))
+    assert r.status_code == 401 and r.get_json()["error"] == "INSTALL_NOT_VERIFIED"
+
+
+def test_linking_rules(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth, client_id=7)
+    r = client.post("/api/bitrix/clients/8/config", json={"member_id": MEMBER})
+    assert r.status_code == 409 and r.get_json()["error"] == "INSTALLATION_LINKED"
+    r = client.post("/api/bitrix/clients/8/config", json={"member_id": "b" * 32})
+    assert r.status_code == 400 and "no installation" in r.get_json()["error_description"]
+    r = client.post("/api/bitrix/clients/8/config", json={"member_id": MEMBER, "webhook_base": "x"})
+    assert r.status_code == 400
+    r = client.post("/api/bitrix/clients/8/config", json={"member_id": "../etc"})
+    assert r.status_code == 400
+    assert client.delete("/api/bitrix/clients/7/config").status_code == 200
+    assert stored(app_mode).client_id is None
+    r = client.post("/api/bitrix/clients/8/config", json={"member_id": MEMBER})
+    assert r.status_code in (200, 201) and stored(app_mode).client_id == 8
+
+
+def test_saving_a_webhook_takes_the_client_out_of_app_mode(app_mode, oauth, portal):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    from tests.conftest import PORTAL_BASE
+
+    r = client.post("/api/bitrix/clients/7/config", json={"webhook_base": PORTAL_BASE})
+    assert r.status_code in (200, 201) and r.get_json()["result"]["source"] == "database"
+    assert stored(app_mode).client_id is None
+
+
+def test_app_mode_off(make_app):
+    client = make_app().test_client()
+    r = client.post("/api/bitrix/app/install", data={"event": "ONAPPINSTALL", "auth[member_id]": MEMBER})
+    assert r.status_code == 404 and r.get_json()["error"] == "APP_MODE_OFF"
+    assert client.get("/api/bitrix/app/installations").status_code == 404
+    r = client.post("/api/bitrix/clients/1/config", json={"member_id": MEMBER})
+    assert r.status_code == 400 and "app mode is off" in r.get_json()["error_description"]
+
+
+@pytest.mark.parametrize("body", [
+    {"event": "ONAPPINSTALL"},
+    {"event": "ONAPPINSTALL", "auth[member_id]": "x" * 300, "auth[application_token]": APP_TOKEN},
+    {"event": "ONAPPINSTALL", "auth[member_id]": MEMBER, "auth[application_token]": "\u00e9" * 40},
+    {"AUTH_ID": "a"},
+    {"REFRESH_ID": "r" * 5000, "member_id": MEMBER},
+    {"something": "else"},
+    {"event": "ONAPPUNINSTALL", "auth": "not-a-dict"},
+])
+def test_bad_install_requests_get_a_4xx(app_mode, oauth, body):
+    r = app_mode.test_client().post("/api/bitrix/app/install", data=body)
+    assert 400 <= r.status_code < 500 and r.is_json, r.get_data(as_text=True)
+    assert oauth.refreshes == 0
+
+
+def test_a_flood_of_made_up_installs_does_not_hammer_the_oauth_server(app_mode, oauth):
+    client = app_mode.test_client()
+    statuses = [client.post("/api/bitrix/app/install",
+                            data=install_form(None, refresh=f"made-up-refresh-{i:04d}")).status_code for i in range(40)]
+    assert oauth.refreshes == 30 and statuses.count(401) == 30 and statuses.count(429) == 10
+
+
+def test_a_renamed_portal_is_followed_by_member_id(app_mode, oauth, portal):
+    """The old address answers 302; the OAuth server's answer names the new one, which is used (the
+    redirect's Location is not followed)."""
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    new_endpoint = "https://acme-renamed.bitrix24.com/rest/"
+    portal.post(f"{ENDPOINT}crm.contact.get.json", status=302, headers={"Location": "https://evil.example/rest/"})
+    oauth.endpoint = new_endpoint
+    seen = oauth.rest("crm.contact.get", {"ID": "5"}, endpoint=new_endpoint)
+    r = client.get("/api/bitrix/clients/7/contacts/5")
+    assert r.status_code == 200, r.get_json()
+    assert len(seen) == 1 and not any("evil.example" in c.request.url for c in portal.calls)
+    view = client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]
+    assert view["client_endpoint"] == new_endpoint and view["domain"] == "acme-renamed.bitrix24.com"
