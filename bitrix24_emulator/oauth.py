@@ -415,8 +415,9 @@ class OAuth:
             self.status = "pending" if ui else "installed"
             self.handler, self.event_handler = handler, event_handler
             self.scopes, self.language = scopes, language.lower()
-            self.install_host = (request.host or "").lower() or "localhost"
             self.server_host = self._server_host(request)
+            host = (request.host or "").lower()
+            self.install_host = host if HOST.match(host) else self.server_host
             access, refresh, issued = self.issue()
             event = self._install_event(access, refresh, issued)
             page_form = [("AUTH_ID", access), ("AUTH_EXPIRES", str(math.ceil(self.access_ttl))),
