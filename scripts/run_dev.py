@@ -3,7 +3,9 @@
 
 With no BITRIX_WEBHOOK_BASE in the environment this is demo mode: the built-in Bitrix24 emulator is
 started on EMULATOR_PORT (default 5002) and the app is wired to it (allowlist, outbound token, events
-posted back to our receiver, API auth disabled unless BITRIX_API_KEY is set). Ctrl-C stops both.
+posted back to our receiver, API auth disabled unless BITRIX_API_KEY is set). The emulator also plays
+a Bitrix24 app's OAuth server (``--app``) and our app mode is on with the same demo app, unless
+BITRIX_APP_CLIENT_ID is set. Ctrl-C stops both.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SECRET = "demo"
 DEMO_TOKEN = "demo-application-token"
+DEMO_APP = ("local.demo0000000000.00000000", "demo-app-secret-0123456789")  # the demo app's client id and secret
 
 
 def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -72,6 +75,7 @@ def main() -> int:
                 event_url,
                 "--application-token",
                 DEMO_TOKEN,
+                *([] if env.get("BITRIX_APP_CLIENT_ID") else ["--app", ":".join(DEMO_APP)]),
             ],
             cwd=ROOT,
         )
@@ -80,6 +84,9 @@ def main() -> int:
         env["BITRIX_WEBHOOK_BASE"] = f"http://127.0.0.1:{emulator_port}/rest/1/{DEMO_SECRET}/"
         env.setdefault("BITRIX_OUTBOUND_TOKEN", DEMO_TOKEN)
         env.setdefault("BITRIX_ALLOWED_HOSTS", ",".join(("127.0.0.1", "localhost", *DEFAULT_ALLOWED_HOSTS)))
+        if not env.get("BITRIX_APP_CLIENT_ID"):
+            env["BITRIX_APP_CLIENT_ID"], env["BITRIX_APP_CLIENT_SECRET"] = DEMO_APP
+            env["BITRIX_OAUTH_SERVER"] = f"http://127.0.0.1:{emulator_port}/"
         if not env.get("BITRIX_API_KEY"):
             env["BITRIX_AUTH_DISABLED"] = "1"
         print(
