@@ -65,6 +65,11 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     # An ONAPPINSTALL that carries no tokens may name the application token of an installation made by
     # the install page this many seconds before (and not since); later ones must carry tokens
     "BITRIX_APP_INSTALL_WINDOW": (600.0, float),
+    # Events the app binds on each portal at install (event.bind): "auto" = those our handlers are
+    # registered for; a comma-separated list; empty: none. Bound to BITRIX_APP_EVENT_URL, by default our
+    # /webhook on the host the install request came to
+    "BITRIX_APP_EVENTS": ("auto", str),
+    "BITRIX_APP_EVENT_URL": ("", str),
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
     # where the Swagger UI page at /api/bitrix/docs loads its scripts from; empty: the installed
     # flask-swagger-ui package's copy, served at /api/bitrix/docs/assets/ (no internet needed)

@@ -25,5 +25,9 @@ class Hooks:
             raise ValueError("an event name, or '*' for every event")
         self._handlers.setdefault(name, []).append(handler)
 
+    def event_names(self) -> list[str]:
+        """The events handlers are registered for by name (not ``*``)."""
+        return sorted(name for name, handlers in self._handlers.items() if handlers and name != "*")
+
     def handlers_for(self, event_name: str) -> list[EventHandler]:
         return [*self._handlers.get(event_name.upper(), []), *self._handlers.get("*", [])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request, url_for
 
 from ..runtime import runtime
 from ..services import app_install
@@ -22,6 +22,14 @@ def _rejected(exc: app_install.InstallRejected) -> Response:
     return error_response(exc.status, exc.code, exc.description, headers)
 
 
+def _urls() -> tuple[str, str]:
+    """Where the app's events go (BITRIX_APP_EVENT_URL, else our /webhook on the host Bitrix24 called)
+    and where ONAPPUNINSTALL goes (this handler)."""
+    rt = runtime()
+    events = current_app.config.get("BITRIX_APP_EVENT_URL") or url_for(rt.endpoint("receive_event"), _external=True)
+    return events, url_for(rt.endpoint("app_install"), _external=True)
+
+
 def install_view():
     """Bitrix24's install request, ONAPPINSTALL, ONAPPUNINSTALL, ONAPPPAYMENT (and any other event)."""
     payload = bitrix24_controller._event_payload()
@@ -30,16 +38,19 @@ def install_view():
     try:
         if not name:
             if "REFRESH_ID" in payload or "AUTH_ID" in payload:
-                app_install.install_page(payload, request.args.to_dict())
+                app_install.install_page(payload, request.args.to_dict(), _urls())
                 return Response(app_install.INSTALL_PAGE, mimetype="text/html")
             raise app_install.InstallRejected(
                 400, "INVALID_INSTALL", "not an install request: Bitrix24 posts AUTH_ID/REFRESH_ID/member_id, or an "
                                         "event (event=ONAPPINSTALL, auth[...])")
         if name not in app_install.APP_EVENTS:
             return bitrix24_controller._receive(None, payload)
-        handle = {"ONAPPINSTALL": app_install.install_event, "ONAPPUNINSTALL": app_install.uninstall_event,
-                  "ONAPPPAYMENT": app_install.payment_event}[name]
-        outcome = handle(payload)
+        if name == "ONAPPINSTALL":
+            outcome = app_install.install_event(payload, _urls())
+        elif name == "ONAPPUNINSTALL":
+            outcome = app_install.uninstall_event(payload)
+        else:
+            outcome = app_install.payment_event(payload)
     except app_install.InstallRejected as exc:
         return _rejected(exc)
     if outcome.payload is None:  # a duplicate: nothing new to log

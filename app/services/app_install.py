@@ -134,8 +134,54 @@ def _forget(rt: Any, member_id: str, client_id: int | None) -> None:
         forget_target(client_id)
 
 
-def install_event(payload: dict[str, Any]) -> InstallOutcome:
-    """ONAPPINSTALL: verify, then store (or renew) the installation and its application token."""
+def wanted_events(rt: Any) -> list[str]:
+    """``BITRIX_APP_EVENTS``: "auto" (the events our handlers are registered for), a list, or none."""
+    from flask import current_app
+
+    setting = str(current_app.config.get("BITRIX_APP_EVENTS", "auto") or "").strip()
+    if setting.lower() == "auto":
+        names = rt.hooks.event_names()
+    else:
+        names = [n.strip().upper() for n in setting.split(",") if n.strip()]
+    # Ours to handle: ONAPPUNINSTALL always (it is how we learn the app was removed), never ONAPPINSTALL.
+    return sorted({n for n in names if re.fullmatch(r"[A-Z0-9_]{1,128}", n)} - {"ONAPPINSTALL"} | {"ONAPPUNINSTALL"})
+
+
+def bind_events(member_id: str, event_url: str | None, install_url: str | None) -> dict[str, Any]:
+    """Bind the wanted events to ``event_url`` and ONAPPUNINSTALL to ``install_url`` (event.bind,
+    https://apidocs.bitrix24.com/api-reference/events/event-bind.html), skipping what ``event.get``
+    shows bound already (a reinstall). A failure is logged, not fatal: the installation stands."""
+    from .bitrix24_service import call_installation
+    from .bulk.batch import command_string
+
+    rt = runtime()
+    wanted = [(name, install_url if name == "ONAPPUNINSTALL" else event_url) for name in wanted_events(rt)]
+    wanted = [(name, url) for name, url in wanted if url]
+    if not wanted:
+        return {"bound": [], "failed": []}
+    try:
+        listed = call_installation(member_id, "event.get").get("result") or []
+        have = {(str(b.get("event", "")).upper(), b.get("handler")) for b in listed if isinstance(b, dict)}
+        missing = [(name, url) for name, url in wanted if (name, url) not in have]
+        if not missing:
+            return {"bound": [], "failed": []}
+        cmd = {f"b{i}": command_string("event.bind", {"event": name, "handler": url})
+               for i, (name, url) in enumerate(missing[:50])}
+        answer = call_installation(member_id, "batch", {"halt": 0, "cmd": cmd}).get("result") or {}
+        errors = answer.get("result_error") if isinstance(answer, dict) else None
+        failed = sorted(errors) if isinstance(errors, dict) else []
+        bound = [missing[int(k[1:])][0] for k in cmd if k not in failed]
+        if failed:
+            log.warning("bitrix24 app on %s: event.bind refused for %s", member_id, failed)
+        return {"bound": bound, "failed": [missing[int(k[1:])][0] for k in failed]}
+    except Bitrix24Error as exc:
+        log.warning("bitrix24 app on %s: events not bound: %s", member_id, exc)
+        return {"bound": [], "failed": [name for name, _ in wanted], "error": exc.code}
+
+
+def install_event(payload: dict[str, Any], urls: tuple[str | None, str | None] = (None, None)) -> InstallOutcome:
+    """ONAPPINSTALL: verify, then store (or renew) the installation and its application token;
+    ``urls`` are (events URL, install URL) to bind the app's events to."""
     rt = _mode()
     auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
     member = _text(auth.get("member_id"), _MEMBER_ID)
@@ -160,6 +206,7 @@ def install_event(payload: dict[str, Any]) -> InstallOutcome:
                                              application_token=app_token)
     _forget(rt, member, inst.client_id)
     log.info("bitrix24 app %s on %s (%s)", "installed" if created else "reinstalled", inst.domain, member)
+    bind_events(member, *urls)
     return InstallOutcome("installed" if created else "reinstalled", member, inst.client_id, inst.status, payload)
 
 
@@ -182,8 +229,10 @@ def _token_only_install(rt: Any, member: str, app_token: str, existing: Any, pay
     return InstallOutcome("token_saved", member, existing.client_id, existing.status, payload)
 
 
-def install_page(form: dict[str, Any], query: dict[str, Any]) -> InstallOutcome:
-    """The install page's POST (AUTH_ID, REFRESH_ID, member_id): verify and store the installation."""
+def install_page(form: dict[str, Any], query: dict[str, Any],
+                 urls: tuple[str | None, str | None] = (None, None)) -> InstallOutcome:
+    """The install page's POST (AUTH_ID, REFRESH_ID, member_id): verify and store the installation,
+    bind its events (before the page calls installFinish, as the docs order it)."""
     rt = _mode()
     member = _text(form.get("member_id"), _MEMBER_ID)
     refresh = _text(form.get("REFRESH_ID"), _TOKEN)
@@ -199,6 +248,7 @@ def install_page(form: dict[str, Any], query: dict[str, Any]) -> InstallOutcome:
                                              application_token=None)
     _forget(rt, member, inst.client_id)
     log.info("bitrix24 app install page for %s (%s)", inst.domain, member)
+    bind_events(member, *urls)
     return InstallOutcome("page", member, inst.client_id, inst.status)
 
 
@@ -260,5 +310,5 @@ INSTALL_PAGE = """<!DOCTYPE html>
 </body></html>
 """
 
-__all__ = ["APP_EVENTS", "INSTALL_PAGE", "InstallOutcome", "InstallRejected", "finish_uninstall", "install_event",
+__all__ = ["APP_EVENTS", "INSTALL_PAGE", "bind_events", "wanted_events", "InstallOutcome", "InstallRejected", "finish_uninstall", "install_event",
            "install_page", "payment_event", "resume", "uninstall_event"]

@@ -129,6 +129,21 @@ def bx_call(
     return envelope
 
 
+def call_installation(member_id: str, method: str, params: dict[str, Any] | list | None = None, *,
+                      max_wait: float | None = None) -> dict[str, Any]:
+    """App mode: call ``method`` on the portal of an installation, linked to a client or not (the
+    install handler binds events this way), with its tokens, paced and retried like ``bx_call``."""
+    state = runtime()
+    inst = state.installations.get(member_id) if state.app_mode else None
+    tenant = tenant_label(inst.client_id if inst is not None else None)
+    try:
+        body = form_body(params)
+    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+        raise BadInput(f"these params cannot be sent to Bitrix24: {exc}", code="INVALID_PARAMS", method=method) from None
+    return _app_call(state, member_id, method, body, client_id=None, bucket=state.default_bucket, max_wait=max_wait,
+                     repeatable=None, tenant=tenant, background=True)
+
+
 # A refused access token is renewed and the call repeated once (app mode), not counted against the credentials.
 _TOKEN_REFUSED = frozenset({"expired_token", "invalid_token"})
 
