@@ -110,9 +110,9 @@ _INSTALL_BODY = {**_EVENT_BODY, "responses": {200: {"description": "JSON for eve
                                                     "content": {"text/html": {"schema": {"type": "string"}}}}}}
 route("/app/install", "app_install", appc.install_view, "POST", s.InstallAnswer, tags=APP, **_INSTALL_BODY)
 route("/app/installations", "list_installations", appc.list_installations, "GET", s.InstallationList, tags=APP)
-route("/app/installations/<string(maxlength=64):member_id>", "get_installation", appc.get_installation, "GET",
+route("/app/installations/<member_id>", "get_installation", appc.get_installation, "GET",
       s.InstallationAnswer, tags=APP)
-route("/app/installations/<string(maxlength=64):member_id>/resume", "resume_installation",
+route("/app/installations/<member_id>/resume", "resume_installation",
       appc.resume_installation, "POST", s.InstallationAnswer, tags=APP)
 route(f"{CLIENT}/events", "list_events", c.list_events, "GET", s.EventPage, query=s.EventsQuery, tags=EVENTS)
 route(f"{CLIENT}/events/<bx_id:event_id>/replay", "replay_event", c.replay_event, "POST", s.EventOne, tags=EVENTS,
