@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from flask import Flask, jsonify
 from flask_bitrix24 import Bitrix24, ConfigMissing, CRMRow, EncryptedStore, EventLogMixin, ModelStore, bx_call, runtime
 from flask_bitrix24.models import TableNameTaken
@@ -93,6 +94,7 @@ def test_create_all_gives_the_host_our_tables_in_its_database(host):
     # ours (only the event log with a mapped store) beside the host's, one metadata, one database
     assert {"bitrix24_events", "CRMs", "ClientCRMAuth", "note"} <= tables
     assert "bitrix24_client_configs" not in tables and "client_crm_auth" not in tables
+    assert "bitrix24_app_installations" not in tables  # app mode is off: no table a host did not ask for
     assert runtime(app).db is host.db and runtime(app).event_model.__table__.metadata is host.db.metadata
 
 
@@ -474,3 +476,26 @@ def test_default_store_without_a_key_outside_debug_says_to_set_one(host, tmp_pat
     assert testing.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE}).status_code \
         == 201
     assert (tmp_path / "instance" / "bitrix24_secret.key").exists()
+
+
+def test_app_mode_in_a_host_keeps_its_client_table_and_adds_only_the_installations(host, portal):
+    """With BITRIX_APP_CLIENT_ID the installations table is declared on the host's metadata (its own
+    migrations create it); the host's ClientCRMAuth is untouched, and a host view's bx_call for a
+    client linked to an installation goes out with the app's token."""
+    from .test_app_mode import CLIENT_ID, CLIENT_SECRET, ENDPOINT, MEMBER, FakeOAuth, install_form
+
+    oauth = FakeOAuth(portal)
+    app = host.app(store=host.mapped_store(defaults={"slug": "b"}), BITRIX_APP_CLIENT_ID=CLIENT_ID,
+                   BITRIX_APP_CLIENT_SECRET=CLIENT_SECRET, BITRIX_SECRET_KEY=Fernet.generate_key().decode())
+    with app.app_context():
+        assert "bitrix24_app_installations" in host.db.metadata.tables
+        assert "bitrix24_app_installations" in inspect(host.db.engine).get_table_names()
+    client = app.test_client()
+    assert client.post("/api/bitrix/app/install", data=install_form(oauth)).status_code == 200
+    assert client.post("/api/bitrix/clients/1/config", json={"member_id": MEMBER}).status_code in (200, 201)
+    seen = oauth.rest("crm.contact.add", 5)
+    r = client.post("/my/contacts")
+    assert r.status_code == 200 and r.get_json() == 5 and len(seen) == 1
+    assert portal.calls[-1].request.url == f"{ENDPOINT}crm.contact.add.json"
+    with app.app_context():
+        assert host.db.session.execute(select(host.ClientCRMAuth)).first() is None
