@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from . import catalog, costs, errors, eventsapi, links, oauth, productrows, system, tasks, userfields, users
+from . import catalog, controls, costs, errors, eventsapi, links, oauth, offline, productrows, system, tasks, userfields, users
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError
@@ -59,6 +59,8 @@ class Counters:
     connections: int = 0        # TCP connections clients opened (distinct peer address and port)
     oauth_refreshes: int = 0    # grant_type=refresh_token requests to /oauth/token/ (oauth.py)
     oauth_refresh_errors: int = 0  # ... of them refused
+    events_dropped: int = 0     # event posts lost on purpose (POST /_emulator/events, controls.py)
+    portal_changes: int = 0     # records added, updated or deleted by POST /_emulator/changes
 
     def __getitem__(self, name):
         return getattr(self, name)
@@ -69,7 +71,8 @@ class Counters:
                 "rate_limited": self.rate_limited, "operating_limited": self.operating_limited,
                 "operating_seconds": {k: round(v, 6) for k, v in self.operating_seconds.items()},
                 "failed": self.failed, "dropped": self.dropped, "connections": self.connections,
-                "oauth_refreshes": self.oauth_refreshes, "oauth_refresh_errors": self.oauth_refresh_errors}
+                "oauth_refreshes": self.oauth_refreshes, "oauth_refresh_errors": self.oauth_refresh_errors,
+                "events_dropped": self.events_dropped, "portal_changes": self.portal_changes}
 
 
 class Emulator:
@@ -83,7 +86,8 @@ class Emulator:
                  event_timeout=3.0, member_id=None, auth_error_status=401, method_not_found_status=404, scopes=None,
                  time_scale=0.0,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True,
-                 smart_processes=None, currency_check=True, app=None, access_ttl=3600.0):
+                 smart_processes=None, currency_check=True, app=None, access_ttl=3600.0,
+                 offline_extended=True, auth_connectors=True, event_drop_rate=0.0):
         if drop_phase not in ("random", "before", "after"):
             raise ValueError("drop_phase must be 'random', 'before' or 'after'")
         if fail_phase not in ("random", "before", "after") or fail_status not in (500, 503):
@@ -139,6 +143,13 @@ class Emulator:
         self._family_states: dict[str, object] = {}
         # The OAuth application (app=(client_id, client_secret)): install, tokens, /oauth/token/ (oauth.py).
         self.oauth = oauth.OAuth(self, app, access_ttl)
+        # The portal plan's features (https://apidocs.bitrix24.com/api-reference/common/system/feature-get.html):
+        # clear=0 in event.offline.get, and auth_connector in any call with a token (Professional and up).
+        self.features = {"rest_offline_extended": bool(offline_extended), "rest_auth_connector": bool(auth_connectors)}
+        # Push deliveries lost on purpose (controls.py): this fraction of event posts is never sent.
+        self.event_drop_rate = controls.drop_rate(event_drop_rate)
+        self._drop_random = random.Random(seed)
+        self._changes_random = random.Random(seed)  # /_emulator/changes' picks without a seed of their own
 
     # ---- state for tests --------------------------------------------------------------------------
 
@@ -164,6 +175,11 @@ class Emulator:
             self.events_sent.clear()
             self._random = random.Random(self._seed)
 
+    @property
+    def offline(self) -> offline.State:
+        """The portal's offline event queues (offline.py)."""
+        return self.state(offline)
+
     def state(self, family):
         """The per-portal state of a method family (its ``State(portal)``, made on first use)."""
         state = self._family_states.get(family.__name__)
@@ -175,6 +191,19 @@ class Emulator:
         """Start the request counters over (records and limits are kept): tests count what came after."""
         with self._lock:
             self.counters = Counters()
+
+    def finish_hit(self, context: dict | None = None) -> None:
+        """End a hit, as the portal does after each request: ONOFFLINEEVENT goes to the applications that
+        had offline rows queued meanwhile (``context``: the request's ``host`` and ``scheme``). Requests
+        end their hits themselves; call this after ``emit()`` outside a request."""
+        with self._lock:
+            bindings = self.offline.due_notifications(self.handlers.online_of_apps("ONOFFLINEEVENT"))
+            for binding in bindings:
+                pairs = [("event", "ONOFFLINEEVENT"), ("event_handler_id", str(binding.id)),
+                         ("ts", str(int(self._now())))]  # data: empty (on-offline-event.html)
+                auth = self._event_auth(binding, context or {}, refresh=True)
+                if auth is not None:
+                    self._deliver(binding.handler, pairs + auth)
 
     def wait_events(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event has been posted (or failed); False on timeout."""
@@ -208,9 +237,12 @@ class Emulator:
                 records = {**{k: len(v) for k, v in self.records.items()},
                            **{f"DYNAMIC_{k}": len(v) for k, v in self.items.items()}}
                 stats = {"member_id": self.member_id, "domain": self.domain, **self.counters.as_dict(),
-                         "records": records, "events_sent": len(self.events_sent), "app": self.oauth.stats()}
+                         "records": records, "events_sent": len(self.events_sent), "app": self.oauth.stats(),
+                         "offline_queued": self.offline.size(), "offline_queues": self.offline.stats()}
             return Response(dumps(stats), mimetype="application/json")(environ, start_response)
-        answer = self.oauth.answer(request)  # /oauth/token/, /_emulator/install..., a renamed portal's 302
+        answer = controls.answer(self, request)  # /_emulator/changes, /_emulator/events
+        if answer is None:
+            answer = self.oauth.answer(request)  # /oauth/token/, /_emulator/install..., a renamed portal's 302
         if answer is not None:
             return answer(environ, start_response)
         if not path.startswith("/rest/"):
@@ -234,7 +266,10 @@ class Emulator:
         params = read_params(request)
         try:
             with self._lock:
-                body = self._handle(method, segments, params, request, started, fault)
+                try:
+                    body = self._handle(method, segments, params, request, started, fault)
+                finally:
+                    self.finish_hit({"host": request.host, "scheme": request.scheme})
             status = 200
         except ApiError as err:
             body, status = err.body(), err.status
@@ -300,6 +335,9 @@ class Emulator:
             context = {"auth_type": "webhook", "scopes": self.scopes}
         if not system.allowed(method, context["scopes"]):
             raise system.insufficient_scope(self.auth_error_status, context["auth_type"])
+        if context.get("auth_connector_given") and not self.features["rest_auth_connector"]:
+            # CRestServer::checkAuth: a token's call naming a source key on a plan without them.
+            raise offline.wrong_license("auth_connector")
         if self.limits and not self.bucket.try_acquire(request.remote_addr):
             self.counters.rate_limited += 1
             raise errors.query_limit()
@@ -359,6 +397,8 @@ class Emulator:
         if not system.allowed(method, context.get("scopes", self.scopes)):
             raise system.insufficient_scope(self.auth_error_status, context.get("auth_type", "webhook"))
         self.counters.batch_commands[method] += 1
+        if context.get("auth_type") == "oauth":
+            query.pop("auth_connector", None)  # a command's own is taken off and ignored: the batch's applies
         per_method = self.limits and self.batch_operating == "methods"
         if per_method and self.budget.blocked(method):
             self.counters.operating_limited += 1
@@ -458,25 +498,43 @@ class Emulator:
     def _post_event(self, name: str, data: list[tuple[str, str]], context: dict) -> None:
         """Queue ``name`` once for each handler bound to it, each with its own event_handler_id. The
         application's own bindings (event.bind over OAuth) get its auth with a fresh access token, and
-        nothing while its installation is not finished (oauth.py)."""
-        domain = self.domain or context["host"]
-        scheme = "https" if self.domain else context["scheme"]
+        nothing while its installation is not finished (oauth.py). Offline bindings get a row in their
+        queue instead (offline.py)."""
         for binding in self.handlers.handlers_for(name):
             pairs = [("event", name), ("event_handler_id", str(binding.id)), *data, ("ts", str(int(self._now())))]
-            if self.oauth.owns(binding):
-                auth = self.oauth.event_auth()
-                if auth is None:
-                    continue
-                pairs += auth
-            else:
-                pairs += [
-                    ("auth[domain]", domain),
-                    ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
-                    ("auth[server_endpoint]", SERVER_ENDPOINT),
-                    ("auth[member_id]", self.member_id),
-                    ("auth[application_token]", self.application_token),
-                ]
-            self._sender.enqueue(binding.handler, pairs)
+            auth = self._event_auth(binding, context)
+            if auth is not None:
+                self._deliver(binding.handler, pairs + auth)
+        offline_bindings = self.handlers.offline_for(name)
+        if offline_bindings:
+            self.offline.record(offline_bindings, name, data, context,
+                                lambda b: not self.oauth.owns(b) or self.oauth.installed)
+
+    def _event_auth(self, binding, context: dict, refresh: bool = False) -> list[tuple[str, str]] | None:
+        """The ``auth[...]`` pairs of an event posted to ``binding``; None: not sent (an application whose
+        installation is not finished)."""
+        if self.oauth.owns(binding):
+            return self.oauth.event_auth(refresh=refresh)
+        domain = self.domain or context.get("host") or "localhost"
+        scheme = "https" if self.domain else context.get("scheme", "http")
+        return [
+            ("auth[domain]", domain),
+            ("auth[client_endpoint]", f"{scheme}://{domain}/rest/"),
+            ("auth[server_endpoint]", SERVER_ENDPOINT),
+            ("auth[member_id]", self.member_id),
+            ("auth[application_token]", self.application_token),
+        ]
+
+    def _deliver(self, url: str, pairs: list[tuple[str, str]]) -> None:
+        """Hand one event post to the sender, or lose it on purpose (``event_drop_rate``, controls.py):
+        a dropped post is counted and logged in ``events_sent`` with ``dropped: True``, never sent."""
+        if self.event_drop_rate and (self.event_drop_rate >= 1 or self._drop_random.random() < self.event_drop_rate):
+            self.counters.events_dropped += 1
+            self.events_sent.append({"event": dict(pairs).get("event"), "url": url, "payload": dict(pairs),
+                                     "status": None, "ok": False, "error": "dropped by the emulator",
+                                     "dropped": True})
+            return
+        self._sender.enqueue(url, pairs)
 
     def _record_event(self, url, pairs, status, error) -> None:
         payload = dict(pairs)

@@ -106,6 +106,17 @@ class HandlerTable:
             self._bind_default(name)
         return [b for b in self._bindings if b.event == name and not b.offline]
 
+    def offline_for(self, name: str) -> list[Binding]:
+        """The offline bindings (``event.bind`` with ``event_type=offline``) of an event named ``name``."""
+        name = name.upper()
+        return [b for b in self._bindings if b.event == name and b.offline]
+
+    def online_of_apps(self, name: str) -> list[Binding]:
+        """The applications' online bindings of ``name`` (never the outbound webhook's: ONOFFLINEEVENT is
+        an application's event only)."""
+        name = name.upper()
+        return [b for b in self._bindings if b.event == name and not b.offline and b.app_id is not None]
+
 
 class EventSender:
     """One daemon thread posting queued ``(url, pairs)`` in order; started on the first event."""

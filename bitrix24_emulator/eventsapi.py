@@ -22,8 +22,9 @@ portal's settings: ``event_url=`` / ``--event-url`` (bound to every event the po
 The application side (``context["auth_type"] == "oauth"``, with ``app_id``, ``user_id``, ``admin``,
 ``auth_connector`` and the application's ``scopes``), reached with an access token (oauth.py), follows
 the source: it binds, lists and unbinds in the portal's handler table, and may bind the events of its
-scope. Its offline queue is not modelled: an offline binding is stored and listed but nothing is queued
-for it, and ``event.offline.*`` answer 400 ``ERROR_NOT_MODELLED``.
+scope. An offline binding fills the queue of its (application, ``auth_connector``), which
+``event.offline.get/clear/error/list`` serve (offline.py); ``clear=0`` needs the portal's
+``rest_offline_extended`` feature (``offline_extended=``, else 403 ``WRONG_LICENSE``).
 """
 
 from __future__ import annotations
@@ -99,9 +100,14 @@ def call(method, params, portal, context):
         return [b.listed() for b in rows if app.admin or b.user_id == app.user_id]
     if not app.admin:
         raise access_denied()
-    # Not modelled yet (docs/emulator.md): refused plainly rather than answered as an empty queue, which
-    # would tell an application that bound offline events that nothing happened.
-    raise ApiError("ERROR_NOT_MODELLED", f"{method}: the offline event queue is not modelled by the emulator", 400)
+    queues = portal.offline
+    if method == "event.offline.get":
+        return queues.get(app.app_id, app.connector, params, portal.features["rest_offline_extended"])
+    if method == "event.offline.clear":
+        return queues.clear(app.app_id, app.connector, params)
+    if method == "event.offline.error":
+        return queues.error(app.app_id, app.connector, params)
+    return queues.list(app.app_id, app.connector, params)
 
 
 class _App:

@@ -249,13 +249,14 @@ class OAuth:
         pairs.append(("auth[application_token]", self.application_token))
         return pairs
 
-    def event_auth(self) -> list[tuple[str, str]] | None:
+    def event_auth(self, refresh: bool = False) -> list[tuple[str, str]] | None:
         """The ``auth[...]`` of an event posted to one of the application's bindings, with a fresh access
-        token and no refresh token; None while the installation is not finished (installation-finish.html)."""
+        token and no refresh token (``refresh=True``: with one, as ONOFFLINEEVENT's: on-offline-event.html);
+        None while the installation is not finished (installation-finish.html)."""
         if not self.installed:
             return None
-        access, _, issued = self.issue(refresh=False)
-        return self._auth_pairs(access, None, issued, self.server_host)
+        access, refresh_token, issued = self.issue(refresh=refresh)
+        return self._auth_pairs(access, refresh_token, issued, self.server_host)
 
     def authenticate(self, method: str, params: dict, request: Request) -> dict:
         """Check the access token of a ``/rest/<method>`` call; returns the context of the call."""
@@ -269,9 +270,16 @@ class OAuth:
             raise expired_token()
         if self.payment_required and method != "app.info":
             raise payment_required(401)
-        connector = params.get("auth_connector")
+        # auth_connector is an auth parameter: taken off the method's parameters into the call's context
+        # (CRestServer::checkAuth's parameters_clear), where event.bind, event.offline.* and the offline
+        # queue's skip rule read it (offline.py). Its licence is checked once the scope is (emulator.py).
+        given = params.get("auth_connector") is not None
+        connector = params.pop("auth_connector", None)
+        if isinstance(connector, (int, float)) and not isinstance(connector, bool):
+            connector = str(connector)
         return {"auth_type": "oauth", "app_id": self.app_id, "user_id": self.portal.user_id, "admin": True,
-                "auth_connector": connector if isinstance(connector, str) else "", "scopes": self.scopes}
+                "auth_connector": connector if isinstance(connector, str) else "",
+                "auth_connector_given": given, "scopes": self.scopes}
 
     # ---- the endpoints ------------------------------------------------------------------------------
 
@@ -470,6 +478,7 @@ class OAuth:
                      if b.event == "ONAPPUNINSTALL" and not b.offline and b.handler != self.event_handler]
             self._drop_tokens()
             portal.handlers.unbind(app_id=self.app_id)
+            portal.offline.forget_app(self.app_id)  # its offline queues go with its bindings
             self.generation += 1
             self.status = "absent"
             self.application_token = None

@@ -18,8 +18,8 @@ N (``demo2`` ... ``demo100``); a value with ``{n}`` in it is formatted instead. 
 An OAuth application (``app=``) exists on every portal and is installed on each on its own. Its calls
 reach a portal by their token: ``/oauth/token/`` reaches the portal that issued the refresh token
 whatever the Host, and ``/rest/<method>?auth=...`` the portal that issued the access token when the
-Host is no portal's. ``/_emulator/install``, ``/_emulator/uninstall`` and ``/_emulator/oauth`` need a
-portal's Host or ``?portal=N``. A portal renamed with ``/_emulator/oauth`` answers at its new address,
+Host is no portal's. ``/_emulator/install``, ``/_emulator/uninstall``, ``/_emulator/oauth``,
+``/_emulator/changes`` and ``/_emulator/events`` need a portal's Host or ``?portal=N``. A portal renamed with ``/_emulator/oauth`` answers at its new address,
 and at its old one with a redirect.
 
 A request that reaches no portal is answered by a stray portal nobody has the secret of: 404 for an
@@ -42,7 +42,7 @@ from urllib.parse import parse_qs
 
 from werkzeug.wrappers import Request, Response
 
-from . import oauth
+from . import controls, oauth
 from .emulator import Emulator, create_emulator, read_params
 from .phpjson import dumps
 
@@ -116,7 +116,7 @@ class Portals:
             if len(segments) >= 2:
                 return self._by_secret.get(segments[1])
             return self._token_owner(environ, "access")
-        if path == "/_emulator/stats" or path in oauth.ADMIN_PATHS:
+        if path == "/_emulator/stats" or path in oauth.ADMIN_PATHS or path in controls.PATHS:
             number = parse_qs(environ.get("QUERY_STRING", "")).get("portal", [""])[0]
             if number.isdigit() and 1 <= int(number) <= len(self.portals):
                 return self.portals[int(number) - 1]
@@ -147,7 +147,7 @@ class Portals:
             return portal(environ, start_response)
         if environ.get("PATH_INFO") == "/_emulator/stats":
             return Response(dumps(self.stats()), mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO") in oauth.ADMIN_PATHS:
+        if environ.get("PATH_INFO") in oauth.ADMIN_PATHS or environ.get("PATH_INFO") in controls.PATHS:
             body = {"error": "PORTAL_REQUIRED",
                     "error_description": "Name the portal: its domain as the Host, or ?portal=N"}
             return Response(dumps(body), status=400, mimetype="application/json")(environ, start_response)
@@ -160,8 +160,8 @@ class Portals:
         total: dict = {"portals": len(self.portals), "requests": 0, "by_status": Counter(), "by_method": Counter(),
                        "batch_commands": Counter(), "rate_limited": 0, "operating_limited": 0,
                        "operating_seconds": Counter(), "failed": 0, "dropped": 0, "connections": 0,
-                       "oauth_refreshes": 0, "oauth_refresh_errors": 0, "records": Counter(), "events_sent": 0,
-                       "apps_installed": 0}
+                       "oauth_refreshes": 0, "oauth_refresh_errors": 0, "events_dropped": 0, "portal_changes": 0,
+                       "records": Counter(), "events_sent": 0, "apps_installed": 0, "offline_queued": 0}
         by_portal = []
         for n, portal in enumerate(self.portals, 1):
             with portal._lock:
@@ -170,6 +170,7 @@ class Portals:
                            **{f"DYNAMIC_{k}": len(v) for k, v in portal.items.items()}}
                 sent = len(portal.events_sent)
                 app = portal.oauth.stats()
+                queues = portal.offline.stats()
             for key, value in counters.items():
                 if isinstance(value, dict):
                     total[key].update(value)
@@ -178,9 +179,11 @@ class Portals:
             total["records"].update(records)
             total["events_sent"] += sent
             total["apps_installed"] += app["installed"]
+            queued = sum(q["rows"] for q in queues)
+            total["offline_queued"] += queued
             by_portal.append({"portal": n, "domain": portal.domain, "member_id": portal.member_id,
                               "secret": portal.secret, **counters, "records": records, "events_sent": sent,
-                              "app": app})
+                              "app": app, "offline_queued": queued, "offline_queues": queues})
         for key in ("by_status", "by_method", "batch_commands", "records", "operating_seconds"):
             total[key] = dict(total[key])
         total["stray_requests"] = self.stray.counters.requests
