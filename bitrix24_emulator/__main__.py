@@ -77,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "POST /_emulator/install, tokens from /oauth/token/ (docs/emulator.md)")
     p.add_argument("--access-ttl", type=float, default=3600.0, metavar="SECONDS",
                    help="lifetime of the application's access tokens (default 3600)")
+    # The portal's plan (feature.get): both features are on, as on Professional and up.
+    p.add_argument("--no-offline-extended", action="store_true",
+                   help="a plan without rest_offline_extended: event.offline.get with clear=0 is refused "
+                        "(403 WRONG_LICENSE)")
+    p.add_argument("--no-auth-connector", action="store_true",
+                   help="a plan without rest_auth_connector: a token's call with auth_connector is refused "
+                        "(403 WRONG_LICENSE)")
+    p.add_argument("--event-drop-rate", type=float, default=0.0, metavar="FRACTION",
+                   help="lose this fraction of event posts (counted, never sent; offline queues still fill); "
+                        "POST /_emulator/events changes it at run time")
     return p
 
 
@@ -135,7 +145,15 @@ def emulator_options(args: argparse.Namespace) -> dict:
         smart_processes=_smart_processes(args.smart_process),
         currency_check=not args.no_currency_check, auth_error_status=args.auth_error_status,
         batch_operating=args.batch_operating, delete_missing_error=args.delete_missing_error,
-        currency=args.currency, app=_app(args.app), access_ttl=_access_ttl(args.access_ttl))
+        currency=args.currency, app=_app(args.app), access_ttl=_access_ttl(args.access_ttl),
+        offline_extended=not args.no_offline_extended, auth_connectors=not args.no_auth_connector,
+        event_drop_rate=_fraction(args.event_drop_rate))
+
+
+def _fraction(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise SystemExit(f"--event-drop-rate wants a number from 0 to 1, not {value}")
+    return value
 
 
 def _access_ttl(value: float) -> float:

@@ -9,6 +9,8 @@ https://apidocs.bitrix24.com/api-reference/common/system/app-info.html,
 https://apidocs.bitrix24.com/api-reference/common/system/method-get.html,
 https://apidocs.bitrix24.com/api-reference/common/system/server-time.html,
 https://apidocs.bitrix24.com/api-reference/user/user-current.html,
+https://apidocs.bitrix24.com/api-reference/common/system/feature-get.html (the plan's features: the
+portal's ``features``, offline.py),
 https://apidocs.bitrix24.com/error-codes.html (insufficient_scope)
 """
 
@@ -18,7 +20,7 @@ from .errors import ApiError
 
 # What a webhook created with every box ticked has (the scopes this emulator knows of).
 ALL_SCOPES = ("crm", "task", "user", "user_basic", "user_brief", "department", "entity", "catalog")
-BASIC = ("profile", "app.info", "scope", "methods", "method.get", "server.time", "batch")
+BASIC = ("profile", "app.info", "scope", "methods", "method.get", "server.time", "feature.get", "batch")
 USER_SCOPES = ("user", "user_basic", "user_brief")
 SYSTEM_METHODS = frozenset([*BASIC, "user.current"])
 METHODS = SYSTEM_METHODS - {"batch", "profile"}  # served here (batch and profile by the emulator)
@@ -97,6 +99,12 @@ def call(method: str, params: dict, emu, context=None) -> object:
         return {"isExisting": exists, "isAvailable": exists and allowed(name, scopes)}
     if method == "server.time":
         return emu.clock.iso()
+    if method == "feature.get":
+        code = next((v for k, v in params.items() if str(k).upper() == "CODE"), None)
+        if code in (None, "", [], {}):
+            raise ApiError("CODE_EMPTY", "CODE can't be empty", 400)
+        # A feature the emulator does not model is one the plan lacks.
+        return {"value": "Y" if isinstance(code, str) and emu.features.get(code) else "N"}
     if method == "user.current":
         # The webhook's user as user.get shows it, cut to what user_basic/user_brief allow (users.py).
         from . import users
