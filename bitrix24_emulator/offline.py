@@ -46,13 +46,15 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import re
 import secrets
 import string
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .errors import ApiError
-from .phpform import array_items, assign_pairs, is_array, php_int, php_string
+from .phpform import array_items, assign_pairs, is_array, php_int, php_string, split_name
 from .phpjson import dumps
 from .registry import Outcome
 
@@ -83,11 +85,12 @@ class Row:
     """One queued event. ``pairs`` keeps the event's ``data`` as the form pairs it was raised with
     (compact: a queue of 100,000 objects stays small); EVENT_DATA is built from them when read."""
 
-    __slots__ = ("id", "ts", "name", "pairs", "user", "message_id", "process_id", "error")
+    __slots__ = ("id", "ts", "seq", "name", "pairs", "user", "message_id", "process_id", "error")
 
-    def __init__(self, row_id, ts, name, pairs, user, message_id):
+    def __init__(self, row_id, ts, seq, name, pairs, user, message_id):
         self.id = row_id
         self.ts = ts
+        self.seq = seq  # the portal-wide order of writes: rows of one TIMESTAMP_X second come in it
         self.name = name
         self.pairs = pairs
         self.user = user
@@ -96,7 +99,7 @@ class Row:
         self.error = 0
 
     def data(self):
-        return assign_pairs(self.pairs).get("data", {})
+        return event_data(self.pairs)
 
     def shown(self, clock, listing: bool) -> dict:
         row = {"ID": str(self.id), "TIMESTAMP_X": clock.iso(self.ts), "EVENT_NAME": self.name,
@@ -106,6 +109,29 @@ class Row:
             row["PROCESS_ID"] = self.process_id
             row["ERROR"] = str(self.error)
         return row
+
+
+_PATHS: dict[str, list | None] = {}  # "data[FIELDS][ID]": ["FIELDS", "ID"] (None: not a plain path)
+
+
+def event_data(pairs) -> dict:
+    """An event's ``data`` from its ``data[...]`` form pairs, as PHP would rebuild the array."""
+    data: dict = {}
+    for name, value in pairs:
+        path = _PATHS.get(name, False)
+        if path is False:
+            parts = split_name(name)
+            path = _PATHS[name] = parts[1:] if parts and parts[0] == "data" and None not in parts else None
+        if not path:
+            return assign_pairs(pairs).get("data", {})  # a shape the shortcut does not know
+        target = data
+        for key in path[:-1]:
+            child = target.get(key)
+            if not isinstance(child, dict):
+                child = target[key] = {}
+            target = child
+        target[path[-1]] = value
+    return data
 
 
 def message_id(name: str, data) -> str:
@@ -121,7 +147,27 @@ class Queue:
     connector: str
 
     def __post_init__(self):
-        self.by_process: dict[str, dict[str, Row]] = {"": {}}
+        # The unreserved rows in an OrderedDict: batches are taken from its front, and a plain dict
+        # would walk every slot freed before the rows still there.
+        self.by_process: dict[str, dict[str, Row]] = {"": OrderedDict()}
+        # The unreserved rows are kept in the order they were last written; while the clock never went
+        # back, that is TIMESTAMP_X order for the unmarked ones, and a default get takes its first rows
+        # without sorting the queue.
+        self.in_order = True
+        self._last_written = (0, 0)
+
+    def write(self, row: Row) -> None:
+        """Put a new or refreshed unreserved row last."""
+        rows = self.by_process[""]
+        if rows.get(row.message_id) is row:
+            rows.move_to_end(row.message_id)
+        else:
+            rows[row.message_id] = row
+        if not row.error:
+            key = (row.ts, row.seq)
+            if key < self._last_written:
+                self.in_order = False
+            self._last_written = key
 
     def process(self, process_id: str) -> dict[str, Row]:
         return self.by_process.get(process_id, {})
@@ -173,6 +219,7 @@ class State:
         self.portal = portal
         self.queues: dict[tuple, Queue] = {}
         self._next_id = 1
+        self._seq = 0
         self._touched: set = set()  # applications that had a row queued in the current hit
         self._sent_at: dict[int, float] = {}  # ONOFFLINEEVENT binding id: when it was last notified
         self._users: dict[int, str] = {}  # user id strings, shared by every row
@@ -198,14 +245,16 @@ class State:
                 if not deliverable(binding):
                     continue
                 if mid is None:
-                    mid = message_id(name, assign_pairs(data_pairs).get("data", {}))
+                    mid = message_id(name, event_data(data_pairs))
                 queue = self._queue(binding.app_id, binding.connector_id)
+                self._seq += 1
                 row = queue.by_process[""].get(mid)
                 if row is not None:
-                    row.ts, row.pairs, row.user = now, data_pairs, user
+                    row.ts, row.seq, row.pairs, row.user = now, self._seq, data_pairs, user
                 else:
-                    queue.by_process[""][mid] = Row(self._next_id, now, name, data_pairs, user, mid)
+                    row = Row(self._next_id, now, self._seq, name, data_pairs, user, mid)
                     self._next_id += 1
+                queue.write(row)
                 self._touched.add(binding.app_id)
                 queued += 1
         return queued
@@ -295,9 +344,13 @@ class State:
             self._expire(queue)
             if process_id is None:
                 match.refuse_arrays()  # the reservation's query takes scalars only
-                candidates = [r for r in queue.process("").values() if r.error == errors and match(r)]
+                unreserved = queue.process("").values()
+                if queue.in_order and not errors and not match.conditions and order == [("TIMESTAMP_X", False)]:
+                    chosen = list(itertools.islice((r for r in unreserved if not r.error), limit))
+                else:
+                    chosen = _sorted([r for r in unreserved if r.error == errors and match(r)], order, limit)
                 process_id = "".join(secrets.choice(_PROCESS_CHARS) for _ in range(32))
-                for row in _sorted(candidates, order, limit):
+                for row in chosen:
                     del queue.by_process[""][row.message_id]
                     queue.put(row, process_id)
             else:
@@ -416,7 +469,7 @@ def _process_id(value) -> str | None:
     return (php_string(value) or "").strip()
 
 
-_KEY = {
+_VALUE = {  # a column's value as a filter compares it (strings case-insensitively, as MySQL does)
     "ID": lambda r: r.id,
     "TIMESTAMP_X": lambda r: r.ts,
     "EVENT_NAME": lambda r: r.name.lower(),
@@ -424,6 +477,8 @@ _KEY = {
     "PROCESS_ID": lambda r: r.process_id.lower(),
     "ERROR": lambda r: r.error,
 }
+# ...and as an order sorts it: rows of one TIMESTAMP_X second in the order they were written.
+_KEY = {**_VALUE, "TIMESTAMP_X": lambda r: (r.ts, r.seq)}
 
 
 class _Filter:
@@ -439,7 +494,7 @@ class _Filter:
 
     def __call__(self, row: Row) -> bool:
         for _, field, op, values, _ in self.conditions:
-            if not _holds(_KEY[field](row), op, values, field):
+            if not _holds(_VALUE[field](row), op, values, field):
                 return False
         return True
 
@@ -520,7 +575,8 @@ def _order(order_param, fields: tuple[str, ...]) -> list[tuple[str, bool]]:
 
 
 def _sorted(rows: list[Row], order: list[tuple[str, bool]], limit: int) -> list[Row]:
-    """The first ``limit`` rows in ``order``; ties (and no order at all) go by ID."""
+    """The first ``limit`` rows in ``order``; ties (and no order at all) go by ID, except that rows of one
+    TIMESTAMP_X second keep the order they were written in."""
     if not order or order == [("ID", False)]:
         return heapq.nsmallest(limit, rows, key=_KEY["ID"])
     if len(order) == 1 and not order[0][1]:
