@@ -15,6 +15,8 @@ on a portal: a keyset page never is, an offset page on a large set always is.
 
 from __future__ import annotations
 
+from .phpform import php_int
+
 # Seconds.
 PAGE = 0.0685  # one page of 50 rows found by an index (the docs' keyset page)
 PER_COUNTED_ROW = 49.9 / 2_387_743  # each row COUNT visits for "total" (the docs' 49.9 s)
@@ -27,10 +29,7 @@ def server_time(method: str, params: dict, total: int | None) -> float:
     """The modelled server time of one call (a batch's commands are charged one by one)."""
     action = method.rsplit(".", 1)[-1]
     if action == "list":
-        try:
-            start = int(params.get("start", 0) or 0)
-        except (TypeError, ValueError):
-            start = 0
+        start = php_int(params.get("start"))  # as the portal reads it: 10**400 is INF, which is 0
         if start < 0:
             return PAGE  # keyset: no COUNT, no skipping
         return PAGE + PER_SKIPPED_ROW * start + PER_COUNTED_ROW * (total or 0)

@@ -50,6 +50,7 @@ import itertools
 import re
 import secrets
 import string
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -331,6 +332,7 @@ class State:
         filter_param = query["filter"] if query.get("filter") is not None else {}
         order_param = query["order"] if query.get("order") is not None else {"TIMESTAMP_X": "ASC"}
         limit = php_int(query["limit"]) if query.get("limit") is not None else LIST_PAGE
+        limit = min(limit, sys.maxsize)  # a LIMIT past any table's size is the whole table
         errors = int(query.get("error") is not None and php_int(query["error"]) == 1)
         if limit <= 0:
             raise _argument("Value must be positive integer", "LIMIT")
@@ -436,7 +438,7 @@ class State:
         match = _filter(filter_param, LIST_FIELDS, self.portal.clock)
         order = _order(order_param, LIST_FIELDS)
         start = php_int(query.get("start"))
-        offset = max(start, 0)
+        offset = min(max(start, 0), sys.maxsize - LIST_PAGE)
         with self.portal._lock:
             queue = self.queues.get((app_id, connector))
             if queue is not None:
