@@ -92,3 +92,34 @@ def test_an_amount_past_decimal_18_2_is_refused_and_nothing_changes(method, payl
     assert "DECIMAL(18,2)" in body["error_description"], body
     assert api.ok("crm.deal.get", {"id": deal})["OPPORTUNITY"] == "5.00"
     assert [r["PRODUCT_NAME"] for r in api.ok("crm.deal.productrows.get", {"id": deal})] == ["kept"]
+
+
+# The emulator's own endpoints for synchronisation tests (not part of Bitrix24: controls.py) refuse bad
+# input with a 4xx JSON too: a benchmark's typo must not look like a crashed portal.
+ADMIN_BODIES = [
+    b"", b"null", b"[]", b"{garbage", b'"x"', b"1e400", b"[" * 5000, b'{"entity": {"a": 1}}',
+    b'{"entity": "contact", "add": 1e400}', b'{"entity": "contact", "add": "5"}', b'{"entity": "contact", "add": NaN}',
+    b'{"entity": "contact", "update": [1e400]}', b'{"entity": "contact", "update": [99999999999999999999999]}',
+    b'{"entity": "contact", "delete": {"a": 1}}', b'{"entity": "contact", "seed": 1.5}',
+    b'{"entity": "contact", "seed": 99999999999999999999999999}',
+    b'{"entity": "contact", "add": 1, "fields": {"NAME": {"a": [1, {"b": 2}]}, "EMAIL": "x", "PHONE": [1]}}',
+    b'{"entity": "deal", "add": 1, "fields": {"OPPORTUNITY": 1e400, "CURRENCY_ID": ["x"], "STAGE_ID": {}}}',
+    b'{"entity": "company", "update": 1, "fields": {"TITLE": null}}', b'{"entity": "lead", "delete": 1}',
+    b'{"drop": "x"}', b'{"drop_rate": NaN}', b'{"drop_rate": 1e400}', b'{"drop_rate": [0.5]}', b'{"drop": null}',
+]
+
+
+@pytest.mark.parametrize("path", ["/_emulator/changes", "/_emulator/events"])
+def test_bad_input_to_the_emulators_own_endpoints_is_never_5xx(path):
+    api = Api(create_emulator(rate=1e9, burst=1e9))
+    api.ok("crm.company.add", {"fields": {"TITLE": "c"}})
+    for body in ADMIN_BODIES:
+        response = api.client.post(path, data=body, content_type="application/json")
+        assert response.status_code < 500, (body[:80], response.status_code, response.get_data(as_text=True)[:300])
+        answer = json.loads(response.get_data(as_text=True))
+        assert response.status_code == 200 or set(answer) >= {"error", "error_description"}, (body[:80], answer)
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        response = api.client.open(path, method=method)
+        assert response.status_code in (200, 405), (method, response.status_code)
+    form = api.client.post(path, data="entity=contact&add=1", content_type="application/x-www-form-urlencoded")
+    assert 400 <= form.status_code < 500
