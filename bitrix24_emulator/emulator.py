@@ -13,7 +13,21 @@ from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from . import catalog, controls, costs, errors, eventsapi, links, oauth, offline, productrows, system, tasks, userfields, users
+from . import (
+    catalog,
+    controls,
+    costs,
+    errors,
+    eventsapi,
+    links,
+    oauth,
+    offline,
+    productrows,
+    system,
+    tasks,
+    userfields,
+    users,
+)
 from .batch import run_batch
 from .crm import CrmStore
 from .errors import ApiError

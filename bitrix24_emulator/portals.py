@@ -19,8 +19,8 @@ An OAuth application (``app=``) exists on every portal and is installed on each 
 reach a portal by their token: ``/oauth/token/`` reaches the portal that issued the refresh token
 whatever the Host, and ``/rest/<method>?auth=...`` the portal that issued the access token when the
 Host is no portal's. ``/_emulator/install``, ``/_emulator/uninstall``, ``/_emulator/oauth``,
-``/_emulator/changes`` and ``/_emulator/events`` need a portal's Host or ``?portal=N``. A portal renamed with ``/_emulator/oauth`` answers at its new address,
-and at its old one with a redirect.
+``/_emulator/changes`` and ``/_emulator/events`` need a portal's Host or ``?portal=N``. A portal renamed
+with ``/_emulator/oauth`` answers at its new address, and at its old one with a redirect.
 
 A request that reaches no portal is answered by a stray portal nobody has the secret of: 404 for an
 unknown method, otherwise 401 ``INVALID_CREDENTIALS``, as a portal answers a secret it does not know
