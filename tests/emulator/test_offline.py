@@ -262,6 +262,25 @@ def test_clear_refusals(sync):
     assert sync.call("event.offline.clear", {"process_id": "p", "message_id": ["short"]})[1]["argument"] == "messsage_id"
 
 
+def test_reserved_rows_expire_and_an_empty_process_id_names_the_unreserved_rows(app_server):
+    sync = Sync(app_server, access_ttl=10**8)  # a token outliving the month
+    sync.bind_offline("ONCRMCONTACTADD")
+    sync.changed(entity="contact", add=3)
+    pid = sync.get(clear=0, limit=1)["process_id"]
+    # process_id "" is not "no process" (the portal checks for null only): the unreserved rows, read
+    # without reserving them...
+    again = sync.get(clear=0, process_id="")
+    assert again["process_id"] == "" and ids(again["events"]) == ["2", "3"]
+    assert sync.ok("event.offline.clear", {"process_id": "", "id": [2]}) is True
+    assert [r["ID"] for r in sync.rows()] == ["1", "3"]
+    # A reserved batch is forgotten after PROCESS_ID_LIFETIME (the docs: "up to 30 days").
+    sync.clock.advance(2_952_000)
+    assert [r["ID"] for r in sync.rows()] == ["1", "3"]
+    sync.clock.advance(1)
+    assert [r["ID"] for r in sync.rows()] == ["3"]
+    assert sync.get(process_id=pid)["events"] == []
+
+
 def test_error_marks_rows_out_of_the_batch_and_error_1_reads_them(sync):
     sync.bind_offline("ONCRMCONTACTUPDATE")
     sync.changed(entity="contact", add=3)
