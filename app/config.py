@@ -62,9 +62,6 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_APP_CLIENT_ID": ("", str),
     "BITRIX_APP_CLIENT_SECRET": ("", str),
     "BITRIX_OAUTH_SERVER": ("https://oauth.bitrix.info/", str),
-    # An ONAPPINSTALL that carries no tokens may name the application token of an installation made by
-    # the install page this many seconds before (and not since); later ones must carry tokens
-    "BITRIX_APP_INSTALL_WINDOW": (600.0, float),
     # Events the app binds on each portal at install (event.bind): "auto" = those our handlers are
     # registered for; a comma-separated list; empty: none. Bound to BITRIX_APP_EVENT_URL, by default our
     # /webhook on the host the install request came to

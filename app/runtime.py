@@ -120,7 +120,6 @@ class Runtime:
         secret = str(cfg.get("BITRIX_APP_CLIENT_SECRET") or "").strip()
         self.app_client_id = client_id or None
         self.app_mode = bool(client_id and secret and self.installations is not None)
-        self.app_install_window = float(cfg.get("BITRIX_APP_INSTALL_WINDOW", 600.0))
         self.install_pace = VerificationPace()
         self.oauth = self.tokens = None
         if self.app_mode:

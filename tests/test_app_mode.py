@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -76,6 +77,10 @@ class FakeOAuth:
             "client_endpoint": self.endpoint, "server_endpoint": "https://oauth.bitrix.info/rest/",
             "domain": "oauth.bitrix.info", "member_id": self.member, "scope": "crm,task", "status": "L",
             "user_id": 1})
+
+    def app_info(self) -> list:
+        """The portal's app.info: takes any access token it issued (the proof an event's token gives)."""
+        return self.rest("app.info", {"ID": 7, "CODE": CLIENT_ID, "INSTALLED": True})
 
     def rest(self, method: str, result, *, endpoint: str | None = None) -> list:
         """Answer ``method`` on the portal with ``result`` for a valid token; remember each call's token."""
@@ -306,7 +311,7 @@ def test_an_install_naming_another_portal_than_its_tokens_is_refused(app_mode, o
     names the real portal, so the claim is refused."""
     client = app_mode.test_client()
     r = client.post("/api/bitrix/app/install", data=install_form(oauth, member="f" * 32))
-    assert r.status_code == 503 and "another portal" in r.get_json()["error_description"]
+    assert r.status_code == 401 and "another portal" in r.get_json()["error_description"]
     with app_mode.app_context():
         assert db.session.query(AppInstallation).count() == 0
 
@@ -367,8 +372,8 @@ def test_uninstall_keeps_no_tokens_and_calls_say_so(app_mode, oauth):
 
 def test_the_install_page_is_verified_stored_and_finishes_the_install(app_mode, oauth):
     """An app with an interface: the admin's browser posts AUTH_ID/REFRESH_ID; the page we answer
-    calls BX24.installFinish(); ONAPPINSTALL then brings the application token (here without
-    tokens, as in the docs' example: taken only right after the page)."""
+    calls BX24.installFinish(); ONAPPINSTALL then brings the application token. Without tokens of its
+    own (as in the docs' example) it is believed only with proof: its access token works on the portal."""
     client = app_mode.test_client()
     access, refresh = oauth.issue()
     page = {"AUTH_ID": access, "AUTH_EXPIRES": "3600", "REFRESH_ID": refresh, "member_id": MEMBER, "status": "L",
@@ -377,25 +382,40 @@ def test_the_install_page_is_verified_stored_and_finishes_the_install(app_mode, 
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
     assert "BX24.installFinish()" in html and "//api.bitrix24.com/api/v1/" in html
-    assert stored(app_mode).status == "active" and "application_token" not in (stored(app_mode).credentials or "")
-    view = client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]
-    assert view["events_verified"] is False
-    r = client.post("/api/bitrix/app/install", data=install_form(None))
-    assert r.status_code == 200 and r.get_json()["result"]["action"] == "token_saved"
-    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["events_verified"] is True
-    # A second token-only ONAPPINSTALL with another token is not trusted.
+    assert stored(app_mode).status == "active"
+    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["events_verified"] is False
+    # Tokenless and proofless (anyone who knows the member_id could send it): refused, nothing kept.
     r = client.post("/api/bitrix/app/install", data=install_form(None, app_token="9" * 32))
-    assert r.status_code == 401
+    assert r.status_code == 401 and r.get_json()["error"] == "INSTALL_NOT_VERIFIED"
+    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["events_verified"] is False
+    # With an access token the portal takes (app.info at the address the OAuth server gave): kept.
+    proofs = oauth.app_info()
+    event_access, _ = oauth.issue()
+    proven = {**install_form(None), "auth[access_token]": event_access}
+    r = client.post("/api/bitrix/app/install", data=proven)
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "token_saved", r.get_json()
+    assert proofs == [event_access]
+    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["events_verified"] is True
+    # A made-up access token proves nothing.
+    forged = {**install_form(None, app_token="8" * 32), "auth[access_token]": "made-up-access-token"}
+    assert client.post("/api/bitrix/app/install", data=forged).status_code == 401
 
 
-def test_a_token_only_install_long_after_the_page_is_refused(make_app, oauth):
-    app = make_app(BITRIX_APP_CLIENT_ID=CLIENT_ID, BITRIX_APP_CLIENT_SECRET=CLIENT_SECRET,
-                   BITRIX_APP_INSTALL_WINDOW=0)
-    client = app.test_client()
+def test_an_event_with_a_working_access_token_gives_a_missing_application_token(app_mode, oauth):
+    """The install page came, its ONAPPINSTALL never did: the first app event whose access token the
+    portal takes gives the application token; events without such proof are refused."""
+    client = app_mode.test_client()
     access, refresh = oauth.issue()
     client.post("/api/bitrix/app/install", data={"AUTH_ID": access, "REFRESH_ID": refresh, "member_id": MEMBER})
-    r = client.post("/api/bitrix/app/install", data=install_form(None))
-    assert r.status_code == 401 and r.get_json()["error"] == "INSTALL_NOT_VERIFIED"
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "ts": "1790000001", "auth[domain]": HOST,
+           "auth[member_id]": MEMBER, "auth[application_token]": APP_TOKEN}
+    assert client.post("/api/bitrix/webhook", data=crm).status_code == 401
+    oauth.app_info()
+    event_access, _ = oauth.issue()
+    assert client.post("/api/bitrix/webhook", data={**crm, "auth[access_token]": event_access}).status_code == 200
+    assert client.post("/api/bitrix/webhook", data={**crm, "ts": "1790000002"}).status_code == 200  # known now
+    other = {**crm, "auth[application_token]": "7" * 32, "auth[access_token]": event_access}
+    assert client.post("/api/bitrix/webhook", data=other).status_code == 401  # one is kept: others must match
 
 
 def test_linking_rules(app_mode, oauth):
@@ -450,10 +470,14 @@ def test_bad_install_requests_get_a_4xx(app_mode, oauth, body):
 
 
 def test_a_flood_of_made_up_installs_does_not_hammer_the_oauth_server(app_mode, oauth):
+    """10 checks a minute from one address, 60 in all: a flood from one place is cut short, and does
+    not lock out a real install from another."""
     client = app_mode.test_client()
-    statuses = [client.post("/api/bitrix/app/install",
-                            data=install_form(None, refresh=f"made-up-refresh-{i:04d}")).status_code for i in range(40)]
-    assert oauth.refreshes == 30 and statuses.count(401) == 30 and statuses.count(429) == 10
+    statuses = [client.post("/api/bitrix/app/install", data=install_form(None, refresh=f"made-up-refresh-{i:04d}"),
+                            environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code for i in range(40)]
+    assert oauth.refreshes == 10 and statuses.count(401) == 10 and statuses.count(429) == 30
+    r = client.post("/api/bitrix/app/install", data=install_form(oauth), environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "installed"
 
 
 def test_a_renamed_portal_is_followed_by_member_id(app_mode, oauth, portal):
@@ -470,3 +494,180 @@ def test_a_renamed_portal_is_followed_by_member_id(app_mode, oauth, portal):
     assert len(seen) == 1 and not any("evil.example" in c.request.url for c in portal.calls)
     view = client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]
     assert view["client_endpoint"] == new_endpoint and view["domain"] == "acme-renamed.bitrix24.com"
+
+
+# -- what the review found (each failed before its fix) -----------------------------------------------
+
+
+def test_an_event_naming_a_new_address_is_checked_with_the_oauth_server_not_believed(app_mode, oauth):
+    """A verified event names another REST address: the event is stored, the address it names is
+    not used (it would decide where our token goes); the OAuth server is asked, and its answer wins."""
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    other = "https://attacker.bitrix24.com/rest/"
+    leaked = oauth.rest("crm.contact.get", {"ID": "5"}, endpoint=other)
+    seen = oauth.rest("crm.contact.get", {"ID": "5"})
+    before = oauth.refreshes
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "ts": "1790000001", "auth[member_id]": MEMBER,
+           "auth[application_token]": APP_TOKEN, "auth[domain]": HOST, "auth[client_endpoint]": other}
+    assert client.post("/api/bitrix/webhook", data=crm).status_code == 200
+    assert oauth.refreshes - before == 1  # asked once; the server says the portal is where it was
+    assert client.get("/api/bitrix/clients/7/contacts/5").status_code == 200
+    assert leaked == [] and len(seen) == 1
+    assert client.post("/api/bitrix/webhook", data={**crm, "ts": "1790000002"}).status_code == 200
+    assert oauth.refreshes - before == 1  # not again so soon
+
+
+def test_install_page_and_onappinstall_arriving_together_both_succeed(app_mode, oauth):
+    access, refresh = oauth.issue()
+    page = {"AUTH_ID": access, "REFRESH_ID": refresh, "member_id": MEMBER}
+    event = install_form(oauth)
+    out, barrier = {}, threading.Barrier(2)
+
+    def post(name, data):
+        barrier.wait()
+        out[name] = app_mode.test_client().post(f"/api/bitrix/app/install?DOMAIN={HOST}", data=data).status_code
+
+    threads = [threading.Thread(target=post, args=(n, d)) for n, d in (("page", page), ("event", event))]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert out == {"page": 200, "event": 200}
+    row = stored(app_mode)
+    assert row.status == "active" and row.token_version == 2
+
+
+def test_a_process_holding_a_pair_two_generations_old_still_gets_through(app_mode, oauth):
+    """This process cached pair 2; another refreshed to pair 3, and an hour later pair 3 has expired too."""
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.rest("crm.contact.get", {"ID": "5"})
+    assert client.get("/api/bitrix/clients/7/contacts/5").status_code == 200
+    rt = app_mode.extensions["bitrix24"]
+    with app_mode.app_context():
+        used = rt.installations.tokens(MEMBER)
+        rt.installations.renew(MEMBER, used.access_token, lambda t: rt.oauth.refresh(t, MEMBER))
+    oauth.expire_all()
+    before = oauth.refreshes
+    r = client.get("/api/bitrix/clients/7/contacts/5")
+    assert r.status_code == 200, r.get_json()
+    assert oauth.refreshes - before == 1
+
+
+def test_redirects_and_refused_tokens_do_not_make_a_refresh_per_call(app_mode, oauth, portal):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    portal.post(f"{ENDPOINT}crm.contact.get.json", status=302, headers={"Location": "https://elsewhere.bitrix24.com/"})
+    portal.post(f"{ENDPOINT}crm.deal.get.json", status=401,
+                json={"error": "invalid_token", "error_description": "Unable to get application by token"})
+    before = oauth.refreshes
+    moved = [client.get("/api/bitrix/clients/7/contacts/5").get_json()["error"] for _ in range(10)]
+    refused = [client.get("/api/bitrix/clients/7/deals/5").status_code for _ in range(10)]
+    assert set(moved) == {"PORTAL_MOVED"} and set(refused) == {502}
+    assert oauth.refreshes - before == 1  # one look at where the portal went; none for invalid_token
+
+
+def test_a_refreshed_pair_the_database_refuses_is_kept_and_stored_later(app_mode, oauth):
+    """The OAuth server answered, then the write failed: the refresh token is spent, so the new pair
+    must not be lost. The call goes through with it, and the next call stores it."""
+    import sqlalchemy.exc
+
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.rest("crm.contact.get", {"ID": "5"})
+    oauth.expire_all()
+    store = app_mode.extensions["bitrix24"].installations
+    real, fail = store._encrypt, {"left": 4}
+
+    def encrypt(secrets):  # every try to store the new pair fails (a failover), then the database is back
+        if fail["left"]:
+            fail["left"] -= 1
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real(secrets)
+
+    store._encrypt = encrypt
+    assert client.get("/api/bitrix/clients/7/contacts/5").status_code == 200
+    assert oauth.refreshes == 2 and store.unsaved
+    assert client.get("/api/bitrix/clients/7/contacts/5").status_code == 200
+    assert not store.unsaved
+    with app_mode.app_context():
+        secrets = store.get(MEMBER, with_secrets=True).secrets
+    assert secrets["refresh_token"] in oauth.refresh_tokens  # the live one, not the spent one
+
+
+def test_no_database_lock_is_held_while_the_oauth_server_is_slow(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.rest("crm.contact.get", {"ID": "5"})
+    client.get("/api/bitrix/clients/7/contacts/5")
+    oauth.expire_all()
+    real, entered = oauth._token, threading.Event()
+
+    def slow(request):
+        entered.set()
+        time.sleep(2.0)
+        return real(request)
+
+    oauth.mock.remove(responses.GET, OAUTH)
+    oauth.mock.add_callback(responses.GET, OAUTH, callback=slow)
+    caller = threading.Thread(target=lambda: app_mode.test_client().get("/api/bitrix/clients/7/contacts/5"))
+    caller.start()
+    assert entered.wait(10)
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "ts": "1790000001", "auth[domain]": HOST,
+           "auth[member_id]": MEMBER, "auth[application_token]": APP_TOKEN}
+    started = time.monotonic()
+    assert app_mode.test_client().post("/api/bitrix/webhook", data=crm).status_code == 200
+    took = time.monotonic() - started
+    caller.join(30)
+    assert took < 1.5  # the event's write did not wait for the refresh
+
+
+def test_application_token_kept_while_a_refresh_commits(app_mode, oauth):
+    """A token-saving write and a refresh at once: neither puts back what the other replaced."""
+    client = app_mode.test_client()
+    access, refresh = oauth.issue()
+    client.post("/api/bitrix/app/install", data={"AUTH_ID": access, "REFRESH_ID": refresh, "member_id": MEMBER})
+    client.post("/api/bitrix/clients/7/config", json={"member_id": MEMBER})
+    oauth.rest("crm.contact.get", {"ID": "5"})
+    oauth.app_info()
+    client.get("/api/bitrix/clients/7/contacts/5")
+    oauth.expire_all()
+    event_access, _ = oauth.issue()
+    proven = {**install_form(None), "auth[access_token]": event_access}
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+                   app_mode.test_client().post("/api/bitrix/app/install", data=proven).status_code)),
+               threading.Thread(target=lambda: results.append(
+                   app_mode.test_client().get("/api/bitrix/clients/7/contacts/5").status_code))]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert sorted(results) == [200, 200]
+    with app_mode.app_context():
+        secrets = app_mode.extensions["bitrix24"].installations.get(MEMBER, with_secrets=True).secrets
+    assert secrets["refresh_token"] in oauth.refresh_tokens and secrets["application_token"] == APP_TOKEN
+
+
+@pytest.mark.parametrize("method,path", [
+    ("get", "/api/bitrix/app/installations/a%00b"),
+    ("post", "/api/bitrix/app/installations/a%00b/resume"),
+    ("get", "/api/bitrix/app/installations/%F0%9F%98%80"),
+    ("get", "/api/bitrix/app/installations/" + "x" * 65),
+])
+def test_odd_installation_paths_are_404(app_mode, method, path):
+    r = getattr(app_mode.test_client(), method)(path)
+    assert r.status_code == 404 and r.is_json
+
+
+@pytest.mark.parametrize("body", [
+    {"event": "ONAPPPAYMENT", "auth": {"member_id": "a\u0000b", "application_token": "x"}},
+    {"event": "ONAPPUNINSTALL", "auth": {"member_id": MEMBER, "application_token": "\ud800"}},
+    {"event": "ONAPPPAYMENT", "auth": {"member_id": MEMBER, "application_token": "\ud800" * 10}},
+    {"event": "ONAPPINSTALL", "auth": {"member_id": MEMBER, "application_token": "a" * 32}},
+    {"member_id": MEMBER, "REFRESH_ID": ["x"]},
+    {"event": 5},
+    {"AUTH_ID": {"a": 1}},
+])
+def test_odd_json_to_the_install_handler_is_4xx(app_mode, oauth, body):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    r = client.post("/api/bitrix/app/install", json=body)
+    assert 400 <= r.status_code < 500 and r.is_json, r.get_data(as_text=True)

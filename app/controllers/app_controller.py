@@ -7,6 +7,7 @@ received like ``POST <prefix>/webhook``, so the app may use one URL for everythi
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Response, current_app, jsonify, request, url_for
@@ -15,6 +16,8 @@ from ..runtime import runtime
 from ..services import app_install
 from . import bitrix24_controller
 from .errors import ApiError, error_response, retry_after_header
+
+log = logging.getLogger("flask_bitrix24")
 
 
 def _rejected(exc: app_install.InstallRejected) -> Response:
@@ -27,7 +30,13 @@ def _urls() -> tuple[str, str]:
     and where ONAPPUNINSTALL goes (this handler)."""
     rt = runtime()
     events = current_app.config.get("BITRIX_APP_EVENT_URL") or url_for(rt.endpoint("receive_event"), _external=True)
-    return events, url_for(rt.endpoint("app_install"), _external=True)
+    install = url_for(rt.endpoint("app_install"), _external=True)
+    for url in (events, install):
+        if not url.startswith("https://") and not request.host.startswith(("127.", "localhost", "[::1]")):
+            # Bitrix24 posts events only to public https; behind a proxy, tell Flask (ProxyFix) or set the URL.
+            log.warning("bitrix24 app events are bound to %s, which is not https: set BITRIX_APP_EVENT_URL "
+                        "or put werkzeug's ProxyFix in front of the app", url)
+    return events, install
 
 
 def install_view():
@@ -65,7 +74,7 @@ def _installation_or_404(member_id: str):
     rt = runtime()
     if not rt.app_mode:
         raise ApiError(404, "APP_MODE_OFF", "app mode is off: set BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET")
-    inst = rt.installations.get(member_id)
+    inst = rt.installations.get(member_id)  # None for text no member_id has
     if inst is None:
         raise ApiError(404, "INSTALLATION_NOT_FOUND", f"no installation on a portal with member_id {member_id!r}")
     return inst

@@ -81,6 +81,9 @@ class AppInstallationMixin:
     problem: Mapped[str | None] = mapped_column(String(64))
     problem_detail: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # A refresh in progress: who holds it and until when (a holder that died frees it at the expiry).
+    lease_holder: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     access_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     installed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     refreshed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -27,7 +27,6 @@ application token we hold. Every app event is then logged and dispatched like an
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import logging
 import re
@@ -37,7 +36,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..models.mixins import utcnow
 from ..runtime import runtime
 from ..store import portal_domain
 from .errors import Bitrix24Error
@@ -65,6 +63,7 @@ class InstallOutcome:
     client_id: int | None = None
     status: str | None = None
     payload: dict[str, Any] | None = None  # the event to log and dispatch, when there is one
+    version: int | None = None  # the token_version an uninstall was checked against
 
     def view(self) -> dict[str, Any]:
         return {"action": self.action, "member_id": self.member_id, "client_id": self.client_id,
@@ -72,25 +71,35 @@ class InstallOutcome:
 
 
 class VerificationPace:
-    """At most ``per_minute`` install verifications a minute in this process: the handler is public,
-    and a flood of made-up tokens must not make us hammer the OAuth server (which blocks apps that
-    call it too often)."""
+    """The handler is public, and a flood of made-up installs must neither make us hammer the OAuth
+    server (which blocks apps that call it too often) nor lock real installs out: at most
+    ``per_address`` verifications a minute from one client address and ``per_minute`` in all, in this
+    process."""
 
-    def __init__(self, per_minute: int = 30) -> None:
-        self.per_minute = per_minute
+    def __init__(self, per_minute: int = 60, per_address: int = 10) -> None:
+        self.per_minute, self.per_address = per_minute, per_address
         self._times: deque[float] = deque()
+        self._by_address: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def take(self) -> None:
+    @staticmethod
+    def _room(times: deque[float], now: float, limit: int) -> float:
+        while times and now - times[0] >= 60.0:
+            times.popleft()
+        return 0.0 if len(times) < limit else 60.0 - (now - times[0])
+
+    def take(self, address: str | None = None) -> None:
         now = time.monotonic()
         with self._lock:
-            while self._times and now - self._times[0] >= 60.0:
-                self._times.popleft()
-            if len(self._times) >= self.per_minute:
-                wait = 60.0 - (now - self._times[0])
+            if len(self._by_address) > 10_000:  # forget quiet addresses
+                self._by_address = {a: t for a, t in self._by_address.items() if t and now - t[-1] < 60.0}
+            mine = self._by_address.setdefault(address or "", deque())
+            wait = max(self._room(mine, now, self.per_address), self._room(self._times, now, self.per_minute))
+            if wait > 0:
                 raise InstallRejected(429, "TOO_MANY_INSTALLS",
                                       "too many install requests to verify this minute: try again shortly",
                                       retry_after=max(1.0, wait))
+            mine.append(now)
             self._times.append(now)
 
 
@@ -110,13 +119,24 @@ def _same(given: str | None, expected: str | None) -> bool:
     return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())  # type: ignore[union-attr]
 
 
+def _address() -> str | None:
+    from flask import has_request_context, request
+
+    return request.remote_addr if has_request_context() else None
+
+
 def _verify(rt: Any, refresh_token: str, member_id: str):
     """The pair the OAuth server gives for ``refresh_token``, which must belong to ``member_id``."""
-    rt.install_pace.take()
+    from .oauth import GrantMismatch
+
+    rt.install_pace.take(_address())
     try:
         return rt.oauth.refresh(refresh_token, member_id)
     except RefreshRefused:
         raise
+    except GrantMismatch:
+        raise InstallRejected(401, "INSTALL_NOT_VERIFIED", "the tokens of this install belong to another portal "
+                                                           "than the one it names: nothing was stored") from None
     except Bitrix24Error as exc:
         if exc.code == "OAUTH_INVALID_CLIENT":
             raise InstallRejected(503, "OAUTH_INVALID_CLIENT", exc.description) from None
@@ -179,9 +199,32 @@ def bind_events(member_id: str, event_url: str | None, install_url: str | None) 
         return {"bound": [], "failed": [name for name, _ in wanted], "error": exc.code}
 
 
+def prove_access_token(rt: Any, inst: Any, access_token: str) -> bool:
+    """Whether the portal itself takes ``access_token``: ``app.info``
+    (https://apidocs.bitrix24.com/api-reference/common/system/app-info.html) with it at the
+    installation's REST address, which the OAuth server gave us (never an address from the payload).
+    Only the portal can mint a token it takes, so an event carrying one came from the portal."""
+    from .wire import form_body
+
+    if not inst.client_endpoint or not _text(access_token, _TOKEN):
+        return False
+    rt.install_pace.take(_address())
+    try:
+        envelope = rt.portals.for_base(inst.client_endpoint).call(
+            inst.client_endpoint, "app.info", form_body({"auth": access_token}))
+    except Bitrix24Error:
+        return False
+    return isinstance(envelope.get("result"), dict)
+
+
 def install_event(payload: dict[str, Any], urls: tuple[str | None, str | None] = (None, None)) -> InstallOutcome:
     """ONAPPINSTALL: verify, then store (or renew) the installation and its application token;
-    ``urls`` are (events URL, install URL) to bind the app's events to."""
+    ``urls`` are (events URL, install URL) to bind the app's events to.
+
+    Its refresh token is checked with the OAuth server. When it carries none (as in the docs'
+    example), or one already spent (the install page's, or the same delivery again), its application
+    token is taken only for an installation we already hold and only with proof: it is the token we
+    keep (a duplicate), or its access token works on the portal (``prove_access_token``)."""
     rt = _mode()
     auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
     member = _text(auth.get("member_id"), _MEMBER_ID)
@@ -189,44 +232,33 @@ def install_event(payload: dict[str, Any], urls: tuple[str | None, str | None] =
     if not member or not app_token:
         raise InstallRejected(400, "INVALID_INSTALL", "ONAPPINSTALL needs auth[member_id] and auth[application_token]")
     refresh = _text(auth.get("refresh_token"), _TOKEN)
+    problem = None
+    if refresh is not None:
+        try:
+            grant = _verify(rt, refresh, member)
+        except RefreshRefused as exc:
+            problem = exc.problem
+        else:
+            inst, created = rt.installations.install(grant, domain=portal_domain(grant.client_endpoint),
+                                                     application_token=app_token)
+            _forget(rt, member, inst.client_id)
+            log.info("bitrix24 app %s on %s (%s)", "installed" if created else "reinstalled", inst.domain, member)
+            bind_events(member, *urls)
+            return InstallOutcome("installed" if created else "reinstalled", member, inst.client_id, inst.status,
+                                  payload)
     existing = rt.installations.get(member, with_secrets=True)
-    if refresh is None:
-        return _token_only_install(rt, member, app_token, existing, payload)
-    try:
-        grant = _verify(rt, refresh, member)
-    except RefreshRefused as exc:
-        if existing is not None and existing.status == ACTIVE and _same(app_token,
-                                                                         existing.secrets.get("application_token")):
-            # The same ONAPPINSTALL again (its tokens are used up): done already.
+    if existing is not None and existing.status == ACTIVE:
+        kept = existing.secrets.get("application_token")
+        if _same(app_token, kept):
             return InstallOutcome("duplicate", member, existing.client_id, existing.status)
-        raise InstallRejected(401, "INSTALL_NOT_VERIFIED",
-                              f"the OAuth server did not accept this install's tokens ({exc.problem}): "
-                              "nothing was stored") from None
-    inst, created = rt.installations.install(grant, domain=portal_domain(grant.client_endpoint),
-                                             application_token=app_token)
-    _forget(rt, member, inst.client_id)
-    log.info("bitrix24 app %s on %s (%s)", "installed" if created else "reinstalled", inst.domain, member)
-    bind_events(member, *urls)
-    return InstallOutcome("installed" if created else "reinstalled", member, inst.client_id, inst.status, payload)
-
-
-def _token_only_install(rt: Any, member: str, app_token: str, existing: Any, payload: dict) -> InstallOutcome:
-    """An ONAPPINSTALL without tokens (the docs' example has none) only completes an install the
-    install page made moments before and that has no application token yet: trust on first use,
-    within ``BITRIX_APP_INSTALL_WINDOW`` seconds."""
-    if existing is not None and _same(app_token, existing.secrets.get("application_token")):
-        return InstallOutcome("duplicate", member, existing.client_id, existing.status)
-    installed_at = existing.installed_at if existing is not None else None
-    if installed_at is not None and installed_at.tzinfo is None:
-        installed_at = installed_at.replace(tzinfo=dt.UTC)
-    fresh = installed_at is not None and (utcnow() - installed_at).total_seconds() <= rt.app_install_window
-    if existing is None or existing.status != ACTIVE or existing.has_application_token or not fresh:
-        raise InstallRejected(
-            401, "INSTALL_NOT_VERIFIED",
-            "an ONAPPINSTALL without tokens is taken only right after the install page of the same portal: "
-            "nothing was stored")
-    rt.installations.set_application_token(member, app_token)
-    return InstallOutcome("token_saved", member, existing.client_id, existing.status, payload)
+        access = auth.get("access_token") if isinstance(auth.get("access_token"), str) else ""
+        if access and prove_access_token(rt, existing, access) \
+                and rt.installations.set_application_token(member, app_token, replace=kept):
+            _forget(rt, member, existing.client_id)
+            return InstallOutcome("token_saved", member, existing.client_id, existing.status, payload)
+    why = f"the OAuth server did not accept its tokens ({problem})" if problem else "it carries no tokens to check"
+    raise InstallRejected(401, "INSTALL_NOT_VERIFIED", f"this ONAPPINSTALL could not be verified: {why}, and "
+                                                       "no access token the portal takes: nothing was stored")
 
 
 def install_page(form: dict[str, Any], query: dict[str, Any],
@@ -256,7 +288,7 @@ def _checked(rt: Any, payload: dict[str, Any]) -> Any:
     """The installation an app event names, when the event carries its application token."""
     auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
     member = _text(auth.get("member_id"), _MEMBER_ID)
-    given = auth.get("application_token") if isinstance(auth.get("application_token"), str) else None
+    given = _text(auth.get("application_token"), _TOKEN)
     inst = rt.installations.get(member, with_secrets=True) if member else None
     if inst is None or not _same(given, inst.secrets.get("application_token")):
         raise InstallRejected(401, "INVALID_TOKEN", "invalid application_token")
@@ -268,13 +300,18 @@ def uninstall_event(payload: dict[str, Any]) -> InstallOutcome:
     no token is kept; the client stays linked so its calls can say what happened."""
     rt = _mode()
     inst = _checked(rt, payload)
-    return InstallOutcome("uninstalled", inst.member_id, inst.client_id, "uninstalled", payload)
+    outcome = InstallOutcome("uninstalled", inst.member_id, inst.client_id, "uninstalled", payload)
+    outcome.version = inst.token_version
+    return outcome
 
 
 def finish_uninstall(outcome: InstallOutcome) -> None:
-    """After the event is logged (its token is checked once more there): drop the tokens."""
+    """After the event is logged (its token is checked once more there): drop the tokens, unless a
+    reinstall stored new ones since the check."""
     rt = runtime()
-    rt.installations.uninstall(outcome.member_id)
+    if not rt.installations.uninstall(outcome.member_id, version=outcome.version):
+        log.warning("bitrix24 app on %s: ONAPPUNINSTALL ignored, a reinstall came first", outcome.member_id)
+        return
     _forget(rt, outcome.member_id, outcome.client_id)
     log.info("bitrix24 app uninstalled from %s", outcome.member_id)
 

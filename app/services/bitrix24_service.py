@@ -151,49 +151,61 @@ _TOKEN_REFUSED = frozenset({"expired_token", "invalid_token"})
 def _app_call(state: Any, member_id: str, method: str, body: str, *, client_id: int | None,
               **call: Any) -> dict[str, Any]:
     """A call with the installation's access token (``auth`` in the body, as
-    https://apidocs.bitrix24.com/settings/oauth/index.html has it) at its REST address. When the
-    portal refuses the token (``expired_token``; ``invalid_token`` once another process replaced the
-    pair) the token is renewed (``TokenBroker.renew``: one refresh however many callers) and the call
-    repeated once. A portal that answers with a redirect was renamed: the OAuth server's answer names
-    its new address (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/change-domen.html),
-    which is followed by member_id, never by the redirect's Location."""
+    https://apidocs.bitrix24.com/settings/oauth/index.html has it) at its REST address.
+
+    - ``expired_token``: the pair is renewed (``TokenBroker.renew``: one refresh however many
+      callers, or the pair another process stored) and the call repeated; when the stored pair it
+      took has expired too, once more. This call asks for at most one refresh.
+    - ``invalid_token``: another process may have replaced the pair: a newer stored pair is taken,
+      the OAuth server is not asked.
+    - A redirect: the portal was renamed
+      (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/change-domen.html). Its new address
+      comes from the OAuth server's answer, found by member_id, never from the redirect's Location.
+    """
     from urllib.parse import quote
 
     from .client_config import forget_target
     from .errors import AppNotUsable
+    from .installations import unusable
 
     tokens = state.tokens.current(member_id)
-    for attempt in (1, 2):
+    tried: set[str] = set()
+    while True:
         signed = EncodedForm((body + "&" if body else "") + "auth=" + quote(tokens.access_token, safe=""))
         try:
-            return _guarded_call(
-                state, tokens.client_endpoint, method, signed, breaker_key="app:" + member_id,
-                secret=tokens.access_token, spare=(lambda exc: (exc.code or "").lower() in _TOKEN_REFUSED)
-                if attempt == 1 else None, **call)
+            # A refused token is the token's problem, not bad credentials: the breaker does not count it.
+            return _guarded_call(state, tokens.client_endpoint, method, signed, breaker_key="app:" + member_id,
+                                 secret=tokens.access_token,
+                                 spare=lambda exc: (exc.code or "").lower() in _TOKEN_REFUSED, **call)
         except PortalMoved:
-            if attempt == 2:
+            if "moved" in tried:
                 raise
-            renewed = state.tokens.renew(member_id, tokens)
+            tried.add("moved")
+            renewed = state.tokens.renew(member_id, tokens, "moved")
             if renewed.client_endpoint == tokens.client_endpoint:
                 raise
             log.warning("bitrix24 portal %s moved: calls now go to %s", member_id, renewed.client_endpoint)
             tokens = renewed
         except PortalAuthFailed as exc:
             code = (exc.code or "").lower()
-            if attempt == 1 and code in _TOKEN_REFUSED:
-                tokens = state.tokens.renew(member_id, tokens)
+            reason = {"expired_token": "expired", "invalid_token": "invalid"}.get(code)
+            if reason == "expired" and "expired" in tried and not tokens.fresh and "stale" not in tried:
+                reason = "stale"  # the pair another process stored has expired too: now one refresh
+            if reason is not None and reason not in tried:
+                tried.add(reason)
+                renewed = state.tokens.renew(member_id, tokens, "expired" if reason == "stale" else reason)
+                if renewed.access_token == tokens.access_token:
+                    raise  # nothing newer: the token itself is refused
+                tokens = renewed
                 continue
             if code == "payment_required":
                 state.installations.mark(member_id, "PAYMENT_REQUIRED", exc.description or "Payment required")
                 state.tokens.forget(member_id)
                 if client_id is not None:
                     forget_target(client_id)
-                inst = state.installations.get(member_id)
-                from .installations import unusable
-
-                raise (unusable(inst) or AppNotUsable(exc.description, code="PAYMENT_REQUIRED")) from None
+                raise (unusable(state.installations.get(member_id))
+                       or AppNotUsable(exc.description, code="PAYMENT_REQUIRED")) from None
             raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _guarded_call(state: Any, base: str, method: str, body: Any, *, breaker_key: str, tenant: str,

@@ -7,48 +7,47 @@ https://apidocs.bitrix24.com/settings/oauth/index.html) and holds the portal's R
 
 The token pair is replaced in one statement that also raises ``token_version``: a reader sees the
 old pair or the new one, never half of each. :meth:`InstallationStore.renew` is the one place a
-refresh happens, and it runs under a lock on the row held across processes and machines by the
-database itself (an ``UPDATE`` of the row first: PostgreSQL locks the row until the transaction
-ends; SQLite takes its write lock), on a connection of its own, never in the host's session.
-Inside the lock the stored pair is read again: when another process has already replaced the pair
-the caller used, that pair is the answer and the OAuth server is not asked again.
+refresh happens. A refresh is leased: in a short transaction holding the row's lock (an ``UPDATE``
+of the row first: PostgreSQL locks the row until the transaction ends, SQLite takes its write lock)
+the caller reads the stored pair again and, when it is still the refused one and nobody holds the
+lease, writes its name and a deadline into the row. The OAuth request then runs outside any
+transaction (no database lock is held while the network is slow), and the new pair is stored where
+the lease still names us, with retries. Others wait for the lease to go and take the stored pair.
+A holder that dies frees the lease at its deadline. All of this runs on connections of its own,
+never in the host's session.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..models.mixins import iso, utcnow
 from ..store import portal_domain
 from .errors import AppNotUsable
+from .locks import LockTimeout
 
-ACTIVE, UNINSTALLED, NEEDS_ATTENTION = "active", "uninstalled", "needs_attention"
+log = logging.getLogger("flask_bitrix24")
+
+ACTIVE, UNINSTALLED, NEEDS_ATTENTION, INSTALLING = "active", "uninstalled", "needs_attention", "installing"
 MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-@dataclass(frozen=True)
-class Grant:
-    """A token answer of the OAuth server (https://apidocs.bitrix24.com/settings/oauth/auto-renewal.html),
-    or the tokens an install request or ``ONAPPINSTALL`` carried, checked."""
-
-    access_token: str
-    refresh_token: str
-    member_id: str
-    client_endpoint: str
-    expires_in: float | None = None
-    scope: str | None = None
-    status: str | None = None
+LEASE_SECONDS = 30.0  # longer than the OAuth request's own timeouts (3.05 s to connect, 15 s to answer)
+LEASE_POLL = 0.05
+SAVE_RETRIES = (0.1, 0.3, 1.0)  # waits between tries to store a new pair
 
 
 class RefreshRefused(Exception):
     """The OAuth server refused the refresh for good (``invalid_grant``, ``PAYMENT_REQUIRED``):
-    :meth:`InstallationStore.renew` marks the installation in the same transaction, so no other
+    :meth:`InstallationStore.renew` marks the installation before the lease goes, so no other
     process tries the same refresh token again."""
 
     def __init__(self, problem: str, detail: str) -> None:
@@ -57,13 +56,28 @@ class RefreshRefused(Exception):
 
 
 @dataclass(frozen=True)
+class Grant:
+    """A token answer of the OAuth server (https://apidocs.bitrix24.com/settings/oauth/auto-renewal.html),
+    checked."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    member_id: str
+    client_endpoint: str
+    expires_in: float | None = None
+    scope: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
 class Tokens:
     """What a call needs: the access token, where to send it, and which stored pair it came from."""
 
     member_id: str
-    access_token: str
-    client_endpoint: str
-    version: int
+    access_token: str = field(repr=False)
+    client_endpoint: str = ""
+    version: int = 0
+    fresh: bool = field(default=False, compare=False)  # just refreshed for the caller that asked
 
 
 @dataclass
@@ -102,6 +116,10 @@ class Installation:
             "access_expires_at": iso(self.access_expires_at),
         }
 
+    def tokens(self) -> Tokens:
+        return Tokens(self.member_id, self.secrets.get("access_token") or "", self.client_endpoint or "",
+                      self.token_version)
+
 
 def _problem_error(inst: Installation) -> AppNotUsable:
     where = inst.domain or inst.member_id
@@ -110,6 +128,9 @@ def _problem_error(inst: Installation) -> AppNotUsable:
             f"the Bitrix24 app was uninstalled from {where}: install it there again (the client stays linked)",
             code="APP_UNINSTALLED",
         )
+    if inst.status == INSTALLING:
+        return AppNotUsable(f"the Bitrix24 app's installation on {where} is being stored: try again in a moment",
+                            code="APP_NOT_INSTALLED")
     if inst.problem == "PAYMENT_REQUIRED":
         return AppNotUsable(
             f"the Bitrix24 app's subscription or trial on {where} has ended (PAYMENT_REQUIRED): once it is paid, "
@@ -134,13 +155,26 @@ def unusable(inst: Installation | None, client_id: int | None = None) -> AppNotU
     return _problem_error(inst)
 
 
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _expiry(now: dt.datetime, seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else now + dt.timedelta(seconds=float(seconds))
+
+
 class InstallationStore:
     """The installations table (``model``), in the app's database; ``cipher`` is a callable giving
     the app's MultiFernet (built on first use)."""
 
-    def __init__(self, model: type, db: Any, cipher: Callable[[], Any]) -> None:
-        self.model, self.db, self._cipher = model, db, cipher
+    def __init__(self, model: type, db: Any, cipher: Callable[[], Any], *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.model, self.db, self._cipher, self.sleep = model, db, cipher, sleep
         self.table = model.__table__
+        # member_id -> (lease holder, token pair, values): refreshed pairs the database has not taken yet
+        self.unsaved: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -149,9 +183,9 @@ class InstallationStore:
         return Installation(
             member_id=row.member_id, client_id=row.client_id, domain=row.domain, client_endpoint=row.client_endpoint,
             status=row.status, problem=row.problem, problem_detail=row.problem_detail, scope=row.scope,
-            token_version=row.token_version, installed_at=row.installed_at, refreshed_at=row.refreshed_at,
-            access_expires_at=row.access_expires_at, updated_at=row.updated_at,
-            has_application_token=bool(secrets.get("application_token")),
+            token_version=row.token_version, installed_at=_aware(row.installed_at),
+            refreshed_at=_aware(row.refreshed_at), access_expires_at=_aware(row.access_expires_at),
+            updated_at=_aware(row.updated_at), has_application_token=bool(secrets.get("application_token")),
             secrets=secrets if with_secrets else {},
         )
 
@@ -173,10 +207,17 @@ class InstallationStore:
         return None if row is None else self._installation(row, with_secrets=with_secrets)
 
     def get(self, member_id: str, *, with_secrets: bool = False) -> Installation | None:
+        if not isinstance(member_id, str) or not MEMBER_ID.fullmatch(member_id):
+            return None  # never a query with text no member_id has (NUL, say)
         return self._read(self.table.c.member_id == member_id, with_secrets=with_secrets)
 
     def for_client(self, client_id: int) -> Installation | None:
         return self._read(self.table.c.client_id == client_id)
+
+    def all(self) -> list[Installation]:
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(select(self.table).order_by(self.table.c.id)).all()
+        return [self._installation(row) for row in rows]
 
     def counts(self) -> list[tuple[str, str | None, int]]:
         """(status, problem, how many): for the metrics."""
@@ -187,11 +228,6 @@ class InstallationStore:
             rows = conn.execute(select(t.c.status, t.c.problem, func.count()).group_by(t.c.status, t.c.problem)).all()
         return [(status, problem, int(n)) for status, problem, n in rows]
 
-    def all(self) -> list[Installation]:
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(select(self.table).order_by(self.table.c.id)).all()
-        return [self._installation(row) for row in rows]
-
     def tokens(self, member_id: str) -> Tokens:
         """The stored pair's access token for a call; ``AppNotUsable`` when the installation cannot call."""
         inst = self.get(member_id, with_secrets=True)
@@ -199,62 +235,59 @@ class InstallationStore:
         if problem is not None:
             raise problem
         assert inst is not None
-        return Tokens(member_id, inst.secrets["access_token"], inst.client_endpoint or "", inst.token_version)
+        return inst.tokens()
 
     # -- writing -----------------------------------------------------------------------------------
+
+    def _lock(self, conn: Any, member_id: str) -> Any:
+        """Take the row's lock for this transaction (a write to it) and read it."""
+        conn.execute(update(self.table).where(self.table.c.member_id == member_id)
+                     .values(token_version=self.table.c.token_version))
+        return conn.execute(select(self.table).where(self.table.c.member_id == member_id)).first()
 
     def install(self, grant: Grant, *, domain: str | None, application_token: str | None) -> tuple[Installation, bool]:
         """Store a verified installation (a new one, or a reinstall of a known portal: new tokens, the
         link to the client kept, any problem cleared). Returns (installation, created)."""
         now = utcnow()
-        secrets = {"access_token": grant.access_token, "refresh_token": grant.refresh_token}
+        created = False
+        try:  # the row first, so that two first installs at once meet at its lock
+            with self.db.engine.begin() as conn:
+                conn.execute(self.table.insert().values(
+                    member_id=grant.member_id, client_id=None, status=INSTALLING, token_version=0, installed_at=now,
+                    updated_at=now))
+            created = True
+        except IntegrityError:
+            pass  # known already (or being added by another request): updated below, under its lock
         with self.db.engine.begin() as conn:
-            row = conn.execute(select(self.table).where(self.table.c.member_id == grant.member_id)
-                               .with_for_update()).first()
-            if application_token is None and row is not None and row.status == ACTIVE:
-                # The install page does not carry it: keep the one ONAPPINSTALL gave earlier.
-                application_token = self._decrypt(row.credentials).get("application_token")
-            if application_token:
-                secrets["application_token"] = application_token
-            values = dict(
+            row = self._lock(conn, grant.member_id)
+            kept = self._decrypt(row.credentials).get("application_token") if row.status == ACTIVE else None
+            secrets = {"access_token": grant.access_token, "refresh_token": grant.refresh_token}
+            if application_token or kept:
+                # The install page brings none: the one ONAPPINSTALL gave is kept.
+                secrets["application_token"] = application_token or kept
+            conn.execute(update(self.table).where(self.table.c.id == row.id).values(
                 domain=domain, client_endpoint=grant.client_endpoint, credentials=self._encrypt(secrets),
-                scope=grant.scope, status=ACTIVE, problem=None, problem_detail=None,
-                access_expires_at=_expiry(now, grant.expires_in), refreshed_at=now, updated_at=now,
-            )
-            if row is None:
-                conn.execute(self.table.insert().values(member_id=grant.member_id, client_id=None, token_version=1,
-                                                        installed_at=now, **values))
-                created = True
-            else:
-                conn.execute(update(self.table).where(self.table.c.id == row.id)
-                             .values(token_version=self.table.c.token_version + 1, installed_at=now, **values))
-                created = False
+                scope=grant.scope, status=ACTIVE, problem=None, problem_detail=None, lease_holder=None,
+                lease_until=None, access_expires_at=_expiry(now, grant.expires_in), refreshed_at=now, updated_at=now,
+                installed_at=now, token_version=self.table.c.token_version + 1))
         inst = self.get(grant.member_id)
         assert inst is not None
         return inst, created
 
-    def set_application_token(self, member_id: str, token: str) -> None:
+    def set_application_token(self, member_id: str, token: str, *, replace: str | None = None) -> bool:
+        """Keep the application token a verified event gave. Only where none is kept yet, or where it
+        is still ``replace`` (what the caller checked against): never over one set meanwhile."""
         with self.db.engine.begin() as conn:
-            row = conn.execute(select(self.table).where(self.table.c.member_id == member_id)
-                               .with_for_update()).first()
-            if row is None:
-                return
+            row = self._lock(conn, member_id)
+            if row is None or row.status != ACTIVE:
+                return False
             secrets = self._decrypt(row.credentials)
+            if secrets.get("application_token") not in (None, "", replace):
+                return False
             secrets["application_token"] = token
             conn.execute(update(self.table).where(self.table.c.id == row.id)
                          .values(credentials=self._encrypt(secrets), updated_at=utcnow()))
-
-    def follow(self, member_id: str, *, client_endpoint: str | None = None, domain: str | None = None) -> None:
-        """Keep the portal's current address (from a token answer or a verified event)."""
-        values: dict[str, Any] = {}
-        if client_endpoint:
-            values["client_endpoint"] = client_endpoint
-        if domain:
-            values["domain"] = domain
-        if values:
-            with self.db.engine.begin() as conn:
-                conn.execute(update(self.table).where(self.table.c.member_id == member_id)
-                             .values(updated_at=utcnow(), **values))
+        return True
 
     def link(self, member_id: str, client_id: int) -> None:
         """Link the installation to the client (and no other installation to it), in one transaction."""
@@ -270,12 +303,18 @@ class InstallationStore:
                                 .values(client_id=None, updated_at=utcnow())).rowcount
         return bool(done)
 
-    def uninstall(self, member_id: str) -> None:
-        """The portal removed the app: no token is kept (the link to the client stays, to explain)."""
+    def uninstall(self, member_id: str, *, version: int | None = None) -> bool:
+        """The portal removed the app: no token is kept (the link to the client stays, to explain).
+        With ``version``, only if no reinstall stored a newer pair since the caller checked."""
+        where = [self.table.c.member_id == member_id]
+        if version is not None:
+            where.append(self.table.c.token_version == version)
         with self.db.engine.begin() as conn:
-            conn.execute(update(self.table).where(self.table.c.member_id == member_id).values(
+            done = conn.execute(update(self.table).where(*where).values(
                 credentials=None, status=UNINSTALLED, problem=None, problem_detail=None, access_expires_at=None,
-                token_version=self.table.c.token_version + 1, updated_at=utcnow()))
+                lease_holder=None, lease_until=None, token_version=self.table.c.token_version + 1,
+                updated_at=utcnow())).rowcount
+        return bool(done)
 
     def mark(self, member_id: str, problem: str, detail: str) -> None:
         """The installation needs someone: calls stop until a reinstall (or, for a payment, resume)."""
@@ -294,54 +333,116 @@ class InstallationStore:
             ).values(status=ACTIVE, problem=None, problem_detail=None, updated_at=utcnow())).rowcount
         return bool(done)
 
-    def renew(self, member_id: str, used_access_token: str, refresh: Callable[[str], Grant]) -> tuple[Tokens, bool]:
-        """The pair after ``used_access_token`` was refused: the stored one when another process
-        already replaced it, else a new one from ``refresh(refresh_token)``, stored before the lock
-        is let go. Returns (tokens, whether this call refreshed). ``refresh`` raises to refuse;
-        nothing is changed then (the caller marks the installation when the refusal is final)."""
-        table = self.table
-        with self.db.engine.begin() as conn:
-            # The lock: a write to the row first (PostgreSQL: a row lock until commit; SQLite: the write lock).
-            conn.execute(update(table).where(table.c.member_id == member_id)
-                         .values(token_version=table.c.token_version))
-            row = conn.execute(select(table).where(table.c.member_id == member_id)).first()
-            inst = None if row is None else self._installation(row, with_secrets=True)
-            problem = unusable(inst)
-            if problem is not None:
-                raise problem
-            assert inst is not None
-            stored = inst.secrets
-            if stored.get("access_token") != used_access_token:
-                return Tokens(member_id, stored["access_token"], inst.client_endpoint or "", inst.token_version), False
-            try:
-                grant = refresh(stored["refresh_token"])
-            except RefreshRefused as exc:
-                # Marked in this transaction: the next holder of the lock finds it and asks nobody.
-                conn.execute(update(table).where(table.c.id == row.id).values(
-                    status=NEEDS_ATTENTION, problem=exc.problem[:64], problem_detail=exc.detail[:2000],
-                    updated_at=utcnow()))
-                inst.status, inst.problem = NEEDS_ATTENTION, exc.problem
-                refused = _problem_error(inst)
-            else:
-                refused = None
+    # -- the refresh ----------------------------------------------------------------------------------
+
+    def renew(self, member_id: str, used_access_token: str, refresh: Callable[[str], Grant], *,
+              may_refresh: bool = True, force: bool = False, wait: float = 20.0) -> tuple[Tokens, bool]:
+        """The pair to use after ``used_access_token`` was refused. Returns (tokens, refreshed).
+
+        - The stored pair, when another process replaced the refused one and it has not expired.
+        - Else, with ``may_refresh``, a new pair from ``refresh(refresh_token)`` (one process at a
+          time: the lease), stored before it is handed out.
+        - ``force`` (a portal that redirects: renamed?) refreshes even a current pair, to learn the
+          portal's address from the OAuth server (the caller keeps that rare), unless another process
+          has just replaced the pair.
+        ``refresh`` raises ``RefreshRefused`` to refuse for good: the installation is marked first."""
+        me = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        while True:
+            with self.db.engine.begin() as conn:
+                row = self._lock(conn, member_id)
+                inst = None if row is None else self._installation(row, with_secrets=True)
+                problem = unusable(inst)
+                if problem is not None:
+                    raise problem
+                assert inst is not None and row is not None
                 now = utcnow()
-                secrets = {**stored, "access_token": grant.access_token, "refresh_token": grant.refresh_token}
-                version = inst.token_version + 1
-                moved = {"domain": portal_domain(grant.client_endpoint)} \
-                    if grant.client_endpoint and grant.client_endpoint != inst.client_endpoint else {}
-                conn.execute(update(table).where(table.c.id == row.id).values(
-                    credentials=self._encrypt(secrets), client_endpoint=grant.client_endpoint or inst.client_endpoint,
-                    **moved,
-                    scope=grant.scope or inst.scope, access_expires_at=_expiry(now, grant.expires_in),
-                    token_version=version, refreshed_at=now, updated_at=now))
-        if refused is not None:
-            raise refused
-        return Tokens(member_id, grant.access_token, grant.client_endpoint or inst.client_endpoint or "", version), True
+                stored = inst.tokens()
+                expired = inst.access_expires_at is not None and inst.access_expires_at <= now
+                replaced = stored.access_token != used_access_token
+                if replaced and (force or not expired):
+                    return stored, False
+                lease = _aware(row.lease_until)
+                leased = lease is not None and lease > now
+                if not leased and not (may_refresh or force):
+                    return stored, False  # nothing newer, and nobody is getting one
+                if not leased:
+                    conn.execute(update(self.table).where(self.table.c.id == row.id).values(
+                        lease_holder=me, lease_until=now + dt.timedelta(seconds=LEASE_SECONDS)))
+                    refresh_token = inst.secrets.get("refresh_token") or ""
+                    break
+            # Another process is refreshing: its pair will be in the row when its lease goes.
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"the app's token refresh for {member_id} took longer than {wait:.0f} s")
+            self.sleep(LEASE_POLL)
+        try:
+            grant = refresh(refresh_token)  # outside any transaction: no lock held while the network is slow
+        except RefreshRefused as exc:
+            self._finish(member_id, me, status=NEEDS_ATTENTION, problem=exc.problem[:64],
+                         problem_detail=exc.detail[:2000])
+            inst.status, inst.problem = NEEDS_ATTENTION, exc.problem
+            raise _problem_error(inst) from None
+        except BaseException:
+            try:
+                self._finish(member_id, me)  # nothing changed: the next caller may try
+            except SQLAlchemyError:
+                pass  # the lease runs out by itself
+            raise
+        now = utcnow()
+        pair = {"access_token": grant.access_token, "refresh_token": grant.refresh_token}
+        endpoint = grant.client_endpoint or inst.client_endpoint or ""
+        values: dict[str, Any] = dict(
+            client_endpoint=endpoint, scope=grant.scope or inst.scope, access_expires_at=_expiry(now, grant.expires_in),
+            token_version=inst.token_version + 1, refreshed_at=now)
+        if endpoint != inst.client_endpoint:
+            values["domain"] = portal_domain(endpoint)
+        self.unsaved[member_id] = (me, pair, values)
+        try:
+            self.flush_unsaved(member_id, quiet=False)
+        except Exception:  # noqa: BLE001 - kept: see below
+            # The pair is good and the refresh token it replaced is spent: keep it here, use it, and
+            # store it as soon as the database takes it (flush_unsaved, before each call's token lookup).
+            log.error("bitrix24 app %s: a refreshed token pair could not be stored yet; this process keeps it "
+                      "and stores it on its next call", member_id, exc_info=True)
+        return Tokens(member_id, grant.access_token, endpoint, inst.token_version + 1, fresh=True), True
+
+    def flush_unsaved(self, member_id: str, *, quiet: bool = True) -> None:
+        """Store a refreshed pair ``renew`` holds (retried a few times: losing it would cost a
+        reinstall), where the lease is still ours or free, and free the lease."""
+        pending = self.unsaved.get(member_id)
+        if pending is None:
+            return
+        holder, pair, values = pending
+        waits = () if quiet else SAVE_RETRIES
+        for attempt in range(len(waits) + 1):
+            try:
+                with self.db.engine.begin() as conn:
+                    # The secrets as they are now (an application token may have come meanwhile), with the pair.
+                    row = self._lock(conn, member_id)
+                    done = 0
+                    if row is not None and row.status == ACTIVE and row.lease_holder in (holder, None):
+                        credentials = self._encrypt({**self._decrypt(row.credentials), **pair})
+                        done = conn.execute(update(self.table).where(self.table.c.id == row.id).values(
+                            credentials=credentials, lease_holder=None, lease_until=None, updated_at=utcnow(),
+                            **values)).rowcount
+                break
+            except Exception:
+                if attempt == len(waits):
+                    if quiet:
+                        return
+                    raise
+                self.sleep(waits[attempt])
+        self.unsaved.pop(member_id, None)
+        if not done:
+            log.error("bitrix24 app %s: the refresh lease was taken over before the new pair was stored", member_id)
+
+    def _finish(self, member_id: str, holder: str, **values: Any) -> None:
+        """Free the lease (where it is still ours), with ``values`` written at the same time."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(self.table).where(
+                self.table.c.member_id == member_id, self.table.c.lease_holder == holder).values(
+                **values, lease_holder=None, lease_until=None, updated_at=utcnow()))
 
 
-def _expiry(now: dt.datetime, seconds: float | None) -> dt.datetime | None:
-    return None if seconds is None else now + dt.timedelta(seconds=float(seconds))
-
-
-__all__ = ["ACTIVE", "Grant", "Installation", "InstallationStore", "NEEDS_ATTENTION", "RefreshRefused", "Tokens",
-           "UNINSTALLED", "unusable"]
+__all__ = ["ACTIVE", "Grant", "INSTALLING", "Installation", "InstallationStore", "NEEDS_ATTENTION", "RefreshRefused",
+           "Tokens", "UNINSTALLED", "unusable"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from .webhook_rules import InvalidConfig, validate_client_endpoint
 
 log = logging.getLogger("flask_bitrix24")
 
+MOVED_REFRESH_SECONDS = 600.0  # a redirecting portal makes at most one refresh per installation in this time
 MAX_TOKEN_ANSWER = 64 * 1024  # a token answer is a few hundred bytes
 _TOKEN = 256  # longest token we accept (Bitrix24's are 32-70 characters)
 
@@ -38,6 +40,12 @@ def _text(value: Any, limit: int = _TOKEN) -> str | None:
     if isinstance(value, str) and value and len(value) <= limit and value.isascii() and value.isprintable():
         return value
     return None
+
+
+class GrantMismatch(ServerError):
+    """The OAuth server's answer is about another portal than the one asked about."""
+
+    default_code = "GRANT_MISMATCH"
 
 
 def parse_grant(data: Any, *, allowed_hosts: tuple[str, ...], expect_member: str | None = None) -> Grant:
@@ -50,7 +58,7 @@ def parse_grant(data: Any, *, allowed_hosts: tuple[str, ...], expect_member: str
     if not access or not refresh or not member:
         raise ServerError("the OAuth server's answer lacks access_token, refresh_token or member_id")
     if expect_member is not None and member != expect_member:
-        raise ServerError("the OAuth server answered for another portal than the one asked about")
+        raise GrantMismatch("the OAuth server answered for another portal than the one asked about")
     try:
         endpoint = validate_client_endpoint(data.get("client_endpoint"), allowed_hosts)
     except InvalidConfig as exc:
@@ -142,32 +150,51 @@ class TokenBroker:
         self._cache: dict[str, Tokens] = {}
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        self._moved_checks: dict[str, float] = {}  # member_id -> when a redirect last made us refresh
 
     def current(self, member_id: str) -> Tokens:
+        store = self._store()
+        if member_id in store.unsaved:
+            store.flush_unsaved(member_id)
         tokens = self._cache.get(member_id)
         if tokens is None:
-            tokens = self._cache[member_id] = self._store().tokens(member_id)
+            tokens = self._cache[member_id] = store.tokens(member_id)
         return tokens
 
     def _lock(self, member_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(member_id, threading.Lock())
 
-    def renew(self, member_id: str, used: Tokens) -> Tokens:
-        """The pair to use after ``used`` was refused: the one another thread or process stored
-        meanwhile, else a new one (one refresh, whoever else is waiting)."""
+    def renew(self, member_id: str, used: Tokens, reason: str = "expired") -> Tokens:
+        """The pair to use after ``used`` was refused (``reason``): the one another thread or process
+        stored meanwhile, else a new one (one refresh, whoever else is waiting).
+
+        - ``expired`` (``expired_token``): refresh when no newer pair is stored;
+        - ``invalid`` (``invalid_token``): only take a newer stored pair, never ask the OAuth server
+          (the docs have refreshes on an expired token only);
+        - ``moved`` (the portal redirects: renamed?): refresh to learn its address from the OAuth
+          server, at most once per ``MOVED_REFRESH_SECONDS`` per installation."""
         with self._lock(member_id):
             cached = self._cache.get(member_id)
             if cached is not None and cached.access_token != used.access_token:
-                return cached  # renewed by another thread while this one waited
+                if reason != "moved" or cached.client_endpoint != used.client_endpoint:
+                    return cached  # renewed by another thread while this one waited
+            force = False
+            if reason == "moved":
+                last = self._moved_checks.get(member_id)
+                if last is not None and time.monotonic() - last < MOVED_REFRESH_SECONDS:
+                    return used  # asked the OAuth server about this portal's address recently
+                self._moved_checks[member_id] = time.monotonic()
+                force = True
             try:
                 tokens, refreshed = self._store().renew(
-                    member_id, used.access_token, lambda token: self.oauth.refresh(token, member_id))
+                    member_id, used.access_token, lambda token: self.oauth.refresh(token, member_id),
+                    may_refresh=reason == "expired", force=force)
             except Exception:
                 self._cache.pop(member_id, None)
                 raise
             if refreshed:
-                log.info("bitrix24 app tokens refreshed for portal %s", member_id)
+                log.info("bitrix24 app tokens refreshed for portal %s (%s)", member_id, reason)
             self._cache[member_id] = tokens
             return tokens
 
@@ -178,4 +205,4 @@ class TokenBroker:
             self._cache.pop(member_id, None)
 
 
-__all__ = ["OAuthClient", "TokenBroker", "parse_grant"]
+__all__ = ["GrantMismatch", "OAuthClient", "TokenBroker", "parse_grant"]

@@ -32,6 +32,8 @@ def upgrade():
         sa.Column("problem", sa.String(length=64), nullable=True),
         sa.Column("problem_detail", sa.Text(), nullable=True),
         sa.Column("token_version", sa.Integer(), nullable=False),
+        sa.Column("lease_holder", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("access_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("installed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=True),

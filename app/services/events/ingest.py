@@ -95,9 +95,13 @@ def _find_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> 
 
 def _app_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> tuple[int | None, Any] | None:
     """App mode: the installation named by ``auth[member_id]`` (or linked to the per-client URL's
-    client) whose application token this is. Its client (None while unlinked) gets the event, and
-    the installation keeps the portal's address the event names, when that host is allowed (a
-    renamed portal: https://apidocs.bitrix24.com/settings/how-to-call-rest-api/change-domen.html)."""
+    client) whose application token this is; its client (None while unlinked) gets the event.
+
+    An installation that has no application token yet (its ONAPPINSTALL never came, or could not be
+    verified) takes the event's, but only with proof that the portal sent it: the event's access
+    token works on the portal (``app_install.prove_access_token``)."""
+    from ..app_install import prove_access_token
+    from ..client_config import ClientConfig
     from ..installations import ACTIVE
 
     rt = runtime()
@@ -109,33 +113,35 @@ def _app_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> t
     else:
         member = _text(_auth(payload).get("member_id"), 64)
     inst = rt.installations.get(member, with_secrets=True) if member else None
-    if inst is None or not _token_matches(given, inst.secrets.get("application_token")):
+    if inst is None:
         return None
-    if inst.status == ACTIVE:
-        _follow_portal(rt, inst, _auth(payload))
-    from ..client_config import ClientConfig
-
+    kept = inst.secrets.get("application_token")
+    if not _token_matches(given, kept):
+        access = _auth(payload).get("access_token")
+        if kept or inst.status != ACTIVE or not isinstance(access, str) or not prove_access_token(rt, inst, access) \
+                or not rt.installations.set_application_token(inst.member_id, given):
+            return None
+        log.info("bitrix24 app on %s: application token taken from a verified event", inst.member_id)
     config = ClientConfig(client_id=inst.client_id, webhook_base=None, outbound_token=None, source="app",
                           portal_domain=inst.domain, member_id=inst.member_id)
     return inst.client_id, config
 
 
-def _follow_portal(rt: Any, inst: Any, auth: dict[str, Any]) -> None:
-    from ..webhook_rules import InvalidConfig, validate_client_endpoint
-
-    given = auth.get("client_endpoint")
-    if not isinstance(given, str) or given == inst.client_endpoint:
+def _check_moved(payload: dict[str, Any], config: Any) -> None:
+    """A verified app event naming another REST address than ours: the portal may have been renamed.
+    The address an event names is not taken (it would decide where our access token goes); the OAuth
+    server is asked instead (at most once per installation in a while: ``TokenBroker.renew``)."""
+    rt = runtime()
+    given = _auth(payload).get("client_endpoint")
+    if not rt.app_mode or config is None or config.source != "app" or not isinstance(given, str):
+        return
+    inst = rt.installations.get(config.member_id)
+    if inst is None or inst.status != "active" or given.rstrip("/") == (inst.client_endpoint or "").rstrip("/"):
         return
     try:
-        endpoint = validate_client_endpoint(given, rt.allowed_hosts)
-    except InvalidConfig:
-        return  # not a host we may call: keep what we have
-    if endpoint != inst.client_endpoint:
-        from ..store import portal_domain
-
-        rt.installations.follow(inst.member_id, client_endpoint=endpoint, domain=portal_domain(endpoint))
-        rt.tokens.forget(inst.member_id)
-        log.warning("bitrix24 portal %s now answers at %s", inst.member_id, endpoint)
+        rt.tokens.renew(inst.member_id, rt.tokens.current(inst.member_id), "moved")
+    except Exception as exc:  # noqa: BLE001 - the event is stored; the next call tries again
+        log.warning("bitrix24 app on %s: could not check a new address: %s", inst.member_id, type(exc).__name__)
 
 
 def _expected_token(config: Any) -> str | None:
@@ -244,6 +250,7 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         _session().rollback()
         return _again(key, unhandled)
     _forget_labels(name, (config.portal_domain if config is not None and config.portal_domain else domain) or None)
+    _check_moved(payload, config)
     return stored, False
 
 
