@@ -146,6 +146,31 @@ def _run_rq_worker(queue, job_class: type, burst: bool) -> None:
         delay = min(30.0, delay * 2)
 
 
+@bitrix24_cli.command("offline-drain")
+@click.option("--member-id", default=None, help="one installation (its portal's member_id); default: all")
+@click.option("--client-id", type=int, default=None, help="the installation linked to this client")
+@with_appcontext
+def offline_drain_command(member_id: str | None, client_id: int | None) -> None:
+    """Fetch the portal's offline events of app installations into the event log, and run the handlers.
+    The worker does this on its own every BITRIX_OFFLINE_DRAIN_SECONDS."""
+    from .runtime import runtime
+    from .services import offline
+
+    rt = runtime()
+    if not rt.app_mode:
+        raise click.ClickException("app mode is off: set BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET")
+    if client_id is not None:
+        inst = rt.installations.for_client(client_id)
+        if inst is None:
+            raise click.ClickException(f"no installation is linked to client {client_id}")
+        member_id = inst.member_id
+    reports = [offline.drain(member_id)] if member_id else offline.drain_all()
+    for report in reports:
+        view = report.view()
+        click.echo(f"{view['member_id']}: {view['stored']} stored, {view['duplicates']} already stored, "
+                   f"{view['failed']} refused, {view['batches']} batches" + (" (busy elsewhere)" if view["busy"] else ""))
+
+
 @bitrix24_cli.command("worker")
 @click.option("--burst", is_flag=True, help="handle what is there, then exit")
 @click.option("--interval", type=float, default=5.0, help="seconds between sweeps for due retries")
@@ -168,11 +193,24 @@ def worker_command(burst: bool, interval: float) -> None:
     queue = runtime(app).event_queue
     stop = threading.Event()
 
+    drained = {"at": 0.0}
+
+    def drain_if_due() -> None:
+        """App mode: every installation's offline events, every BITRIX_OFFLINE_DRAIN_SECONDS (a lost
+        ONOFFLINEEVENT costs a delay, not the records)."""
+        from .services import offline
+
+        if time.monotonic() - drained["at"] < float(app.config.get("BITRIX_OFFLINE_DRAIN_SECONDS", 300.0)):
+            return
+        drained["at"] = time.monotonic()
+        offline.drain_all()
+
     def sweep_forever() -> None:
         while not stop.wait(interval):
             with app.app_context():
                 try:
                     events.run_due()
+                    drain_if_due()
                 except Exception as exc:  # keep sweeping: the database or Redis may come back
                     click.echo(f"sweep failed: {exc}", err=True)
 
@@ -200,6 +238,7 @@ def worker_command(burst: bool, interval: float) -> None:
         with app.app_context():  # each pass in a fresh context and session, as RQ jobs are
             try:
                 events.run_due()
+                drain_if_due()
             except Exception as exc:  # keep going: the database may come back
                 runtime(app).session.rollback()
                 click.echo(f"sweep failed: {exc}", err=True)

@@ -67,6 +67,15 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     # /webhook on the host the install request came to
     "BITRIX_APP_EVENTS": ("auto", str),
     "BITRIX_APP_EVENT_URL": ("", str),
+    # "offline": the events are queued by the portal (event.bind event_type=offline) and drained by us on
+    # ONOFFLINEEVENT and on the worker's schedule, so none is lost while we are down; "online": posted to us
+    "BITRIX_APP_EVENT_DELIVERY": ("offline", str),
+    # The auth_connector our calls carry and our offline queue is bound with, so our own writes never come
+    # back as events (where the portal's plan has the feature; else none is used); empty: none
+    "BITRIX_APP_CONNECTOR": ("flask_bitrix24", str),
+    "BITRIX_OFFLINE_BATCH": (200, int),  # offline records fetched per event.offline.get
+    "BITRIX_OFFLINE_MIN_TIMEOUT": (1, int),  # ONOFFLINEEVENT's minTimeout: seconds between two notifications
+    "BITRIX_OFFLINE_DRAIN_SECONDS": (300.0, float),  # the worker drains every installation's queue this often
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
     # where the Swagger UI page at /api/bitrix/docs loads its scripts from; empty: the installed
     # flask-swagger-ui package's copy, served at /api/bitrix/docs/assets/ (no internet needed)

@@ -134,6 +134,12 @@ class Bitrix24:
         installations = self.installation_model
         if installations is None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
             installations = declare_installation_model(db, self.installation_table)
+        if installations is not None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
+            from .services.offline import on_offline_event
+
+            # The portal says offline records wait: drain them (inline after the answer, or in the worker).
+            if on_offline_event not in self.hooks.handlers_for("ONOFFLINEEVENT"):
+                self.hooks.add_handler("ONOFFLINEEVENT", on_offline_event)
         app.extensions[EXTENSION_KEY] = Runtime(
             app, db=db, store=chosen, event_model=events, hooks=self.hooks, blueprint_name=self.blueprint_name,
             url_prefix=self.url_prefix, own_migrations=self.own_migrations, cli_group=self.cli_group,

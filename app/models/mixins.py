@@ -81,6 +81,13 @@ class AppInstallationMixin:
     problem: Mapped[str | None] = mapped_column(String(64))
     problem_detail: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The auth_connector our calls and our offline queue use ("" when the plan has none), and the
+    # offline batch being drained (reserved with clear=0), kept until it is cleared: a crash loses nothing.
+    connector: Mapped[str | None] = mapped_column(String(64))
+    offline_process_id: Mapped[str | None] = mapped_column(String(64))
+    # One drain at a time per installation, across processes: who drains, until when.
+    offline_claim: Mapped[str | None] = mapped_column(String(64))
+    offline_claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # A refresh in progress: who holds it and until when (a holder that died frees it at the expiry).
     lease_holder: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

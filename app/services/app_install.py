@@ -164,39 +164,78 @@ def wanted_events(rt: Any) -> list[str]:
     else:
         names = [n.strip().upper() for n in setting.split(",") if n.strip()]
     # Ours to handle: ONAPPUNINSTALL always (it is how we learn the app was removed), never ONAPPINSTALL.
-    return sorted({n for n in names if re.fullmatch(r"[A-Z0-9_]{1,128}", n)} - {"ONAPPINSTALL"} | {"ONAPPUNINSTALL"})
+    return sorted({n for n in names if re.fullmatch(r"[A-Z0-9_]{1,128}", n)} - {"ONAPPINSTALL", "ONOFFLINEEVENT"}
+                  | {"ONAPPUNINSTALL"})
+
+
+def _connector(rt: Any, member_id: str) -> str:
+    """The auth_connector this installation uses: BITRIX_APP_CONNECTOR where the portal's plan has the
+    feature (``feature.get`` ``rest_auth_connector``,
+    https://apidocs.bitrix24.com/api-reference/common/system/feature-get.html), else none."""
+    from flask import current_app
+
+    from .bitrix24_service import call_installation
+
+    wanted = str(current_app.config.get("BITRIX_APP_CONNECTOR") or "").strip()
+    if not wanted or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", wanted):
+        return ""
+    try:
+        answer = call_installation(member_id, "feature.get", {"CODE": "rest_auth_connector"}).get("result")
+    except Bitrix24Error:
+        return ""
+    return wanted if isinstance(answer, dict) and answer.get("value") == "Y" else ""
 
 
 def bind_events(member_id: str, event_url: str | None, install_url: str | None) -> dict[str, Any]:
-    """Bind the wanted events to ``event_url`` and ONAPPUNINSTALL to ``install_url`` (event.bind,
-    https://apidocs.bitrix24.com/api-reference/events/event-bind.html), skipping what ``event.get``
-    shows bound already (a reinstall). A failure is logged, not fatal: the installation stands."""
+    """Bind the wanted events (event.bind, https://apidocs.bitrix24.com/api-reference/events/event-bind.html):
+    with ``BITRIX_APP_EVENT_DELIVERY=offline`` (the default) offline, on our connector, plus
+    ONOFFLINEEVENT to ``event_url``; with ``online``, each to ``event_url``. ONAPPUNINSTALL always goes
+    online to ``install_url``. What ``event.get`` shows bound already (a reinstall) is not bound again.
+    A failure is logged, not fatal: the installation stands (the worker's drain still finds records)."""
+    from flask import current_app
+
     from .bitrix24_service import call_installation
     from .bulk.batch import command_string
 
     rt = runtime()
-    wanted = [(name, install_url if name == "ONAPPUNINSTALL" else event_url) for name in wanted_events(rt)]
-    wanted = [(name, url) for name, url in wanted if url]
-    if not wanted:
-        return {"bound": [], "failed": []}
+    offline = str(current_app.config.get("BITRIX_APP_EVENT_DELIVERY", "offline")).lower() == "offline"
     try:
+        connector = _connector(rt, member_id) if offline else ""
+        rt.installations.set_values(member_id, connector=connector)
+        rt.tokens.forget(member_id)  # its calls carry the connector from now on
+        wanted: list[tuple[str, dict[str, Any]]] = []
+        for name in wanted_events(rt):
+            if name == "ONAPPUNINSTALL":
+                if install_url:
+                    wanted.append((name, {"event": name, "handler": install_url}))
+            elif offline:
+                bind = {"event": name, "event_type": "offline"}
+                wanted.append((name, {**bind, "auth_connector": connector} if connector else bind))
+            elif event_url:
+                wanted.append((name, {"event": name, "handler": event_url}))
+        if offline and event_url and len(wanted) > 1:
+            minimum = int(current_app.config.get("BITRIX_OFFLINE_MIN_TIMEOUT", 1))
+            wanted.append(("ONOFFLINEEVENT", {"event": "ONOFFLINEEVENT", "handler": event_url,
+                                              "options": {"minTimeout": minimum}}))
         listed = call_installation(member_id, "event.get").get("result") or []
-        have = {(str(b.get("event", "")).upper(), b.get("handler")) for b in listed if isinstance(b, dict)}
-        missing = [(name, url) for name, url in wanted if (name, url) not in have]
+        have = {(str(b.get("event", "")).upper(), b.get("handler") or "", str(b.get("offline", 0)) in ("1", "true"))
+                for b in listed if isinstance(b, dict)}
+        missing = [(name, params) for name, params in wanted
+                   if (name, params.get("handler") or "", params.get("event_type") == "offline") not in have]
         if not missing:
-            return {"bound": [], "failed": []}
-        cmd = {f"b{i}": command_string("event.bind", {"event": name, "handler": url})
-               for i, (name, url) in enumerate(missing[:50])}
+            return {"bound": [], "failed": [], "connector": connector}
+        cmd = {f"b{i}": command_string("event.bind", params) for i, (_, params) in enumerate(missing[:50])}
         answer = call_installation(member_id, "batch", {"halt": 0, "cmd": cmd}).get("result") or {}
         errors = answer.get("result_error") if isinstance(answer, dict) else None
         failed = sorted(errors) if isinstance(errors, dict) else []
-        bound = [missing[int(k[1:])][0] for k in cmd if k not in failed]
         if failed:
-            log.warning("bitrix24 app on %s: event.bind refused for %s", member_id, failed)
-        return {"bound": bound, "failed": [missing[int(k[1:])][0] for k in failed]}
+            log.warning("bitrix24 app on %s: event.bind refused for %s", member_id,
+                        [missing[int(k[1:])][0] for k in failed])
+        return {"bound": [missing[int(k[1:])][0] for k in cmd if k not in failed],
+                "failed": [missing[int(k[1:])][0] for k in failed], "connector": connector}
     except Bitrix24Error as exc:
         log.warning("bitrix24 app on %s: events not bound: %s", member_id, exc)
-        return {"bound": [], "failed": [name for name, _ in wanted], "error": exc.code}
+        return {"bound": [], "failed": ["*"], "error": exc.code}
 
 
 def prove_access_token(rt: Any, inst: Any, access_token: str) -> bool:

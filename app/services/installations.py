@@ -78,6 +78,7 @@ class Tokens:
     client_endpoint: str = ""
     version: int = 0
     fresh: bool = field(default=False, compare=False)  # just refreshed for the caller that asked
+    connector: str = ""  # the auth_connector our calls carry (https://apidocs.bitrix24.com/api-reference/events/offline-events.html)
 
 
 @dataclass
@@ -99,6 +100,8 @@ class Installation:
     updated_at: dt.datetime | None
     has_application_token: bool = False
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+    connector: str = ""
+    offline_process_id: str | None = None
 
     def view(self) -> dict[str, Any]:
         return {
@@ -118,7 +121,7 @@ class Installation:
 
     def tokens(self) -> Tokens:
         return Tokens(self.member_id, self.secrets.get("access_token") or "", self.client_endpoint or "",
-                      self.token_version)
+                      self.token_version, connector=self.connector)
 
 
 def _problem_error(inst: Installation) -> AppNotUsable:
@@ -186,7 +189,8 @@ class InstallationStore:
             token_version=row.token_version, installed_at=_aware(row.installed_at),
             refreshed_at=_aware(row.refreshed_at), access_expires_at=_aware(row.access_expires_at),
             updated_at=_aware(row.updated_at), has_application_token=bool(secrets.get("application_token")),
-            secrets=secrets if with_secrets else {},
+            secrets=secrets if with_secrets else {}, connector=row.connector or "",
+            offline_process_id=row.offline_process_id,
         )
 
     def _decrypt(self, ciphertext: str | None) -> dict[str, Any]:
@@ -288,6 +292,29 @@ class InstallationStore:
             conn.execute(update(self.table).where(self.table.c.id == row.id)
                          .values(credentials=self._encrypt(secrets), updated_at=utcnow()))
         return True
+
+    def set_values(self, member_id: str, **values: Any) -> None:
+        """Plain columns (``connector``, ``offline_process_id``), in a transaction of their own."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(self.table).where(self.table.c.member_id == member_id)
+                         .values(updated_at=utcnow(), **values))
+
+    def claim_drain(self, member_id: str, holder: str, seconds: float) -> bool:
+        """Take the installation's offline drain for ``seconds`` unless another holder has it."""
+        now = utcnow()
+        t = self.table
+        with self.db.engine.begin() as conn:
+            done = conn.execute(update(t).where(
+                t.c.member_id == member_id,
+                t.c.offline_claim.is_(None) | (t.c.offline_claimed_until < now) | (t.c.offline_claim == holder),
+            ).values(offline_claim=holder, offline_claimed_until=now + dt.timedelta(seconds=seconds))).rowcount
+        return bool(done)
+
+    def release_drain(self, member_id: str, holder: str) -> None:
+        t = self.table
+        with self.db.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.member_id == member_id, t.c.offline_claim == holder)
+                         .values(offline_claim=None, offline_claimed_until=None))
 
     def link(self, member_id: str, client_id: int) -> None:
         """Link the installation to the client (and no other installation to it), in one transaction."""
@@ -404,7 +431,8 @@ class InstallationStore:
             # store it as soon as the database takes it (flush_unsaved, before each call's token lookup).
             log.error("bitrix24 app %s: a refreshed token pair could not be stored yet; this process keeps it "
                       "and stores it on its next call", member_id, exc_info=True)
-        return Tokens(member_id, grant.access_token, endpoint, inst.token_version + 1, fresh=True), True
+        return Tokens(member_id, grant.access_token, endpoint, inst.token_version + 1, fresh=True,
+                      connector=inst.connector), True
 
     def flush_unsaved(self, member_id: str, *, quiet: bool = True) -> None:
         """Store a refreshed pair ``renew`` holds (retried a few times: losing it would cost a

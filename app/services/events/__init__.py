@@ -19,7 +19,7 @@ from flask import has_app_context
 
 from ...models.status import STATUSES, WAITING, EventStatus
 from .dispatch import LEASE_SECONDS, Event, dispatch_event, submit
-from .ingest import EventRejected, Received, dedupe_key, receive_event
+from .ingest import EventRejected, Received, dedupe_key, receive_event, store_pulled_event
 from .listing import belongs_to, event_stats, list_events, sees_environment_events
 from .rerun import EventBusy, replay, retry_failed
 from .sweep import due_events, run_due
@@ -60,5 +60,6 @@ __all__ = [
     "run_due",
     "run_event_job",
     "sees_environment_events",
+    "store_pulled_event",
     "submit",
 ]

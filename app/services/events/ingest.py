@@ -254,6 +254,37 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     return stored, False
 
 
+def store_pulled_event(payload: dict[str, Any], *, tenant: int | None, portal_domain: str | None,
+                       key: str) -> tuple[Received, bool]:
+    """Store an event we fetched ourselves (an offline record): no token to check (we asked the
+    portal), the caller's dedupe ``key``. A record already stored under it (read again after a
+    crash between storing and clearing) is a duplicate and is not run again: (row, True)."""
+    name = str(payload.get("event") or "").strip().upper()
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    entity = entity_for_event(name)
+    record_id = event_record_id(entity, data)
+    unhandled = not runtime().hooks.handlers_for(name)
+    now = _now()
+    row = _model()(
+        client_id=tenant, portal_domain=portal_domain, event=name, entity_type=entity.type_name if entity else None,
+        entity_id=_text(str(record_id), 64) or None if record_id is not None else None, payload=_scrub(payload),
+        dedupe_key=key, status=EventStatus.DONE if unhandled else EventStatus.RECEIVED, received_at=now,
+        processed_at=now if unhandled else None,
+    )
+    _session().add(row)
+    try:
+        _session().flush()
+        stored = Received(row.id, row.status)
+        _session().commit()
+    except IntegrityError:
+        _session().rollback()
+        model = _model()
+        existing = _session().execute(select(model).where(model.dedupe_key == key)).scalar_one()
+        return Received(existing.id, existing.status), True
+    _forget_labels(name, portal_domain)
+    return stored, False
+
+
 def _forget_labels(name: str, domain: str | None) -> None:
     """An ``ONCRM*USERFIELD*`` event: the portal's cached field labels are stale (``field_labels``)."""
     from ..field_labels import on_event
