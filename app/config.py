@@ -62,6 +62,8 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_APP_CLIENT_ID": ("", str),
     "BITRIX_APP_CLIENT_SECRET": ("", str),
     "BITRIX_OAUTH_SERVER": ("https://oauth.bitrix.info/", str),
+    # The app's code as app.info names it (a Marketplace app's differs from its client id); default: the client id
+    "BITRIX_APP_CODE": ("", str),
     # Events the app binds on each portal at install (event.bind): "auto" = those our handlers are
     # registered for; a comma-separated list; empty: none. Bound to BITRIX_APP_EVENT_URL, by default our
     # /webhook on the host the install request came to

@@ -120,7 +120,8 @@ class Runtime:
         secret = str(cfg.get("BITRIX_APP_CLIENT_SECRET") or "").strip()
         self.app_client_id = client_id or None
         self.app_mode = bool(client_id and secret and self.installations is not None)
-        self.install_pace = VerificationPace()
+        self.install_pace = VerificationPace()  # install requests checked with the OAuth server
+        self.event_pace = VerificationPace()  # events whose access token is checked with app.info
         self.oauth = self.tokens = None
         if self.app_mode:
             self.oauth = OAuthClient(str(cfg.get("BITRIX_OAUTH_SERVER") or "https://oauth.bitrix.info/"), client_id,

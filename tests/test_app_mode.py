@@ -470,14 +470,61 @@ def test_bad_install_requests_get_a_4xx(app_mode, oauth, body):
 
 
 def test_a_flood_of_made_up_installs_does_not_hammer_the_oauth_server(app_mode, oauth):
-    """10 checks a minute from one address, 60 in all: a flood from one place is cut short, and does
-    not lock out a real install from another."""
+    """Refused checks are counted per client address (10 a minute, an IPv6 network as one): a flood is
+    cut short, and a real install from an address that is not failing goes ahead, whichever portal."""
     client = app_mode.test_client()
-    statuses = [client.post("/api/bitrix/app/install", data=install_form(None, refresh=f"made-up-refresh-{i:04d}"),
+    statuses = [client.post("/api/bitrix/app/install",
+                            data=install_form(None, member=f"{i:032x}", refresh=f"made-up-refresh-{i:04d}"),
                             environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code for i in range(40)]
     assert oauth.refreshes == 10 and statuses.count(401) == 10 and statuses.count(429) == 30
+    network = [client.post("/api/bitrix/app/install", data=install_form(None, refresh=f"made-up-{i:04d}-x"),
+                           environ_base={"REMOTE_ADDR": f"2001:db8:0:0:{i}::1"}).status_code for i in range(20)]
+    assert oauth.refreshes == 20 and network.count(429) == 10  # one /64, many addresses: one budget
+    r = client.post("/api/bitrix/app/install", data=install_form(oauth), environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert r.status_code == 429  # the flooding address stays cut off for the minute
     r = client.post("/api/bitrix/app/install", data=install_form(oauth), environ_base={"REMOTE_ADDR": "198.51.100.7"})
-    assert r.status_code == 200 and r.get_json()["result"]["action"] == "installed"
+    assert r.status_code == 200 and r.get_json()["result"]["action"] == "installed"  # the same portal, elsewhere
+
+
+def test_an_access_token_of_another_app_proves_nothing(app_mode, oauth):
+    """A token minted for another app on the same portal (app.info names that app) gives no
+    application token; nor does one offered to replace a kept token."""
+    client = app_mode.test_client()
+    access, refresh = oauth.issue()
+    client.post("/api/bitrix/app/install", data={"AUTH_ID": access, "REFRESH_ID": refresh, "member_id": MEMBER})
+    oauth.rest("app.info", {"ID": 9, "CODE": "local.someone-else", "INSTALLED": True})
+    other_access, _ = oauth.issue()
+    r = client.post("/api/bitrix/app/install", data={**install_form(None), "auth[access_token]": other_access})
+    assert r.status_code == 401
+    assert client.get(f"/api/bitrix/app/installations/{MEMBER}").get_json()["result"]["events_verified"] is False
+
+
+def test_a_kept_application_token_is_not_replaced_by_an_access_token_proof(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    oauth.app_info()
+    access, _ = oauth.issue()
+    forged = {**install_form(None, app_token="6" * 32), "auth[access_token]": access}
+    assert client.post("/api/bitrix/app/install", data=forged).status_code == 401
+    crm = {"event": "ONCRMCONTACTADD", "data[FIELDS][ID]": "9", "ts": "1790000001", "auth[domain]": HOST,
+           "auth[member_id]": MEMBER, "auth[application_token]": APP_TOKEN}
+    assert client.post("/api/bitrix/webhook", data=crm).status_code == 200  # the real token still works
+
+
+def test_an_uninstall_racing_a_refresh_still_uninstalls(app_mode, oauth):
+    client = app_mode.test_client()
+    installed_and_linked(client, oauth)
+    rt = app_mode.extensions["bitrix24"]
+    from flask_bitrix24.services import app_install
+
+    with app_mode.test_request_context():
+        outcome = app_install.uninstall_event({"event": "ONAPPUNINSTALL", "data": {"CLEAN": "0"},
+                                               "auth": {"member_id": MEMBER, "application_token": APP_TOKEN}})
+        used = rt.installations.tokens(MEMBER)
+        rt.installations.renew(MEMBER, used.access_token, lambda t: rt.oauth.refresh(t, MEMBER))  # lands between
+        app_install.finish_uninstall(outcome)
+    row = stored(app_mode)
+    assert row.status == "uninstalled" and row.credentials is None
 
 
 def test_a_renamed_portal_is_followed_by_member_id(app_mode, oauth, portal):

@@ -81,6 +81,8 @@ class AppInstallationMixin:
     problem: Mapped[str | None] = mapped_column(String(64))
     problem_detail: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    installs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # grows with each (re)install only
+    address_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # a "moved?" refresh
     # The auth_connector our calls and our offline queue use ("" when the plan has none), and the
     # offline batch being drained (reserved with clear=0), kept until it is cleared: a crash loses nothing.
     connector: Mapped[str | None] = mapped_column(String(64))

@@ -63,7 +63,7 @@ class InstallOutcome:
     client_id: int | None = None
     status: str | None = None
     payload: dict[str, Any] | None = None  # the event to log and dispatch, when there is one
-    version: int | None = None  # the token_version an uninstall was checked against
+    version: int | None = None  # the installation's install count an uninstall was checked against
 
     def view(self) -> dict[str, Any]:
         return {"action": self.action, "member_id": self.member_id, "client_id": self.client_id,
@@ -71,36 +71,47 @@ class InstallOutcome:
 
 
 class VerificationPace:
-    """The handler is public, and a flood of made-up installs must neither make us hammer the OAuth
-    server (which blocks apps that call it too often) nor lock real installs out: at most
-    ``per_address`` verifications a minute from one client address and ``per_minute`` in all, in this
-    process."""
+    """The install handler is public. A flood of made-up installs must not make us hammer the OAuth
+    server (which blocks apps that call it too often), and must not lock real installs out. So what
+    is counted is *refused* verifications, per client address (an IPv6 address by its /64): at most
+    ``per_address`` a minute, in this process. A real install from an address that is not failing
+    always goes ahead (not counted per portal: whoever knows a portal's member_id could then block
+    its installs)."""
 
-    def __init__(self, per_minute: int = 60, per_address: int = 10) -> None:
-        self.per_minute, self.per_address = per_minute, per_address
-        self._times: deque[float] = deque()
-        self._by_address: dict[str, deque[float]] = {}
+    def __init__(self, per_address: int = 10) -> None:
+        self.per_address = per_address
+        self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def _room(times: deque[float], now: float, limit: int) -> float:
+    def _address_key(address: str | None) -> str:
+        address = address or ""
+        if ":" in address:  # IPv6: one network, not one of its 2**64 addresses
+            return "ip6:" + ":".join(address.split(":")[:4])
+        return "ip:" + address
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(key, deque())
         while times and now - times[0] >= 60.0:
             times.popleft()
-        return 0.0 if len(times) < limit else 60.0 - (now - times[0])
+        return times
 
-    def take(self, address: str | None = None) -> None:
+    def take(self, address: str | None = None, member_id: str | None = None) -> None:
+        """Refuse (429) when this address has failed too often this minute."""
         now = time.monotonic()
         with self._lock:
-            if len(self._by_address) > 10_000:  # forget quiet addresses
-                self._by_address = {a: t for a, t in self._by_address.items() if t and now - t[-1] < 60.0}
-            mine = self._by_address.setdefault(address or "", deque())
-            wait = max(self._room(mine, now, self.per_address), self._room(self._times, now, self.per_minute))
-            if wait > 0:
+            if len(self._failures) > 10_000:  # forget quiet keys
+                self._failures = {k: t for k, t in self._failures.items() if t and now - t[-1] < 60.0}
+            times = self._recent(self._address_key(address), now)
+            if len(times) >= self.per_address:
                 raise InstallRejected(429, "TOO_MANY_INSTALLS",
-                                      "too many install requests to verify this minute: try again shortly",
-                                      retry_after=max(1.0, wait))
-            mine.append(now)
-            self._times.append(now)
+                                      "too many refused install requests from this address this minute: try again "
+                                      "shortly", retry_after=max(1.0, 60.0 - (now - times[0])))
+
+    def failed(self, address: str | None = None, member_id: str | None = None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(self._address_key(address), now).append(now)
 
 
 def _mode():
@@ -122,19 +133,21 @@ def _same(given: str | None, expected: str | None) -> bool:
 def _address() -> str | None:
     from flask import has_request_context, request
 
-    return request.remote_addr if has_request_context() else None
+    return request.remote_addr if has_request_context() else None  # behind a proxy: ProxyFix makes it the client's
 
 
 def _verify(rt: Any, refresh_token: str, member_id: str):
     """The pair the OAuth server gives for ``refresh_token``, which must belong to ``member_id``."""
     from .oauth import GrantMismatch
 
-    rt.install_pace.take(_address())
+    rt.install_pace.take(_address(), member_id)
     try:
         return rt.oauth.refresh(refresh_token, member_id)
     except RefreshRefused:
+        rt.install_pace.failed(_address(), member_id)
         raise
     except GrantMismatch:
+        rt.install_pace.failed(_address(), member_id)
         raise InstallRejected(401, "INSTALL_NOT_VERIFIED", "the tokens of this install belong to another portal "
                                                            "than the one it names: nothing was stored") from None
     except Bitrix24Error as exc:
@@ -239,21 +252,31 @@ def bind_events(member_id: str, event_url: str | None, install_url: str | None) 
 
 
 def prove_access_token(rt: Any, inst: Any, access_token: str) -> bool:
-    """Whether the portal itself takes ``access_token``: ``app.info``
-    (https://apidocs.bitrix24.com/api-reference/common/system/app-info.html) with it at the
-    installation's REST address, which the OAuth server gave us (never an address from the payload).
-    Only the portal can mint a token it takes, so an event carrying one came from the portal."""
+    """Whether ``access_token`` is our app's, on this portal: ``app.info``
+    (https://apidocs.bitrix24.com/api-reference/common/system/app-info.html) with it, sent to the
+    installation's REST address, which the OAuth server gave us (never an address from the payload),
+    must name our app (``CODE``: ``BITRIX_APP_CODE``, else ``BITRIX_APP_CLIENT_ID``, as a local app's
+    code is). Any user of the portal who can open our app can read such a token (``BX24.getAuth()``),
+    so this proof is only ever used where the installation has no application token at all; a kept
+    one is replaced only by an install the OAuth server vouched for."""
+    from flask import current_app
+
     from .wire import form_body
 
     if not inst.client_endpoint or not _text(access_token, _TOKEN):
         return False
-    rt.install_pace.take(_address())
+    rt.event_pace.take(_address(), inst.member_id)
     try:
         envelope = rt.portals.for_base(inst.client_endpoint).call(
             inst.client_endpoint, "app.info", form_body({"auth": access_token}))
     except Bitrix24Error:
-        return False
-    return isinstance(envelope.get("result"), dict)
+        envelope = {}
+    result = envelope.get("result")
+    code = str(current_app.config.get("BITRIX_APP_CODE") or rt.app_client_id or "")
+    ours = isinstance(result, dict) and bool(code) and result.get("CODE") == code
+    if not ours:
+        rt.event_pace.failed(_address(), inst.member_id)
+    return ours
 
 
 def install_event(payload: dict[str, Any], urls: tuple[str | None, str | None] = (None, None)) -> InstallOutcome:
@@ -291,8 +314,9 @@ def install_event(payload: dict[str, Any], urls: tuple[str | None, str | None] =
         if _same(app_token, kept):
             return InstallOutcome("duplicate", member, existing.client_id, existing.status)
         access = auth.get("access_token") if isinstance(auth.get("access_token"), str) else ""
-        if access and prove_access_token(rt, existing, access) \
-                and rt.installations.set_application_token(member, app_token, replace=kept):
+        # Only where none is kept: replacing one takes a refresh the OAuth server accepted.
+        if not kept and access and prove_access_token(rt, existing, access) \
+                and rt.installations.set_application_token(member, app_token):
             _forget(rt, member, existing.client_id)
             return InstallOutcome("token_saved", member, existing.client_id, existing.status, payload)
     why = f"the OAuth server did not accept its tokens ({problem})" if problem else "it carries no tokens to check"
@@ -340,7 +364,7 @@ def uninstall_event(payload: dict[str, Any]) -> InstallOutcome:
     rt = _mode()
     inst = _checked(rt, payload)
     outcome = InstallOutcome("uninstalled", inst.member_id, inst.client_id, "uninstalled", payload)
-    outcome.version = inst.token_version
+    outcome.version = inst.installs
     return outcome
 
 
@@ -348,7 +372,7 @@ def finish_uninstall(outcome: InstallOutcome) -> None:
     """After the event is logged (its token is checked once more there): drop the tokens, unless a
     reinstall stored new ones since the check."""
     rt = runtime()
-    if not rt.installations.uninstall(outcome.member_id, version=outcome.version):
+    if not rt.installations.uninstall(outcome.member_id, installs=outcome.version):
         log.warning("bitrix24 app on %s: ONAPPUNINSTALL ignored, a reinstall came first", outcome.member_id)
         return
     _forget(rt, outcome.member_id, outcome.client_id)

@@ -102,6 +102,8 @@ class Installation:
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
     connector: str = ""
     offline_process_id: str | None = None
+    installs: int = 0
+    address_checked_at: dt.datetime | None = None
 
     def view(self) -> dict[str, Any]:
         return {
@@ -176,7 +178,7 @@ class InstallationStore:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.model, self.db, self._cipher, self.sleep = model, db, cipher, sleep
         self.table = model.__table__
-        # member_id -> (lease holder, token pair, values): refreshed pairs the database has not taken yet
+        # member_id -> (token_version it replaces, token pair, values): refreshed pairs not stored yet
         self.unsaved: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
 
     # -- reading -----------------------------------------------------------------------------------
@@ -190,7 +192,8 @@ class InstallationStore:
             refreshed_at=_aware(row.refreshed_at), access_expires_at=_aware(row.access_expires_at),
             updated_at=_aware(row.updated_at), has_application_token=bool(secrets.get("application_token")),
             secrets=secrets if with_secrets else {}, connector=row.connector or "",
-            offline_process_id=row.offline_process_id,
+            offline_process_id=row.offline_process_id, installs=row.installs or 0,
+            address_checked_at=_aware(row.address_checked_at),
         )
 
     def _decrypt(self, ciphertext: str | None) -> dict[str, Any]:
@@ -273,7 +276,7 @@ class InstallationStore:
                 domain=domain, client_endpoint=grant.client_endpoint, credentials=self._encrypt(secrets),
                 scope=grant.scope, status=ACTIVE, problem=None, problem_detail=None, lease_holder=None,
                 lease_until=None, access_expires_at=_expiry(now, grant.expires_in), refreshed_at=now, updated_at=now,
-                installed_at=now, token_version=self.table.c.token_version + 1))
+                installed_at=now, token_version=self.table.c.token_version + 1, installs=self.table.c.installs + 1))
         inst = self.get(grant.member_id)
         assert inst is not None
         return inst, created
@@ -330,12 +333,12 @@ class InstallationStore:
                                 .values(client_id=None, updated_at=utcnow())).rowcount
         return bool(done)
 
-    def uninstall(self, member_id: str, *, version: int | None = None) -> bool:
+    def uninstall(self, member_id: str, *, installs: int | None = None) -> bool:
         """The portal removed the app: no token is kept (the link to the client stays, to explain).
-        With ``version``, only if no reinstall stored a newer pair since the caller checked."""
+        With ``installs``, only if no reinstall came since the caller checked (a refresh may have)."""
         where = [self.table.c.member_id == member_id]
-        if version is not None:
-            where.append(self.table.c.token_version == version)
+        if installs is not None:
+            where.append(self.table.c.installs == installs)
         with self.db.engine.begin() as conn:
             done = conn.execute(update(self.table).where(*where).values(
                 credentials=None, status=UNINSTALLED, problem=None, problem_detail=None, access_expires_at=None,
@@ -362,6 +365,34 @@ class InstallationStore:
 
     # -- the refresh ----------------------------------------------------------------------------------
 
+    def _try_lease(self, member_id: str, used: str, me: str, *, may_refresh: bool, force: bool) -> Any:
+        """Tokens to use now, or (installation, refresh token) with the lease taken, or None: someone
+        else holds it. Looked at without a lock first (waiters only read), locked to take it."""
+        for locked in (False, True):
+            with self.db.engine.begin() as conn:
+                row = self._lock(conn, member_id) if locked else \
+                    conn.execute(select(self.table).where(self.table.c.member_id == member_id)).first()
+                inst = None if row is None else self._installation(row, with_secrets=True)
+                problem = unusable(inst)
+                if problem is not None:
+                    raise problem
+                assert inst is not None and row is not None
+                now = utcnow()
+                stored = inst.tokens()
+                expired = inst.access_expires_at is not None and inst.access_expires_at <= now
+                if stored.access_token != used and (force or not expired):
+                    return stored
+                lease = _aware(row.lease_until)
+                if lease is not None and lease > now:
+                    return None
+                if not (may_refresh or force):
+                    return stored  # nothing newer, and nobody is getting one
+                if locked:
+                    conn.execute(update(self.table).where(self.table.c.id == row.id).values(
+                        lease_holder=me, lease_until=now + dt.timedelta(seconds=LEASE_SECONDS)))
+                    return inst, inst.secrets.get("refresh_token") or ""
+        return None
+
     def renew(self, member_id: str, used_access_token: str, refresh: Callable[[str], Grant], *,
               may_refresh: bool = True, force: bool = False, wait: float = 20.0) -> tuple[Tokens, bool]:
         """The pair to use after ``used_access_token`` was refused. Returns (tokens, refreshed).
@@ -376,28 +407,12 @@ class InstallationStore:
         me = uuid.uuid4().hex
         deadline = time.monotonic() + wait
         while True:
-            with self.db.engine.begin() as conn:
-                row = self._lock(conn, member_id)
-                inst = None if row is None else self._installation(row, with_secrets=True)
-                problem = unusable(inst)
-                if problem is not None:
-                    raise problem
-                assert inst is not None and row is not None
-                now = utcnow()
-                stored = inst.tokens()
-                expired = inst.access_expires_at is not None and inst.access_expires_at <= now
-                replaced = stored.access_token != used_access_token
-                if replaced and (force or not expired):
-                    return stored, False
-                lease = _aware(row.lease_until)
-                leased = lease is not None and lease > now
-                if not leased and not (may_refresh or force):
-                    return stored, False  # nothing newer, and nobody is getting one
-                if not leased:
-                    conn.execute(update(self.table).where(self.table.c.id == row.id).values(
-                        lease_holder=me, lease_until=now + dt.timedelta(seconds=LEASE_SECONDS)))
-                    refresh_token = inst.secrets.get("refresh_token") or ""
-                    break
+            outcome = self._try_lease(member_id, used_access_token, me, may_refresh=may_refresh, force=force)
+            if isinstance(outcome, Tokens):
+                return outcome, False
+            if outcome is not None:
+                inst, refresh_token = outcome
+                break
             # Another process is refreshing: its pair will be in the row when its lease goes.
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"the app's token refresh for {member_id} took longer than {wait:.0f} s")
@@ -420,10 +435,10 @@ class InstallationStore:
         endpoint = grant.client_endpoint or inst.client_endpoint or ""
         values: dict[str, Any] = dict(
             client_endpoint=endpoint, scope=grant.scope or inst.scope, access_expires_at=_expiry(now, grant.expires_in),
-            token_version=inst.token_version + 1, refreshed_at=now)
+            token_version=inst.token_version + 1, refreshed_at=now, status=ACTIVE, problem=None, problem_detail=None)
         if endpoint != inst.client_endpoint:
             values["domain"] = portal_domain(endpoint)
-        self.unsaved[member_id] = (me, pair, values)
+        self.unsaved[member_id] = (inst.token_version, pair, values)
         try:
             self.flush_unsaved(member_id, quiet=False)
         except Exception:  # noqa: BLE001 - kept: see below
@@ -436,21 +451,25 @@ class InstallationStore:
 
     def flush_unsaved(self, member_id: str, *, quiet: bool = True) -> None:
         """Store a refreshed pair ``renew`` holds (retried a few times: losing it would cost a
-        reinstall), where the lease is still ours or free, and free the lease."""
+        reinstall) and free the lease. It is stored where the row still holds the pair it replaced
+        (``token_version`` unchanged), whoever holds the lease by now and even if a process that
+        tried the spent refresh token meanwhile marked the installation (that mark is lifted); never
+        over a reinstall or an uninstall, which change the version."""
         pending = self.unsaved.get(member_id)
         if pending is None:
             return
-        holder, pair, values = pending
+        version, pair, values = pending
         waits = () if quiet else SAVE_RETRIES
+        done = 0
         for attempt in range(len(waits) + 1):
             try:
                 with self.db.engine.begin() as conn:
                     # The secrets as they are now (an application token may have come meanwhile), with the pair.
                     row = self._lock(conn, member_id)
-                    done = 0
-                    if row is not None and row.status == ACTIVE and row.lease_holder in (holder, None):
+                    if row is not None and row.token_version == version and row.status != UNINSTALLED:
                         credentials = self._encrypt({**self._decrypt(row.credentials), **pair})
-                        done = conn.execute(update(self.table).where(self.table.c.id == row.id).values(
+                        done = conn.execute(update(self.table).where(
+                            self.table.c.id == row.id, self.table.c.token_version == version).values(
                             credentials=credentials, lease_holder=None, lease_until=None, updated_at=utcnow(),
                             **values)).rowcount
                 break
@@ -462,7 +481,20 @@ class InstallationStore:
                 self.sleep(waits[attempt])
         self.unsaved.pop(member_id, None)
         if not done:
-            log.error("bitrix24 app %s: the refresh lease was taken over before the new pair was stored", member_id)
+            log.error("bitrix24 app %s: a reinstall or an uninstall came before the refreshed pair was stored; "
+                      "the pair is dropped", member_id)
+
+    def address_check_due(self, member_id: str, seconds: float) -> bool:
+        """Claim a "has the portal moved?" refresh for this installation: at most one per ``seconds``,
+        whichever process asks."""
+        now = utcnow()
+        t = self.table
+        with self.db.engine.begin() as conn:
+            done = conn.execute(update(t).where(
+                t.c.member_id == member_id,
+                t.c.address_checked_at.is_(None) | (t.c.address_checked_at < now - dt.timedelta(seconds=seconds)),
+            ).values(address_checked_at=now)).rowcount
+        return bool(done)
 
     def _finish(self, member_id: str, holder: str, **values: Any) -> None:
         """Free the lease (where it is still ours), with ``values`` written at the same time."""

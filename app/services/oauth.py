@@ -26,6 +26,7 @@ import requests
 
 from .errors import PortalAuthFailed, PortalTimeout, ServerError, TransportError
 from .installations import Grant, InstallationStore, RefreshRefused, Tokens
+from .locks import LockTimeout
 from .portal import USER_AGENT
 from .webhook_rules import InvalidConfig, validate_client_endpoint
 
@@ -150,7 +151,6 @@ class TokenBroker:
         self._cache: dict[str, Tokens] = {}
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._moved_checks: dict[str, float] = {}  # member_id -> when a redirect last made us refresh
 
     def current(self, member_id: str) -> Tokens:
         store = self._store()
@@ -165,7 +165,7 @@ class TokenBroker:
         with self._guard:
             return self._locks.setdefault(member_id, threading.Lock())
 
-    def renew(self, member_id: str, used: Tokens, reason: str = "expired") -> Tokens:
+    def renew(self, member_id: str, used: Tokens, reason: str = "expired", *, wait: float = 20.0) -> Tokens:
         """The pair to use after ``used`` was refused (``reason``): the one another thread or process
         stored meanwhile, else a new one (one refresh, whoever else is waiting).
 
@@ -173,23 +173,27 @@ class TokenBroker:
         - ``invalid`` (``invalid_token``): only take a newer stored pair, never ask the OAuth server
           (the docs have refreshes on an expired token only);
         - ``moved`` (the portal redirects: renamed?): refresh to learn its address from the OAuth
-          server, at most once per ``MOVED_REFRESH_SECONDS`` per installation."""
-        with self._lock(member_id):
+          server, at most once per ``MOVED_REFRESH_SECONDS`` per installation (kept in its row, so
+          for every process).
+        Waits at most ``wait`` seconds for a refresh another thread or process is making."""
+        deadline = time.monotonic() + wait
+        lock = self._lock(member_id)
+        if not lock.acquire(timeout=wait):
+            raise LockTimeout(f"the app's token refresh for {member_id} took longer than {wait:.0f} s")
+        try:
             cached = self._cache.get(member_id)
             if cached is not None and cached.access_token != used.access_token:
                 if reason != "moved" or cached.client_endpoint != used.client_endpoint:
                     return cached  # renewed by another thread while this one waited
             force = False
             if reason == "moved":
-                last = self._moved_checks.get(member_id)
-                if last is not None and time.monotonic() - last < MOVED_REFRESH_SECONDS:
-                    return used  # asked the OAuth server about this portal's address recently
-                self._moved_checks[member_id] = time.monotonic()
+                if not self._store().address_check_due(member_id, MOVED_REFRESH_SECONDS):
+                    return used  # the OAuth server was asked about this portal's address lately
                 force = True
             try:
                 tokens, refreshed = self._store().renew(
                     member_id, used.access_token, lambda token: self.oauth.refresh(token, member_id),
-                    may_refresh=reason == "expired", force=force)
+                    may_refresh=reason == "expired", force=force, wait=max(0.1, deadline - time.monotonic()))
             except Exception:
                 self._cache.pop(member_id, None)
                 raise
@@ -197,6 +201,8 @@ class TokenBroker:
                 log.info("bitrix24 app tokens refreshed for portal %s (%s)", member_id, reason)
             self._cache[member_id] = tokens
             return tokens
+        finally:
+            lock.release()
 
     def forget(self, member_id: str | None = None) -> None:
         if member_id is None:

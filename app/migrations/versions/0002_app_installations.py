@@ -32,6 +32,8 @@ def upgrade():
         sa.Column("problem", sa.String(length=64), nullable=True),
         sa.Column("problem_detail", sa.Text(), nullable=True),
         sa.Column("token_version", sa.Integer(), nullable=False),
+        sa.Column("installs", sa.Integer(), nullable=False),
+        sa.Column("address_checked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("connector", sa.String(length=64), nullable=True),
         sa.Column("offline_process_id", sa.String(length=64), nullable=True),
         sa.Column("offline_claim", sa.String(length=64), nullable=True),

@@ -100,7 +100,7 @@ def _app_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> t
     An installation that has no application token yet (its ONAPPINSTALL never came, or could not be
     verified) takes the event's, but only with proof that the portal sent it: the event's access
     token works on the portal (``app_install.prove_access_token``)."""
-    from ..app_install import prove_access_token
+    from ..app_install import InstallRejected, prove_access_token
     from ..client_config import ClientConfig
     from ..installations import ACTIVE
 
@@ -118,8 +118,13 @@ def _app_tenant(payload: dict[str, Any], client_id: int | None, given: str) -> t
     kept = inst.secrets.get("application_token")
     if not _token_matches(given, kept):
         access = _auth(payload).get("access_token")
-        if kept or inst.status != ACTIVE or not isinstance(access, str) or not prove_access_token(rt, inst, access) \
-                or not rt.installations.set_application_token(inst.member_id, given):
+        if kept or inst.status != ACTIVE or not isinstance(access, str):
+            return None
+        try:
+            proven = prove_access_token(rt, inst, access)
+        except InstallRejected:  # too many failed proofs from there this minute
+            return None
+        if not proven or not rt.installations.set_application_token(inst.member_id, given):
             return None
         log.info("bitrix24 app on %s: application token taken from a verified event", inst.member_id)
     config = ClientConfig(client_id=inst.client_id, webhook_base=None, outbound_token=None, source="app",
@@ -136,10 +141,16 @@ def _check_moved(payload: dict[str, Any], config: Any) -> None:
     if not rt.app_mode or config is None or config.source != "app" or not isinstance(given, str):
         return
     inst = rt.installations.get(config.member_id)
-    if inst is None or inst.status != "active" or given.rstrip("/") == (inst.client_endpoint or "").rstrip("/"):
+    from ..webhook_rules import InvalidConfig, validate_client_endpoint
+
+    try:
+        named = validate_client_endpoint(given, rt.allowed_hosts)
+    except InvalidConfig:
+        return  # not a host we would call anyway
+    if inst is None or inst.status != "active" or named == inst.client_endpoint:
         return
     try:
-        rt.tokens.renew(inst.member_id, rt.tokens.current(inst.member_id), "moved")
+        rt.tokens.renew(inst.member_id, rt.tokens.current(inst.member_id), "moved", wait=2.0)
     except Exception as exc:  # noqa: BLE001 - the event is stored; the next call tries again
         log.warning("bitrix24 app on %s: could not check a new address: %s", inst.member_id, type(exc).__name__)
 
