@@ -171,6 +171,31 @@ def offline_drain_command(member_id: str | None, client_id: int | None) -> None:
                    f"{view['failed']} refused, {view['batches']} batches" + (" (busy elsewhere)" if view["busy"] else ""))
 
 
+@bitrix24_cli.command("reconcile")
+@click.option("--client-id", type=int, default=None, help="one client; default: every configured client")
+@click.option("--entity", default=None, help="one entity (contacts, deals, leads, companies); default: "
+              "BITRIX_RECONCILE_ENTITIES")
+@with_appcontext
+def reconcile_command(client_id: int | None, entity: str | None) -> None:
+    """List what changed since the last run and hand the changes no event announced to the handlers
+    (synthetic events). The worker does this every BITRIX_RECONCILE_SECONDS."""
+    from .runtime import runtime
+    from .services import reconcile
+    from .services.errors import Bitrix24Error
+
+    if runtime().sync_state_model is None:
+        raise click.ClickException("reconciliation is off: set BITRIX_RECONCILE_ENTITIES (e.g. contacts,deals)")
+    clients = [client_id] if client_id is not None else reconcile.tenants()
+    names = [entity] if entity else reconcile.entities()
+    for cid in clients:
+        for name in names:
+            try:
+                report = reconcile.reconcile(cid, name)
+            except (Bitrix24Error, ValueError) as exc:
+                raise click.ClickException(f"client {cid} {name}: {exc}") from None
+            click.echo(f"client {cid} {name}: {report.listed} changed, {report.unannounced} not announced")
+
+
 @bitrix24_cli.command("worker")
 @click.option("--burst", is_flag=True, help="handle what is there, then exit")
 @click.option("--interval", type=float, default=5.0, help="seconds between sweeps for due retries")
@@ -205,12 +230,26 @@ def worker_command(burst: bool, interval: float) -> None:
         drained["at"] = time.monotonic()
         offline.drain_all()
 
+    reconciled = {"at": 0.0}
+
+    def reconcile_if_due() -> None:
+        """Changes nobody announced, every BITRIX_RECONCILE_SECONDS (when BITRIX_RECONCILE_ENTITIES is set)."""
+        from .services import reconcile
+
+        if runtime(app).sync_state_model is None or not reconcile.entities():
+            return
+        if time.monotonic() - reconciled["at"] < float(app.config.get("BITRIX_RECONCILE_SECONDS", 900.0)):
+            return
+        reconciled["at"] = time.monotonic()
+        reconcile.reconcile_all()
+
     def sweep_forever() -> None:
         while not stop.wait(interval):
             with app.app_context():
                 try:
                     events.run_due()
                     drain_if_due()
+                    reconcile_if_due()
                 except Exception as exc:  # keep sweeping: the database or Redis may come back
                     click.echo(f"sweep failed: {exc}", err=True)
 
@@ -239,6 +278,7 @@ def worker_command(burst: bool, interval: float) -> None:
             try:
                 events.run_due()
                 drain_if_due()
+                reconcile_if_due()
             except Exception as exc:  # keep going: the database may come back
                 runtime(app).session.rollback()
                 click.echo(f"sweep failed: {exc}", err=True)

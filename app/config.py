@@ -78,6 +78,12 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_OFFLINE_BATCH": (200, int),  # offline records fetched per event.offline.get
     "BITRIX_OFFLINE_MIN_TIMEOUT": (1, int),  # ONOFFLINEEVENT's minTimeout: seconds between two notifications
     "BITRIX_OFFLINE_DRAIN_SECONDS": (300.0, float),  # the worker drains every installation's queue this often
+    # Reconciliation: entities whose changes are listed by modification time and compared with the events
+    # received (contacts,deals,leads,companies); empty: off. The worker runs it every BITRIX_RECONCILE_SECONDS
+    "BITRIX_RECONCILE_ENTITIES": ("", str),
+    "BITRIX_RECONCILE_SECONDS": (900.0, float),
+    "BITRIX_RECONCILE_OVERLAP": (300.0, float),  # each run looks this far behind its cursor (late writes, clocks)
+    "BITRIX_RECONCILE_LOOKBACK": (3600.0, float),  # a tenant's first run looks back this far
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
     # where the Swagger UI page at /api/bitrix/docs loads its scripts from; empty: the installed
     # flask-swagger-ui package's copy, served at /api/bitrix/docs/assets/ (no internet needed)

@@ -43,6 +43,8 @@ class Bitrix24:
     :param installation_model: app mode's installations model (a host model composed from
         ``AppInstallationMixin``); default: one declared on ``db`` as ``installation_table``, and only
         when ``BITRIX_APP_CLIENT_ID`` is set, so a host without app mode gets no new table.
+    :param sync_state_model: reconciliation cursors (``SyncStateMixin``); default: declared on ``db`` as
+        ``bitrix24_sync_state`` only when ``BITRIX_RECONCILE_ENTITIES`` is set.
     :param own_migrations: the standalone app's switch: setup applies our own Alembic branch.
     """
 
@@ -61,9 +63,11 @@ class Bitrix24:
         own_migrations: bool = False,
         installation_model: type | None = None,
         installation_table: str = DEFAULT_INSTALLATION_TABLE,
+        sync_state_model: type | None = None,
     ) -> None:
         self.db, self.store, self.event_model, self.event_table = db, store, event_model, event_table
         self.installation_model, self.installation_table = installation_model, installation_table
+        self.sync_state_model = sync_state_model
         if not url_prefix.strip("/"):
             # At the root our JSON catch-all would answer for every unknown URL of the host.
             raise ValueError("url_prefix must name a path under which the API lives, like '/api/bitrix'")
@@ -123,6 +127,7 @@ class Bitrix24:
         from .logs import install_on_our_loggers
         from .models import event_model as declare_event_model
         from .models import installation_model as declare_installation_model
+        from .models import sync_state_model as declare_sync_state_model
         from .routes.bitrix24_routes import bp
 
         for key, value in bitrix24_settings().items():
@@ -134,6 +139,9 @@ class Bitrix24:
         installations = self.installation_model
         if installations is None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
             installations = declare_installation_model(db, self.installation_table)
+        sync_state = self.sync_state_model
+        if sync_state is None and str(app.config.get("BITRIX_RECONCILE_ENTITIES") or "").strip():
+            sync_state = declare_sync_state_model(db)
         if installations is not None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
             from .services.offline import on_offline_event
 
@@ -143,7 +151,7 @@ class Bitrix24:
         app.extensions[EXTENSION_KEY] = Runtime(
             app, db=db, store=chosen, event_model=events, hooks=self.hooks, blueprint_name=self.blueprint_name,
             url_prefix=self.url_prefix, own_migrations=self.own_migrations, cli_group=self.cli_group,
-            installation_model=installations,
+            installation_model=installations, sync_state_model=sync_state,
         )
         install_on_our_loggers()  # request id, tenant and redaction on our own log lines
         init_api(app, bp, self.url_prefix, name=self.blueprint_name)

@@ -43,6 +43,7 @@ class Runtime:
         own_migrations: bool,
         cli_group: str = "bitrix24",
         installation_model: type | None = None,
+        sync_state_model: type | None = None,
     ) -> None:
         # Imported here: services import this module for ``runtime()``.
         from .services.breaker import AuthBreaker
@@ -100,6 +101,7 @@ class Runtime:
         self.target_generation = 0  # bumped by every config change
         self.event_queue = make_event_queue(redis_url)
         self.locks = make_locks(redis_url)
+        self.sync_state_model = sync_state_model
         self._init_app_mode(app, cfg, installation_model)
         if str(self._secret_key or "").strip():
             self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
@@ -136,8 +138,10 @@ class Runtime:
         return self.installations.counts()  # at scrape time, in the /metrics request
 
     def installation_tables(self) -> list[Any]:
-        """The installations table, when this app has one (app mode, or the standalone app)."""
-        return [self.installation_model.__table__] if self.installation_model is not None else []
+        """The installations and sync-state tables, when this app has them (app mode / reconciliation, or
+        the standalone app)."""
+        tables = [self.installation_model.__table__] if self.installation_model is not None else []
+        return tables + ([self.sync_state_model.__table__] if self.sync_state_model is not None else [])
 
     @cached_property
     def cipher(self):

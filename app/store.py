@@ -281,6 +281,12 @@ class _SQLStore:
     def tables(self) -> list[Any]:
         return [self.model.__table__] + ([self.crm.model.__table__] if self.crm is not None else [])
 
+    def client_ids(self) -> list[int]:
+        """Every client with a saved config (the worker's reconciliation walks them)."""
+        column = getattr(self.model, self.client_id)
+        stmt = self._select().with_only_columns(column).distinct().order_by(column)
+        return [int(c) for c in self.session.execute(stmt).scalars() if c is not None]
+
     def ensure_crm(self) -> tuple[bool, int | None, str | None]:
         if self.crm is None:
             return False, None, None

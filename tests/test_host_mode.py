@@ -95,6 +95,7 @@ def test_create_all_gives_the_host_our_tables_in_its_database(host):
     assert {"bitrix24_events", "CRMs", "ClientCRMAuth", "note"} <= tables
     assert "bitrix24_client_configs" not in tables and "client_crm_auth" not in tables
     assert "bitrix24_app_installations" not in tables  # app mode is off: no table a host did not ask for
+    assert "bitrix24_sync_state" not in tables  # nor reconciliation
     assert runtime(app).db is host.db and runtime(app).event_model.__table__.metadata is host.db.metadata
 
 

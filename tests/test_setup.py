@@ -15,7 +15,7 @@ from flask_bitrix24.models.standalone import CRM, OUR_TABLES
 from flask_bitrix24.services.setup import run_setup
 
 OUR_NAMES = {t.name for t in OUR_TABLES}
-HEAD = "0002_app_installations"  # the newest of our migrations
+HEAD = "0003_sync_state"  # the newest of our migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,7 +162,7 @@ def test_setup_applies_our_migrations_in_their_own_version_table(make_app):
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "host_rev_42"
         again = run_setup()
         assert not again.changed and again.lines()[0].startswith("nothing to do")
-    assert {"CRMs", "client_crm_auth", "bitrix_events", "bitrix24_app_installations",
+    assert {"CRMs", "client_crm_auth", "bitrix_events", "bitrix24_app_installations", "bitrix24_sync_state",
             "bitrix24_alembic_version"} <= _tables(app)
 
 

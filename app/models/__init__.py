@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import UniqueConstraint
 
-from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, iso, utcnow
+from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, SyncStateMixin, iso, utcnow
 from .status import STATUSES, EventStatus
 
 # Table names a host gets by default: prefixed, so they never meet a host's own "CRMs",
@@ -21,6 +21,7 @@ from .status import STATUSES, EventStatus
 DEFAULT_EVENT_TABLE = "bitrix24_events"
 DEFAULT_CONFIG_TABLE = "bitrix24_client_configs"
 DEFAULT_INSTALLATION_TABLE = "bitrix24_app_installations"
+DEFAULT_SYNC_STATE_TABLE = "bitrix24_sync_state"
 
 _declared: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], type]] = weakref.WeakKeyDictionary()
 
@@ -41,6 +42,7 @@ def _declare(db: Any, kind: str, table: str, build) -> type:
             "config": "pass store=EncryptedStore(model=<your model>) or store=EncryptedStore(table='another_name')",
             "installation": "pass installation_model=<your model, composed from AppInstallationMixin> or "
                             "installation_table='another_name' to Bitrix24()",
+            "sync": "pass sync_state_model=<your model, composed from SyncStateMixin> to Bitrix24()",
         }[kind]
         raise TableNameTaken(f"the app's database already has a model for table {table!r}: {how}")
     cache[key] = build()
@@ -78,6 +80,17 @@ def installation_model(db: Any, table: str = DEFAULT_INSTALLATION_TABLE) -> type
     return _declare(db, "installation", table, build)
 
 
+def sync_state_model(db: Any, table: str = DEFAULT_SYNC_STATE_TABLE) -> type:
+    """Reconciliation cursors on ``db`` (declared only when BITRIX_RECONCILE_ENTITIES is set)."""
+
+    def build() -> type:
+        return type("Bitrix24SyncState", (SyncStateMixin, db.Model), {
+            "__tablename__": table,
+            "__table_args__": (UniqueConstraint("client_id", "entity", name=f"uq_{table}_client_entity"),)})
+
+    return _declare(db, "sync", table, build)
+
+
 __all__ = [
     "AppInstallationMixin",
     "CRMMixin",
@@ -85,13 +98,16 @@ __all__ = [
     "DEFAULT_CONFIG_TABLE",
     "DEFAULT_EVENT_TABLE",
     "DEFAULT_INSTALLATION_TABLE",
+    "DEFAULT_SYNC_STATE_TABLE",
     "EventLogMixin",
     "EventStatus",
     "STATUSES",
+    "SyncStateMixin",
     "TableNameTaken",
     "config_model",
     "event_model",
     "installation_model",
+    "sync_state_model",
     "iso",
     "utcnow",
 ]

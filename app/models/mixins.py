@@ -104,6 +104,23 @@ class AppInstallationMixin:
         return f"{type(self).__name__}(member_id={self.member_id!r}, status={self.status!r})"
 
 
+class SyncStateMixin:
+    """Where a tenant's reconciliation of one entity has got to (services/reconcile.py): the newest
+    modification time it has seen, when it ran, how many changes nobody announced it found."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    entity: Mapped[str] = mapped_column(String(64), nullable=False)
+    cursor: Mapped[str | None] = mapped_column(String(64))  # ISO 8601, as the portal wrote it
+    runs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    unannounced: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
 class EventLogMixin:
     """The durable log of the events Bitrix24 posted to us (one row per delivery)."""
 

@@ -11,7 +11,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin
+from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, SyncStateMixin
 
 # The standalone app's own database (``extensions.db`` is this object); created here, with its
 # models, so that importing either module first works.
@@ -41,4 +41,10 @@ class AppInstallation(AppInstallationMixin, db.Model):
     __tablename__ = "bitrix24_app_installations"
 
 
-OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__, AppInstallation.__table__]
+class SyncState(SyncStateMixin, db.Model):
+    __tablename__ = "bitrix24_sync_state"
+    __table_args__ = (UniqueConstraint("client_id", "entity", name="uq_bitrix24_sync_state_client_entity"),)
+
+
+OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__, AppInstallation.__table__,
+              SyncState.__table__]
