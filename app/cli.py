@@ -168,7 +168,8 @@ def offline_drain_command(member_id: str | None, client_id: int | None) -> None:
     for report in reports:
         view = report.view()
         click.echo(f"{view['member_id']}: {view['stored']} stored, {view['duplicates']} already stored, "
-                   f"{view['failed']} refused, {view['batches']} batches" + (" (busy elsewhere)" if view["busy"] else ""))
+                   f"{view['failed']} refused, {view['batches']} batches"
+                   + (" (busy elsewhere)" if view["busy"] else ""))
 
 
 @bitrix24_cli.command("reconcile")

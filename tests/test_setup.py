@@ -170,7 +170,6 @@ def test_an_install_at_the_first_revision_gets_the_installations_table(make_app)
     """A database set up before app mode existed (at 0001_initial) is brought to the head: the
     installations table is added, the rows already there are kept."""
     from alembic import command
-
     from flask_bitrix24.services.setup import _alembic_config
 
     app = make_app(BITRIX_AUTO_SETUP=False)

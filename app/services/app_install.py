@@ -410,5 +410,17 @@ INSTALL_PAGE = """<!DOCTYPE html>
 </body></html>
 """
 
-__all__ = ["APP_EVENTS", "INSTALL_PAGE", "bind_events", "wanted_events", "InstallOutcome", "InstallRejected", "finish_uninstall", "install_event",
-           "install_page", "payment_event", "resume", "uninstall_event"]
+__all__ = [
+    "APP_EVENTS",
+    "INSTALL_PAGE",
+    "InstallOutcome",
+    "InstallRejected",
+    "bind_events",
+    "finish_uninstall",
+    "install_event",
+    "install_page",
+    "payment_event",
+    "resume",
+    "uninstall_event",
+    "wanted_events",
+]

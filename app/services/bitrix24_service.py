@@ -139,7 +139,8 @@ def call_installation(member_id: str, method: str, params: dict[str, Any] | list
     try:
         body = form_body(params)
     except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
-        raise BadInput(f"these params cannot be sent to Bitrix24: {exc}", code="INVALID_PARAMS", method=method) from None
+        raise BadInput(f"these params cannot be sent to Bitrix24: {exc}", code="INVALID_PARAMS",
+                       method=method) from None
     return _app_call(state, member_id, method, body, client_id=None, bucket=state.default_bucket, max_wait=max_wait,
                      repeatable=None, tenant=tenant, background=True)
 

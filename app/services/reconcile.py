@@ -60,7 +60,8 @@ def _state(client_id: int, entity: str) -> Any:
     rt = runtime()
     model = rt.sync_state_model
     session = rt.session
-    row = session.execute(select(model).where(model.client_id == client_id, model.entity == entity)).scalar_one_or_none()
+    stmt = select(model).where(model.client_id == client_id, model.entity == entity)
+    row = session.execute(stmt).scalar_one_or_none()
     if row is None:
         row = model(client_id=client_id, entity=entity, runs=0, unannounced=0)
         session.add(row)
@@ -79,11 +80,11 @@ def _announced(ent: Entity, client_id: int, record_id: str, modified: dt.datetim
 
 def reconcile(client_id: int, entity: str) -> ReconcileReport:
     """One run for one tenant and entity: synthetic events for the unannounced changes, cursor moved."""
+    from ..store import portal_domain
     from . import events as events_service
     from .bulk import bx_list_all
     from .client_config import portal_target
     from .offline import _hand_on
-    from ..store import portal_domain
 
     if entity not in RECONCILABLE:
         raise ValueError(f"reconciliation covers {', '.join(RECONCILABLE)}, not {entity!r}")
@@ -151,7 +152,8 @@ def tenants() -> list[int]:
     rt = runtime()
     ids = set(getattr(rt.store, "client_ids", lambda: [])())
     if rt.app_mode:
-        ids |= {inst.client_id for inst in rt.installations.all() if inst.client_id is not None and inst.status == "active"}
+        ids |= {inst.client_id for inst in rt.installations.all()
+                if inst.client_id is not None and inst.status == "active"}
     return sorted(ids)
 
 

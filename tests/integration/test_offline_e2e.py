@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 import requests
+from flask_bitrix24.extensions import bitrix24
 from werkzeug.serving import make_server
 
 from bitrix24_emulator import create_emulator, start_server
-from flask_bitrix24.extensions import bitrix24
 
 from .conftest import _Quiet
 

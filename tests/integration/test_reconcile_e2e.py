@@ -9,7 +9,6 @@ from collections import Counter
 
 import pytest
 import requests
-
 from flask_bitrix24.extensions import bitrix24
 
 EVENTS = ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE")

@@ -227,28 +227,12 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
         raise EventRejected(401, "INVALID_TOKEN", "invalid application_token: auth[application_token] is missing")
     tenant, config = _find_tenant(payload, client_id, given)
 
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
-    entity = entity_for_event(name)
-    record_id = event_record_id(entity, data)  # FIELDS.ID; a task event's FIELDS_AFTER.ID or FIELDS_BEFORE.ID
     key = dedupe_key(payload, tenant)
-    # Nothing listens: the event is logged and finished in one write (replay runs it later if needed).
-    unhandled = not runtime().hooks.handlers_for(name)
     domain = _text(_auth(payload).get("domain"))
-    now = _now()  # one clock reading: processed_at never precedes received_at
-    row = _model()(
-        client_id=tenant,
-        # The tenant's own portal host, once the token proved the tenant (a per-client URL checks no
-        # domain, so what the sender wrote there is not kept as fact); the sender's for the env token.
-        portal_domain=(config.portal_domain if config is not None and config.portal_domain else domain) or None,
-        event=name,
-        entity_type=entity.type_name if entity else None,
-        entity_id=_text(str(record_id), 64) or None if record_id is not None else None,
-        payload=_scrub(payload),
-        dedupe_key=key,
-        status=EventStatus.DONE if unhandled else EventStatus.RECEIVED,
-        received_at=now,
-        processed_at=now if unhandled else None,
-    )
+    # The tenant's own portal host, once the token proved the tenant (a per-client URL checks no
+    # domain, so what the sender wrote there is not kept as fact); the sender's for the env token.
+    row, unhandled = _new_row(payload, name, tenant, key,
+                              (config.portal_domain if config is not None and config.portal_domain else domain) or None)
     _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
     _session().add(row)
     try:
@@ -265,23 +249,30 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     return stored, False
 
 
-def store_pulled_event(payload: dict[str, Any], *, tenant: int | None, portal_domain: str | None,
-                       key: str) -> tuple[Received, bool]:
-    """Store an event we fetched ourselves (an offline record): no token to check (we asked the
-    portal), the caller's dedupe ``key``. A record already stored under it (read again after a
-    crash between storing and clearing) is a duplicate and is not run again: (row, True)."""
-    name = str(payload.get("event") or "").strip().upper()
+def _new_row(payload: dict[str, Any], name: str, tenant: int | None, key: str, portal_domain: str | None):
+    """The event log row for ``payload`` (secrets scrubbed), and whether nothing listens for it: then
+    it is logged and finished in one write (replay runs it later if needed)."""
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     entity = entity_for_event(name)
-    record_id = event_record_id(entity, data)
+    record_id = event_record_id(entity, data)  # FIELDS.ID; a task event's FIELDS_AFTER.ID or FIELDS_BEFORE.ID
     unhandled = not runtime().hooks.handlers_for(name)
-    now = _now()
+    now = _now()  # one clock reading: processed_at never precedes received_at
     row = _model()(
         client_id=tenant, portal_domain=portal_domain, event=name, entity_type=entity.type_name if entity else None,
         entity_id=_text(str(record_id), 64) or None if record_id is not None else None, payload=_scrub(payload),
         dedupe_key=key, status=EventStatus.DONE if unhandled else EventStatus.RECEIVED, received_at=now,
         processed_at=now if unhandled else None,
     )
+    return row, unhandled
+
+
+def store_pulled_event(payload: dict[str, Any], *, tenant: int | None, portal_domain: str | None,
+                       key: str) -> tuple[Received, bool]:
+    """Store an event we fetched ourselves (an offline record): no token to check (we asked the
+    portal), the caller's dedupe ``key``. A record already stored under it (read again after a
+    crash between storing and clearing) is a duplicate and is not run again: (row, True)."""
+    name = str(payload.get("event") or "").strip().upper()
+    row, _ = _new_row(payload, name, tenant, key, portal_domain)
     _session().add(row)
     try:
         _session().flush()
