@@ -486,6 +486,11 @@ def test_app_mode_in_a_host_keeps_its_client_table_and_adds_only_the_installatio
     from .test_app_mode import CLIENT_ID, CLIENT_SECRET, ENDPOINT, MEMBER, FakeOAuth, install_form
 
     oauth = FakeOAuth(portal)
+    # What the install asks while it binds the app's events (the host app runs on real time: unanswered, these
+    # would be waited out).
+    oauth.rest("feature.get", {"value": "Y"})
+    oauth.rest("event.get", [])
+    oauth.rest("batch", {"result": {}, "result_error": {}})
     app = host.app(store=host.mapped_store(defaults={"slug": "b"}), BITRIX_APP_CLIENT_ID=CLIENT_ID,
                    BITRIX_APP_CLIENT_SECRET=CLIENT_SECRET, BITRIX_SECRET_KEY=Fernet.generate_key().decode())
     with app.app_context():

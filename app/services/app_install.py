@@ -46,6 +46,7 @@ log = logging.getLogger("flask_bitrix24")
 _MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{8,256}")
 APP_EVENTS = frozenset({"ONAPPINSTALL", "ONAPPUNINSTALL", "ONAPPPAYMENT"})
+BIND_MAX_WAIT = 5.0  # the install request waits this long at most for each binding call (the portal waits on us)
 
 
 class InstallRejected(Exception):
@@ -193,7 +194,8 @@ def _connector(rt: Any, member_id: str) -> str:
     if not wanted or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", wanted):
         return ""
     try:
-        answer = call_installation(member_id, "feature.get", {"CODE": "rest_auth_connector"}).get("result")
+        answer = call_installation(member_id, "feature.get", {"CODE": "rest_auth_connector"},
+                                   max_wait=BIND_MAX_WAIT).get("result")
     except Bitrix24Error:
         return ""
     return wanted if isinstance(answer, dict) and answer.get("value") == "Y" else ""
@@ -230,7 +232,7 @@ def bind_events(member_id: str, event_url: str | None, install_url: str | None) 
             minimum = int(current_app.config.get("BITRIX_OFFLINE_MIN_TIMEOUT", 1))
             wanted.append(("ONOFFLINEEVENT", {"event": "ONOFFLINEEVENT", "handler": event_url,
                                               "options": {"minTimeout": minimum}}))
-        listed = call_installation(member_id, "event.get").get("result") or []
+        listed = call_installation(member_id, "event.get", max_wait=BIND_MAX_WAIT).get("result") or []
         have = {(str(b.get("event", "")).upper(), b.get("handler") or "", str(b.get("offline", 0)) in ("1", "true"))
                 for b in listed if isinstance(b, dict)}
         missing = [(name, params) for name, params in wanted
@@ -238,7 +240,8 @@ def bind_events(member_id: str, event_url: str | None, install_url: str | None) 
         if not missing:
             return {"bound": [], "failed": [], "connector": connector}
         cmd = {f"b{i}": command_string("event.bind", params) for i, (_, params) in enumerate(missing[:50])}
-        answer = call_installation(member_id, "batch", {"halt": 0, "cmd": cmd}).get("result") or {}
+        answer = call_installation(member_id, "batch", {"halt": 0, "cmd": cmd},
+                                   max_wait=BIND_MAX_WAIT).get("result") or {}
         errors = answer.get("result_error") if isinstance(answer, dict) else None
         failed = sorted(errors) if isinstance(errors, dict) else []
         if failed:

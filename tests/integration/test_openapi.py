@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask_bitrix24 import Bitrix24
 from flask_bitrix24.controllers.openapi import entity_subset
@@ -163,6 +164,7 @@ def test_bad_input_refused_by_the_schemas_names_the_field(make_app):
         assert (r.get_json()["error"], r.get_json()["field"]) == (code, field), (url, body, r.get_json())
 
 
+@pytest.mark.slow  # about 50 s a database: run by make test, not again on the lowest versions
 def test_schemathesis_against_the_app_in_front_of_the_emulator(make_stack, capsys):
     # Only the emulator's host is allowed: a generated config cannot point a client at a portal that
     # does not exist (that is a real 502, not a bug).
