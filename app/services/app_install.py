@@ -39,11 +39,10 @@ from typing import Any
 from ..runtime import runtime
 from ..store import portal_domain
 from .errors import Bitrix24Error
-from .installations import ACTIVE, RefreshRefused
+from .installations import ACTIVE, MEMBER_ID, RefreshRefused
 
 log = logging.getLogger("flask_bitrix24")
 
-_MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{8,256}")
 APP_EVENTS = frozenset({"ONAPPINSTALL", "ONAPPUNINSTALL", "ONAPPPAYMENT"})
 BIND_MAX_WAIT = 5.0  # the install request waits this long at most for each binding call (the portal waits on us)
@@ -292,7 +291,7 @@ def install_event(payload: dict[str, Any], urls: tuple[str | None, str | None] =
     keep (a duplicate), or its access token works on the portal (``prove_access_token``)."""
     rt = _mode()
     auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
-    member = _text(auth.get("member_id"), _MEMBER_ID)
+    member = _text(auth.get("member_id"), MEMBER_ID)
     app_token = _text(auth.get("application_token"), _TOKEN)
     if not member or not app_token:
         raise InstallRejected(400, "INVALID_INSTALL", "ONAPPINSTALL needs auth[member_id] and auth[application_token]")
@@ -332,7 +331,7 @@ def install_page(form: dict[str, Any], query: dict[str, Any],
     """The install page's POST (AUTH_ID, REFRESH_ID, member_id): verify and store the installation,
     bind its events (before the page calls installFinish, as the docs order it)."""
     rt = _mode()
-    member = _text(form.get("member_id"), _MEMBER_ID)
+    member = _text(form.get("member_id"), MEMBER_ID)
     refresh = _text(form.get("REFRESH_ID"), _TOKEN)
     if not member or not refresh:
         raise InstallRejected(400, "INVALID_INSTALL", "the install request needs member_id and REFRESH_ID")
@@ -353,7 +352,7 @@ def install_page(form: dict[str, Any], query: dict[str, Any],
 def _checked(rt: Any, payload: dict[str, Any]) -> Any:
     """The installation an app event names, when the event carries its application token."""
     auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
-    member = _text(auth.get("member_id"), _MEMBER_ID)
+    member = _text(auth.get("member_id"), MEMBER_ID)
     given = _text(auth.get("application_token"), _TOKEN)
     inst = rt.installations.get(member, with_secrets=True) if member else None
     if inst is None or not _same(given, inst.secrets.get("application_token")):

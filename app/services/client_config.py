@@ -8,7 +8,6 @@ names are importable from here too.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, NamedTuple
 
@@ -217,19 +216,18 @@ def save_config(client_id: int, data: dict[str, Any], *, verify: bool | None = N
     return stored_config(client_id)  # type: ignore[return-value]
 
 
-_MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
 def link_installation(client_id: int, data: dict[str, Any]) -> ClientConfig:
     """App mode: link the app installation of the portal ``data["member_id"]`` to the client. It must
     be installed and usable and not linked to another client; the client's saved webhook (if any) is
     kept but no longer used while the link stands."""
+    from .installations import MEMBER_ID
+
     rt = runtime()
     extra = sorted(set(data) - {"member_id"})
     if extra:
         raise InvalidConfig(extra[0], "member_id links an app installation and is sent alone")
     member = data["member_id"]
-    if not isinstance(member, str) or not _MEMBER_ID.fullmatch(member):
+    if not isinstance(member, str) or not MEMBER_ID.fullmatch(member):
         raise InvalidConfig("member_id", "member_id must be the portal's member_id, as GET .../app/installations lists")
     if not rt.app_mode:
         raise InvalidConfig("member_id", "app mode is off: set BITRIX_APP_CLIENT_ID and BITRIX_APP_CLIENT_SECRET")

@@ -234,15 +234,8 @@ def receive_event(payload: dict[str, Any], *, client_id: int | None = None) -> t
     row, unhandled = _new_row(payload, name, tenant, key,
                               (config.portal_domain if config is not None and config.portal_domain else domain) or None)
     _learn_member_id(config, _text(_auth(payload).get("member_id"), 64), domain)
-    _session().add(row)
-    try:
-        _session().flush()
-        # Read before the commit expires them: once the row is committed, the answer must not need
-        # the database again (a failover right then would turn a stored event into a 503).
-        stored = Received(row.id, row.status)
-        _session().commit()
-    except IntegrityError:
-        _session().rollback()
+    stored = _commit(row)
+    if stored is None:
         return _again(key, unhandled)
     _forget_labels(name, (config.portal_domain if config is not None and config.portal_domain else domain) or None)
     _check_moved(payload, config)
@@ -266,6 +259,21 @@ def _new_row(payload: dict[str, Any], name: str, tenant: int | None, key: str, p
     return row, unhandled
 
 
+def _commit(row: Any) -> Received | None:
+    """Store the row; None when its dedupe key is taken already (rolled back)."""
+    _session().add(row)
+    try:
+        _session().flush()
+        # Read before the commit expires them: once the row is committed, the answer must not need
+        # the database again (a failover right then would turn a stored event into a 503).
+        stored = Received(row.id, row.status)
+        _session().commit()
+    except IntegrityError:
+        _session().rollback()
+        return None
+    return stored
+
+
 def store_pulled_event(payload: dict[str, Any], *, tenant: int | None, portal_domain: str | None,
                        key: str) -> tuple[Received, bool]:
     """Store an event we fetched ourselves (an offline record): no token to check (we asked the
@@ -273,13 +281,8 @@ def store_pulled_event(payload: dict[str, Any], *, tenant: int | None, portal_do
     crash between storing and clearing) is a duplicate and is not run again: (row, True)."""
     name = str(payload.get("event") or "").strip().upper()
     row, _ = _new_row(payload, name, tenant, key, portal_domain)
-    _session().add(row)
-    try:
-        _session().flush()
-        stored = Received(row.id, row.status)
-        _session().commit()
-    except IntegrityError:
-        _session().rollback()
+    stored = _commit(row)
+    if stored is None:
         model = _model()
         existing = _session().execute(select(model).where(model.dedupe_key == key)).scalar_one()
         return Received(existing.id, existing.status), True
