@@ -197,6 +197,58 @@ def reconcile_command(client_id: int | None, entity: str | None) -> None:
             click.echo(f"client {cid} {name}: {report.listed} changed, {report.unannounced} not announced")
 
 
+@bitrix24_cli.command("sync")
+@click.argument("entity")
+@click.option("--client", "--client-id", "client_id", type=int, default=None,
+              help="the tenant whose mirror to fill and update (turns it on)")
+@click.option("--all", "every", is_flag=True, help="every tenant whose mirror of ENTITY is on")
+@click.option("--check-ids/--no-check-ids", default=None,
+              help="compare every ID with the portal's now (finds deletions nobody announced); default: "
+                   "when BITRIX_SYNC_ID_CHECK_SECONDS have passed")
+@click.option("--off", is_flag=True, help="turn this tenant's mirror of ENTITY off (its rows stay)")
+@click.option("--status", "show", is_flag=True, help="print the tenant's mirrors' state, run nothing")
+@with_appcontext
+def sync_command(entity: str, client_id: int | None, every: bool, check_ids: bool | None, off: bool,
+                 show: bool) -> None:
+    """Copy a tenant's ENTITY (contacts, deals, leads, companies) into this database and keep it up to date:
+    the first run copies everything (resumable), later runs store what changed since the last one. The
+    worker repeats it every BITRIX_SYNC_SECONDS; events keep it current in between."""
+    import json
+
+    from .services import mirror
+    from .services.errors import Bitrix24Error
+
+    entity = entity.strip().lower()
+    if (client_id is None) == (not every):
+        raise click.UsageError("name one tenant with --client N, or --all")
+    clients = [c for c, name in mirror.pairs() if name == entity] if every else [client_id]
+    try:
+        if show:
+            for cid in clients:
+                rows = [row for row in mirror.status(cid) if row["entity"] == entity]
+                click.echo(json.dumps({"client_id": cid, "mirror": rows}, default=str))
+            return
+        if off:
+            for cid in clients:
+                mirror.enable(cid, entity, on=False)
+                click.echo(f"client {cid} {entity}: mirror off (its rows stay)")
+            return
+        for cid in clients:
+            def progress(step: str, count: int, cid: int = cid) -> None:
+                click.echo(f"client {cid} {entity}: {step} {count:,}", err=True)
+
+            report = mirror.sync(cid, entity, check_ids=check_ids, progress=progress)
+            if report.busy:
+                click.echo(f"client {cid} {entity}: another run is syncing it; nothing done")
+                continue
+            click.echo(f"client {cid} {entity}: {report.copied:,} copied, {report.changed:,} changed, "
+                       f"{report.deleted:,} deleted, {report.restored:,} found missing; cursor {report.cursor}")
+    except mirror.MirrorUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+    except Bitrix24Error as exc:
+        raise click.ClickException(f"{entity}: {exc} (the next run resumes where this one stopped)") from None
+
+
 @bitrix24_cli.command("worker")
 @click.option("--burst", is_flag=True, help="handle what is there, then exit")
 @click.option("--interval", type=float, default=5.0, help="seconds between sweeps for due retries")
@@ -231,18 +283,36 @@ def worker_command(burst: bool, interval: float) -> None:
         drained["at"] = time.monotonic()
         offline.drain_all()
 
-    reconciled = {"at": 0.0}
+    ran: dict[str, float] = {}
+
+    def due(name: str, setting: str, default: float) -> bool:
+        if time.monotonic() - ran.get(name, float("-inf")) < float(app.config.get(setting, default)):
+            return False
+        ran[name] = time.monotonic()
+        return True
 
     def reconcile_if_due() -> None:
-        """Changes nobody announced, every BITRIX_RECONCILE_SECONDS (when BITRIX_RECONCILE_ENTITIES is set)."""
-        from .services import reconcile
+        """Changes nobody announced, every BITRIX_RECONCILE_SECONDS (when BITRIX_RECONCILE_ENTITIES is set),
+        and every tenant's mirrors, every BITRIX_SYNC_SECONDS. With RQ, one job per tenant and entity
+        (queued once: a job still waiting is not queued again), so every RQ worker takes a share;
+        without, here, one after another."""
+        from .services import mirror, reconcile
 
-        if runtime(app).sync_state_model is None or not reconcile.entities():
-            return
-        if time.monotonic() - reconciled["at"] < float(app.config.get("BITRIX_RECONCILE_SECONDS", 900.0)):
-            return
-        reconciled["at"] = time.monotonic()
-        reconcile.reconcile_all()
+        rq = queue if queue.name == "rq" else None
+        if runtime(app).sync_state_model is not None and reconcile.entities() \
+                and due("reconcile", "BITRIX_RECONCILE_SECONDS", 900.0):
+            if rq is None:
+                reconcile.reconcile_all()
+            else:
+                for cid in reconcile.tenants():
+                    for name in reconcile.entities():
+                        rq.submit_job(reconcile.run_job, cid, name, job_id=f"bitrix24-reconcile-{cid}-{name}")
+        if runtime(app).mirror_models and due("sync", "BITRIX_SYNC_SECONDS", 900.0):
+            if rq is None:
+                mirror.sync_all()
+            else:
+                for cid, name in mirror.pairs():
+                    rq.submit_job(mirror.run_job, cid, name, job_id=f"bitrix24-sync-{cid}-{name}")
 
     def sweep_forever() -> None:
         while not stop.wait(interval):

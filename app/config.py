@@ -84,6 +84,12 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_RECONCILE_SECONDS": (900.0, float),
     "BITRIX_RECONCILE_OVERLAP": (300.0, float),  # each run looks this far behind its cursor (late writes, clocks)
     "BITRIX_RECONCILE_LOOKBACK": (3600.0, float),  # a tenant's first run looks back this far
+    # The mirror (incremental sync into this database): entities that get a table (contacts,deals,leads,companies);
+    # each tenant turns it on with `flask bitrix24 sync <entity> --client N`. The worker runs every tenant's
+    # mirrors every BITRIX_SYNC_SECONDS and compares their IDs with the portal's every BITRIX_SYNC_ID_CHECK_SECONDS
+    "BITRIX_SYNC_ENTITIES": ("", str),
+    "BITRIX_SYNC_SECONDS": (900.0, float),
+    "BITRIX_SYNC_ID_CHECK_SECONDS": (86400.0, float),
     "BITRIX_LOG_FORMAT": ("text", str),  # standalone app: "text" or "json" (one object per line)
     # where the Swagger UI page at /api/bitrix/docs loads its scripts from; empty: the installed
     # flask-swagger-ui package's copy, served at /api/bitrix/docs/assets/ (no internet needed)

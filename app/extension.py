@@ -44,7 +44,10 @@ class Bitrix24:
         ``AppInstallationMixin``); default: one declared on ``db`` as ``installation_table``, and only
         when ``BITRIX_APP_CLIENT_ID`` is set, so a host without app mode gets no new table.
     :param sync_state_model: reconciliation cursors (``SyncStateMixin``); default: declared on ``db`` as
-        ``bitrix24_sync_state`` only when ``BITRIX_RECONCILE_ENTITIES`` is set.
+        ``bitrix24_sync_state`` only when ``BITRIX_RECONCILE_ENTITIES`` or ``BITRIX_SYNC_ENTITIES`` is set.
+    :param mirror_models: the mirror's tables, ``{"contacts": <a model composed from MirrorMixin>, ...}``;
+        default: one declared on ``db`` per entity of ``BITRIX_SYNC_ENTITIES`` (``bitrix24_mirror_contacts``,
+        ...), none without that setting.
     :param own_migrations: the standalone app's switch: setup applies our own Alembic branch.
     """
 
@@ -64,10 +67,12 @@ class Bitrix24:
         installation_model: type | None = None,
         installation_table: str = DEFAULT_INSTALLATION_TABLE,
         sync_state_model: type | None = None,
+        mirror_models: dict[str, type] | None = None,
     ) -> None:
         self.db, self.store, self.event_model, self.event_table = db, store, event_model, event_table
         self.installation_model, self.installation_table = installation_model, installation_table
         self.sync_state_model = sync_state_model
+        self.mirror_models = dict(mirror_models or {})
         if not url_prefix.strip("/"):
             # At the root our JSON catch-all would answer for every unknown URL of the host.
             raise ValueError("url_prefix must name a path under which the API lives, like '/api/bitrix'")
@@ -127,6 +132,7 @@ class Bitrix24:
         from .logs import install_on_our_loggers
         from .models import event_model as declare_event_model
         from .models import installation_model as declare_installation_model
+        from .models import mirror_model as declare_mirror_model
         from .models import sync_state_model as declare_sync_state_model
         from .routes.bitrix24_routes import bp
 
@@ -139,9 +145,13 @@ class Bitrix24:
         installations = self.installation_model
         if installations is None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
             installations = declare_installation_model(db, self.installation_table)
+        from .services.mirror import configured_entities
+
+        mirrored = configured_entities(app.config)
         sync_state = self.sync_state_model
-        if sync_state is None and str(app.config.get("BITRIX_RECONCILE_ENTITIES") or "").strip():
+        if sync_state is None and (str(app.config.get("BITRIX_RECONCILE_ENTITIES") or "").strip() or mirrored):
             sync_state = declare_sync_state_model(db)
+        mirrors = {entity: self.mirror_models.get(entity) or declare_mirror_model(db, entity) for entity in mirrored}
         if installations is not None and str(app.config.get("BITRIX_APP_CLIENT_ID") or "").strip():
             from .services.offline import on_offline_event
 
@@ -151,7 +161,7 @@ class Bitrix24:
         app.extensions[EXTENSION_KEY] = Runtime(
             app, db=db, store=chosen, event_model=events, hooks=self.hooks, blueprint_name=self.blueprint_name,
             url_prefix=self.url_prefix, own_migrations=self.own_migrations, cli_group=self.cli_group,
-            installation_model=installations, sync_state_model=sync_state,
+            installation_model=installations, sync_state_model=sync_state, mirror_models=mirrors,
         )
         install_on_our_loggers()  # request id, tenant and redaction on our own log lines
         init_api(app, bp, self.url_prefix, name=self.blueprint_name)

@@ -2,7 +2,7 @@
 its own ``Bitrix24(db=db)``; it never imports this module)."""
 
 from .extension import Bitrix24
-from .models.standalone import CRM, AppInstallation, BitrixEvent, ClientCRMAuth, SyncState, db
+from .models.standalone import CRM, MIRRORS, AppInstallation, BitrixEvent, ClientCRMAuth, SyncState, db
 from .store import CRMRow, EncryptedStore
 
 __all__ = ["bitrix24", "db"]
@@ -15,5 +15,6 @@ bitrix24 = Bitrix24(
     event_model=BitrixEvent,
     installation_model=AppInstallation,
     sync_state_model=SyncState,
+    mirror_models=MIRRORS,
     own_migrations=True,
 )

@@ -44,6 +44,7 @@ class Runtime:
         cli_group: str = "bitrix24",
         installation_model: type | None = None,
         sync_state_model: type | None = None,
+        mirror_models: dict[str, type] | None = None,
     ) -> None:
         # Imported here: services import this module for ``runtime()``.
         from .services.breaker import AuthBreaker
@@ -102,6 +103,7 @@ class Runtime:
         self.event_queue = make_event_queue(redis_url)
         self.locks = make_locks(redis_url)
         self.sync_state_model = sync_state_model
+        self.mirror_models = dict(mirror_models or {})  # entity -> model, for BITRIX_SYNC_ENTITIES only
         self._init_app_mode(app, cfg, installation_model)
         if str(self._secret_key or "").strip():
             self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
@@ -138,10 +140,11 @@ class Runtime:
         return self.installations.counts()  # at scrape time, in the /metrics request
 
     def installation_tables(self) -> list[Any]:
-        """The installations and sync-state tables, when this app has them (app mode / reconciliation, or
-        the standalone app)."""
+        """The installations, sync-state and mirror tables, when this app has them (app mode /
+        reconciliation / sync, or the standalone app)."""
         tables = [self.installation_model.__table__] if self.installation_model is not None else []
-        return tables + ([self.sync_state_model.__table__] if self.sync_state_model is not None else [])
+        tables += [self.sync_state_model.__table__] if self.sync_state_model is not None else []
+        return tables + [model.__table__ for model in self.mirror_models.values()]
 
     @cached_property
     def cipher(self):
@@ -160,6 +163,18 @@ class Runtime:
     def session(self) -> Any:
         """The app's database session (the host's, when it gave its ``db``)."""
         return self.db.session
+
+    def handlers_for(self, event_name: str) -> list[Any]:
+        """The host's handlers of an event, then ours: the mirror's, for the entities this app mirrors."""
+        from .services.mirror import builtin_handlers
+
+        return [*self.hooks.handlers_for(event_name), *builtin_handlers(self.mirror_models, event_name)]
+
+    def event_names(self) -> list[str]:
+        """The events someone here handles (the host's, and the mirror's): app mode binds these."""
+        from .services.mirror import builtin_event_names
+
+        return sorted({*self.hooks.event_names(), *builtin_event_names(self.mirror_models)})
 
     def command(self, name: str) -> str:
         """``setup`` -> ``flask bitrix24 setup`` (or the host's CLI group name)."""

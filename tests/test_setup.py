@@ -15,7 +15,7 @@ from flask_bitrix24.models.standalone import CRM, OUR_TABLES
 from flask_bitrix24.services.setup import run_setup
 
 OUR_NAMES = {t.name for t in OUR_TABLES}
-HEAD = "0003_sync_state"  # the newest of our migrations
+HEAD = "0004_mirror"  # the newest of our migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -321,14 +321,14 @@ def _segment_except(*words: str) -> str:
 class IdConverter(BaseConverter):
     """Any path segment; ``params.parse_path_ids`` checks it (400 INVALID_ID). Documented as a positive id."""
 
-    regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay",
+    regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay", "sync",
                             "userfields", "pipelines", "statuses", "sources")
 
 
 class EntityConverter(BaseConverter):
     """Any path segment; the controller checks it (404 UNKNOWN_ENTITY). Documented as the entity names."""
 
-    regex = _segment_except("batch", "config", "webhook", "events", "items", "userfield-types")
+    regex = _segment_except("batch", "config", "webhook", "events", "items", "userfield-types", "sync")
 
 
 def _entity_subsets() -> dict[str, Any]:

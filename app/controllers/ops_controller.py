@@ -16,6 +16,18 @@ def health():
     return report, 200 if healthy else 503
 
 
+def sync_status(client_id: int):
+    """The tenant's mirrors (incremental sync into this database): on or off, rows, cursor, lag, errors."""
+    from ..services import mirror
+
+    rows = mirror.status(client_id)
+    answer: dict = {"client_id": client_id, "mirror": rows}
+    if not rows:
+        answer["hint"] = ("nothing is mirrored: set BITRIX_SYNC_ENTITIES (e.g. contacts,deals), then run "
+                          f"`{runtime().command('sync')} contacts --client {client_id}`")
+    return answer
+
+
 def metrics():
     """Prometheus metrics: calls, errors by code, limits met, retries, operating time, events and their lag."""
     body = runtime().metrics.exposition()

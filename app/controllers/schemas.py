@@ -446,6 +446,29 @@ class Probe(Schema):
     configured = fields.Boolean()
 
 
+class MirrorView(Schema):
+    entity = fields.String(required=True)
+    enabled = fields.Boolean(metadata={"description": "this tenant's mirror of the entity is on"})
+    phase = fields.String(allow_none=True, metadata={"description": "copy (the first full copy), then incremental"})
+    running = fields.Boolean(metadata={"description": "a run holds it now"})
+    rows = fields.Integer(metadata={"description": "records in the mirror, deleted ones not counted"})
+    deleted_rows = fields.Integer(metadata={"description": "records the mirror keeps marked deleted"})
+    checkpoint = fields.String(allow_none=True, metadata={"description": "the last ID the first copy stored"})
+    cursor = fields.String(allow_none=True, metadata={"description": "the newest DATE_MODIFY seen"})
+    lag_seconds = fields.Float(allow_none=True, metadata={"description": "seconds since the last run finished"})
+    last_success_at = fields.String(allow_none=True)
+    copied_at = fields.String(allow_none=True)
+    ids_checked_at = fields.String(allow_none=True)
+    errors = fields.Integer(metadata={"description": "failed runs so far"})
+    last_error = fields.String(allow_none=True)
+
+
+class SyncStatus(Schema):
+    client_id = fields.Integer(required=True)
+    mirror = fields.List(fields.Nested(MirrorView), required=True)
+    hint = fields.String(metadata={"description": "what to set when nothing is mirrored"})
+
+
 class Health(Schema):
     status = fields.String(required=True, metadata={"description": "ok, or fail (then the status is 503)"})
     database = fields.Nested(Probe)

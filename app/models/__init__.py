@@ -13,7 +13,16 @@ from typing import Any
 
 from sqlalchemy import UniqueConstraint
 
-from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, SyncStateMixin, iso, utcnow
+from .mixins import (
+    AppInstallationMixin,
+    ClientConfigMixin,
+    CRMMixin,
+    EventLogMixin,
+    MirrorMixin,
+    SyncStateMixin,
+    iso,
+    utcnow,
+)
 from .status import STATUSES, EventStatus
 
 # Table names a host gets by default: prefixed, so they never meet a host's own "CRMs",
@@ -22,6 +31,7 @@ DEFAULT_EVENT_TABLE = "bitrix24_events"
 DEFAULT_CONFIG_TABLE = "bitrix24_client_configs"
 DEFAULT_INSTALLATION_TABLE = "bitrix24_app_installations"
 DEFAULT_SYNC_STATE_TABLE = "bitrix24_sync_state"
+DEFAULT_MIRROR_TABLE = "bitrix24_mirror_{entity}"  # one per mirrored entity: bitrix24_mirror_contacts, ...
 
 _declared: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], type]] = weakref.WeakKeyDictionary()
 
@@ -43,6 +53,7 @@ def _declare(db: Any, kind: str, table: str, build) -> type:
             "installation": "pass installation_model=<your model, composed from AppInstallationMixin> or "
                             "installation_table='another_name' to Bitrix24()",
             "sync": "pass sync_state_model=<your model, composed from SyncStateMixin> to Bitrix24()",
+            "mirror": "pass mirror_models={'<entity>': <your model, composed from MirrorMixin>} to Bitrix24()",
         }[kind]
         raise TableNameTaken(f"the app's database already has a model for table {table!r}: {how}")
     cache[key] = build()
@@ -91,6 +102,19 @@ def sync_state_model(db: Any, table: str = DEFAULT_SYNC_STATE_TABLE) -> type:
     return _declare(db, "sync", table, build)
 
 
+def mirror_model(db: Any, entity: str, table: str | None = None) -> type:
+    """One entity's mirror on ``db`` (declared only for the entities in BITRIX_SYNC_ENTITIES)."""
+    table = table or DEFAULT_MIRROR_TABLE.format(entity=entity)
+
+    def build() -> type:
+        name = "Bitrix24Mirror" + entity.title().replace("_", "")
+        return type(name, (MirrorMixin, db.Model), {
+            "__tablename__": table,
+            "__table_args__": (UniqueConstraint("client_id", "bitrix_id", name=f"uq_{table}_client_record"),)})
+
+    return _declare(db, "mirror", table, build)
+
+
 __all__ = [
     "AppInstallationMixin",
     "CRMMixin",
@@ -98,15 +122,18 @@ __all__ = [
     "DEFAULT_CONFIG_TABLE",
     "DEFAULT_EVENT_TABLE",
     "DEFAULT_INSTALLATION_TABLE",
+    "DEFAULT_MIRROR_TABLE",
     "DEFAULT_SYNC_STATE_TABLE",
     "EventLogMixin",
     "EventStatus",
+    "MirrorMixin",
     "STATUSES",
     "SyncStateMixin",
     "TableNameTaken",
     "config_model",
     "event_model",
     "installation_model",
+    "mirror_model",
     "sync_state_model",
     "iso",
     "utcnow",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .status import EventStatus
@@ -106,7 +106,9 @@ class AppInstallationMixin:
 
 class SyncStateMixin:
     """Where a tenant's reconciliation of one entity has got to (services/reconcile.py): the newest
-    modification time it has seen, when it ran, how many changes nobody announced it found."""
+    modification time it has seen, when it ran, how many changes nobody announced it found; and, for a
+    mirrored entity (services/mirror.py), the first copy's checkpoint, the last ID comparison and the
+    claim that keeps two runs of one tenant's entity apart."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -116,9 +118,36 @@ class SyncStateMixin:
     unannounced: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The mirror (opt-in per tenant and entity): on, its phase ("copy", then "incremental"), the last ID
+    # the first copy stored (it resumes there), when that copy began (the incremental cursor starts there).
+    mirror: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    phase: Mapped[str | None] = mapped_column(String(16))
+    checkpoint: Mapped[str | None] = mapped_column(String(64))
+    copy_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    copied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ids_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    claim: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
     )
+
+
+class MirrorMixin:
+    """A tenant's copy of one entity's records (services/mirror.py), one table per entity: the
+    portal's ID, its DATE_MODIFY (in UTC), a deleted flag, and the record as the portal listed it
+    (the selected fields, in JSON). ``(client_id, bitrix_id)`` is unique."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    bitrix_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    date_modify: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict] = mapped_column(JSON, nullable=False)
+    synced_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
 
 class EventLogMixin:

@@ -114,6 +114,7 @@ route("/app/installations/<member_id>", "get_installation", appc.get_installatio
       s.InstallationAnswer, tags=APP)
 route("/app/installations/<member_id>/resume", "resume_installation",
       appc.resume_installation, "POST", s.InstallationAnswer, tags=APP)
+route(f"{CLIENT}/sync", "sync_status", ops.sync_status, "GET", s.SyncStatus, tags=OPS)
 route(f"{CLIENT}/events", "list_events", c.list_events, "GET", s.EventPage, query=s.EventsQuery, tags=EVENTS)
 route(f"{CLIENT}/events/<bx_id:event_id>/replay", "replay_event", c.replay_event, "POST", s.EventOne, tags=EVENTS,
       responses={202: {"description": "Queued for a worker"}})

@@ -173,7 +173,7 @@ def wanted_events(rt: Any) -> list[str]:
 
     setting = str(current_app.config.get("BITRIX_APP_EVENTS", "auto") or "").strip()
     if setting.lower() == "auto":
-        names = rt.hooks.event_names()
+        names = rt.event_names()
     else:
         names = [n.strip().upper() for n in setting.split(",") if n.strip()]
     # Ours to handle: ONAPPUNINSTALL always (it is how we learn the app was removed), never ONAPPINSTALL.

@@ -57,6 +57,26 @@ class RQQueue:
             return False
         return True
 
+    def submit_job(self, func, *args, job_id: str) -> bool:
+        """A scheduled job (a tenant's sync, a reconciliation), queued under ``job_id`` unless one of
+        that id is still waiting or running: a slow job is not piled up by the next tick."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            try:
+                status = Job.fetch(job_id, connection=self.connection).get_status(refresh=False)
+                if str(getattr(status, "value", status)) in ("queued", "started", "deferred", "scheduled"):
+                    return True
+            except NoSuchJobError:
+                pass
+            self.queue.enqueue(func, *args, job_id=job_id, job_timeout=6 * 3600, result_ttl=600,
+                               failure_ttl=7 * 86400)
+        except Exception as exc:  # Redis down: the next tick queues it again
+            log.error("could not queue %s: %s", job_id, exc)
+            return False
+        return True
+
     def ping(self) -> bool:
         return bool(self.connection.ping())
 

@@ -10,7 +10,7 @@ received no earlier than its modification time (less a tolerance). The synthetic
 record and its modification time, so overlapping runs never store it twice.
 
 Deletions leave no record to list: they come by their events (pushed or offline); comparing ID sets
-needs a copy of the portal's IDs, which is the mirror's job (not built yet).
+needs a copy of the portal's IDs, which is the mirror's job (services/mirror.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +79,13 @@ def _announced(ent: Entity, client_id: int, record_id: str, modified: dt.datetim
     return runtime().session.execute(stmt).first() is not None
 
 
-def reconcile(client_id: int, entity: str) -> ReconcileReport:
-    """One run for one tenant and entity: synthetic events for the unannounced changes, cursor moved."""
+def reconcile(client_id: int, entity: str, *, fields: list[str] | None = None,
+              sink: Callable[[list[Any]], None] | None = None, announce: bool = True) -> ReconcileReport:
+    """One run for one tenant and entity: synthetic events for the unannounced changes, cursor moved.
+
+    The mirror (services/mirror.py) walks the same way: ``fields`` are what it selects, ``sink`` gets
+    the listed rows 500 at a time, and ``announce=False`` stores no synthetic events (nobody asked for
+    them: the entity is mirrored, not reconciled)."""
     from ..store import portal_domain
     from . import events as events_service
     from .bulk import bx_list_all
@@ -90,7 +96,8 @@ def reconcile(client_id: int, entity: str) -> ReconcileReport:
         raise ValueError(f"reconciliation covers {', '.join(RECONCILABLE)}, not {entity!r}")
     rt = runtime()
     if rt.sync_state_model is None:
-        raise RuntimeError("reconciliation needs its table: set BITRIX_RECONCILE_ENTITIES (or pass sync_state_model)")
+        raise RuntimeError("reconciliation needs its table: set BITRIX_RECONCILE_ENTITIES or BITRIX_SYNC_ENTITIES "
+                           "(or pass sync_state_model)")
     ent = ENTITIES[entity]
     cfg = current_app.config
     report = ReconcileReport(client_id, entity)
@@ -101,17 +108,24 @@ def reconcile(client_id: int, entity: str) -> ReconcileReport:
     domain = portal_domain(portal_target(client_id).base)
     # With nothing listed, the next run starts where this one looked from.
     newest, newest_text, new_ids = cursor or since, state.cursor or since.isoformat(timespec="seconds"), []
+    wanted = ["ID", "DATE_MODIFY", "DATE_CREATE"]
     params = {"filter": {">=DATE_MODIFY": since.isoformat(timespec="seconds")},
-              "select": ["ID", "DATE_MODIFY", "DATE_CREATE"]}
+              "select": [*fields, *(f for f in wanted if f not in fields)] if fields else wanted}
+    chunk: list[Any] = []
     try:
         for row in bx_list_all(ent.method("list"), params, client_id=client_id, mode="keyset"):
             report.listed += 1
+            if sink is not None:
+                chunk.append(row)
+                if len(chunk) >= 500:
+                    sink(chunk)
+                    chunk = []
             record_id, modified = str(row.get("ID")), _when(row.get("DATE_MODIFY"))
             if modified is None:
                 continue
             if modified > newest:
                 newest, newest_text = modified, str(row.get("DATE_MODIFY"))
-            if _announced(ent, client_id, record_id, modified):
+            if not announce or _announced(ent, client_id, record_id, modified):
                 continue
             created = _when(row.get("DATE_CREATE"))
             action = "ADD" if created is not None and abs((modified - created).total_seconds()) <= 1 else "UPDATE"
@@ -124,6 +138,8 @@ def reconcile(client_id: int, entity: str) -> ReconcileReport:
             if not duplicate:
                 report.unannounced += 1
                 new_ids.append(received.id)
+        if chunk:
+            sink(chunk)  # type: ignore[misc] - only filled when there is a sink
     except Bitrix24Error as exc:
         state = _state(client_id, entity)
         state.last_error, state.last_run_at = f"{exc.code}: {exc.description}"[:2000], utcnow()
@@ -162,9 +178,13 @@ def reconcile_all(client_ids: list[int] | None = None) -> list[ReconcileReport]:
     the others go on."""
     if client_ids is None:
         client_ids = tenants()
+    from . import mirror
+
     reports = []
     for client_id in client_ids:
         for entity in entities():
+            if mirror.enabled(client_id, entity):
+                continue  # its mirror's runs walk the same changes and store these events (mirror.sync_all)
             try:
                 reports.append(reconcile(client_id, entity))
             except Bitrix24Error as exc:
@@ -172,4 +192,13 @@ def reconcile_all(client_ids: list[int] | None = None) -> list[ReconcileReport]:
     return reports
 
 
-__all__ = ["RECONCILABLE", "ReconcileReport", "entities", "reconcile", "reconcile_all", "tenants"]
+def run_job(client_id: int, entity: str) -> dict[str, Any] | None:
+    """The RQ job of one tenant's entity (queued by the worker's timer); a mirrored one is the mirror's."""
+    from . import mirror
+
+    if mirror.enabled(client_id, entity):
+        return None
+    return reconcile(client_id, entity).view()
+
+
+__all__ = ["RECONCILABLE", "ReconcileReport", "entities", "reconcile", "reconcile_all", "run_job", "tenants"]

@@ -102,10 +102,9 @@ def _dispatch(event_id: int) -> Any:
         _session().commit()
         return row
     event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
-    hooks = runtime().hooks
     with logs.bound(tenant=tenant_label(row.client_id)), background_work():  # handlers yield to interactive calls
         try:
-            for handler in hooks.handlers_for(row.event):
+            for handler in runtime().handlers_for(row.event):  # the host's, then the mirror's
                 handler(event)
         except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
             _session().rollback()  # whatever the handler left in the session must not block our update

@@ -248,7 +248,7 @@ def _new_row(payload: dict[str, Any], name: str, tenant: int | None, key: str, p
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     entity = entity_for_event(name)
     record_id = event_record_id(entity, data)  # FIELDS.ID; a task event's FIELDS_AFTER.ID or FIELDS_BEFORE.ID
-    unhandled = not runtime().hooks.handlers_for(name)
+    unhandled = not runtime().handlers_for(name)
     now = _now()  # one clock reading: processed_at never precedes received_at
     row = _model()(
         client_id=tenant, portal_domain=portal_domain, event=name, entity_type=entity.type_name if entity else None,

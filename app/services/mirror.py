@@ -1,0 +1,525 @@
+"""The mirror: a copy of a tenant's CRM records in the host's database, kept up to date.
+
+Opt-in per entity (``BITRIX_SYNC_ENTITIES``: which entities get a table) and per tenant
+(``flask bitrix24 sync <entity> --client N`` turns it on). One table per entity
+(``bitrix24_mirror_contacts``, ...): the portal's ID, DATE_MODIFY, a deleted flag and the record as
+the portal listed it (every field: ``*``, ``UF_*`` and the multi-fields, as an export takes them).
+
+How it fills and stays true:
+
+1. **First copy**, walked by ID (keyset pages, https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html
+   and https://apidocs.bitrix24.com/settings/performance/huge-data.html), stored 500 rows at a time with
+   the last stored ID as a checkpoint: a killed copy resumes there.
+2. **Events**: ``ONCRM<ENTITY>ADD/UPDATE`` read the record again and store it, ``...DELETE`` marks it
+   deleted (pushed, offline or replayed; they go through the event log like any other event).
+3. **Incremental runs** list what changed since the cursor (``>=DATE_MODIFY`` less an overlap, the same
+   walk as reconciliation, services/reconcile.py), so a lost event is caught within one run.
+4. **ID comparison** (every ``BITRIX_SYNC_ID_CHECK_SECONDS``): every ID the portal lists against the
+   mirror's. A deletion whose event was lost leaves nothing to list by date; the portal offers no
+   "deleted since" query for these entities, so this is the only way to see it.
+
+A write never goes backwards: a row is replaced only by one modified no earlier (a slow listing cannot
+undo a newer event), and a deleted row comes back only if the portal shows it modified later (restored
+from the recycle bin) or the ID comparison sees it. Two runs of one tenant's entity never overlap (a
+claim in its sync-state row). Everything is read with ``background=True``: the portal's bucket keeps
+room for interactive calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..entities import ENTITIES, Entity
+from ..models.mixins import iso, utcnow
+from ..runtime import runtime
+from .errors import Bitrix24Error
+
+log = logging.getLogger("flask_bitrix24")
+
+MIRRORABLE = ("contacts", "deals", "leads", "companies")  # legacy CRM lists: DATE_MODIFY, ID order, events
+CHUNK = 500  # rows stored (and checkpointed) per transaction
+CLAIM_SECONDS = 900  # a run that has not renewed its claim for this long has died
+PHASE_COPY, PHASE_INCREMENTAL = "copy", "incremental"
+
+
+class MirrorUnavailable(RuntimeError):
+    """The mirror is not set up for this entity (BITRIX_SYNC_ENTITIES), or not on for this tenant."""
+
+
+def configured_entities(config: Mapping[str, Any]) -> list[str]:
+    """The entities ``BITRIX_SYNC_ENTITIES`` names; an unknown name fails at start, not at 3 a.m."""
+    names = [n.strip().lower() for n in str(config.get("BITRIX_SYNC_ENTITIES") or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in MIRRORABLE]
+    if unknown:
+        raise ValueError(f"BITRIX_SYNC_ENTITIES: cannot mirror {', '.join(unknown)} (only {', '.join(MIRRORABLE)})")
+    return list(dict.fromkeys(names))
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    """The portal's DATE_MODIFY (ISO 8601 with its offset) in UTC; None when absent or unreadable."""
+    if isinstance(value, dt.datetime):
+        when = value
+    else:
+        try:
+            when = dt.datetime.fromisoformat(str(value))
+        except (TypeError, ValueError):
+            return None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def _model(entity: str) -> type:
+    model = runtime().mirror_models.get(entity)
+    if model is None:
+        raise MirrorUnavailable(f"{entity} is not mirrored: add it to BITRIX_SYNC_ENTITIES (one of "
+                                f"{', '.join(MIRRORABLE)}) and give the mirror its table")
+    return model
+
+
+# -- writing rows --------------------------------------------------------------------------------
+
+
+def store_rows(entity: str, client_id: int, rows: Iterable[Mapping[str, Any]], *, force: bool = False) -> int:
+    """Store listed records (insert, or replace a row modified no later); ``force`` also brings back
+    rows marked deleted (the portal has just shown them). Commits; returns how many rows were written."""
+    model = _model(entity)
+    table = model.__table__
+    session = runtime().session
+    now = utcnow()
+    by_id: dict[int, tuple[Mapping[str, Any], dt.datetime | None]] = {}
+    for row in rows:
+        by_id[int(row["ID"])] = (row, _utc(row.get("DATE_MODIFY")))
+    if not by_id:
+        return 0
+    for attempt in (1, 2):
+        existing = {int(rid): (_utc(modified), deleted, data) for rid, modified, deleted, data in session.execute(
+            select(model.bitrix_id, model.date_modify, model.deleted, model.data).where(
+                model.client_id == client_id, model.bitrix_id.in_(list(by_id))))}
+        inserts = [{"client_id": client_id, "bitrix_id": rid, "date_modify": modified, "deleted": False,
+                    "deleted_at": None, "data": dict(row), "synced_at": now}
+                   for rid, (row, modified) in by_id.items() if rid not in existing]
+        updates = [{"b_id": rid, "b_modified": modified, "b_data": dict(row), "b_now": now}
+                   for rid, (row, modified) in by_id.items()
+                   if rid in existing and _news(existing[rid], row, modified, force)]
+        try:
+            written = 0
+            if inserts:
+                session.execute(table.insert(), inserts)
+                written += len(inserts)
+            if updates:
+                written += _replace(table, client_id, updates, force)
+            session.commit()
+            return written
+        except IntegrityError:
+            # An event stored one of these IDs between our read and our insert: read again, update it.
+            session.rollback()
+            if attempt == 2:
+                raise
+    return 0  # not reached
+
+
+def _news(stored: tuple[dt.datetime | None, bool, Any], row: Mapping[str, Any], modified: dt.datetime | None,
+          force: bool) -> bool:
+    """Whether a listed row says something the stored one does not (the SQL guard in ``_replace`` checks
+    the dates again, against a write that came in between)."""
+    have, deleted, data = stored
+    if modified is None or have is None:
+        return data != row or deleted
+    if deleted:
+        return force or modified > have
+    return modified > have or (modified == have and data != row)
+
+
+def _replace(table: Any, client_id: int, updates: list[dict[str, Any]], force: bool) -> int:
+    """Replace stored rows by these, each only where the stored one is not newer (``force``: also
+    where it is marked deleted). A row without DATE_MODIFY replaces whatever is there."""
+    c = table.c
+    modified = bindparam("b_modified", type_=c.date_modify.type)
+    newer = or_(c.date_modify.is_(None), c.date_modify < modified)
+    same = and_(c.date_modify == modified, c.deleted.is_(False))
+    guard = or_(c.deleted.is_(True), newer, same) if force else or_(newer, same)
+    values = {"date_modify": modified, "data": bindparam("b_data", type_=c.data.type), "deleted": False,
+              "deleted_at": None, "synced_at": bindparam("b_now", type_=c.synced_at.type)}
+    dated = [u for u in updates if u["b_modified"] is not None]
+    undated = [u for u in updates if u["b_modified"] is None]
+    connection = runtime().session.connection()
+    written = 0
+    if dated:
+        stmt = update(table).where(c.client_id == client_id, c.bitrix_id == bindparam("b_id"), guard).values(**values)
+        written += max(connection.execute(stmt, dated).rowcount, 0)
+    if undated:
+        stmt = update(table).where(c.client_id == client_id, c.bitrix_id == bindparam("b_id")).values(**values)
+        written += max(connection.execute(stmt, undated).rowcount, 0)
+    return written
+
+
+def mark_deleted(entity: str, client_id: int, ids: Iterable[int], *, seen_before: dt.datetime | None = None) -> int:
+    """Flag rows deleted (their data stays); ``seen_before``: only rows stored before then (a row an
+    event stored during an ID comparison is newer than the portal's list we compare with). Commits."""
+    model = _model(entity)
+    ids = [int(i) for i in ids]
+    done = 0
+    session = runtime().session
+    for start in range(0, len(ids), CHUNK):
+        stmt = update(model).where(model.client_id == client_id, model.bitrix_id.in_(ids[start:start + CHUNK]),
+                                   model.deleted.is_(False))
+        if seen_before is not None:
+            stmt = stmt.where(model.synced_at < seen_before)
+        done += session.execute(stmt.values(deleted=True, deleted_at=utcnow()).execution_options(
+            synchronize_session=False)).rowcount or 0
+    session.commit()
+    return done
+
+
+# -- state and claims ----------------------------------------------------------------------------
+
+
+def _state_model() -> type:
+    model = runtime().sync_state_model
+    if model is None:
+        raise MirrorUnavailable("the mirror needs its sync-state table: set BITRIX_SYNC_ENTITIES")
+    return model
+
+
+def _state(client_id: int, entity: str, *, create: bool = False) -> Any:
+    from .reconcile import _state as reconcile_state
+
+    if create:
+        return reconcile_state(client_id, entity)
+    model = _state_model()
+    return runtime().session.execute(
+        select(model).where(model.client_id == client_id, model.entity == entity)).scalar_one_or_none()
+
+
+def enable(client_id: int, entity: str, on: bool = True) -> None:
+    """Turn the mirror of one tenant's entity on (the first run copies everything) or off (rows stay)."""
+    _model(entity)
+    state = _state(client_id, entity, create=True)
+    state.mirror = on
+    runtime().session.commit()
+
+
+def enabled(client_id: int | None, entity: str) -> bool:
+    if client_id is None or entity not in runtime().mirror_models or runtime().sync_state_model is None:
+        return False
+    state = _state(client_id, entity)
+    return bool(state is not None and state.mirror)
+
+
+def _claim(client_id: int, entity: str) -> str | None:
+    model = _state_model()
+    token, now = uuid.uuid4().hex, utcnow()
+    session = runtime().session
+    done = session.execute(update(model).where(
+        model.client_id == client_id, model.entity == entity,
+        or_(model.claim.is_(None), model.claimed_until.is_(None), model.claimed_until < now),
+    ).values(claim=token, claimed_until=now + dt.timedelta(seconds=CLAIM_SECONDS)).execution_options(
+        synchronize_session=False)).rowcount
+    session.commit()
+    return token if done else None
+
+
+def _renew(client_id: int, entity: str, token: str, **values: Any) -> None:
+    """Write progress (checkpoint, phase...) and extend the claim; lost claim: stop (another run took over)."""
+    model = _state_model()
+    session = runtime().session
+    done = session.execute(update(model).where(
+        model.client_id == client_id, model.entity == entity, model.claim == token,
+    ).values(claimed_until=utcnow() + dt.timedelta(seconds=CLAIM_SECONDS), **values).execution_options(
+        synchronize_session=False)).rowcount
+    session.commit()
+    if not done:
+        raise MirrorUnavailable(f"client {client_id} {entity}: another run took this sync over")
+
+
+def _release(client_id: int, entity: str, token: str, **values: Any) -> None:
+    model = _state_model()
+    session = runtime().session
+    session.rollback()
+    session.execute(update(model).where(
+        model.client_id == client_id, model.entity == entity, model.claim == token,
+    ).values(claim=None, claimed_until=None, **values).execution_options(synchronize_session=False))
+    session.commit()
+
+
+# -- a run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    client_id: int
+    entity: str
+    copied: int = 0  # rows stored by the first copy in this run
+    changed: int = 0  # rows stored by the incremental walk
+    deleted: int = 0  # rows the ID comparison found gone
+    restored: int = 0  # rows the ID comparison found missing here, read and stored
+    phase: str | None = None
+    busy: bool = False  # another run holds this tenant's entity
+    cursor: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def view(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "entity": self.entity, "phase": self.phase, "copied": self.copied,
+                "changed": self.changed, "deleted": self.deleted, "restored": self.restored, "busy": self.busy,
+                "cursor": self.cursor}
+
+
+def select_fields(ent: Entity, client_id: int) -> list[str]:
+    """Every field, as an export takes them: ``*``, ``UF_*`` and the multi-fields by name."""
+    from .transfer import export_plan
+
+    return list(export_plan(ent, client_id, {}, []).params.get("select") or ["*", "UF_*"])
+
+
+def sync(client_id: int, entity: str, *, check_ids: bool | None = None,
+         progress: Callable[[str, int], None] | None = None) -> SyncReport:
+    """One run for one tenant's entity: the first copy (or its rest), then what changed since the
+    cursor, then the ID comparison when due (``check_ids`` forces it on or off). Turns the mirror on."""
+    from .bulk import bx_list_all
+
+    if entity not in MIRRORABLE:
+        raise MirrorUnavailable(f"the mirror covers {', '.join(MIRRORABLE)}, not {entity!r}")
+    _model(entity)
+    ent = ENTITIES[entity]
+    report = SyncReport(client_id, entity)
+    state = _state(client_id, entity, create=True)
+    if not state.mirror:
+        state.mirror = True
+        runtime().session.commit()
+    token = _claim(client_id, entity)
+    if token is None:
+        report.busy, report.phase = True, state.phase
+        return report
+    try:
+        state = _state(client_id, entity)
+        fields = select_fields(ent, client_id)
+        if state.phase != PHASE_INCREMENTAL:
+            started = _utc(state.copy_started_at) or utcnow()
+            last = int(state.checkpoint or 0)
+            _renew(client_id, entity, token, phase=PHASE_COPY, copy_started_at=started)
+            params = {"filter": {">ID": last}, "select": fields}
+            chunk: list[Any] = []
+            for row in bx_list_all(ent.method("list"), params, client_id=client_id, mode="keyset"):
+                chunk.append(row)
+                if len(chunk) >= CHUNK:
+                    report.copied += _copy_chunk(entity, client_id, token, chunk)
+                    if progress:
+                        progress("copied", report.copied)
+                    chunk = []
+            if chunk:
+                report.copied += _copy_chunk(entity, client_id, token, chunk)
+            # From here on the walk by date catches up on whatever changed while we copied.
+            _renew(client_id, entity, token, phase=PHASE_INCREMENTAL, copied_at=utcnow(),
+                   cursor=started.isoformat(timespec="seconds"))
+            if progress:
+                progress("copied", report.copied)
+        report.changed, report.cursor = _incremental(client_id, entity, fields, token)
+        if progress:
+            progress("changed", report.changed)
+        state = _state(client_id, entity)
+        due = float(current_app.config.get("BITRIX_SYNC_ID_CHECK_SECONDS", 86400.0))
+        checked = _utc(state.ids_checked_at)
+        if check_ids or (check_ids is None and (checked is None or (utcnow() - checked).total_seconds() >= due)
+                         and report.copied == 0):
+            report.deleted, report.restored = _compare_ids(ent, client_id, fields, token)
+            if progress:
+                progress("deleted", report.deleted)
+        report.phase = PHASE_INCREMENTAL
+        _release(client_id, entity, token, last_success_at=utcnow(), last_error=None)
+    except Bitrix24Error as exc:
+        model = _state_model()
+        _release(client_id, entity, token, last_error=f"{exc.code}: {exc.description}"[:2000],
+                 errors=model.errors + 1, last_run_at=utcnow())
+        raise
+    except BaseException:
+        _release(client_id, entity, token)
+        raise
+    return report
+
+
+def _copy_chunk(entity: str, client_id: int, token: str, rows: list[Any]) -> int:
+    stored = store_rows(entity, client_id, rows)
+    _renew(client_id, entity, token, checkpoint=str(rows[-1]["ID"]))
+    return stored
+
+
+def _incremental(client_id: int, entity: str, fields: list[str], token: str) -> tuple[int, str | None]:
+    """What changed since the cursor, stored; synthetic events too when the entity is also reconciled
+    (BITRIX_RECONCILE_ENTITIES): the same walk serves both."""
+    from . import reconcile
+
+    stored = {"rows": 0}
+
+    def sink(rows: list[Any]) -> None:
+        stored["rows"] += store_rows(entity, client_id, rows)
+        _renew(client_id, entity, token)
+
+    result = reconcile.reconcile(client_id, entity, fields=fields, sink=sink,
+                                 announce=entity in reconcile.entities())
+    return stored["rows"], result.cursor
+
+
+def _compare_ids(ent: Entity, client_id: int, fields: list[str], token: str) -> tuple[int, int]:
+    """Every ID the portal lists against the mirror's live rows: gone there, deleted here; there but
+    not here (or marked deleted here), read and stored."""
+    from .bulk import bx_list_all
+
+    model = _model(ent.name)
+    session = runtime().session
+    started = utcnow()
+    portal = {int(row["ID"]) for row in bx_list_all(ent.method("list"), {"select": ["ID"]}, client_id=client_id,
+                                                   mode="keyset")}
+    _renew(client_id, ent.name, token)
+    live = set(session.execute(select(model.bitrix_id).where(
+        model.client_id == client_id, model.deleted.is_(False))).scalars())
+    session.rollback()
+    deleted = mark_deleted(ent.name, client_id, sorted(live - portal), seen_before=started)
+    missing = sorted(portal - live)
+    restored = 0
+    for start in range(0, len(missing), 50):
+        ids = missing[start:start + 50]
+        rows = list(bx_list_all(ent.method("list"), {"filter": {"@ID": ids}, "select": fields},
+                                client_id=client_id, mode="keyset"))
+        restored += store_rows(ent.name, client_id, rows, force=True)
+    _renew(client_id, ent.name, token, ids_checked_at=utcnow())
+    if deleted or restored:
+        log.warning("bitrix24 mirror of client %s %s: %d deletions and %d records nobody announced found by ID",
+                    client_id, ent.name, deleted, restored)
+    return deleted, restored
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def _entity_of(event_name: str) -> tuple[str, str] | None:
+    name = event_name.upper()
+    for entity in MIRRORABLE:
+        prefix = ENTITIES[entity].event_prefix
+        for action in ("ADD", "UPDATE", "DELETE"):
+            if name == f"{prefix}{action}":
+                return entity, action
+    return None
+
+
+def on_record_event(event: Any) -> None:
+    """The mirror's handler of ONCRM<ENTITY>ADD/UPDATE/DELETE: read the record again (events carry only
+    its ID) and store it, or mark it deleted. A tenant whose mirror is off is left alone."""
+    from .bulk import bx_list_all
+
+    found = _entity_of(event.name)
+    if found is None or event.client_id is None or not event.entity_id:
+        return
+    entity, action = found
+    if not enabled(event.client_id, entity):
+        return
+    record_id = int(event.entity_id)
+    if action == "DELETE":
+        mark_deleted(entity, event.client_id, [record_id])
+        return
+    synthetic = event.payload.get("synthetic") if isinstance(event.payload, dict) else None
+    if isinstance(synthetic, dict):
+        # Reconciliation's own events: the walk that made them stored the row already.
+        model = _model(entity)
+        have = runtime().session.execute(select(model.date_modify).where(
+            model.client_id == event.client_id, model.bitrix_id == record_id)).scalar_one_or_none()
+        when = _utc(synthetic.get("modified"))
+        if have is not None and when is not None and _utc(have) >= when:
+            return
+    ent = ENTITIES[entity]
+    rows = list(bx_list_all(ent.method("list"), {"filter": {"@ID": [record_id]},
+                                                 "select": select_fields(ent, event.client_id)},
+                            client_id=event.client_id, mode="keyset"))
+    if rows:
+        store_rows(entity, event.client_id, rows)
+    else:  # gone already (deleted right after), or out of the webhook's sight
+        mark_deleted(entity, event.client_id, [record_id])
+
+
+def builtin_event_names(mirrored: Mapping[str, Any]) -> list[str]:
+    return [f"{ENTITIES[entity].event_prefix}{action}" for entity in mirrored if entity in MIRRORABLE
+            for action in ("ADD", "UPDATE", "DELETE")]
+
+
+def builtin_handlers(mirrored: Mapping[str, Any], event_name: str) -> list[Callable[[Any], None]]:
+    """The mirror's handler, for the events of the entities this app mirrors (runtime.handlers_for)."""
+    found = _entity_of(event_name)
+    return [on_record_event] if found is not None and found[0] in mirrored else []
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def status(client_id: int) -> list[dict[str, Any]]:
+    """Each mirrored entity of one tenant: on or off, phase, rows, cursor, lag, errors."""
+    rt = runtime()
+    out = []
+    now = utcnow()
+    for entity, model in rt.mirror_models.items():
+        state = _state(client_id, entity) if rt.sync_state_model is not None else None
+        counts = dict(rt.session.execute(select(model.deleted, func.count()).where(
+            model.client_id == client_id).group_by(model.deleted)).all())
+        success = _utc(state.last_success_at) if state is not None and state.last_success_at else None
+        claimed = _utc(state.claimed_until) if state is not None and state.claimed_until else None
+        out.append({
+            "entity": entity,
+            "enabled": bool(state is not None and state.mirror),
+            "phase": state.phase if state is not None else None,
+            "running": bool(claimed and claimed > now),
+            "rows": int(counts.get(False, 0)),
+            "deleted_rows": int(counts.get(True, 0)),
+            "checkpoint": state.checkpoint if state is not None else None,
+            "cursor": state.cursor if state is not None else None,
+            # How old the mirror's view may be: the time since the last run that finished.
+            "lag_seconds": round((now - success).total_seconds(), 1) if success else None,
+            "last_success_at": iso(success),
+            "copied_at": iso(state.copied_at) if state is not None else None,
+            "ids_checked_at": iso(state.ids_checked_at) if state is not None else None,
+            "errors": int(state.errors or 0) if state is not None else 0,
+            "last_error": state.last_error if state is not None else None,
+        })
+    rt.session.rollback()
+    return out
+
+
+def pairs() -> list[tuple[int, str]]:
+    """Every (tenant, entity) whose mirror is on: the worker's schedule."""
+    rt = runtime()
+    if rt.sync_state_model is None or not rt.mirror_models:
+        return []
+    model = rt.sync_state_model
+    rows = rt.session.execute(select(model.client_id, model.entity).where(
+        model.mirror.is_(True), model.entity.in_(list(rt.mirror_models)))).all()
+    rt.session.rollback()
+    return [(int(c), str(e)) for c, e in rows]
+
+
+def sync_all() -> list[SyncReport]:
+    """Every tenant's mirrored entities, one after another; a failing one is logged and the others go on."""
+    reports = []
+    for client_id, entity in pairs():
+        try:
+            reports.append(sync(client_id, entity))
+        except (Bitrix24Error, MirrorUnavailable) as exc:
+            log.warning("bitrix24 mirror of client %s %s failed: %s", client_id, entity, exc)
+    return reports
+
+
+def run_job(client_id: int, entity: str) -> dict[str, Any] | None:
+    """The RQ job of one tenant's entity (queued by the worker's timer)."""
+    if (client_id, entity) not in pairs():
+        return None  # turned off since it was queued
+    return sync(client_id, entity).view()
+
+
+__all__ = ["MIRRORABLE", "MirrorUnavailable", "SyncReport", "builtin_event_names", "builtin_handlers",
+           "configured_entities", "enable", "enabled",
+           "mark_deleted", "on_record_event", "pairs", "run_job", "select_fields", "status", "store_rows", "sync",
+           "sync_all"]

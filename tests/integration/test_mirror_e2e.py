@@ -1,0 +1,128 @@
+"""The mirror over real HTTP: a tenant's contacts copied into our database, then kept equal to the
+portal through changes whose events were lost (the incremental walk and the ID comparison find them),
+through pushed events, and through a copy that dies halfway (it resumes at its checkpoint)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from flask_bitrix24.runtime import runtime
+from flask_bitrix24.services import mirror
+from flask_bitrix24.services.bulk import bx_list_all
+from sqlalchemy import func, select
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {"BITRIX_SYNC_ENTITIES": "contacts", "BITRIX_RECONCILE_OVERLAP": 0.5}
+
+
+def sync(app, *args: str):
+    result = app.test_cli_runner().invoke(args=["bitrix24", "sync", "contacts", "--client", "1", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def portal_rows(app) -> dict[int, dict]:
+    """What the portal lists now, with the mirror's own select, through the same client."""
+    with app.app_context():
+        fields = mirror.select_fields(mirror.ENTITIES["contacts"], 1)
+        return {int(row["ID"]): row for row in bx_list_all("crm.contact.list", {"select": fields}, client_id=1)}
+
+
+def mirror_rows(app, deleted: bool = False) -> dict[int, dict]:
+    with app.app_context():
+        model = runtime().mirror_models["contacts"]
+        rows = runtime().session.execute(select(model.bitrix_id, model.data).where(
+            model.client_id == 1, model.deleted.is_(deleted))).all()
+        return {int(i): data for i, data in rows}
+
+
+def assert_mirror_matches(app) -> int:
+    portal, ours = portal_rows(app), mirror_rows(app)
+    assert set(ours) == set(portal), (sorted(set(portal) - set(ours))[:10], sorted(set(ours) - set(portal))[:10])
+    different = [i for i in portal if portal[i] != ours[i]]
+    assert not different, (different[:5], portal[different[0]], ours[different[0]])
+    return len(portal)
+
+
+def test_copy_then_lost_changes_then_events_keep_the_mirror_equal_to_the_portal(make_stack):
+    stack = make_stack(CONFIG, preload={"contact": 1200})
+    stack.configure()
+    emulator = stack.emulator_server.url
+    time.sleep(1.1)  # the preloaded contacts are older than the copy's start (timestamps have seconds)
+
+    out = sync(stack.app)
+    assert "1,200 copied, 0 changed" in out, out
+    assert assert_mirror_matches(stack.app) == 1200
+    status = stack.http.get(f"{stack.api}/clients/1/sync").json()["mirror"][0]
+    assert status["enabled"] and status["phase"] == "incremental" and status["rows"] == 1200
+    assert status["checkpoint"] == "1200" and status["errors"] == 0 and status["lag_seconds"] < 60
+
+    # Changes in the portal whose events never arrive: 40 updates, 15 deletions, 6 additions.
+    assert requests.post(f"{emulator}/_emulator/events", json={"drop": True}, timeout=10).status_code == 200
+    time.sleep(1.1)
+    changes = requests.post(f"{emulator}/_emulator/changes", json={
+        "entity": "contact", "add": 6, "update": list(range(100, 1100, 25)), "delete": list(range(7, 1200, 80)),
+    }, timeout=10).json()
+    assert len(changes["updated"]) == 40 and len(changes["deleted"]) == 15
+    stack.emulator.wait_events()
+    out = sync(stack.app, "--check-ids")
+    assert "0 copied, 46 changed, 15 deleted, 0 found missing" in out, out
+    assert assert_mirror_matches(stack.app) == 1200 + 6 - 15
+    assert set(mirror_rows(stack.app, deleted=True)) == set(changes["deleted"])
+
+    # A second run finds nothing new (the overlap reads the same rows again: they are not newer).
+    assert "0 copied, 0 changed, 0 deleted" in sync(stack.app, "--check-ids")
+
+    # Events arrive again: an update and a deletion reach the mirror without any run.
+    requests.post(f"{emulator}/_emulator/events", json={"drop": False}, timeout=10)
+    time.sleep(1.1)
+    requests.post(f"{emulator}/_emulator/changes", json={"entity": "contact", "update": [500], "delete": [501]},
+                  timeout=10)
+    stack.emulator.wait_events()
+    deadline = time.monotonic() + 10
+    while 501 not in mirror_rows(stack.app, deleted=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert assert_mirror_matches(stack.app) == 1200 + 6 - 15 - 1
+    status = stack.http.get(f"{stack.api}/clients/1/sync").json()["mirror"][0]
+    assert status["rows"] == 1190 and status["deleted_rows"] == 16
+
+
+def test_a_copy_that_dies_resumes_at_its_checkpoint(make_stack):
+    stack = make_stack(CONFIG, preload={"contact": 1700})
+    stack.configure()
+
+    class Killed(BaseException):
+        pass
+
+    def die_after_two_chunks(step: str, count: int) -> None:
+        if step == "copied" and count >= 1000:
+            raise Killed
+
+    with stack.app.app_context(), pytest.raises(Killed):
+        mirror.sync(1, "contacts", progress=die_after_two_chunks)
+    status = stack.http.get(f"{stack.api}/clients/1/sync").json()["mirror"][0]
+    assert status["phase"] == "copy" and status["checkpoint"] == "1000" and status["rows"] == 1000
+    assert not status["running"]  # the claim went with the run
+
+    stats_before = requests.get(f"{stack.emulator_server.url}/_emulator/stats", timeout=10).json()
+    out = sync(stack.app)
+    assert "700 copied" in out, out  # the rest only
+    assert assert_mirror_matches(stack.app) == 1700
+    with stack.app.app_context():
+        model = runtime().mirror_models["contacts"]
+        assert runtime().session.execute(select(func.count()).select_from(model)).scalar() == 1700
+    stats = requests.get(f"{stack.emulator_server.url}/_emulator/stats", timeout=10).json()
+    assert stats["requests"] - stats_before["requests"] < 10, stats  # 700 rows: one batch, not the whole list again
+
+
+def test_sync_refuses_what_it_cannot_do(make_stack):
+    stack = make_stack(CONFIG)
+    stack.configure()
+    runner = stack.app.test_cli_runner()
+    result = runner.invoke(args=["bitrix24", "sync", "deals", "--client", "1"])
+    assert result.exit_code == 2 and "BITRIX_SYNC_ENTITIES" in result.output
+    result = runner.invoke(args=["bitrix24", "sync", "contacts"])
+    assert result.exit_code == 2 and "--client" in result.output

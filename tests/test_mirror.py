@@ -1,0 +1,138 @@
+"""The mirror's rules, fast: a write never goes backwards, deletions are flags, events feed it,
+the status endpoint and the CLI say what to fix. End to end over HTTP: tests/integration/test_mirror_e2e.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from urllib.parse import parse_qs
+
+import pytest
+from flask_bitrix24.runtime import runtime
+from flask_bitrix24.services import mirror
+from sqlalchemy import select
+
+from tests.conftest import PORTAL_BASE, portal_url
+from tests.test_cli_transfer import CONTACT_FIELDS
+from tests.test_webhook import event_form
+
+T1, T2 = "2026-12-01T10:00:00+03:00", "2026-12-01T10:05:00+03:00"
+
+
+@pytest.fixture
+def mirrored(make_app):
+    return make_app(BITRIX_SYNC_ENTITIES="contacts")
+
+
+def row(record_id: int, modified: str, name: str) -> dict:
+    return {"ID": str(record_id), "DATE_MODIFY": modified, "NAME": name}
+
+
+def stored(app) -> dict[int, tuple[str, bool, dt.datetime | None]]:
+    with app.app_context():
+        model = runtime().mirror_models["contacts"]
+        rows = runtime().session.execute(select(model.bitrix_id, model.data, model.deleted, model.date_modify)).all()
+        return {int(i): (data["NAME"], deleted, mirror._utc(when)) for i, data, deleted, when in rows}
+
+
+def test_a_stale_listing_never_overwrites_a_newer_row(mirrored):
+    with mirrored.app_context():
+        assert mirror.store_rows("contacts", 1, [row(5, T2, "new")]) == 1
+        assert mirror.store_rows("contacts", 1, [row(5, T1, "old")]) == 0
+        assert mirror.store_rows("contacts", 1, [row(5, T2, "new")]) == 0  # nothing new: not counted
+        # Two edits in one second share a DATE_MODIFY: the later listing's data wins.
+        assert mirror.store_rows("contacts", 1, [row(5, T2, "newer, same second")]) == 1
+    assert stored(mirrored) == {5: ("newer, same second", False, dt.datetime(2026, 12, 1, 7, 5, tzinfo=dt.UTC))}
+
+
+def test_tenants_are_apart(mirrored):
+    with mirrored.app_context():
+        mirror.store_rows("contacts", 1, [row(5, T1, "one's")])
+        mirror.store_rows("contacts", 2, [row(5, T2, "two's")])
+        mirror.mark_deleted("contacts", 2, [5])
+        model = runtime().mirror_models["contacts"]
+        got = runtime().session.execute(select(model.client_id, model.deleted).order_by(model.client_id)).all()
+    assert [tuple(r) for r in got] == [(1, False), (2, True)]
+
+
+def test_a_deleted_row_comes_back_only_when_the_portal_shows_it(mirrored):
+    with mirrored.app_context():
+        mirror.store_rows("contacts", 1, [row(5, T1, "a")])
+        assert mirror.mark_deleted("contacts", 1, [5]) == 1
+        assert mirror.store_rows("contacts", 1, [row(5, T1, "a")]) == 0  # a listing read before the delete
+        assert stored(mirrored)[5][1] is True
+        assert mirror.store_rows("contacts", 1, [row(5, T1, "a")], force=True) == 1  # the ID comparison saw it
+        assert stored(mirrored)[5][1] is False
+        mirror.mark_deleted("contacts", 1, [5])
+        assert mirror.store_rows("contacts", 1, [row(5, T2, "restored")]) == 1  # modified after: restored
+    assert stored(mirrored)[5] == ("restored", False, dt.datetime(2026, 12, 1, 7, 5, tzinfo=dt.UTC))
+
+
+def test_an_id_comparison_spares_rows_stored_after_it_listed(mirrored):
+    with mirrored.app_context():
+        mirror.store_rows("contacts", 1, [row(5, T1, "old"), row(6, T1, "old")])
+        listed_at = mirror.utcnow()
+        mirror.store_rows("contacts", 1, [row(7, T2, "an event stored it meanwhile")])
+        assert mirror.mark_deleted("contacts", 1, [5, 7], seen_before=listed_at) == 1
+    assert {i: d for i, (_, d, _) in stored(mirrored).items()} == {5: True, 6: False, 7: False}
+
+
+def test_events_feed_the_mirror_of_a_tenant_who_turned_it_on(mirrored, portal):
+    client = mirrored.test_client()
+    assert client.post("/api/bitrix/clients/1/config", json={
+        "webhook_base": PORTAL_BASE,
+        "outbound_token": "tok-c1-abcdef"}).status_code == 201
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    portal.post(portal_url("crm.contact.list"), json={"result": [row(89, T2, "Ada")], "total": 1})
+
+    r = client.post("/api/bitrix/webhook", data=event_form(event="ONCRMCONTACTUPDATE"))
+    r.close()
+    assert stored(mirrored) == {}  # the mirror is off for this tenant: nothing read, nothing stored
+    assert not [c for c in portal.calls if "crm.contact" in c.request.url]
+
+    with mirrored.app_context():
+        mirror.enable(1, "contacts")
+    r = client.post("/api/bitrix/webhook", data=event_form(event="ONCRMCONTACTUPDATE", ts="1724696256"))
+    r.close()
+    assert stored(mirrored) == {89: ("Ada", False, dt.datetime(2026, 12, 1, 7, 5, tzinfo=dt.UTC))}
+    body = [c for c in portal.calls if "crm.contact.list" in c.request.url][-1].request.body
+    sent = parse_qs(body.decode() if isinstance(body, bytes) else body)
+    assert sent["filter[@ID][]"] == ["89"] and {"*", "UF_*", "PHONE", "EMAIL"} <= set(sent["select[]"])
+
+    r = client.post("/api/bitrix/webhook", data=event_form(event="ONCRMCONTACTDELETE", ts="1724696257"))
+    r.close()
+    assert stored(mirrored)[89][1] is True
+    with mirrored.app_context():  # and the events were done, not retrying
+        events = runtime().event_model
+        assert {s for (s,) in runtime().session.execute(select(events.status))} == {"done"}
+
+
+def test_status_endpoint(mirrored, make_app):
+    client = mirrored.test_client()
+    with mirrored.app_context():
+        mirror.store_rows("contacts", 3, [row(5, T1, "a"), row(6, T1, "b")])
+        mirror.mark_deleted("contacts", 3, [6])
+        mirror.enable(3, "contacts")
+    body = client.get("/api/bitrix/clients/3/sync").get_json()
+    (view,) = body["mirror"]
+    assert (view["entity"], view["enabled"], view["rows"], view["deleted_rows"]) == ("contacts", True, 1, 1)
+    assert view["lag_seconds"] is None and view["phase"] is None and not view["running"]
+    assert "hint" not in body
+
+    plain = make_app().test_client().get("/api/bitrix/clients/3/sync").get_json()
+    assert plain["mirror"] == [] and "BITRIX_SYNC_ENTITIES" in plain["hint"]
+
+
+def test_an_unknown_entity_in_the_setting_fails_at_start(make_app):
+    with pytest.raises(ValueError, match="cannot mirror tasks"):
+        make_app(BITRIX_SYNC_ENTITIES="contacts,tasks")
+
+
+def test_sync_command_usage(mirrored):
+    runner = mirrored.test_cli_runner()
+    result = runner.invoke(args=["bitrix24", "sync", "contacts", "--client", "1", "--status"])
+    assert result.exit_code == 0 and json.loads(result.output)["mirror"][0]["enabled"] is False
+    result = runner.invoke(args=["bitrix24", "sync", "leads", "--client", "1"])
+    assert result.exit_code == 2 and "add it to BITRIX_SYNC_ENTITIES" in result.output
+    result = runner.invoke(args=["bitrix24", "sync", "contacts", "--client", "1", "--off"])
+    assert result.exit_code == 0 and "mirror off" in result.output
