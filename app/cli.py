@@ -250,7 +250,7 @@ def sync_command(entity: str, client_id: int | None, every: bool, check_ids: boo
 
 
 @bitrix24_cli.command("worker")
-@click.option("--burst", is_flag=True, help="handle what is there, then exit")
+@click.option("--burst", is_flag=True, help="handle what is there and what the timers say is due, then exit")
 @click.option("--interval", type=float, default=5.0, help="seconds between sweeps for due retries")
 @with_appcontext
 def worker_command(burst: bool, interval: float) -> None:
@@ -266,68 +266,30 @@ def worker_command(burst: bool, interval: float) -> None:
     from .runtime import runtime
     from .services import events
     from .services.event_queue import app_job_class
+    from .services.schedule import Schedule
 
     app = current_app._get_current_object()
     queue = runtime(app).event_queue
     stop = threading.Event()
 
-    drained = {"at": 0.0}
-
-    def drain_if_due() -> None:
-        """App mode: every installation's offline events, every BITRIX_OFFLINE_DRAIN_SECONDS (a lost
-        ONOFFLINEEVENT costs a delay, not the records)."""
-        from .services import offline
-
-        if time.monotonic() - drained["at"] < float(app.config.get("BITRIX_OFFLINE_DRAIN_SECONDS", 300.0)):
-            return
-        drained["at"] = time.monotonic()
-        offline.drain_all()
-
-    ran: dict[str, float] = {}
-
-    def due(name: str, setting: str, default: float) -> bool:
-        if time.monotonic() - ran.get(name, float("-inf")) < float(app.config.get(setting, default)):
-            return False
-        ran[name] = time.monotonic()
-        return True
-
-    def reconcile_if_due() -> None:
-        """Changes nobody announced, every BITRIX_RECONCILE_SECONDS (when BITRIX_RECONCILE_ENTITIES is set),
-        and every tenant's mirrors, every BITRIX_SYNC_SECONDS. With RQ, one job per tenant and entity
-        (queued once: a job still waiting is not queued again), so every RQ worker takes a share;
-        without, here, one after another."""
-        from .services import mirror, reconcile
-
-        rq = queue if queue.name == "rq" else None
-        if runtime(app).sync_state_model is not None and reconcile.entities() \
-                and due("reconcile", "BITRIX_RECONCILE_SECONDS", 900.0):
-            if rq is None:
-                reconcile.reconcile_all()
-            else:
-                for cid in reconcile.tenants():
-                    for name in reconcile.entities():
-                        rq.submit_job(reconcile.run_job, cid, name, job_id=f"bitrix24-reconcile-{cid}-{name}")
-        if runtime(app).mirror_models and due("sync", "BITRIX_SYNC_SECONDS", 900.0):
-            if rq is None:
-                mirror.sync_all()
-            else:
-                for cid, name in mirror.pairs():
-                    rq.submit_job(mirror.run_job, cid, name, job_id=f"bitrix24-sync-{cid}-{name}")
+    schedule = Schedule(app)  # offline drains, reconciliation, the mirrors (services/schedule.py)
 
     def sweep_forever() -> None:
         while not stop.wait(interval):
             with app.app_context():
                 try:
                     events.run_due()
-                    drain_if_due()
-                    reconcile_if_due()
+                    schedule.run_due()
                 except Exception as exc:  # keep sweeping: the database or Redis may come back
                     click.echo(f"sweep failed: {exc}", err=True)
 
-    # Everything due now (in bursts of 1,000; re-queued events stay "queued", so one pass each).
+    # Everything due now (in bursts of 1,000; re-queued events stay "queued", so one pass each), and
+    # the timers' work (a cron job running `worker --burst` gets drains, reconciliation and syncs too).
     # A database that is away now must not stop the worker: the sweeps find these events later.
     try:
         events.run_due(limit=100_000 if burst else 1000, stale_after=0 if burst else 60)
+        if burst:
+            schedule.run_due()
     except Exception as exc:
         runtime(app).session.rollback()
         click.echo(f"sweep failed: {exc}", err=True)
@@ -348,8 +310,7 @@ def worker_command(burst: bool, interval: float) -> None:
         with app.app_context():  # each pass in a fresh context and session, as RQ jobs are
             try:
                 events.run_due()
-                drain_if_due()
-                reconcile_if_due()
+                schedule.run_due()
             except Exception as exc:  # keep going: the database may come back
                 runtime(app).session.rollback()
                 click.echo(f"sweep failed: {exc}", err=True)

@@ -126,3 +126,26 @@ def test_sync_refuses_what_it_cannot_do(make_stack):
     assert result.exit_code == 2 and "BITRIX_SYNC_ENTITIES" in result.output
     result = runner.invoke(args=["bitrix24", "sync", "contacts"])
     assert result.exit_code == 2 and "--client" in result.output
+
+
+def test_the_worker_queues_one_job_per_tenant_and_entity_and_runs_them(make_stack, redis_url):
+    """``worker --burst`` with RQ: the timer queues each tenant's sync as its own job (twice asked,
+    queued once), the RQ worker runs them, and both tenants' mirrors match the portal."""
+    from flask_bitrix24.services.schedule import Schedule
+
+    stack = make_stack({**CONFIG, "BITRIX_REDIS_URL": redis_url}, preload={"contact": 300})
+    stack.configure(client_id=1)
+    stack.configure(client_id=2, token="e2e-application-token-2")
+    with stack.app.app_context():
+        for cid in (1, 2):
+            mirror.enable(cid, "contacts")
+        queue = runtime().event_queue
+        first, again = Schedule(stack.app).run_due(), Schedule(stack.app).run_due()
+        assert first == {"sync_jobs": 2} and again == {"sync_jobs": 2}  # the second asks, finds them waiting
+        assert queue.queue.count == 2
+    result = stack.app.test_cli_runner().invoke(args=["bitrix24", "worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    assert assert_mirror_matches(stack.app) == 300
+    with stack.app.app_context():
+        views = {cid: mirror.status(cid)[0] for cid in (1, 2)}
+    assert all(v["rows"] == 300 and v["phase"] == "incremental" and v["errors"] == 0 for v in views.values()), views
