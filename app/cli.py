@@ -121,7 +121,8 @@ def _run_rq_worker(queue, job_class: type, burst: bool) -> None:
         try:
             # Each job in a fresh app context of this app: the host's handlers, a new session. (Making
             # the worker already talks to Redis.)
-            worker = Worker([queue.queue], connection=queue.connection, job_class=job_class)
+            # Events first, then scheduled work (syncs): RQ takes from the first queue that has a job.
+            worker = Worker([queue.queue, queue.jobs], connection=queue.connection, job_class=job_class)
             worker.work(burst=burst)
             failure: Exception | None = None
         except StopRequested:
@@ -199,17 +200,19 @@ def reconcile_command(client_id: int | None, entity: str | None) -> None:
 
 @bitrix24_cli.command("sync")
 @click.argument("entity")
-@click.option("--client", "--client-id", "client_id", type=int, default=None,
+@click.option("--client", "--client-id", "client_id", type=click.IntRange(1, 2**31 - 1), default=None,
               help="the tenant whose mirror to fill and update (turns it on)")
 @click.option("--all", "every", is_flag=True, help="every tenant whose mirror of ENTITY is on")
 @click.option("--check-ids/--no-check-ids", default=None,
               help="compare every ID with the portal's now (finds deletions nobody announced); default: "
                    "when BITRIX_SYNC_ID_CHECK_SECONDS have passed")
+@click.option("--accept-deletions", is_flag=True,
+              help="let an ID comparison mark more than half of the rows deleted (else it asks for this)")
 @click.option("--off", is_flag=True, help="turn this tenant's mirror of ENTITY off (its rows stay)")
 @click.option("--status", "show", is_flag=True, help="print the tenant's mirrors' state, run nothing")
 @with_appcontext
-def sync_command(entity: str, client_id: int | None, every: bool, check_ids: bool | None, off: bool,
-                 show: bool) -> None:
+def sync_command(entity: str, client_id: int | None, every: bool, check_ids: bool | None, accept_deletions: bool,
+                 off: bool, show: bool) -> None:
     """Copy a tenant's ENTITY (contacts, deals, leads, companies) into this database and keep it up to date:
     the first run copies everything (resumable), later runs store what changed since the last one. The
     worker repeats it every BITRIX_SYNC_SECONDS; events keep it current in between."""
@@ -233,20 +236,30 @@ def sync_command(entity: str, client_id: int | None, every: bool, check_ids: boo
                 mirror.enable(cid, entity, on=False)
                 click.echo(f"client {cid} {entity}: mirror off (its rows stay)")
             return
+        failed = []
         for cid in clients:
             def progress(step: str, count: int, cid: int = cid) -> None:
                 click.echo(f"client {cid} {entity}: {step} {count:,}", err=True)
 
-            report = mirror.sync(cid, entity, check_ids=check_ids, progress=progress)
+            try:
+                report = mirror.sync(cid, entity, check_ids=check_ids, accept_deletions=accept_deletions,
+                                     progress=progress)
+            except Bitrix24Error as exc:  # this tenant's portal or config; the others go on
+                failed.append(cid)
+                click.echo(f"client {cid} {entity}: {exc} (the next run resumes where this one stopped)", err=True)
+                continue
             if report.busy:
-                click.echo(f"client {cid} {entity}: another run is syncing it; nothing done")
+                click.echo(f"client {cid} {entity}: another run is syncing it (a killed one holds it for at most "
+                           f"{mirror.CLAIM_SECONDS // 60} minutes); nothing done")
                 continue
             click.echo(f"client {cid} {entity}: {report.copied:,} copied, {report.changed:,} changed, "
                        f"{report.deleted:,} deleted, {report.restored:,} found missing; cursor {report.cursor}")
+            for note in report.notes:
+                click.echo(f"client {cid} {entity}: {note}", err=True)
     except mirror.MirrorUnavailable as exc:
         raise click.UsageError(str(exc)) from None
-    except Bitrix24Error as exc:
-        raise click.ClickException(f"{entity}: {exc} (the next run resumes where this one stopped)") from None
+    if failed:
+        raise click.ClickException(f"{entity}: client(s) {', '.join(map(str, failed))} failed (see above)")
 
 
 @bitrix24_cli.command("worker")
@@ -305,12 +318,27 @@ def worker_command(burst: bool, interval: float) -> None:
             stop.set()
         return
     click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
-    while not burst:
-        time.sleep(interval)
-        with app.app_context():  # each pass in a fresh context and session, as RQ jobs are
-            try:
-                events.run_due()
-                schedule.run_due()
-            except Exception as exc:  # keep going: the database may come back
-                runtime(app).session.rollback()
-                click.echo(f"sweep failed: {exc}", err=True)
+
+    def schedule_forever() -> None:
+        """Without RQ the timers' work (a first copy may take minutes) runs here, beside the event loop."""
+        while not stop.wait(interval):
+            with app.app_context():
+                try:
+                    schedule.run_due()
+                except Exception as exc:  # keep going: the database or the portal may come back
+                    runtime(app).session.rollback()
+                    click.echo(f"scheduled work failed: {exc}", err=True)
+
+    if not burst:
+        threading.Thread(target=schedule_forever, daemon=True).start()
+    try:
+        while not burst:
+            time.sleep(interval)
+            with app.app_context():  # each pass in a fresh context and session, as RQ jobs are
+                try:
+                    events.run_due()
+                except Exception as exc:  # keep going: the database may come back
+                    runtime(app).session.rollback()
+                    click.echo(f"sweep failed: {exc}", err=True)
+    finally:
+        stop.set()

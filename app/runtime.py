@@ -165,10 +165,15 @@ class Runtime:
         return self.db.session
 
     def handlers_for(self, event_name: str) -> list[Any]:
-        """The host's handlers of an event, then ours: the mirror's, for the entities this app mirrors."""
+        """Everyone who handles an event: the host's handlers, then ours (``builtin_handlers_for``)."""
+        return [*self.hooks.handlers_for(event_name), *self.builtin_handlers_for(event_name)]
+
+    def builtin_handlers_for(self, event_name: str) -> list[Any]:
+        """Our own: the mirror's, for the entities this app mirrors. The dispatcher runs them after the
+        host's handlers and apart from them: their failure never reruns or fails the host's."""
         from .services.mirror import builtin_handlers
 
-        return [*self.hooks.handlers_for(event_name), *builtin_handlers(self.mirror_models, event_name)]
+        return builtin_handlers(self.mirror_models, event_name)
 
     def event_names(self) -> list[str]:
         """The events someone here handles (the host's, and the mirror's): app mode binds these."""

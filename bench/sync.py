@@ -63,7 +63,13 @@ def measured(emulator: EmulatorProcess, name: str, cmd: list[str], env: dict[str
               "requests": after["requests"] - before["requests"],
               "503s": after["rate_limited"] - before["rate_limited"],
               "429s": after.get("operating_limited", 0) - before.get("operating_limited", 0),
-              "operating_s": round(operating, 2), "summary": summary.split(": ", 1)[-1]}
+              "operating_s": round(operating, 2), "summary": summary.split(": ", 1)[-1],
+              "by_method": {m: n - (before.get("by_method") or {}).get(m, 0)
+                            for m, n in (after.get("by_method") or {}).items()
+                            if n != (before.get("by_method") or {}).get(m, 0)},
+              "batch_commands": {m: n - (before.get("batch_commands") or {}).get(m, 0)
+                                 for m, n in (after.get("batch_commands") or {}).items()
+                                 if n != (before.get("batch_commands") or {}).get(m, 0)}}
     print(json.dumps(result), file=sys.stderr, flush=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed: {done.stderr}")

@@ -17,7 +17,7 @@ from flask import Flask, jsonify
 from flask_bitrix24 import Bitrix24, ConfigMissing, CRMRow, EncryptedStore, EventLogMixin, ModelStore, bx_call, runtime
 from flask_bitrix24.models import TableNameTaken
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import ForeignKey, Integer, String, Text, inspect, select
+from sqlalchemy import ForeignKey, Integer, String, Text, inspect, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .conftest import PORTAL_BASE, portal_url
@@ -137,6 +137,35 @@ def test_setup_names_missing_tables_and_creates_none(host):
     assert result.exit_code == 1 and "bitrix24_events" in result.output and "flask db migrate" in result.output
     with app.app_context():
         assert "bitrix24_events" not in inspect(host.db.engine).get_table_names()
+
+
+def test_setup_names_columns_an_earlier_version_of_our_table_lacks(host):
+    """A host that ran reconciliation before the mirror came has bitrix24_sync_state without its columns:
+    setup says so (instead of reconciliation failing at 3 a.m. with "no such column")."""
+    app = host.app(store=host.mapped_store(defaults={"slug": "b"}), BITRIX_SYNC_ENTITIES="contacts")
+    with app.app_context():
+        table = runtime(app).sync_state_model.__table__
+        table.drop(host.db.engine)
+        host.db.session.execute(text(f"CREATE TABLE {table.name} (id INTEGER PRIMARY KEY, client_id INTEGER NOT NULL, "
+                                     "entity VARCHAR(64) NOT NULL)"))
+        host.db.session.commit()
+        assert "bitrix24_mirror_contacts" in inspect(host.db.engine).get_table_names()
+    result = app.test_cli_runner().invoke(args=["bitrix24", "setup"])
+    assert result.exit_code == 1 and "column(s) missing in bitrix24_sync_state (" in result.output, result.output
+    assert "mirror" in result.output and "flask db migrate" in result.output
+
+
+def test_the_mirror_tables_are_declared_only_when_asked(database_url):
+    plain = Host(database_url)
+    plain.app(store=plain.mapped_store(defaults={"slug": "b"}))
+    assert not [t for t in plain.db.metadata.tables if t.startswith("bitrix24_mirror") or t == "bitrix24_sync_state"]
+    plain.close()
+    asked = Host(database_url)
+    asked.app(store=asked.mapped_store(defaults={"slug": "b"}), BITRIX_SYNC_ENTITIES="deals, contacts")
+    assert {t for t in asked.db.metadata.tables if t.startswith("bitrix24_")} >= {
+        "bitrix24_mirror_contacts", "bitrix24_mirror_deals", "bitrix24_sync_state"}
+    assert "bitrix24_mirror_leads" not in asked.db.metadata.tables
+    asked.close()
 
 
 def test_config_saved_through_our_endpoint_lands_in_the_hosts_table(host, portal):

@@ -136,3 +136,75 @@ def test_sync_command_usage(mirrored):
     assert result.exit_code == 2 and "add it to BITRIX_SYNC_ENTITIES" in result.output
     result = runner.invoke(args=["bitrix24", "sync", "contacts", "--client", "1", "--off"])
     assert result.exit_code == 0 and "mirror off" in result.output
+
+
+def test_a_delete_event_for_a_row_not_stored_yet_leaves_a_tombstone(mirrored):
+    """A listing read before the deletion (the copy's batch in memory, a slow walk) cannot bring it back."""
+    with mirrored.app_context():
+        mirror.enable(1, "contacts")
+        assert mirror.mark_deleted("contacts", 1, [77], tombstones=True) == 1
+        assert mirror.store_rows("contacts", 1, [row(77, T2, "read before the deletion")]) == 0
+        assert mirror.store_rows("contacts", 1, [row(77, T2, "the ID comparison saw it")], force=True) == 1
+    assert stored(mirrored)[77][:2] == ("the ID comparison saw it", False)
+
+
+def test_an_undated_row_never_replaces_a_dated_one(mirrored):
+    with mirrored.app_context():
+        mirror.store_rows("contacts", 1, [row(5, T2, "dated")])
+        assert mirror.store_rows("contacts", 1, [{"ID": "5", "NAME": "undated"}]) == 0
+    assert stored(mirrored)[5][0] == "dated"
+
+
+def test_the_mirrors_failure_never_reruns_or_fails_the_hosts_handler(mirrored, portal, caplog):
+    from flask_bitrix24.extensions import bitrix24
+
+    saved = {k: list(v) for k, v in bitrix24.hooks._handlers.items()}
+    ran = []
+    bitrix24.hooks.add_handler("ONCRMCONTACTUPDATE", lambda event: ran.append(event.entity_id))
+    try:
+        client = mirrored.test_client()
+        client.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE, "outbound_token": "tok-c1-abcdef"})
+        with mirrored.app_context():
+            mirror.enable(1, "contacts")
+        portal.post(portal_url("crm.contact.fields"), json={"error": "ACCESS_DENIED",
+                                                            "error_description": "no CRM rights"}, status=403)
+        client.post("/api/bitrix/webhook", data=event_form(event="ONCRMCONTACTUPDATE")).close()
+        assert ran == ["89"] and stored(mirrored) == {}
+        with mirrored.app_context():
+            events = runtime().event_model
+            assert [(s, a) for s, a in runtime().session.execute(select(events.status, events.attempts))] == \
+                [("done", 1)]
+        assert "the mirror could not follow it" in caplog.text
+    finally:
+        bitrix24.hooks._handlers.clear()
+        bitrix24.hooks._handlers.update(saved)
+
+
+def test_the_cursor_never_passes_the_moment_the_walk_began(mirrored, portal):
+    """The walk goes by ID: a record it passed early may change before it ends. A row dated after the
+    walk began (a later change, or the portal's clock ahead of ours) must not carry the cursor past it."""
+    client = mirrored.test_client()
+    client.post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE, "outbound_token": "tok-c1-abcdef"})
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).isoformat(timespec="seconds")
+    portal.post(portal_url("crm.contact.list"), json={"result": [row(3, later, "x")], "total": 1})
+    with mirrored.app_context():
+        state_model = runtime().sync_state_model
+        session = runtime().session
+        session.add(state_model(client_id=1, entity="mirror:contacts", runs=0, unannounced=0, mirror=True,
+                                phase="incremental", cursor=T1))
+        session.commit()
+        before = mirror.utcnow()
+        report = mirror.sync(1, "contacts", check_ids=False)
+        assert report.changed == 1
+        cursor = mirror._utc(report.cursor)
+        assert before - dt.timedelta(seconds=1) <= cursor <= mirror.utcnow()
+
+
+def test_sync_of_a_client_without_a_portal_turns_nothing_on(mirrored):
+    result = mirrored.test_cli_runner().invoke(args=["bitrix24", "sync", "contacts", "--client", "9"])
+    assert result.exit_code == 1 and "CONFIG_MISSING" in result.output, result.output
+    with mirrored.app_context():
+        assert mirror.status(9)[0]["enabled"] is False and mirror.pairs() == []
+    result = mirrored.test_cli_runner().invoke(args=["bitrix24", "sync", "contacts", "--client", "99999999999"])
+    assert result.exit_code == 2 and "--client" in result.output

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .status import EventStatus
@@ -120,14 +120,16 @@ class SyncStateMixin:
     last_error: Mapped[str | None] = mapped_column(Text)
     # The mirror (opt-in per tenant and entity): on, its phase ("copy", then "incremental"), the last ID
     # the first copy stored (it resumes there), when that copy began (the incremental cursor starts there).
-    mirror: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # (Server defaults on the two NOT NULL columns: a host's `flask db migrate` adds them to a table that
+    # has rows already.)
+    mirror: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     phase: Mapped[str | None] = mapped_column(String(16))
     checkpoint: Mapped[str | None] = mapped_column(String(64))
     copy_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     copied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     ids_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     claim: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(

@@ -14,6 +14,8 @@ from flask import Flask
 log = logging.getLogger("flask_bitrix24")
 
 QUEUE_NAME = "bitrix24-events"
+JOBS_QUEUE_NAME = "bitrix24-jobs"  # scheduled work (syncs, reconciliations): workers take events first
+JOB_TIMEOUT = 1800  # a sync runs in slices this long at most; the next one resumes at its checkpoint
 
 
 class InlineQueue:
@@ -44,6 +46,7 @@ class RQQueue:
 
         self.connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
+        self.jobs = Queue(JOBS_QUEUE_NAME, connection=self.connection)
 
     def submit(self, event_id: int) -> bool:
         from .events import run_event_job
@@ -57,21 +60,25 @@ class RQQueue:
             return False
         return True
 
-    def submit_job(self, func, *args, job_id: str) -> bool:
-        """A scheduled job (a tenant's sync, a reconciliation), queued under ``job_id`` unless one of
-        that id is still waiting or running: a slow job is not piled up by the next tick."""
+    def submit_job(self, func, *args, job_id: str, abandoned=None) -> bool:
+        """A scheduled job (a tenant's sync, a reconciliation) on the jobs queue, under ``job_id``, unless
+        one of that id is still waiting or running: a slow job is not piled up by the next tick. A job
+        said to be running whose run no longer holds its claim (``abandoned()``: its worker was killed)
+        is queued again at once, not after RQ's own timeout."""
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
         try:
             try:
-                status = Job.fetch(job_id, connection=self.connection).get_status(refresh=False)
-                if str(getattr(status, "value", status)) in ("queued", "started", "deferred", "scheduled"):
+                found = Job.fetch(job_id, connection=self.connection).get_status(refresh=False)
+                status = str(getattr(found, "value", found))  # an enum in newer RQ, a string in older
+                if status in ("queued", "deferred", "scheduled") or (
+                        status == "started" and not (abandoned is not None and abandoned())):
                     return True
             except NoSuchJobError:
                 pass
-            self.queue.enqueue(func, *args, job_id=job_id, job_timeout=6 * 3600, result_ttl=600,
-                               failure_ttl=7 * 86400)
+            self.jobs.enqueue(func, *args, job_id=job_id, job_timeout=JOB_TIMEOUT, result_ttl=600,
+                              failure_ttl=7 * 86400)
         except Exception as exc:  # Redis down: the next tick queues it again
             log.error("could not queue %s: %s", job_id, exc)
             return False

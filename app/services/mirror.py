@@ -36,7 +36,6 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from ..entities import ENTITIES, Entity
 from ..models.mixins import iso, utcnow
@@ -89,7 +88,11 @@ def _model(entity: str) -> type:
 
 def store_rows(entity: str, client_id: int, rows: Iterable[Mapping[str, Any]], *, force: bool = False) -> int:
     """Store listed records (insert, or replace a row modified no later); ``force`` also brings back
-    rows marked deleted (the portal has just shown them). Commits; returns how many rows were written."""
+    rows marked deleted (the portal has just shown them). Commits; returns how many rows were written.
+
+    A row another process inserts between our read and our insert is not an error: new rows go in with
+    ``ON CONFLICT DO NOTHING`` (PostgreSQL, SQLite; ``INSERT IGNORE`` on MySQL), and those that met one are
+    then compared and replaced like any stored row. Nothing is ever rolled back here."""
     model = _model(entity)
     table = model.__table__
     session = runtime().session
@@ -99,31 +102,50 @@ def store_rows(entity: str, client_id: int, rows: Iterable[Mapping[str, Any]], *
         by_id[int(row["ID"])] = (row, _utc(row.get("DATE_MODIFY")))
     if not by_id:
         return 0
+    written = 0
     for attempt in (1, 2):
-        existing = {int(rid): (_utc(modified), deleted, data) for rid, modified, deleted, data in session.execute(
-            select(model.bitrix_id, model.date_modify, model.deleted, model.data).where(
-                model.client_id == client_id, model.bitrix_id.in_(list(by_id))))}
+        existing = _stored(model, client_id, list(by_id))
         inserts = [{"client_id": client_id, "bitrix_id": rid, "date_modify": modified, "deleted": False,
                     "deleted_at": None, "data": dict(row), "synced_at": now}
                    for rid, (row, modified) in by_id.items() if rid not in existing]
         updates = [{"b_id": rid, "b_modified": modified, "b_data": dict(row), "b_now": now}
                    for rid, (row, modified) in by_id.items()
                    if rid in existing and _news(existing[rid], row, modified, force)]
-        try:
-            written = 0
-            if inserts:
-                session.execute(table.insert(), inserts)
-                written += len(inserts)
-            if updates:
-                written += _replace(table, client_id, updates, force)
-            session.commit()
-            return written
-        except IntegrityError:
-            # An event stored one of these IDs between our read and our insert: read again, update it.
-            session.rollback()
-            if attempt == 2:
-                raise
-    return 0  # not reached
+        if updates:
+            written += _replace(table, client_id, updates, force)
+        inserted = _insert_new(table, inserts) if inserts else 0
+        written += inserted
+        if inserted == len(inserts):
+            break
+        # Some met a row stored meanwhile: compare those with what is there now (once).
+        by_id = {rid: by_id[rid] for rid in (i["bitrix_id"] for i in inserts)}
+        if attempt == 2:
+            break
+    session.commit()
+    return written
+
+
+def _stored(model: type, client_id: int, ids: list[int]) -> dict[int, tuple[dt.datetime | None, bool, Any]]:
+    rows = runtime().session.execute(select(model.bitrix_id, model.date_modify, model.deleted, model.data).where(
+        model.client_id == client_id, model.bitrix_id.in_(ids)).execution_options(populate_existing=True))
+    return {int(rid): (_utc(modified), deleted, data) for rid, modified, deleted, data in rows}
+
+
+def _insert_new(table: Any, rows: list[dict[str, Any]]) -> int:
+    """Insert rows, skipping any whose (client_id, bitrix_id) is taken; how many went in. On other
+    databases a conflict is an error, as before (the caller's run fails and is run again)."""
+    connection = runtime().session.connection()
+    dialect = connection.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        module = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
+        stmt = module.insert(table).on_conflict_do_nothing(index_elements=["client_id", "bitrix_id"])
+    elif dialect in ("mysql", "mariadb"):
+        stmt = table.insert().prefix_with("IGNORE")
+    else:
+        stmt = table.insert()
+    result = connection.execute(stmt, rows)
+    count = result.rowcount
+    return len(rows) if count is None or count < 0 else count
 
 
 def _news(stored: tuple[dt.datetime | None, bool, Any], row: Mapping[str, Any], modified: dt.datetime | None,
@@ -131,8 +153,10 @@ def _news(stored: tuple[dt.datetime | None, bool, Any], row: Mapping[str, Any], 
     """Whether a listed row says something the stored one does not (the SQL guard in ``_replace`` checks
     the dates again, against a write that came in between)."""
     have, deleted, data = stored
-    if modified is None or have is None:
-        return data != row or deleted
+    if modified is None:  # (every listing selects DATE_MODIFY: only a row without one could lack it)
+        return have is None and (data != row or (deleted and force))
+    if have is None:
+        return not deleted or force
     if deleted:
         return force or modified > have
     return modified > have or (modified == have and data != row)
@@ -155,31 +179,49 @@ def _replace(table: Any, client_id: int, updates: list[dict[str, Any]], force: b
     if dated:
         stmt = update(table).where(c.client_id == client_id, c.bitrix_id == bindparam("b_id"), guard).values(**values)
         written += max(connection.execute(stmt, dated).rowcount, 0)
-    if undated:
-        stmt = update(table).where(c.client_id == client_id, c.bitrix_id == bindparam("b_id")).values(**values)
+    if undated:  # only over undated rows: an undated listing never replaces a dated one
+        stmt = update(table).where(c.client_id == client_id, c.bitrix_id == bindparam("b_id"),
+                                   c.date_modify.is_(None)).values(**values)
         written += max(connection.execute(stmt, undated).rowcount, 0)
     return written
 
 
-def mark_deleted(entity: str, client_id: int, ids: Iterable[int], *, seen_before: dt.datetime | None = None) -> int:
+def mark_deleted(entity: str, client_id: int, ids: Iterable[int], *, seen_before: dt.datetime | None = None,
+                 tombstones: bool = False) -> int:
     """Flag rows deleted (their data stays); ``seen_before``: only rows stored before then (a row an
-    event stored during an ID comparison is newer than the portal's list we compare with). Commits."""
+    event stored during an ID comparison is newer than the portal's list we compare with).
+    ``tombstones`` (a delete event): an ID not stored yet gets a deleted row, dated now, so that a
+    listing read before the deletion cannot store it as live afterwards. Commits."""
     model = _model(entity)
-    ids = [int(i) for i in ids]
+    ids = sorted({int(i) for i in ids})
     done = 0
     session = runtime().session
+    now = utcnow()
     for start in range(0, len(ids), CHUNK):
-        stmt = update(model).where(model.client_id == client_id, model.bitrix_id.in_(ids[start:start + CHUNK]),
+        chunk = ids[start:start + CHUNK]
+        stmt = update(model).where(model.client_id == client_id, model.bitrix_id.in_(chunk),
                                    model.deleted.is_(False))
         if seen_before is not None:
             stmt = stmt.where(model.synced_at < seen_before)
-        done += session.execute(stmt.values(deleted=True, deleted_at=utcnow()).execution_options(
+        done += session.execute(stmt.values(deleted=True, deleted_at=now).execution_options(
             synchronize_session=False)).rowcount or 0
+        if tombstones:
+            unknown = set(chunk) - set(_stored(model, client_id, chunk))
+            if unknown:
+                done += _insert_new(model.__table__, [
+                    {"client_id": client_id, "bitrix_id": rid, "date_modify": now, "deleted": True, "deleted_at": now,
+                     "data": {"ID": str(rid)}, "synced_at": now} for rid in sorted(unknown)])
     session.commit()
     return done
 
 
 # -- state and claims ----------------------------------------------------------------------------
+#
+# A mirror's state is its own row of the sync-state table, keyed "mirror:<entity>": its cursor is apart
+# from reconciliation's, so turning the mirror off and on again (while reconciliation moves on) starts
+# where the mirror itself stopped.
+
+KEY = "mirror:"
 
 
 def _state_model() -> type:
@@ -193,10 +235,11 @@ def _state(client_id: int, entity: str, *, create: bool = False) -> Any:
     from .reconcile import _state as reconcile_state
 
     if create:
-        return reconcile_state(client_id, entity)
+        return reconcile_state(client_id, KEY + entity)
     model = _state_model()
     return runtime().session.execute(
-        select(model).where(model.client_id == client_id, model.entity == entity)).scalar_one_or_none()
+        select(model).where(model.client_id == client_id, model.entity == KEY + entity)
+        .execution_options(populate_existing=True)).scalar_one_or_none()
 
 
 def enable(client_id: int, entity: str, on: bool = True) -> None:
@@ -219,7 +262,7 @@ def _claim(client_id: int, entity: str) -> str | None:
     token, now = uuid.uuid4().hex, utcnow()
     session = runtime().session
     done = session.execute(update(model).where(
-        model.client_id == client_id, model.entity == entity,
+        model.client_id == client_id, model.entity == KEY + entity,
         or_(model.claim.is_(None), model.claimed_until.is_(None), model.claimed_until < now),
     ).values(claim=token, claimed_until=now + dt.timedelta(seconds=CLAIM_SECONDS)).execution_options(
         synchronize_session=False)).rowcount
@@ -227,12 +270,19 @@ def _claim(client_id: int, entity: str) -> str | None:
     return token if done else None
 
 
+def claim_expired(client_id: int, entity: str) -> bool:
+    """No run holds this tenant's entity now (the scheduler's test of a queued job said to be running)."""
+    state = _state(client_id, entity)
+    until = _utc(state.claimed_until) if state is not None and state.claimed_until else None
+    return state is None or state.claim is None or until is None or until < utcnow()
+
+
 def _renew(client_id: int, entity: str, token: str, **values: Any) -> None:
     """Write progress (checkpoint, phase...) and extend the claim; lost claim: stop (another run took over)."""
     model = _state_model()
     session = runtime().session
     done = session.execute(update(model).where(
-        model.client_id == client_id, model.entity == entity, model.claim == token,
+        model.client_id == client_id, model.entity == KEY + entity, model.claim == token,
     ).values(claimed_until=utcnow() + dt.timedelta(seconds=CLAIM_SECONDS), **values).execution_options(
         synchronize_session=False)).rowcount
     session.commit()
@@ -243,9 +293,9 @@ def _renew(client_id: int, entity: str, token: str, **values: Any) -> None:
 def _release(client_id: int, entity: str, token: str, **values: Any) -> None:
     model = _state_model()
     session = runtime().session
-    session.rollback()
+    session.rollback()  # our run's own session (a command's or a job's): nothing of anyone else's is in it
     session.execute(update(model).where(
-        model.client_id == client_id, model.entity == entity, model.claim == token,
+        model.client_id == client_id, model.entity == KEY + entity, model.claim == token,
     ).values(claim=None, claimed_until=None, **values).execution_options(synchronize_session=False))
     session.commit()
 
@@ -269,20 +319,33 @@ class SyncReport:
     def view(self) -> dict[str, Any]:
         return {"client_id": self.client_id, "entity": self.entity, "phase": self.phase, "copied": self.copied,
                 "changed": self.changed, "deleted": self.deleted, "restored": self.restored, "busy": self.busy,
-                "cursor": self.cursor}
+                "cursor": self.cursor, "notes": self.notes}
+
+
+FIELDS_TTL = 600.0  # seconds a tenant's field list is reused (events would otherwise ask for it each time)
 
 
 def select_fields(ent: Entity, client_id: int) -> list[str]:
-    """Every field, as an export takes them: ``*``, ``UF_*`` and the multi-fields by name."""
+    """Every field, as an export takes them: ``*``, ``UF_*`` and the multi-fields by name (the entity's
+    ``fields`` asked once per 10 minutes per tenant and process)."""
     from .transfer import export_plan
 
-    return list(export_plan(ent, client_id, {}, []).params.get("select") or ["*", "UF_*"])
+    rt = runtime()
+    cache: dict[tuple[int, str], tuple[float, list[str]]] = rt.__dict__.setdefault("_mirror_fields", {})
+    now = rt.caller.clock()
+    hit = cache.get((client_id, ent.name))
+    if hit is not None and hit[0] > now:
+        return list(hit[1])
+    fields = list(export_plan(ent, client_id, {}, []).params.get("select") or ["*", "UF_*"])
+    cache[(client_id, ent.name)] = (now + FIELDS_TTL, fields)
+    return list(fields)
 
 
-def sync(client_id: int, entity: str, *, check_ids: bool | None = None,
+def sync(client_id: int, entity: str, *, check_ids: bool | None = None, accept_deletions: bool = False,
          progress: Callable[[str, int], None] | None = None) -> SyncReport:
     """One run for one tenant's entity: the first copy (or its rest), then what changed since the
-    cursor, then the ID comparison when due (``check_ids`` forces it on or off). Turns the mirror on."""
+    cursor, then the ID comparison when due (``check_ids`` forces it on or off). Turns the mirror on
+    once the tenant's portal has answered (a client without a portal gets an error, not a mirror)."""
     from .bulk import bx_list_all
 
     if entity not in MIRRORABLE:
@@ -290,17 +353,17 @@ def sync(client_id: int, entity: str, *, check_ids: bool | None = None,
     _model(entity)
     ent = ENTITIES[entity]
     report = SyncReport(client_id, entity)
+    fields = select_fields(ent, client_id)  # the portal answers for this client, or this raises
     state = _state(client_id, entity, create=True)
     if not state.mirror:
         state.mirror = True
         runtime().session.commit()
     token = _claim(client_id, entity)
     if token is None:
-        report.busy, report.phase = True, state.phase
+        report.busy, report.phase = True, _state(client_id, entity).phase
         return report
     try:
         state = _state(client_id, entity)
-        fields = select_fields(ent, client_id)
         if state.phase != PHASE_INCREMENTAL:
             started = _utc(state.copy_started_at) or utcnow()
             last = int(state.checkpoint or 0)
@@ -329,11 +392,12 @@ def sync(client_id: int, entity: str, *, check_ids: bool | None = None,
         checked = _utc(state.ids_checked_at)
         if check_ids or (check_ids is None and (checked is None or (utcnow() - checked).total_seconds() >= due)
                          and report.copied == 0):
-            report.deleted, report.restored = _compare_ids(ent, client_id, fields, token)
+            report.deleted, report.restored = _compare_ids(ent, client_id, fields, token, accept_deletions, report)
             if progress:
                 progress("deleted", report.deleted)
         report.phase = PHASE_INCREMENTAL
-        _release(client_id, entity, token, last_success_at=utcnow(), last_error=None)
+        _release(client_id, entity, token, last_success_at=utcnow(),
+                 last_error="; ".join(report.notes)[:2000] or None)
     except Bitrix24Error as exc:
         model = _state_model()
         _release(client_id, entity, token, last_error=f"{exc.code}: {exc.description}"[:2000],
@@ -362,12 +426,16 @@ def _incremental(client_id: int, entity: str, fields: list[str], token: str) -> 
         stored["rows"] += store_rows(entity, client_id, rows)
         _renew(client_id, entity, token)
 
-    result = reconcile.reconcile(client_id, entity, fields=fields, sink=sink,
+    result = reconcile.reconcile(client_id, entity, fields=fields, sink=sink, state_key=KEY + entity,
                                  announce=entity in reconcile.entities())
     return stored["rows"], result.cursor
 
 
-def _compare_ids(ent: Entity, client_id: int, fields: list[str], token: str) -> tuple[int, int]:
+MASS_DELETION = 0.5  # an ID comparison that would delete more than this share of the rows (and 100+) asks first
+
+
+def _compare_ids(ent: Entity, client_id: int, fields: list[str], token: str, accept_deletions: bool,
+                 report: SyncReport) -> tuple[int, int]:
     """Every ID the portal lists against the mirror's live rows: gone there, deleted here; there but
     not here (or marked deleted here), read and stored."""
     from .bulk import bx_list_all
@@ -375,13 +443,23 @@ def _compare_ids(ent: Entity, client_id: int, fields: list[str], token: str) -> 
     model = _model(ent.name)
     session = runtime().session
     started = utcnow()
-    portal = {int(row["ID"]) for row in bx_list_all(ent.method("list"), {"select": ["ID"]}, client_id=client_id,
-                                                   mode="keyset")}
+    portal: set[int] = set()
+    for row in bx_list_all(ent.method("list"), {"select": ["ID"]}, client_id=client_id, mode="keyset"):
+        portal.add(int(row["ID"]))
+        if len(portal) % 10_000 == 0:
+            _renew(client_id, ent.name, token)  # a long listing keeps its claim
     _renew(client_id, ent.name, token)
     live = set(session.execute(select(model.bitrix_id).where(
         model.client_id == client_id, model.deleted.is_(False))).scalars())
-    session.rollback()
-    deleted = mark_deleted(ent.name, client_id, sorted(live - portal), seen_before=started)
+    gone = sorted(live - portal)
+    if len(gone) > 100 and len(gone) > MASS_DELETION * len(live) and not accept_deletions:
+        # More likely the webhook's user lost sight of records (its permissions) than the portal lost them.
+        note = (f"the portal no longer lists {len(gone):,} of the {len(live):,} {ent.name} in the mirror: nothing "
+                f"was marked deleted; if they are gone, run sync --check-ids --accept-deletions")
+        report.notes.append(note)
+        log.error("bitrix24 mirror of client %s %s: %s", client_id, ent.name, note)
+        gone = []
+    deleted = mark_deleted(ent.name, client_id, gone, seen_before=started)
     missing = sorted(portal - live)
     restored = 0
     for start in range(0, len(missing), 50):
@@ -389,6 +467,7 @@ def _compare_ids(ent: Entity, client_id: int, fields: list[str], token: str) -> 
         rows = list(bx_list_all(ent.method("list"), {"filter": {"@ID": ids}, "select": fields},
                                 client_id=client_id, mode="keyset"))
         restored += store_rows(ent.name, client_id, rows, force=True)
+        _renew(client_id, ent.name, token)
     _renew(client_id, ent.name, token, ids_checked_at=utcnow())
     if deleted or restored:
         log.warning("bitrix24 mirror of client %s %s: %d deletions and %d records nobody announced found by ID",
@@ -422,7 +501,7 @@ def on_record_event(event: Any) -> None:
         return
     record_id = int(event.entity_id)
     if action == "DELETE":
-        mark_deleted(entity, event.client_id, [record_id])
+        mark_deleted(entity, event.client_id, [record_id], tombstones=True)
         return
     synthetic = event.payload.get("synthetic") if isinstance(event.payload, dict) else None
     if isinstance(synthetic, dict):
@@ -440,7 +519,7 @@ def on_record_event(event: Any) -> None:
     if rows:
         store_rows(entity, event.client_id, rows)
     else:  # gone already (deleted right after), or out of the webhook's sight
-        mark_deleted(entity, event.client_id, [record_id])
+        mark_deleted(entity, event.client_id, [record_id], tombstones=True)
 
 
 def builtin_event_names(mirrored: Mapping[str, Any]) -> list[str]:
@@ -485,7 +564,6 @@ def status(client_id: int) -> list[dict[str, Any]]:
             "errors": int(state.errors or 0) if state is not None else 0,
             "last_error": state.last_error if state is not None else None,
         })
-    rt.session.rollback()
     return out
 
 
@@ -496,9 +574,8 @@ def pairs() -> list[tuple[int, str]]:
         return []
     model = rt.sync_state_model
     rows = rt.session.execute(select(model.client_id, model.entity).where(
-        model.mirror.is_(True), model.entity.in_(list(rt.mirror_models)))).all()
-    rt.session.rollback()
-    return [(int(c), str(e)) for c, e in rows]
+        model.mirror.is_(True), model.entity.in_([KEY + e for e in rt.mirror_models]))).all()
+    return sorted((int(c), str(e)[len(KEY):]) for c, e in rows)
 
 
 def sync_all() -> list[SyncReport]:
@@ -507,7 +584,8 @@ def sync_all() -> list[SyncReport]:
     for client_id, entity in pairs():
         try:
             reports.append(sync(client_id, entity))
-        except (Bitrix24Error, MirrorUnavailable) as exc:
+        except Exception as exc:  # noqa: BLE001 - one tenant's failure (its portal, its config) is not the others'
+            runtime().session.rollback()
             log.warning("bitrix24 mirror of client %s %s failed: %s", client_id, entity, exc)
     return reports
 
@@ -520,6 +598,6 @@ def run_job(client_id: int, entity: str) -> dict[str, Any] | None:
 
 
 __all__ = ["MIRRORABLE", "MirrorUnavailable", "SyncReport", "builtin_event_names", "builtin_handlers",
-           "configured_entities", "enable", "enabled",
+           "claim_expired", "configured_entities", "enable", "enabled",
            "mark_deleted", "on_record_event", "pairs", "run_job", "select_fields", "status", "store_rows", "sync",
            "sync_all"]

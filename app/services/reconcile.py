@@ -61,7 +61,10 @@ def _state(client_id: int, entity: str) -> Any:
     rt = runtime()
     model = rt.sync_state_model
     session = rt.session
-    stmt = select(model).where(model.client_id == client_id, model.entity == entity)
+    # Fresh from the database: our own updates go round the identity map (and a host's session may not
+    # expire objects on commit).
+    stmt = select(model).where(model.client_id == client_id, model.entity == entity).execution_options(
+        populate_existing=True)
     row = session.execute(stmt).scalar_one_or_none()
     if row is None:
         row = model(client_id=client_id, entity=entity, runs=0, unannounced=0)
@@ -71,21 +74,43 @@ def _state(client_id: int, entity: str) -> Any:
 
 
 def _announced(ent: Entity, client_id: int, record_id: str, modified: dt.datetime) -> bool:
+    """Whether a stored event covers this change. Candidates are the record's events received since the
+    change (less a tolerance for our clock against the portal's); of those, one whose ``ts`` (the
+    portal's own clock, when it raised the event) is earlier than the change is about an earlier one:
+    two edits a minute apart, the second event lost, are not taken for one."""
     events = runtime().event_model
-    stmt = select(events.id).where(
+    stmt = select(events.payload).where(
         events.client_id == client_id, events.entity_type == ent.type_name, events.entity_id == record_id,
         events.received_at >= (modified - TOLERANCE).astimezone(dt.UTC),  # in UTC, as stored (SQLite keeps no zone)
-    ).limit(1)
-    return runtime().session.execute(stmt).first() is not None
+    ).limit(50)
+    for (payload,) in runtime().session.execute(stmt):
+        if not isinstance(payload, dict):
+            return True
+        synthetic = payload.get("synthetic")
+        if isinstance(synthetic, dict):  # ours, about the change it names
+            about = _when(synthetic.get("modified"))
+            if about is None or about >= modified - dt.timedelta(seconds=1):
+                return True
+            continue
+        try:
+            if float(payload["ts"]) >= modified.timestamp() - 1:
+                return True
+        except (KeyError, TypeError, ValueError):
+            return True  # no readable time: as before, received after the change is enough
+    return False
 
 
 def reconcile(client_id: int, entity: str, *, fields: list[str] | None = None,
-              sink: Callable[[list[Any]], None] | None = None, announce: bool = True) -> ReconcileReport:
+              sink: Callable[[list[Any]], None] | None = None, announce: bool = True,
+              state_key: str | None = None) -> ReconcileReport:
     """One run for one tenant and entity: synthetic events for the unannounced changes, cursor moved.
 
     The mirror (services/mirror.py) walks the same way: ``fields`` are what it selects, ``sink`` gets
-    the listed rows 500 at a time, and ``announce=False`` stores no synthetic events (nobody asked for
-    them: the entity is mirrored, not reconciled)."""
+    the listed rows 500 at a time, ``announce=False`` stores no synthetic events (nobody asked for
+    them: the entity is mirrored, not reconciled), and ``state_key`` keeps its cursor apart.
+
+    The walk goes by ID, so a record it has passed may change again before it ends: the next cursor
+    is never later than the moment this walk began (less the overlap, the next run lists it again)."""
     from ..store import portal_domain
     from . import events as events_service
     from .bulk import bx_list_all
@@ -101,7 +126,8 @@ def reconcile(client_id: int, entity: str, *, fields: list[str] | None = None,
     ent = ENTITIES[entity]
     cfg = current_app.config
     report = ReconcileReport(client_id, entity)
-    state = _state(client_id, entity)
+    state_name = state_key or entity
+    state = _state(client_id, state_name)
     cursor = _when(state.cursor)
     since = (cursor - dt.timedelta(seconds=float(cfg.get("BITRIX_RECONCILE_OVERLAP", 300.0)))) if cursor else \
         utcnow() - dt.timedelta(seconds=float(cfg.get("BITRIX_RECONCILE_LOOKBACK", 3600.0)))
@@ -112,6 +138,7 @@ def reconcile(client_id: int, entity: str, *, fields: list[str] | None = None,
     params = {"filter": {">=DATE_MODIFY": since.isoformat(timespec="seconds")},
               "select": [*fields, *(f for f in wanted if f not in fields)] if fields else wanted}
     chunk: list[Any] = []
+    walk_started = utcnow()
     try:
         for row in bx_list_all(ent.method("list"), params, client_id=client_id, mode="keyset"):
             report.listed += 1
@@ -141,11 +168,13 @@ def reconcile(client_id: int, entity: str, *, fields: list[str] | None = None,
         if chunk:
             sink(chunk)  # type: ignore[misc] - only filled when there is a sink
     except Bitrix24Error as exc:
-        state = _state(client_id, entity)
+        state = _state(client_id, state_name)
         state.last_error, state.last_run_at = f"{exc.code}: {exc.description}"[:2000], utcnow()
         rt.session.commit()
         raise
-    state = _state(client_id, entity)  # the event stores committed the session
+    if newest > walk_started:  # rows the walk passed early may have changed since: list them again next time
+        newest_text = walk_started.isoformat(timespec="seconds")
+    state = _state(client_id, state_name)  # the event stores committed the session
     rt.session.execute(update(rt.sync_state_model).where(rt.sync_state_model.id == state.id).values(
         cursor=newest_text, runs=rt.sync_state_model.runs + 1,
         unannounced=rt.sync_state_model.unannounced + report.unannounced, last_run_at=utcnow(), last_error=None))

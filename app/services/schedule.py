@@ -52,7 +52,8 @@ class Schedule:
                 done["synced"] = len(mirror.sync_all())
             else:
                 done["sync_jobs"] = sum(
-                    queue.submit_job(mirror.run_job, cid, name, job_id=f"bitrix24-sync-{cid}-{name}")
+                    queue.submit_job(mirror.run_job, cid, name, job_id=f"bitrix24-sync-{cid}-{name}",
+                                     abandoned=lambda cid=cid, name=name: mirror.claim_expired(cid, name))
                     for cid, name in mirror.pairs())
         return done
 

@@ -124,17 +124,29 @@ def our_tables() -> list:
 def _check_host_tables() -> SetupReport:
     report = SetupReport()
     db = runtime().db
-    missing = []
+    missing, short = [], []
     for table in our_tables():
         # Each table on its own bind's engine, in its own schema.
         engine = db.engines.get(table.info.get("bind_key")) or db.engine
-        if not inspect(engine).has_table(table.name, schema=table.schema):
+        inspector = inspect(engine)
+        if not inspector.has_table(table.name, schema=table.schema):
             missing.append(table.fullname)
+            continue
+        # A table from an earlier version of ours may lack columns a newer one added.
+        have = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+        lacking = sorted(c.name for c in table.columns if c.name not in have)
+        if lacking:
+            short.append(f"{table.fullname} ({', '.join(lacking)})")
     missing.sort()
     if missing:
         report.problems.append(
             f"table(s) {', '.join(missing)} missing: they are declared on your db's metadata, so "
             "`flask db migrate` then `flask db upgrade` add them (or db.create_all() in tests)"
+        )
+    if short:
+        report.problems.append(
+            f"column(s) missing in {'; '.join(sorted(short))}: a newer version of flask-bitrix24 added them; "
+            "`flask db migrate` then `flask db upgrade` add them"
         )
     return report
 

@@ -142,10 +142,40 @@ def test_the_worker_queues_one_job_per_tenant_and_entity_and_runs_them(make_stac
         queue = runtime().event_queue
         first, again = Schedule(stack.app).run_due(), Schedule(stack.app).run_due()
         assert first == {"sync_jobs": 2} and again == {"sync_jobs": 2}  # the second asks, finds them waiting
-        assert queue.queue.count == 2
+        assert queue.jobs.count == 2 and queue.queue.count == 0  # scheduled work waits behind events
     result = stack.app.test_cli_runner().invoke(args=["bitrix24", "worker", "--burst"])
     assert result.exit_code == 0, result.output
     assert assert_mirror_matches(stack.app) == 300
     with stack.app.app_context():
         views = {cid: mirror.status(cid)[0] for cid in (1, 2)}
     assert all(v["rows"] == 300 and v["phase"] == "incremental" and v["errors"] == 0 for v in views.values()), views
+
+
+def test_turned_off_then_on_it_catches_up_and_a_mass_deletion_asks_first(make_stack):
+    """Off, the mirror's cursor stays where it stopped even while reconciliation moves on; on again, the
+    next run finds what changed meanwhile. An ID comparison that would delete most rows (the webhook's user
+    lost sight of them, more often than the portal lost them) asks for --accept-deletions first."""
+    stack = make_stack({**CONFIG, "BITRIX_RECONCILE_ENTITIES": "contacts", "BITRIX_RECONCILE_LOOKBACK": 0},
+                       preload={"contact": 300})
+    stack.configure()
+    emulator = stack.emulator_server.url
+    time.sleep(2.1)  # older than the copy's start and its overlap (the portal's times have seconds)
+    assert "300 copied" in sync(stack.app)
+    assert "mirror off" in sync(stack.app, "--off")
+    requests.post(f"{emulator}/_emulator/events", json={"drop": True}, timeout=10)
+    time.sleep(1.1)
+    requests.post(f"{emulator}/_emulator/changes", json={"entity": "contact", "update": [10, 20, 30]}, timeout=10)
+    result = stack.app.test_cli_runner().invoke(args=["bitrix24", "reconcile", "--client-id", "1"])
+    assert result.exit_code == 0 and "3 not announced" in result.output, result.output
+    assert "0 copied, 3 changed" in sync(stack.app, "--no-check-ids")  # on again: caught up
+    assert assert_mirror_matches(stack.app) == 300
+
+    requests.post(f"{emulator}/_emulator/changes", json={"entity": "contact", "delete": list(range(1, 201))},
+                  timeout=10)
+    result = stack.app.test_cli_runner().invoke(args=["bitrix24", "sync", "contacts", "--client", "1", "--check-ids"])
+    assert result.exit_code == 0 and "0 deleted" in result.output and "--accept-deletions" in result.output
+    assert len(mirror_rows(stack.app)) == 300
+    status = stack.http.get(f"{stack.api}/clients/1/sync").json()["mirror"][0]
+    assert "--accept-deletions" in status["last_error"]
+    assert "200 deleted" in sync(stack.app, "--check-ids", "--accept-deletions")
+    assert assert_mirror_matches(stack.app) == 100

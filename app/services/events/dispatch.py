@@ -104,7 +104,7 @@ def _dispatch(event_id: int) -> Any:
     event = Event(row.id, row.event, row.client_id, row.entity_type, row.entity_id, row.payload, row.attempts)
     with logs.bound(tenant=tenant_label(row.client_id)), background_work():  # handlers yield to interactive calls
         try:
-            for handler in runtime().handlers_for(row.event):  # the host's, then the mirror's
+            for handler in runtime().hooks.handlers_for(row.event):
                 handler(event)
         except Exception as exc:  # a handler's failure is recorded, never lost, never raised to Bitrix24
             _session().rollback()  # whatever the handler left in the session must not block our update
@@ -122,7 +122,24 @@ def _dispatch(event_id: int) -> Any:
         else:
             row.status, row.processed_at, row.next_attempt_at, row.last_error = EventStatus.DONE, _now(), None, None
     _session().commit()
+    _run_builtin(event)
     return row
+
+
+def _run_builtin(event: Event) -> None:
+    """Our own handlers (the mirror's), once the host's outcome is stored: what they do is theirs to
+    commit, and a failure is logged and left to their next scheduled run (the mirror's walk by date
+    finds the change), never charged to the host's handlers."""
+    from ..bitrix24_service import background_work
+
+    for handler in runtime().builtin_handlers_for(event.name):
+        try:
+            with logs.bound(tenant=tenant_label(event.client_id)), background_work():
+                handler(event)
+        except Exception as exc:  # noqa: BLE001 - see above
+            _session().rollback()
+            log.warning("Bitrix24 event %s (%s): the mirror could not follow it (%s: %s); its next run will",
+                        event.id, event.name, type(exc).__name__, exc)
 
 
 def submit(event_id: int) -> bool:
