@@ -44,6 +44,9 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     "BITRIX_OPERATING_BUCKET": (60.0, float),  # the portal's operating-time bucket (10 make the window)
     "BITRIX_MAX_WAIT": (30.0, float),  # longest a single API call waits for limits and retries
     "BITRIX_BULK_MAX_WAIT": (900.0, float),  # the same bound for bulk work (batch, list-all)
+    # Listing every row (list-all, export, the mirror): this many batches of ID ranges at once; 1: one
+    # keyset chain, as before
+    "BITRIX_LIST_CHAINS": (4, int),
     "BITRIX_RETRY_ATTEMPTS": (6, int),
     "BITRIX_BATCH_MAX_ITEMS": (5000, int),  # items per POST .../<entity>/batch
     "BITRIX_EVENT_MAX_BYTES": (65_536, int),  # largest event body the receiver reads

@@ -126,6 +126,9 @@ def make_app(tmp_path, secret_key, database_url):
             # Unit tests mock the portal call by call; the save-time check has tests of its own, and
             # the end-to-end stack (tests/integration) runs it against the emulator.
             "BITRIX_VERIFY_CONFIG": False,
+            # Unit tests mock list pages one by one: one keyset chain. The ID ranges walked side by side
+            # (the default, 4) are tested against the emulator (tests/integration/test_bulk.py).
+            "BITRIX_LIST_CHAINS": 1,
         }
         config.update(overrides)
         app = create_app(config)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from flask_bitrix24.config import BITRIX24_SETTINGS
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from bitrix24_emulator import create_emulator, start_server
@@ -64,6 +65,7 @@ def make_stack(make_app):
         app_config = {
             "BITRIX_MAX_WAIT": 3.0,
             "BITRIX_VERIFY_CONFIG": True,  # a saved webhook is tried on the emulator, as on a portal
+            "BITRIX_LIST_CHAINS": BITRIX24_SETTINGS["BITRIX_LIST_CHAINS"][0],  # as shipped (unit tests use 1)
             "BITRIX_RATE_BURST": emulator_options.get("burst", 50) if limits else 100_000,
             "BITRIX_RATE_DRAIN": emulator_options.get("rate", 2.0) if limits else 100_000.0,
             **(app_config or {}),

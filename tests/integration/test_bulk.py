@@ -55,18 +55,25 @@ def test_bx_batch_refuses_references_across_chunks(stack):
         bx_batch({f"k{i}": ("crm.contact.get", {"id": "$result[k0]" if i == 60 else i}) for i in range(61)}, client_id=1)
 
 
-@pytest.mark.parametrize("mode", ["keyset", "offset"])
-def test_list_all_10000_rows_each_exactly_once(stack, mode):
+@pytest.mark.parametrize("mode,chains", [("keyset", 4), ("keyset", 1), ("offset", 4)])
+def test_list_all_10000_rows_each_exactly_once(stack, mode, chains):
     seed(stack.emulator, "contact", 10_000)
+    stack.app.config["BITRIX_LIST_CHAINS"] = chains
     with stack.app.app_context():
         rows = list(bx_list_all("crm.contact.list", {"select": ["ID", "NAME"]}, client_id=1, mode=mode))
     ids = [int(r["ID"]) for r in rows]
     assert len(ids) == 10_000 and len(set(ids)) == 10_000 and ids == sorted(ids)
     c = stack.emulator.counters
-    # 50 pages of 50 rows per request, one plain page first (the count), and no page chained past
-    # the end: 10,000 rows are 200 pages, plus one page of slack for rows added meanwhile.
-    assert c.by_method["batch"] == 4 and c.by_method["crm.contact.list"] == 1
-    assert c.batch_commands["crm.contact.list"] <= 200
+    if mode == "keyset" and chains > 1:
+        # ID ranges side by side: one batch of two probes (the first page up, the first page down), then
+        # pages 50 IDs wide, 50 to a batch, the last batch also looking past the highest ID; no COUNT.
+        assert c.by_method["batch"] == 5 and c.by_method.get("crm.contact.list", 0) == 0
+        assert c.batch_commands["crm.contact.list"] == 2 + 198 + 1
+    else:
+        # 50 pages of 50 rows per request, one plain page first (the count), and no page chained past
+        # the end: 10,000 rows are 200 pages, plus one page of slack for rows added meanwhile.
+        assert c.by_method["batch"] == 4 and c.by_method["crm.contact.list"] == 1
+        assert c.batch_commands["crm.contact.list"] <= 200
 
 
 def test_list_all_while_rows_are_added(stack):

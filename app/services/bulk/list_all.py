@@ -11,6 +11,7 @@ from ...entities import entity_for_method
 from ...runtime import runtime
 from ..bitrix24_service import bx_call
 from ..errors import BadInput
+from . import ranges
 from .batch import BATCH_LIMIT, run_chunk
 
 # rows per list page: https://apidocs.bitrix24.com/api-reference/crm/contacts/crm-contact-list.html
@@ -59,9 +60,48 @@ def bx_list_all(
         and str(next(iter(order.values()))).upper() == "ASC"
     )
     if mode == "keyset" or (mode == "auto" and by_id):
+        chains = ranges.chains_setting()
+        if chains > 1 and _ranges_apply(params, id_field):
+            yield from _ranged(method, params, client_id, container, id_field, row_id, on_total, chains)
+            return
         yield from _keyset(method, params, client_id, container, id_field, row_id, on_total)
     else:
         yield from _offsets(method, params, client_id, container, on_total)
+
+
+_ID_KEY = re.compile(r"^(?:[<>]=?|[=!@%]|!=|!@|=%|%=)?(?P<field>.+)$")
+
+
+def _ranges_apply(params: Mapping[str, Any], id_field: str) -> bool:
+    """The ranged walk cuts the ID space itself: only where the caller's filter leaves ID free (a
+    lower bound, ``>ID`` / ``>=ID``, is taken as the starting point)."""
+    flt = params.get("filter") or {}
+    if not isinstance(flt, Mapping):
+        return False
+    for key in flt:
+        if key in (f">{id_field}", f">={id_field}"):
+            continue
+        match = _ID_KEY.match(str(key))
+        if match and match["field"].upper() == id_field.upper():
+            return False
+    return True
+
+
+def _ranged(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str,
+            row_id: str, on_total: Callable[[int], None] | None, chains: int) -> Iterator[Any]:
+    """Several ID ranges at once (bulk/ranges.py); ``on_total`` gets an estimate (no COUNT is made)."""
+    flt = dict(params.get("filter") or {})
+    last = 0
+    for key in (f">{id_field}", f">={id_field}"):
+        if key in flt:
+            raw = flt.pop(key)
+            if not (isinstance(raw, int) or (isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,10}", raw))):
+                raise BadInput(f"filter[{key}] must be an integer to list every row", code="INVALID_FILTER")
+            value = int(raw)
+            last = max(last, value if key == f">{id_field}" else value - 1)
+    base = {k: v for k, v in params.items() if k not in ("filter", "order", "start")}
+    shape = ranges.Shape(method, base, flt, container, id_field, row_id, client_id, runtime().bulk_max_wait)
+    yield from ranges.walk(shape, chains, last, on_total=on_total)
 
 
 def _keyset(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str,
