@@ -498,11 +498,12 @@ class CrmStore:
         predicate = ufmod.build_record_filter(filter_param, defs, self.clock)
         order = build_order(order_param, defs)
         start = php_int(params.get("start", 0))
-        if start < 0 and order in ([], [("ID", False)]):
-            # start=-1 in ID order: stop at the first page of matches, starting past a ">ID" cursor, as the
-            # real server's nTopCount query does (the documented fast scan,
-            # https://apidocs.bitrix24.com/settings/performance/huge-data.html).
-            page = first_page_by_id(self.records[entity], filter_param, predicate, PAGE_SIZE)
+        if start < 0 and order in ([], [("ID", False)], [("ID", True)]):
+            # start=-1 in ID order (either way): stop at the first page of matches within the ">ID"/"<=ID"
+            # bounds, as the real server's nTopCount query on the primary key does (the documented fast
+            # scan, https://apidocs.bitrix24.com/settings/performance/huge-data.html).
+            page = first_page_by_id(self.records[entity], filter_param, predicate, PAGE_SIZE,
+                                    descending=order == [("ID", True)])
             return [self.output(entity, r, names) for r in page], None, None
         if not array_items(filter_param) and order in ([], [("ID", False)]):
             rows = list(self.records[entity].values())  # already in ID order: skip the sort

@@ -428,14 +428,15 @@ class ItemStore:
         def page_of(rows):
             return {"items": [render(r) for r in rows]}
 
-        if start < 0 and order in ([], [(id_name, False)]):
+        if start < 0 and order in ([], [(id_name, False)], [(id_name, True)]):
             # The documented fast scan: {id: ASC}, {">id": last}, start=-1; no total or next
             # (https://apidocs.bitrix24.com/settings/performance/huge-data.html). A top level joined by OR gives no
             # lower bound to start from.
             top_or = any(k.lower() == "logic" and not is_array(v) and (php_string(v) or "").upper() == "OR"
                          for k, v in array_items(filter_param))
             bound = {} if top_or else filter_param
-            return page_of(first_page_by_id(records, bound, predicate, PAGE_SIZE, id_name)), None, None
+            return page_of(first_page_by_id(records, bound, predicate, PAGE_SIZE, id_name,
+                                            descending=order == [(id_name, True)])), None, None
         rows = sort_records([r for r in records.values() if predicate(r)], order, query_defs, self.clock, id_name)
         if start < 0:
             return page_of(rows[:PAGE_SIZE]), None, None

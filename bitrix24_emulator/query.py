@@ -199,18 +199,26 @@ def resolve_select(select_param, fields: dict[str, Field]) -> list[str]:
 
 
 def first_page_by_id(records: dict[int, dict], filter_param, predicate, page_size: int,
-                     id_name: str = "ID") -> list[dict]:
-    """start=-1 in ID order: the first page of matches past a ``>ID`` cursor, found without counting or
-    sorting everything, as the real server's top-N query does (the documented fast scan,
-    https://apidocs.bitrix24.com/settings/performance/huge-data.html)."""
+                     id_name: str = "ID", descending: bool = False) -> list[dict]:
+    """start=-1 in ID order: the first page of matches within the filter's ID bounds (``>ID``/``>=ID``
+    below, ``<ID``/``<=ID`` above), found without counting or sorting everything, as the real server's
+    top-N query on the primary key does, either way up (the documented fast scan,
+    https://apidocs.bitrix24.com/settings/performance/huge-data.html). Only the records inside the bounds
+    are looked at, as an index range scan would."""
     ids = list(records)  # insertion order is ID order: ids only grow
-    begin = 0
+    begin, end = 0, len(ids)
     for key, value in array_items(filter_param):
-        if key in (f">{id_name}", f">={id_name}") and not is_array(value):
+        if is_array(value):
+            continue
+        if key in (f">{id_name}", f">={id_name}"):
             bound = php_int(value) + (0 if key.startswith(">=") else 1)
             begin = max(begin, bisect.bisect_left(ids, bound))
+        elif key in (f"<{id_name}", f"<={id_name}"):
+            bound = php_int(value) + (1 if key.startswith("<=") else 0)
+            end = min(end, bisect.bisect_left(ids, bound))
+    window = ids[begin:end] if begin < end else []
     page = []
-    for record_id in ids[begin:]:
+    for record_id in (reversed(window) if descending else window):
         if predicate(records[record_id]):
             page.append(records[record_id])
             if len(page) == page_size:

@@ -326,3 +326,21 @@ def test_records_exposed_by_int_id(api):
     api.ok("crm.company.add", {"fields": {"TITLE": "Acme"}})
     assert api.emu.records["company"][1]["TITLE"] == "Acme"
     assert api.emu.records["company"][1]["DATE_CREATE"] == api.emu.clock.iso(T0)
+
+
+@pytest.mark.parametrize("entity", ["contact", "deal"])
+def test_keyset_pages_bounded_on_both_sides_and_either_way_up(entity):
+    """start=-1 in ID order, ascending or descending, within ">ID"/"<=ID" bounds (the nTopCount query on the
+    primary key, https://apidocs.bitrix24.com/settings/performance/huge-data.html): the same rows, in the same
+    order, as the plain sorted listing gives."""
+    api = make_api(limits=False)
+    ids = [api.ok(f"crm.{entity}.add", {"fields": {"NAME": f"n{i}", "TITLE": f"t{i}"}}) for i in range(120)]
+    api.ok(f"crm.{entity}.delete", {"id": ids[30]})
+    live = [i for i in ids if i != ids[30]]
+    for order, bounds in ((("ASC"), {">ID": ids[10], "<=ID": ids[70]}), ("DESC", {">ID": ids[10], "<=ID": ids[70]}),
+                          ("DESC", {}), ("ASC", {"<ID": ids[5]})):
+        page = api.ok(f"crm.{entity}.list", {"order": {"ID": order}, "filter": bounds, "select": ["ID"], "start": -1})
+        wanted = [i for i in live if (">ID" not in bounds or i > bounds[">ID"]) and
+                  ("<=ID" not in bounds or i <= bounds["<=ID"]) and ("<ID" not in bounds or i < bounds["<ID"])]
+        wanted = (sorted(wanted, reverse=order == "DESC"))[:50]
+        assert [int(r["ID"]) for r in page] == wanted, (order, bounds)
