@@ -9,8 +9,10 @@ others (``demo2`` ... ``demo100``).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 
 from werkzeug.serving import make_server
 
@@ -180,6 +182,22 @@ def main(argv=None) -> int:
     for portal in portals:
         for event, url in bindings:
             portal.bind_event(event, url)
+    # Ctrl-C reaches the whole process group, and `make run` (scripts/run_dev.py) then sends SIGTERM as
+    # well: two signals arrive close together, the second possibly while the first one's handler runs.
+    # A handler only writes a byte to a pipe, the first time (no exception raised into the shutdown, which
+    # printed a traceback, and no lock taken: a nested handler waiting for a lock its own thread holds
+    # would hang); a thread reading the pipe asks the server loop to end, as shutdown() must be called
+    # from another thread than serve_forever's.
+    stop_read, stop_write = os.pipe()
+    signals: list[int] = []
+
+    def stop(signum, frame):
+        if not signals:
+            signals.append(signum)
+            os.write(stop_write, b"x")
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     server = make_server(args.host, args.port, app, threaded=True)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
     url = f"http://{host}:{server.port}"
@@ -209,23 +227,14 @@ def main(argv=None) -> int:
         print(f"Events go to {args.event_url} with {'application_token ' if args.portals is None else ''}"
               f"{tokens}", flush=True)
 
-    def ignore_further_signals() -> None:
-        # Ctrl-C reaches the whole process group and `make run` then also sends SIGTERM: a second
-        # signal during the shutdown must not interrupt it (it printed a traceback).
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def stop_server() -> None:
+        os.read(stop_read, 1)  # a signal that came before the server was made is read at once
+        server.shutdown()
 
-    def stop(signum, frame):
-        ignore_further_signals()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=stop_server, name="b24-emulator-stop", daemon=True).start()
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        ignore_further_signals()
     finally:
-        ignore_further_signals()
         server.server_close()
         print("Bitrix24 emulator stopped.", flush=True)
     return 0

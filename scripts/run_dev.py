@@ -107,12 +107,15 @@ def main() -> int:
             if child.poll() is None:
                 child.terminate()
 
-    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    # Ctrl-C (SIGINT, which the children get too) or SIGTERM only sets a flag: nothing is raised from a
+    # handler, so a second signal (Ctrl-C pressed twice, or both at once) cannot interrupt the shutdown
+    # below with a traceback.
+    signals: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: signals.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: signals.append(signum))
     try:
-        while all(child.poll() is None for child in children):
+        while not signals and all(child.poll() is None for child in children):
             time.sleep(0.3)
-    except KeyboardInterrupt:
-        pass
     finally:
         stop()
         # One bound for all of them (not 5 s each): a busy machine must not stretch Ctrl-C.

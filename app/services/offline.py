@@ -21,6 +21,12 @@ A drain never loses a record and never runs one twice:
 
 A crash after step 1 leaves the ``process_id`` behind: the next drain reads that batch again first.
 Records it had stored are found under their key (and not run again), the others are stored now.
+
+``ONOFFLINEEVENT`` is not sent for every change: after one, the portal stays silent for its
+``minTimeout`` and drops (never delays) what it would have sent meanwhile. A record queued after a
+drain's last look and before that pause ends would be announced by nobody and wait for the worker's
+schedule; so a drain looks again once the pause is over (``_settle``), and whatever is queued after that
+is announced again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +50,12 @@ log = logging.getLogger("flask_bitrix24")
 
 MAX_BATCHES = 1000  # a drain stops after this many batches (the next one goes on)
 CLAIM_SECONDS = 300.0  # a drain that died frees its installation after this long
+SETTLE_ROUNDS = 10  # looks at the queue after a drain, at most, while it keeps filling (see _settle)
+SETTLE_MAX_WAIT = 30.0  # a longer notification pause is left to the worker's schedule: no thread waits that long
+
+# (app, member_id): when the thread of this process that settles the installation looks at its queue again
+_settling: dict[tuple[int, str], float] = {}
+_settling_lock = threading.Lock()
 
 
 @dataclass
@@ -90,24 +103,119 @@ def as_event(inst: Any, record: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def drain(member_id: str, *, batch: int | None = None, dispatch: bool = True) -> DrainReport:
-    """Fetch, store and clear the installation's offline records until its queue is empty."""
-    rt = runtime()
-    size = int(batch or current_app.config.get("BITRIX_OFFLINE_BATCH", 200))
+def drain(member_id: str, *, batch: int | None = None, dispatch: bool = True, settle: bool = True,
+          notified: bool = False) -> DrainReport:
+    """Fetch, store and clear the installation's offline records until its queue is empty; with ``settle``,
+    look again once the portal's ONOFFLINEEVENT pause is over (``_settle``) when this drain took records or
+    answers an ONOFFLINEEVENT (``notified``: the pause has just begun)."""
+    size = _batch_size(batch)
     report = DrainReport(member_id)
+    took, report.busy = _drain_once(member_id, size, report, dispatch)
+    if settle and (took or notified):
+        _settle({member_id: report}, size, dispatch)
+    _log(report)
+    return report
+
+
+def _batch_size(batch: int | None) -> int:
+    return int(batch or current_app.config.get("BITRIX_OFFLINE_BATCH", 200))
+
+
+def _log(report: DrainReport) -> None:
+    if report.batches:
+        log.info("bitrix24 offline drain of %s: %s", report.member_id, report.view())
+
+
+def _drain_once(member_id: str, size: int, report: DrainReport, dispatch: bool) -> tuple[bool, bool]:
+    """One drain under the installation's claim, counted in ``report``: (it took records, another
+    holder had the claim)."""
+    rt = runtime()
     store = rt.installations
     me = uuid.uuid4().hex
     # One drain per installation at a time, whatever the process: the batch pointer has one owner.
     if not store.claim_drain(member_id, me, CLAIM_SECONDS):
-        report.busy = True
-        return report
+        return False, True
+    batches = report.batches
     try:
         _drain(rt, store, member_id, size, report, dispatch, me)
     finally:
         store.release_drain(member_id, me)
-    if report.batches:
-        log.info("bitrix24 offline drain of %s: %s", member_id, report.view())
-    return report
+    return report.batches > batches, False
+
+
+def quiet_seconds() -> float:
+    """How long the portal may stay silent after an ONOFFLINEEVENT while records keep coming: its
+    ``minTimeout`` (BITRIX_OFFLINE_MIN_TIMEOUT, what bind_events binds) plus a second, as the portal times
+    the pause with a cache entry kept in whole seconds, and two notifications of one ``ts`` second are
+    one delivery to us (``minTimeout=0``, one per hit)."""
+    return max(0, int(current_app.config.get("BITRIX_OFFLINE_MIN_TIMEOUT", 1))) + 1.0
+
+
+def _settle(reports: dict[str, DrainReport], size: int, dispatch: bool) -> None:
+    """Look at the queues of ``reports`` again (counted in them) once the portal's notification pause is
+    over. The portal posts ONOFFLINEEVENT at most once per ``minTimeout`` and drops the notifications in
+    between ("Time is not up.", EventOfflineTable::checkSendTime in its rest module), so a record queued
+    after a drain's last look and before the pause ends is announced by nobody, whether the notification
+    that began the pause reached us or not (it may have come while we were down). A queue that still
+    fills, or that another drain holds, is looked at again, up to SETTLE_ROUNDS times; a record queued
+    after the last look is announced. A failed look is logged: the next notification or the schedule
+    looks again."""
+    quiet = quiet_seconds()
+    if quiet > SETTLE_MAX_WAIT:
+        return
+    pending = list(reports)
+    for _ in range(SETTLE_ROUNDS):
+        pending = _wait_quiet(pending, quiet)
+        again = []
+        for member_id in pending:
+            try:
+                took, busy = _drain_once(member_id, size, reports[member_id], dispatch)
+            except Exception as exc:  # what the drain itself took is stored; nothing is lost here
+                log.warning("bitrix24 offline drain of %s, looking again after the notification pause, "
+                            "failed: %s", member_id, exc)
+                continue
+            if took or busy:
+                again.append(member_id)
+        pending = again
+        if not pending:
+            return
+    log.info("bitrix24 offline queues of %s still fill after %d looks: left to the next notification",
+             ", ".join(pending), SETTLE_ROUNDS)
+
+
+def _wait_quiet(members: list[str], quiet: float) -> list[str]:
+    """Wait ``quiet`` seconds for the installations of ``members`` and return them; one that another
+    thread of this process waits for already is left to it (its look is pushed back to our time) and not
+    returned. The look comes after the latest time asked for, so a notification's drain that found a
+    thread waiting can return at once."""
+    rt = runtime()
+    app = id(current_app._get_current_object())
+    clock = rt.caller.clock
+    due = clock() + quiet
+    mine: list[tuple[int, str]] = []
+    with _settling_lock:
+        for member_id in members:
+            key = (app, member_id)
+            if key in _settling:
+                _settling[key] = max(_settling[key], due)
+            else:
+                _settling[key] = due
+                mine.append(key)
+    try:
+        while mine:
+            with _settling_lock:
+                left = max(_settling[key] for key in mine) - clock()
+                if left <= 0:  # given up under the lock: a later notification waits on its own
+                    for key in mine:
+                        del _settling[key]
+                    ready, mine = [key[1] for key in mine], []
+                    return ready
+            rt.caller.sleep(min(left, quiet))
+        return []
+    finally:
+        with _settling_lock:
+            for key in mine:  # interrupted (the worker stopping): nobody waits for these any more
+                _settling.pop(key, None)
 
 
 def _drain(rt: Any, store: Any, member_id: str, size: int, report: DrainReport, dispatch: bool, me: str) -> None:
@@ -183,14 +291,23 @@ def drain_all() -> list[DrainReport]:
     rt = runtime()
     if not rt.app_mode or str(current_app.config.get("BITRIX_APP_EVENT_DELIVERY", "offline")).lower() != "offline":
         return []
+    size = _batch_size(None)
     reports = []
     for inst in rt.installations.all():
         if inst.status != "active":
             continue
+        report = DrainReport(inst.member_id)
         try:
-            reports.append(drain(inst.member_id))
+            _, report.busy = _drain_once(inst.member_id, size, report, True)
         except Bitrix24Error as exc:
             log.warning("bitrix24 offline drain of %s failed: %s", inst.member_id, exc)
+            continue
+        reports.append(report)
+    took = {report.member_id: report for report in reports if report.batches}
+    if took:
+        _settle(took, size, True)  # one wait for all of them
+    for report in reports:
+        _log(report)
     return reports
 
 
@@ -198,7 +315,7 @@ def on_offline_event(event: Any) -> None:
     """The built-in handler of ONOFFLINEEVENT: drain the installation that sent it."""
     member = (event.payload.get("auth") or {}).get("member_id")
     if isinstance(member, str) and member:
-        drain(member)
+        drain(member, notified=True)
 
 
 __all__ = ["DrainReport", "as_event", "drain", "drain_all", "offline_key", "on_offline_event"]
