@@ -87,9 +87,8 @@ def _ranges_apply(params: Mapping[str, Any], id_field: str) -> bool:
     return True
 
 
-def _ranged(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str,
-            row_id: str, on_total: Callable[[int], None] | None, chains: int) -> Iterator[Any]:
-    """Several ID ranges at once (bulk/ranges.py); ``on_total`` gets an estimate (no COUNT is made)."""
+def _start_after(params: Mapping[str, Any], id_field: str) -> tuple[dict[str, Any], int]:
+    """The caller's filter without its lower ID bound, and that bound as the last ID already seen."""
     flt = dict(params.get("filter") or {})
     last = 0
     for key in (f">{id_field}", f">={id_field}"):
@@ -99,6 +98,13 @@ def _ranged(method: str, params: dict[str, Any], client_id: int | None, containe
                 raise BadInput(f"filter[{key}] must be an integer to list every row", code="INVALID_FILTER")
             value = int(raw)
             last = max(last, value if key == f">{id_field}" else value - 1)
+    return flt, last
+
+
+def _ranged(method: str, params: dict[str, Any], client_id: int | None, container: str | None, id_field: str,
+            row_id: str, on_total: Callable[[int], None] | None, chains: int) -> Iterator[Any]:
+    """Several ID ranges at once (bulk/ranges.py); ``on_total`` gets an estimate (no COUNT is made)."""
+    flt, last = _start_after(params, id_field)
     base = {k: v for k, v in params.items() if k not in ("filter", "order", "start")}
     shape = ranges.Shape(method, base, flt, container, id_field, row_id, client_id, runtime().bulk_max_wait)
     yield from ranges.walk(shape, chains, last, on_total=on_total)
@@ -111,15 +117,7 @@ def _keyset(method: str, params: dict[str, Any], client_id: int | None, containe
     rows added meanwhile: pages chained past the end would make the portal run useless queries
     (an unresolvable ``$result`` reference becomes an array filter, a full scan each). Methods
     without ``total`` are walked 50 pages a batch until a short page."""
-    flt = dict(params.get("filter") or {})
-    last = 0
-    for key in (f">{id_field}", f">={id_field}"):
-        if key in flt:
-            raw = flt.pop(key)
-            if not (isinstance(raw, int) or (isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,10}", raw))):
-                raise BadInput(f"filter[{key}] must be an integer to list every row", code="INVALID_FILTER")
-            value = int(raw)
-            last = max(last, value if key == f">{id_field}" else value - 1)
+    flt, last = _start_after(params, id_field)
     base = {**params, "order": {id_field: "ASC"}}
     max_wait = runtime().bulk_max_wait
     counted = True
