@@ -208,3 +208,20 @@ def test_sync_of_a_client_without_a_portal_turns_nothing_on(mirrored):
         assert mirror.status(9)[0]["enabled"] is False and mirror.pairs() == []
     result = mirrored.test_cli_runner().invoke(args=["bitrix24", "sync", "contacts", "--client", "99999999999"])
     assert result.exit_code == 2 and "--client" in result.output
+
+
+def test_an_event_verified_with_the_environments_token_feeds_the_clients_on_that_portal(make_app, portal):
+    """BITRIX_WEBHOOK_BASE serves every client without a config of its own (the demo, a single-portal app): its
+    events carry no tenant, and reach the mirrors of the clients on the portal they came from, by domain."""
+    app = make_app(BITRIX_SYNC_ENTITIES="contacts", BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_OUTBOUND_TOKEN="tok-env-123456")
+    portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
+    portal.post(portal_url("crm.contact.list"), json={"result": [row(89, T2, "Ada")], "total": 1})
+    with app.app_context():
+        mirror.enable(1, "contacts")
+    client = app.test_client()
+    client.post("/api/bitrix/webhook", data=event_form(event="ONCRMCONTACTUPDATE", token="tok-env-123456")).close()
+    assert stored(app) == {89: ("Ada", False, dt.datetime(2026, 12, 1, 7, 5, tzinfo=dt.UTC))}
+    portal.post(portal_url("crm.contact.list"), json={"result": [row(90, T2, "Other")], "total": 1})
+    client.post("/api/bitrix/webhook", data=event_form(event="ONCRMCONTACTUPDATE", token="tok-env-123456",
+                                                       domain="another.bitrix24.com", entity_id="90")).close()
+    assert set(stored(app)) == {89}  # another portal's event: nobody's here

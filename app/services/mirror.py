@@ -491,35 +491,64 @@ def _entity_of(event_name: str) -> tuple[str, str] | None:
 def on_record_event(event: Any) -> None:
     """The mirror's handler of ONCRM<ENTITY>ADD/UPDATE/DELETE: read the record again (events carry only
     its ID) and store it, or mark it deleted. A tenant whose mirror is off is left alone."""
-    from .bulk import bx_list_all
-
     found = _entity_of(event.name)
-    if found is None or event.client_id is None or not event.entity_id:
+    if found is None or not event.entity_id:
         return
     entity, action = found
-    if not enabled(event.client_id, entity):
-        return
+    for client_id in _tenants_of(event, entity):
+        _follow(event, entity, action, client_id)
+
+
+def _tenants_of(event: Any, entity: str) -> list[int]:
+    """Whose mirror the event is for: its tenant's, when on. An event verified with the environment's
+    token has no tenant (BITRIX_WEBHOOK_BASE serves every client without a config of its own): it is for
+    the mirrored clients whose portal is the one it came from, by domain, and nobody else's."""
+    if event.client_id is not None:
+        return [event.client_id] if enabled(event.client_id, entity) else []
+    from ..store import portal_domain
+    from .client_config import portal_target
+
+    auth = event.payload.get("auth") if isinstance(event.payload, dict) else None
+    domain = str((auth or {}).get("domain") or "").lower()
+    if not domain:
+        return []
+    tenants = []
+    for client_id, name in pairs():
+        if name != entity:
+            continue
+        try:
+            base = portal_target(client_id).base
+        except Exception:  # noqa: BLE001 - a client without a usable portal: not this event's
+            continue
+        if base and portal_domain(base) == domain:
+            tenants.append(client_id)
+    return tenants
+
+
+def _follow(event: Any, entity: str, action: str, client_id: int) -> None:
+    from .bulk import bx_list_all
+
     record_id = int(event.entity_id)
     if action == "DELETE":
-        mark_deleted(entity, event.client_id, [record_id], tombstones=True)
+        mark_deleted(entity, client_id, [record_id], tombstones=True)
         return
     synthetic = event.payload.get("synthetic") if isinstance(event.payload, dict) else None
     if isinstance(synthetic, dict):
         # Reconciliation's own events: the walk that made them stored the row already.
         model = _model(entity)
         have = runtime().session.execute(select(model.date_modify).where(
-            model.client_id == event.client_id, model.bitrix_id == record_id)).scalar_one_or_none()
+            model.client_id == client_id, model.bitrix_id == record_id)).scalar_one_or_none()
         when = _utc(synthetic.get("modified"))
         if have is not None and when is not None and _utc(have) >= when:
             return
     ent = ENTITIES[entity]
     rows = list(bx_list_all(ent.method("list"), {"filter": {"@ID": [record_id]},
-                                                 "select": select_fields(ent, event.client_id)},
-                            client_id=event.client_id, mode="keyset"))
+                                                 "select": select_fields(ent, client_id)},
+                            client_id=client_id, mode="keyset"))
     if rows:
-        store_rows(entity, event.client_id, rows)
+        store_rows(entity, client_id, rows)
     else:  # gone already (deleted right after), or out of the webhook's sight
-        mark_deleted(entity, event.client_id, [record_id], tombstones=True)
+        mark_deleted(entity, client_id, [record_id], tombstones=True)
 
 
 def builtin_event_names(mirrored: Mapping[str, Any]) -> list[str]:
