@@ -141,6 +141,7 @@ class Emulator:
         self.clock = Clock(clock, utc_offset_minutes)
         self._now = clock
         self._lock = threading.RLock()
+        self._owed = threading.local()  # server time a request still has to spend (see _take)
         self._peers: set[tuple] = set()  # (address, port) of every connection seen
         self._seed = seed
         self._random = random.Random(seed)
@@ -279,11 +280,14 @@ class Emulator:
             return self._drop(environ, start_response)
         params = read_params(request)
         try:
-            with self._lock:
-                try:
-                    body = self._handle(method, segments, params, request, started, fault)
-                finally:
-                    self.finish_hit({"host": request.host, "scheme": request.scheme})
+            try:
+                with self._lock:
+                    try:
+                        body = self._handle(method, segments, params, request, started, fault)
+                    finally:
+                        self.finish_hit({"host": request.host, "scheme": request.scheme})
+            finally:
+                self._settle_owed()  # the modelled server time, outside the lock: others are served meanwhile
             status = 200
         except ApiError as err:
             body, status = err.body(), err.status
@@ -434,9 +438,18 @@ class Emulator:
             self.counters.operating_seconds[method] += seconds
 
     def _take(self, seconds: float) -> None:
-        """Answer as slowly as a portal would, scaled by ``time_scale`` (0: at once)."""
+        """Answer as slowly as a portal would, scaled by ``time_scale`` (0: at once). The time is owed, not
+        slept here: the request sleeps it once its work is done and the emulator's lock is let go
+        (``_settle_owed``), because a portal's server works on several requests at once (its PHP workers);
+        only the bucket and the operating budget limit how many, not one request waiting for another."""
         if self.time_scale > 0 and seconds > 0:
-            time.sleep(seconds * self.time_scale)
+            self._owed.seconds = getattr(self._owed, "seconds", 0.0) + seconds * self.time_scale
+
+    def _settle_owed(self) -> None:
+        owed = getattr(self._owed, "seconds", 0.0)
+        self._owed.seconds = 0.0
+        if owed > 0:
+            time.sleep(owed)
 
     # ---- methods ----------------------------------------------------------------------------------
 

@@ -242,3 +242,44 @@ def test_drained_address_buckets_are_dropped_once_there_are_many():
     clock.advance(0.6)  # a and b have drained; c has not
     assert buckets.try_acquire("d")
     assert sorted(buckets.addresses()) == ["c", "d"] and buckets.level("c") == pytest.approx(0.9)
+
+
+def test_server_time_is_spent_side_by_side_as_a_portals_workers_do():
+    """--time-scale makes each call take its modelled server time, and a portal serves several requests at
+    once (only the bucket and the operating budget limit them): a short call made while a long batch is
+    being worked on is answered before that batch, not after it."""
+    import threading
+    import time
+
+    import requests
+
+    from bitrix24_emulator import create_emulator, start_server
+
+    server = start_server(create_emulator(limits=False, time_scale=1.0, preload={"contact": 2000}))
+    try:
+        done: list[str] = []
+        started = threading.Event()
+
+        def long_batch() -> None:
+            # 40 keyset pages: 40 x 0.0685 s = 2.7 s of modelled server time.
+            cmd = {f"p{i}": f"crm.contact.list?start=-1&filter[>ID]={i * 50}" for i in range(40)}
+            started.set()
+            r = requests.post(f"{server.base}batch", json={"cmd": cmd}, timeout=60)
+            assert r.status_code == 200 and not r.json()["result"]["result_error"]
+            done.append("batch")
+
+        thread = threading.Thread(target=long_batch)
+        thread.start()
+        started.wait()
+        threading.Event().wait(0.3)  # the batch is in its server time now
+        asked = time.perf_counter()
+        assert requests.post(f"{server.base}profile", timeout=60).status_code == 200
+        waited = time.perf_counter() - asked
+        done.append("profile")
+        thread.join()
+        batch_took = time.perf_counter() - asked + 0.3
+        # Compared within this run: the short call did not wait for the batch (one after the other, it
+        # would have waited out the rest of its 2.7 s).
+        assert done == ["profile", "batch"] and waited < batch_took / 3, (waited, batch_took)
+    finally:
+        server.stop()
