@@ -272,7 +272,6 @@ def worker_command(burst: bool, interval: float) -> None:
     Either way it also sweeps the event log for retries that are due and for events nobody ran.
     """
     import threading
-    import time
 
     from flask import current_app
 
@@ -287,14 +286,21 @@ def worker_command(burst: bool, interval: float) -> None:
 
     schedule = Schedule(app)  # offline drains, reconciliation, the mirrors (services/schedule.py)
 
-    def sweep_forever() -> None:
+    def forever(work, what: str) -> None:
+        """``work()`` every ``interval`` seconds, each time in a fresh app context and session (as RQ jobs
+        are), until the worker stops; a failure is said and the loop goes on: the database, Redis or the
+        portal may come back."""
         while not stop.wait(interval):
             with app.app_context():
                 try:
-                    events.run_due()
-                    schedule.run_due()
-                except Exception as exc:  # keep sweeping: the database or Redis may come back
-                    click.echo(f"sweep failed: {exc}", err=True)
+                    work()
+                except Exception as exc:
+                    runtime(app).session.rollback()
+                    click.echo(f"{what} failed: {exc}", err=True)
+
+    def sweep() -> None:
+        events.run_due()
+        schedule.run_due()
 
     # Everything due now (in bursts of 1,000; re-queued events stay "queued", so one pass each), and
     # the timers' work (a cron job running `worker --burst` gets drains, reconciliation and syncs too).
@@ -310,7 +316,7 @@ def worker_command(burst: bool, interval: float) -> None:
         # No fork per job: a forked child would share the parent's database connections. Run
         # several workers for parallelism.
         if not burst:
-            threading.Thread(target=sweep_forever, daemon=True).start()
+            threading.Thread(target=forever, args=(sweep, "sweep"), daemon=True).start()
         click.echo(f"Bitrix24 event worker (RQ) on {queue.queue.name}")
         try:
             _run_rq_worker(queue, app_job_class(app), burst)
@@ -318,27 +324,11 @@ def worker_command(burst: bool, interval: float) -> None:
             stop.set()
         return
     click.echo("Bitrix24 event worker (no Redis: handling due events from the database)")
-
-    def schedule_forever() -> None:
-        """Without RQ the timers' work (a first copy may take minutes) runs here, beside the event loop."""
-        while not stop.wait(interval):
-            with app.app_context():
-                try:
-                    schedule.run_due()
-                except Exception as exc:  # keep going: the database or the portal may come back
-                    runtime(app).session.rollback()
-                    click.echo(f"scheduled work failed: {exc}", err=True)
-
-    if not burst:
-        threading.Thread(target=schedule_forever, daemon=True).start()
+    if burst:
+        return
+    # The timers' work (a first copy may take minutes) in a thread of its own, beside the event loop.
+    threading.Thread(target=forever, args=(schedule.run_due, "scheduled work"), daemon=True).start()
     try:
-        while not burst:
-            time.sleep(interval)
-            with app.app_context():  # each pass in a fresh context and session, as RQ jobs are
-                try:
-                    events.run_due()
-                except Exception as exc:  # keep going: the database may come back
-                    runtime(app).session.rollback()
-                    click.echo(f"sweep failed: {exc}", err=True)
+        forever(events.run_due, "sweep")
     finally:
         stop.set()

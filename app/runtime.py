@@ -104,6 +104,7 @@ class Runtime:
         self.locks = make_locks(redis_url)
         self.sync_state_model = sync_state_model
         self.mirror_models = dict(mirror_models or {})  # entity -> model, for BITRIX_SYNC_ENTITIES only
+        self.mirror_fields: dict[tuple[int, str], tuple[float, list[str]]] = {}  # (client, entity) -> (until, select)
         self._init_app_mode(app, cfg, installation_model)
         if str(self._secret_key or "").strip():
             self.cipher  # noqa: B018 - a bad BITRIX_SECRET_KEY fails at start, not at the first save
@@ -139,9 +140,9 @@ class Runtime:
     def _installation_counts(self) -> list[tuple[str, str | None, int]]:
         return self.installations.counts()  # at scrape time, in the /metrics request
 
-    def installation_tables(self) -> list[Any]:
-        """The installations, sync-state and mirror tables, when this app has them (app mode /
-        reconciliation / sync, or the standalone app)."""
+    def feature_tables(self) -> list[Any]:
+        """The tables of the features this app turned on: installations (app mode), sync state
+        (reconciliation, the mirror), the mirror's (or every one of them: the standalone app)."""
         tables = [self.installation_model.__table__] if self.installation_model is not None else []
         tables += [self.sync_state_model.__table__] if self.sync_state_model is not None else []
         return tables + [model.__table__ for model in self.mirror_models.values()]

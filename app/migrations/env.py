@@ -18,7 +18,7 @@ if "target_metadata" in _attributes:  # from our setup
 else:  # from Flask-Migrate's `flask db ...` on the standalone app
     _rt = current_app.extensions["bitrix24"]
     METADATA = current_app.extensions["migrate"].db.metadata
-    OUR_NAMES = {t.name for t in [*_rt.store.tables(), _rt.event_model.__table__, *_rt.installation_tables()]}
+    OUR_NAMES = {t.name for t in [*_rt.store.tables(), _rt.event_model.__table__, *_rt.feature_tables()]}
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # noqa: ARG001 - alembic's signature

@@ -11,7 +11,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, MirrorMixin, SyncStateMixin
+from . import mirror_model
+from .mixins import AppInstallationMixin, ClientConfigMixin, CRMMixin, EventLogMixin, SyncStateMixin
 
 # The standalone app's own database (``extensions.db`` is this object); created here, with its
 # models, so that importing either module first works.
@@ -46,15 +47,8 @@ class SyncState(SyncStateMixin, db.Model):
     __table_args__ = (UniqueConstraint("client_id", "entity", name="uq_bitrix24_sync_state_client_entity"),)
 
 
-def _mirror(entity: str) -> type:
-    table = f"bitrix24_mirror_{entity}"
-    return type(f"Mirror{entity.title()}", (MirrorMixin, db.Model), {
-        "__tablename__": table,
-        "__table_args__": (UniqueConstraint("client_id", "bitrix_id", name=f"uq_{table}_client_record"),)})
-
-
-# The entities services/mirror.py can copy (its MIRRORABLE), each in a table of its own.
-MIRRORS = {entity: _mirror(entity) for entity in ("contacts", "deals", "leads", "companies")}
+# The entities services/mirror.py can copy (its MIRRORABLE), each in a table of its own, declared as a host's are.
+MIRRORS = {entity: mirror_model(db, entity) for entity in ("contacts", "deals", "leads", "companies")}
 
 OUR_TABLES = [CRM.__table__, ClientCRMAuth.__table__, BitrixEvent.__table__, AppInstallation.__table__,
               SyncState.__table__, *(model.__table__ for model in MIRRORS.values())]

@@ -103,7 +103,7 @@ def store_rows(entity: str, client_id: int, rows: Iterable[Mapping[str, Any]], *
     if not by_id:
         return 0
     written = 0
-    for attempt in (1, 2):
+    for _ in range(2):  # a second pass only over rows another writer inserted between our read and our insert
         existing = _stored(model, client_id, list(by_id))
         inserts = [{"client_id": client_id, "bitrix_id": rid, "date_modify": modified, "deleted": False,
                     "deleted_at": None, "data": dict(row), "synced_at": now}
@@ -117,10 +117,7 @@ def store_rows(entity: str, client_id: int, rows: Iterable[Mapping[str, Any]], *
         written += inserted
         if inserted == len(inserts):
             break
-        # Some met a row stored meanwhile: compare those with what is there now (once).
         by_id = {rid: by_id[rid] for rid in (i["bitrix_id"] for i in inserts)}
-        if attempt == 2:
-            break
     session.commit()
     return written
 
@@ -331,13 +328,12 @@ def select_fields(ent: Entity, client_id: int) -> list[str]:
     from .transfer import export_plan
 
     rt = runtime()
-    cache: dict[tuple[int, str], tuple[float, list[str]]] = rt.__dict__.setdefault("_mirror_fields", {})
     now = rt.caller.clock()
-    hit = cache.get((client_id, ent.name))
+    hit = rt.mirror_fields.get((client_id, ent.name))
     if hit is not None and hit[0] > now:
         return list(hit[1])
     fields = list(export_plan(ent, client_id, {}, []).params.get("select") or ["*", "UF_*"])
-    cache[(client_id, ent.name)] = (now + FIELDS_TTL, fields)
+    rt.mirror_fields[(client_id, ent.name)] = (now + FIELDS_TTL, fields)
     return list(fields)
 
 

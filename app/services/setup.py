@@ -118,7 +118,7 @@ def run_setup() -> SetupReport:
 
 def our_tables() -> list:
     rt = runtime()
-    return [*rt.store.tables(), rt.event_model.__table__, *rt.installation_tables()]
+    return [*rt.store.tables(), rt.event_model.__table__, *rt.feature_tables()]
 
 
 def _check_host_tables() -> SetupReport:
