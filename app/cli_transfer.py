@@ -16,6 +16,7 @@ from typing import IO, Any
 import click
 from flask.cli import with_appcontext
 
+from .runtime import runtime
 from .services.transfer import FORMATS, IMPORT_CHUNK, IMPORT_ORIGINATOR, TransferUsage
 
 _client_option = click.option("--client", "--client-id", "client_id", type=click.IntRange(1, 2**31 - 1),
@@ -66,6 +67,30 @@ class Progress:
 
     def _line(self, text: str) -> None:
         click.echo(text, file=self.stream)
+
+    def note(self, text: str) -> None:
+        """A line of its own beside the bar (or the plain lines)."""
+        self._line(("\n" if self._bar is not None else "") + f"{self.label}: {text}")
+
+    def budget_listener(self, quiet_for: float = 10.0) -> Any:
+        """A listener (``Runtime.listening``) that says when calls wait for a method's operating budget:
+        a job too big for one of the portal's 10-minute windows goes on in the next ones, and the
+        person watching sees why the rows stopped moving and when they will move again."""
+        last = [-quiet_for]
+
+        def listener(name: str, info: dict[str, Any]) -> None:
+            seconds = info.get("seconds")
+            if name != "operating_wait" or not isinstance(seconds, (int, float)) or seconds < 5:
+                return
+            now = time.monotonic()
+            if now - last[0] < quiet_for:
+                return
+            last[0] = now
+            resume = time.strftime("%H:%M:%S", time.localtime(time.time() + seconds))
+            self.note(f"waiting {seconds:.0f} s for {info.get('method')}'s operating time on the portal "
+                      f"(Bitrix24 allows each method 480 s per 10 minutes); going on at about {resume}")
+
+        return listener
 
 
 def _usage(exc: Exception) -> click.UsageError:
@@ -125,9 +150,10 @@ def export_command(entity: str, client_id: int, filters: tuple[str, ...], select
     writer = RowWriter(out, fmt, plan.columns, camel_keys=getattr(ent, "camel_output", False),
                        formula_guard=formula_guard)
     try:
-        for row in export_rows(plan, client_id, on_total=progress.set_total):
-            writer.write(row)
-            progress.advance()
+        with runtime().listening(progress.budget_listener()):
+            for row in export_rows(plan, client_id, on_total=progress.set_total):
+                writer.write(row)
+                progress.advance()
         out.flush()
     except Bitrix24Error as exc:
         progress.finish("stopped")
@@ -251,7 +277,7 @@ def import_command(entity: str, file: str, client_id: int, fmt: str | None, orig
     summary = None
     interrupted = False
     try:
-        with open(file, encoding="utf-8-sig", newline="") as stream:
+        with open(file, encoding="utf-8-sig", newline="") as stream, runtime().listening(progress.budget_listener()):
             summary = import_rows(plan, read_rows(stream, fmt, max_cell=_max_cell()), client_id, chunk=chunk,
                                   on_failure=on_failure, on_chunk=on_chunk)
     except KeyboardInterrupt:

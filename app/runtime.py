@@ -8,6 +8,8 @@ store, database, hooks, names) gets it with :func:`runtime`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +53,7 @@ class Runtime:
         from .services.caller import PortalCaller, RetryPolicy
         from .services.event_queue import make_event_queue
         from .services.events import event_stats
-        from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets
+        from .services.limiter import BucketParams, LocalBuckets, OperatingBudgets, RedisBuckets, RedisOperatingBudgets
         from .services.locks import make_locks
         from .services.metrics import make_metrics
         from .services.portal import PortalPool, Timeouts
@@ -80,16 +82,16 @@ class Runtime:
         )
         redis_url = cfg["BITRIX_REDIS_URL"]
         self.buckets = RedisBuckets(redis_url) if redis_url else LocalBuckets()
-        self.budgets = OperatingBudgets(
-            float(cfg["BITRIX_OPERATING_LIMIT"]), bucket=float(cfg["BITRIX_OPERATING_BUCKET"])
-        )
+        operating = {"limit": float(cfg["BITRIX_OPERATING_LIMIT"]), "bucket": float(cfg["BITRIX_OPERATING_BUCKET"])}
+        self.budgets = RedisOperatingBudgets(redis_url, **operating) if redis_url else OperatingBudgets(**operating)
         self.metrics = make_metrics(event_source=event_stats)
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.caller = PortalCaller(
             self.portals,
             self.buckets,
             self.budgets,
             RetryPolicy(attempts=int(cfg["BITRIX_RETRY_ATTEMPTS"]), max_wait=float(cfg["BITRIX_MAX_WAIT"])),
-            on_event=self.metrics.on_event,
+            on_event=self._on_call_event,
         )
         self.bulk_max_wait = float(cfg["BITRIX_BULK_MAX_WAIT"])
         self.verify_config = bool(cfg["BITRIX_VERIFY_CONFIG"])
@@ -146,6 +148,24 @@ class Runtime:
         tables = [self.installation_model.__table__] if self.installation_model is not None else []
         tables += [self.sync_state_model.__table__] if self.sync_state_model is not None else []
         return tables + [model.__table__ for model in self.mirror_models.values()]
+
+    def _on_call_event(self, name: str, info: dict[str, Any]) -> None:
+        self.metrics.on_event(name, info)
+        for listener in list(self._listeners):
+            try:
+                listener(name, info)
+            except Exception:  # noqa: BLE001 - a listener's failure never fails the call
+                log.warning("a call-event listener failed on %s", name, exc_info=True)
+
+    @contextmanager
+    def listening(self, listener: Callable[[str, dict[str, Any]], None]) -> Iterator[None]:
+        """Also hand the caller's events (``operating_wait``, ``retry``, ``rate_limited``...) to
+        ``listener`` while inside: the CLI shows a wait for the operating budget this way."""
+        self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
 
     @cached_property
     def cipher(self):

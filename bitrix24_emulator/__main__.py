@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=0.0,
                    help="answer as slowly as a portal would (its modelled server time) times this; 0: at once. "
                         "The operating budget is charged in full either way")
+    p.add_argument("--method-cost", action="append", default=[], metavar="METHOD=SECONDS",
+                   help="the server time one call of METHOD takes (charged to its operating budget), e.g. "
+                        "crm.contact.update=0.5; repeatable")
     p.add_argument("--scopes", default="all",
                    help="the webhook's scopes, comma-separated (crm,task,user,...); default: all")
     p.add_argument("--preload", action="append", default=[], metavar="ENTITY=N",
@@ -143,13 +146,26 @@ def emulator_options(args: argparse.Namespace) -> dict:
         fail_status=args.fail_status, fail_phase=args.fail_phase, event_url=args.event_url,
         application_token=args.application_token, seed=args.seed,
         limits=not args.no_limits, preload=_preload(args.preload), scopes=args.scopes,
-        time_scale=args.time_scale,
+        time_scale=args.time_scale, method_costs=_method_costs(args.method_cost),
         smart_processes=_smart_processes(args.smart_process),
         currency_check=not args.no_currency_check, auth_error_status=args.auth_error_status,
         batch_operating=args.batch_operating, delete_missing_error=args.delete_missing_error,
         currency=args.currency, app=_app(args.app), access_ttl=_access_ttl(args.access_ttl),
         offline_extended=not args.no_offline_extended, auth_connectors=not args.no_auth_connector,
         event_drop_rate=_fraction(args.event_drop_rate))
+
+
+def _method_costs(items: list[str]) -> dict[str, float]:
+    costs = {}
+    for item in items:
+        method, _, seconds = item.partition("=")
+        try:
+            costs[method.strip().lower()] = float(seconds)
+        except ValueError:
+            raise SystemExit(f"--method-cost wants METHOD=SECONDS, e.g. crm.contact.update=0.5, not {item!r}") from None
+        if not method.strip() or not 0 <= costs[method.strip().lower()] <= 60:
+            raise SystemExit(f"--method-cost wants a method and 0 to 60 seconds, not {item!r}")
+    return costs
 
 
 def _fraction(value: float) -> float:

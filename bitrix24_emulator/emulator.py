@@ -101,7 +101,7 @@ class Emulator:
                  time_scale=0.0,
                  batch_operating="methods", delete_missing_error="legacy", validate_email=True,
                  smart_processes=None, currency_check=True, app=None, access_ttl=3600.0,
-                 offline_extended=True, auth_connectors=True, event_drop_rate=0.0):
+                 offline_extended=True, auth_connectors=True, event_drop_rate=0.0, method_costs=None):
         if drop_phase not in ("random", "before", "after"):
             raise ValueError("drop_phase must be 'random', 'before' or 'after'")
         if fail_phase not in ("random", "before", "after") or fail_status not in (500, 503):
@@ -129,6 +129,8 @@ class Emulator:
         # Each call is charged the server time a portal would spend (costs.py); time_scale > 0 also
         # makes the answer take that long, scaled (1.0: as a portal would; 0: answer at once).
         self.time_scale = float(time_scale)
+        # Methods with a server time of their own, {"crm.contact.update": 0.5} (costs.server_time).
+        self.method_costs = {str(k).lower(): float(v) for k, v in (method_costs or {}).items()}
         self.method_not_found_status = method_not_found_status
         self.batch_operating = batch_operating
         self.utc_offset_minutes = utc_offset_minutes
@@ -380,7 +382,7 @@ class Emulator:
             outcome = Outcome(run_batch(params, execute))
         else:
             outcome = self._call(method, params, context)
-            modelled = costs.server_time(method, params, outcome.total)
+            modelled = costs.server_time(method, params, outcome.total, self.method_costs)
             self._take(modelled)
         processing = time.perf_counter() - tick
         if limited:
@@ -391,7 +393,8 @@ class Emulator:
             body["next"] = outcome.next
         if outcome.total is not None:
             body["total"] = outcome.total
-        body["time"] = self._time(method, started, processing)
+        # A portal's processing is its server's time on the method (a batch's is its commands' sum).
+        body["time"] = self._time(method, started, max(processing, modelled))
         return body
 
     def _time(self, method: str, started: float, processing: float) -> dict:
@@ -424,11 +427,11 @@ class Emulator:
         started = self._now()
         tick = time.perf_counter()
         outcome = self._call(method, query, context)
-        modelled = costs.server_time(method, query, outcome.total)
+        modelled = costs.server_time(method, query, outcome.total, self.method_costs)
         self._take(modelled)
-        processing = time.perf_counter() - tick
+        processing = max(time.perf_counter() - tick, modelled)
         if per_method:
-            self._charge(method, self.budget.charge_for(self.cost_per_call, max(processing, modelled)))
+            self._charge(method, self.budget.charge_for(self.cost_per_call, processing))
         return outcome.result, outcome.total, outcome.next, self._time(method, started, processing), modelled
 
     def _charge(self, method: str, seconds: float) -> None:

@@ -3,6 +3,8 @@ and time faked (``FakeTime``): what is retried, what never is, how long we wait,
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 import requests
 import responses
@@ -15,7 +17,7 @@ from flask_bitrix24.services.bitrix24_service import (
     bx_call,
 )
 from flask_bitrix24.services.caller import is_read
-from flask_bitrix24.services.limiter import BucketParams, LocalBuckets, OperatingBudgets
+from flask_bitrix24.services.limiter import BucketParams, LocalBuckets
 
 from tests.conftest import PORTAL_BASE, portal_url, refused, reset
 
@@ -66,18 +68,6 @@ def test_fill_after_a_503_makes_the_next_call_wait():
     params = BucketParams(burst=50, rate=2.0)
     buckets.fill("p", params)
     assert buckets.reserve("p", params) == pytest.approx(1 / 1.98)
-
-
-def test_operating_budget_slows_down_past_80_percent():
-    now = [1000.0]
-    budgets = OperatingBudgets(limit=480, clock=lambda: now[0])
-    budgets.record("p", "crm.deal.list", {"operating": 100, "operating_reset_at": 1300})
-    assert budgets.delay("p", "crm.deal.list") == 0.0
-    budgets.record("p", "crm.deal.list", {"operating": 400, "operating_reset_at": 1300})
-    assert budgets.delay("p", "crm.deal.list") == pytest.approx(3.0)  # (1300 - 1000) * 0.01
-    assert budgets.delay("p", "crm.deal.get") == 0.0  # per method
-    assert budgets.blocked_for("p", "crm.deal.list") == pytest.approx(301)
-    assert budgets.blocked_for("p", "crm.lead.list") == 60.0  # never told: one bucket
 
 
 # --- pacing through bx_call ----------------------------------------------------------------------
@@ -273,6 +263,74 @@ def test_api_answers_429_with_retry_after_from_operating_reset_at(make_app, port
     r = client.get("/api/bitrix/clients/1/leads")
     assert r.status_code == 429 and r.get_json()["error"] == "OPERATION_TIME_LIMIT"
     assert 235 <= int(r.headers["Retry-After"]) <= 241
+
+
+def _timed(now, operating, reset_in, processing=0.0):
+    return {"start": now, "finish": now, "processing": processing, "operating": operating,
+            "operating_reset_at": int(now + reset_in)}
+
+
+def test_a_call_that_would_pass_the_operating_limit_waits_for_the_reset_instead_of_earning_a_429(env_app, portal):
+    now = env_app.fake_time.time()
+    portal.post(portal_url("crm.deal.update"), json={"result": True, "time": _timed(now, 479.8, 40, 0.5)})
+    portal.post(portal_url("crm.deal.update"), json={"result": True, "time": _timed(now + 41, 100.5, 60, 0.5)})
+    call(env_app, "crm.deal.update", {"id": 1, "fields": {"TITLE": "a"}})
+    assert call(env_app, "crm.deal.update", {"id": 1, "fields": {"TITLE": "b"}}, max_wait=600)["result"] is True
+    assert len(portal.calls) == 2  # the second was sent once, after the oldest bucket dropped out
+    assert max(env_app.fake_time.sleeps) == pytest.approx(41, abs=1)
+
+
+def test_an_interactive_call_that_cannot_fit_within_its_bound_is_refused_without_asking_the_portal(env_app, portal):
+    now = env_app.fake_time.time()
+    portal.post(portal_url("crm.deal.update"), json={"result": True, "time": _timed(now, 479.8, 300, 0.5)})
+    call(env_app, "crm.deal.update", {"id": 1, "fields": {"TITLE": "a"}})
+    with pytest.raises(OperatingLimit) as info:
+        call(env_app, "crm.deal.update", {"id": 1, "fields": {"TITLE": "b"}}, max_wait=30)
+    assert len(portal.calls) == 1 and info.value.retry_after == pytest.approx(301, abs=2)
+    assert "crm.deal.update" in info.value.description
+
+
+def _costly_batch(now, keys, method_start, step, reset_in, errors=None):
+    """A batch's answer whose commands each add ``step`` seconds to the method's running total."""
+    times = {k: _timed(now + i * 0.01, method_start + i * step, reset_in, step) for i, k in enumerate(keys)}
+    return {"result": {"result": {k: True for k in keys if k not in (errors or {})}, "result_error": errors or [],
+                       "result_total": [], "result_next": [], "result_time": times},
+            "time": _timed(now, 0, reset_in)}
+
+
+def test_a_batch_learns_each_commands_cost_and_the_next_batch_waits_for_room(env_app, portal):
+    from flask_bitrix24.services.bulk import bulk_write
+
+    now = env_app.fake_time.time()
+    first = [f"w{i}" for i in range(50)]
+    portal.post(portal_url("batch"), json=_costly_batch(now, first, 430.5, 0.5, 100))  # 430.5 .. 455.0
+    portal.post(portal_url("batch"), json=_costly_batch(now + 101, [f"w{i}" for i in range(50, 60)], 5.5, 0.5, 500))
+    with env_app.app_context():
+        outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(60)])
+    assert all(o.error is None for o in outcomes)
+    # 455 + 10 x 0.5 passes what bulk work may use (456 s, 95% of 480): it waited for the reset
+    assert len(portal.calls) == 2 and max(env_app.fake_time.sleeps) == pytest.approx(101, abs=1)
+    budget = env_app.extensions["bitrix24"].budgets.snapshot()
+    assert budget[f"{PORTAL_BASE.split('/')[2]} crm.contact.update"]["cost"] == pytest.approx(0.5)
+
+
+def test_commands_the_portal_refused_for_the_budget_are_sent_again_after_the_reset(env_app, portal):
+    from flask_bitrix24.services.bulk import bulk_write
+
+    now = env_app.fake_time.time()
+    refused_error = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
+    keys = [f"w{i}" for i in range(4)]
+    # another app spent the budget: the last two commands were refused before they ran
+    portal.post(portal_url("batch"), json=_costly_batch(now, keys, 470, 0.0, 30,
+                                                        errors={"w2": refused_error, "w3": refused_error}))
+    portal.post(portal_url("batch"), json=_costly_batch(now + 31, ["w2", "w3"], 10, 0.0, 500))
+    with env_app.app_context():
+        outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(4)])
+    assert [o.error for o in outcomes] == [None] * 4
+    body = portal.calls[1].request.body
+    resent = {k for k, _ in parse_qsl(body if isinstance(body, str) else body.decode()) if k.startswith("cmd[")}
+    assert resent == {"cmd[w2]", "cmd[w3]"}  # only the refused ones, which never ran
+    assert max(env_app.fake_time.sleeps) == pytest.approx(31, abs=1)
 
 
 # --- Redis-shared bucket ---------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """Calling a portal within its limits: pacing, the operating budget, and retries by error class.
 
-Every call goes: wait out a known operating block -> slow down near the operating limit -> reserve
-a place in the portal's bucket -> send -> on failure decide by the *class* of error whether trying
+Every call goes: admit it within the operating budget of each method it runs (``limiter``: its
+expected cost must fit, else it waits for the oldest bucket to drop out, so our own traffic never
+earns a 429) -> reserve a place in the portal's bucket -> send -> record what the answer, and each
+command of a batch, said of the budget -> on failure decide by the *class* of error whether trying
 again is safe (DESIGN.md, "Limits, retries, speed"):
 
 - 503 QUERY_LIMIT_EXCEEDED and connection failures before anything was sent: always retried;
 - timeouts, dropped connections and 5xx: retried only for methods that are safe to repeat
   (reads; updates and deletes, whose repeat changes nothing); an ``*.add`` that may have reached
   the portal is never repeated blindly (that is how duplicates are made);
-- 429 OPERATION_TIME_LIMIT: waited out until the portal's ``operating_reset_at`` when that fits in
-  the caller's bound, else raised with ``retry_after``.
+- 429 OPERATION_TIME_LIMIT (someone else spent the budget, or a cost was underestimated): waited
+  out until the portal's ``operating_reset_at`` when that fits in the caller's bound, else raised
+  with ``retry_after``.
 
 Backoff is jittered and exponential (``RetryPolicy.backoff``: "full jitter", a random wait between 0
 and ``base * 2**(n-1)`` capped at ``backoff_max``), the total wait is bounded, and the error that
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,7 @@ from .errors import (
 )
 from .limiter import BucketParams, OperatingBudgets
 from .portal import PortalPool
+from .wire import batch_commands, parse_command_method
 
 log = logging.getLogger("flask_bitrix24")
 
@@ -118,7 +123,6 @@ class PortalCaller:
         self.sleep = sleep
         self.clock = clock
         self.on_event = on_event or (lambda name, info: None)
-        self._blocked_until: dict[tuple[str, str], float] = {}
 
     def call(
         self,
@@ -161,34 +165,34 @@ class PortalCaller:
 
         ambiguous = False  # an earlier attempt may have reached the portal
 
+        needs = methods_run(method, params)
+
         def attempt() -> dict[str, Any]:
             nonlocal attempts, ambiguous
             attempts += 1
-            self._respect_limits(portal, method, bucket, bound - waited(), background)
+            token = uuid.uuid4().hex
+            self._admit(portal, method, needs, token, bound - waited(), background, tenant)
             try:
+                self._take_place(portal, method, bucket, bound - waited(), background)
                 envelope = self.pool.for_base(base).call(base, method, params)
-            except RateLimited:
-                self.buckets.fill(portal, bucket)
-                self.on_event("rate_limited", {"tenant": tenant, "method": method})
+            except BaseException as exc:
+                for name in needs:
+                    self.budgets.release(portal, name, token)
+                if isinstance(exc, RateLimited) and not getattr(exc, "local", False):
+                    self.buckets.fill(portal, bucket)
+                    self.on_event("rate_limited", {"tenant": tenant, "method": method})
+                elif isinstance(exc, OperatingLimit):
+                    self.budgets.exhausted(portal, method)
+                    exc.retry_after = self.budgets.blocked_for(portal, method)
+                    self.on_event("operating_limited", {"tenant": tenant, "method": method})
+                elif isinstance(exc, NotFound):
+                    # A delete repeated after an attempt that may have reached the portal: that one did it.
+                    if ambiguous and method.lower().endswith(".delete"):
+                        return {"result": True}
+                elif isinstance(exc, (TransportError, ServerError)):
+                    ambiguous = ambiguous or not isinstance(exc, TransportError) or exc.sent
                 raise
-            except OperatingLimit as exc:
-                blocked = self.budgets.blocked_for(portal, method)
-                self._blocked_until[(portal, method.lower())] = self.clock() + blocked
-                exc.retry_after = blocked
-                self.on_event("operating_limited", {"tenant": tenant, "method": method})
-                raise
-            except NotFound:
-                # A delete repeated after an attempt that may have reached the portal: that one did it.
-                if ambiguous and method.lower().endswith(".delete"):
-                    return {"result": True}
-                raise
-            except (TransportError, ServerError) as exc:
-                ambiguous = ambiguous or not isinstance(exc, TransportError) or exc.sent
-                raise
-            timing = envelope.get("time")
-            self.budgets.record(portal, method, timing)
-            if isinstance(timing, dict) and "operating" in timing:
-                self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
+            self._record(portal, method, params, envelope, needs, token, tenant)
             return envelope
 
         number = 0
@@ -211,22 +215,71 @@ class PortalCaller:
                 log.info("bitrix24 %s: retrying in %.2f s after %r (attempt %d)", method, delay, exc, number)
                 self.sleep(delay)
 
-    def _respect_limits(self, portal: str, method: str, bucket: BucketParams, budget_left: float,
-                        background: bool = False) -> None:
-        blocked = self._blocked_until.get((portal, method.lower()), 0.0) - self.clock()
-        if blocked > 0:
-            if blocked > budget_left:
+    def _admit(self, portal: str, method: str, needs: dict[str, int], token: str, budget_left: float,
+               background: bool, tenant: str) -> None:
+        """Wait until every method the call runs has room in its operating budget for it, then hold
+        that room (``token``) until the answer is recorded. Raises OperatingLimit, without asking
+        the portal, when that wait would pass the caller's bound."""
+        waited = 0.0
+        while True:
+            taken: list[str] = []
+            wait = 0.0
+            for name, calls in needs.items():
+                wait = self.budgets.admit(portal, name, calls, token, background=background)
+                if wait > 0:
+                    break
+                taken.append(name)
+            if wait == 0:
+                return
+            for name in taken:
+                self.budgets.release(portal, name, token)
+            if waited + wait > budget_left:
                 raise OperatingLimit(
-                    "Method is blocked due to operation time limit.", method=method, retry_after=blocked
+                    f"{name} has used its operating time on this portal (480 s per 10 minutes): it has room "
+                    f"again in {wait:.0f} s", method=method, retry_after=max(1.0, wait),
                 )
-            self.sleep(blocked)
-            budget_left -= blocked
-        delay = self.budgets.delay(portal, method)
-        allowed = max(budget_left - delay, 0.0)
+            self.on_event("operating_wait", {"tenant": tenant, "method": name, "seconds": wait})
+            self.sleep(wait)
+            waited += wait
+
+    def _record(self, portal: str, method: str, params: Any, envelope: dict[str, Any], needs: dict[str, int],
+                token: str, tenant: str) -> None:
+        """What the answer said of each method's budget; for a batch, each command's ``result_time``
+        (the batch's own ``time`` is not a budget: batch itself is never blocked)."""
+        if method.lower() != "batch":
+            timing = envelope.get("time")
+            cost = _counted(timing)
+            self.budgets.record(portal, method, timing, cost=cost, token=token)
+            if isinstance(timing, dict) and isinstance(timing.get("operating"), (int, float)):
+                self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
+            return
+        body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
+        times, errors = _section(body.get("result_time")), _section(body.get("result_error"))
+        commands = batch_commands(params)
+        by_method: dict[str, list[dict[str, Any]]] = {}
+        for key, command in commands.items():
+            name = parse_command_method(command)
+            if name is None:
+                continue
+            if isinstance(times.get(key), dict):
+                by_method.setdefault(name, []).append(times[key])
+            error = errors.get(key)
+            if isinstance(error, dict) and error.get("error") == "OPERATION_TIME_LIMIT":
+                self.budgets.exhausted(portal, name)
+                self.on_event("operating_limited", {"tenant": tenant, "method": name})
+        for name in needs:
+            timings = sorted(by_method.get(name, []), key=_finish)
+            last = timings[-1] if timings else None
+            self.budgets.record(portal, name, last, cost=_batch_cost(timings), token=token)
+            if last is not None and isinstance(last.get("operating"), (int, float)):
+                self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
+
+    def _take_place(self, portal: str, method: str, bucket: BucketParams, allowed: float, background: bool) -> None:
+        """A place in the portal's request bucket (interactive calls book ahead; background work takes
+        only free places below its share)."""
+        allowed = max(allowed, 0.0)
         if background:
             self._take_background_place(portal, method, bucket, allowed)
-            if delay > 0:
-                self.sleep(delay)
             return
         wait = self.buckets.reserve(portal, bucket, allowed)
         if wait > allowed:
@@ -236,10 +289,8 @@ class PortalCaller:
             )
             exc.local = True
             raise exc
-        wait += delay
         if wait > 0:
             self.sleep(wait)
-
 
     def _take_background_place(self, portal: str, method: str, bucket: BucketParams, allowed: float) -> None:
         """Wait, without booking ahead, until the bucket has room below its background share."""
@@ -256,6 +307,57 @@ class PortalCaller:
             wait = min(allowed, wait + 0.01)
             self.sleep(wait)
             allowed -= wait
+
+
+def methods_run(method: str, params: Any) -> dict[str, int]:
+    """The methods a call runs, with how many times: a batch runs its commands (``cmd``: ``method?query``
+    strings, in its params or its encoded body); batch itself is never blocked, so it is not counted."""
+    if method.lower() != "batch":
+        return {method.lower(): 1}
+    counts: dict[str, int] = {}
+    for command in batch_commands(params).values():
+        name = parse_command_method(command)
+        if name is not None:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _section(value: Any) -> dict[str, Any]:
+    # A batch's sections (and its cmd) are a dict by key, or a list when the keys were 0..n-1.
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return {}
+
+
+def _counted(timing: Any) -> float | None:
+    """One call's charge, from its own ``processing``: a portal records run times of 0.1 s and more
+    (https://apidocs.bitrix24.com/limits.html)."""
+    if not isinstance(timing, dict) or not isinstance(timing.get("processing"), (int, float)):
+        return None
+    processing = float(timing["processing"])
+    return processing if processing >= 0.1 else 0.0
+
+
+def _finish(timing: dict[str, Any]) -> float:
+    finish = timing.get("finish")
+    return float(finish) if isinstance(finish, (int, float)) else 0.0
+
+
+def _batch_cost(timings: list[dict[str, Any]]) -> float | None:
+    """What one command cost, from a batch's commands of one method in the order they ran: each one's
+    ``operating`` is the total after it, so the steps between them are the charges (within one
+    bucket: a step down means a bucket dropped out and is not a charge). The largest of the step
+    average and the commands' own ``processing``; None when there is nothing to go on."""
+    steps = []
+    for before, after in zip(timings, timings[1:], strict=False):
+        a, b = before.get("operating"), after.get("operating")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b >= a:
+            steps.append(float(b) - float(a))
+    own = [c for c in (_counted(t) for t in timings) if c is not None]
+    candidates = ([sum(steps) / len(steps)] if steps else []) + ([sum(own) / len(own)] if own else [])
+    return max(candidates) if candidates else None
 
 
 __all__ = ["PortalCaller", "RetryPolicy", "is_read", "is_repeatable", "Bitrix24Error", "LimitExceeded"]

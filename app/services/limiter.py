@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -176,44 +177,99 @@ class RedisBuckets:
         return None  # shared in Redis; not counted here
 
 
+# ---- the operating budget ---------------------------------------------------------------------------
+#
+# Bitrix24 charges each method's run time to a budget per portal, credential and method: 480 s over a
+# sliding window of ten one-minute buckets. The check comes before a call and the call that passes
+# the limit still completes; the next one is refused with 429 OPERATION_TIME_LIMIT, for everyone using
+# that credential and method, until old buckets expire. Each answer tells the running total
+# (``time.operating``) and when the oldest bucket drops out (``time.operating_reset_at``); a batch's
+# ``result_time`` tells the same for each of its commands. See "Operating time" in
+# https://apidocs.bitrix24.com/limits.html
+#
+# So the budget is a limit to plan for, not an error to wait out. Before a call we *admit* it: its
+# expected cost (what the method's calls have cost lately, times the commands it carries) is reserved,
+# and it goes only if the last total we were told, plus what calls in flight have reserved, plus its
+# own, stays within the limit. Otherwise it waits until the oldest bucket drops out, a second past
+# ``operating_reset_at`` (whole seconds). Past that moment our figure is stale: it can only have gone
+# down, by an amount nobody tells. One call, alone in flight, then goes to find out (it fits: we kept
+# the total within the limit and it asks for no more than the room left); its answer brings the new
+# total and the next reset time. Once a whole window has passed since the last answer, nothing of
+# that total remains. Background work (bulk jobs, syncs, event handlers) stops short of the limit by
+# ``BACKGROUND_RESERVE`` of it, which people's own calls of that method can still use.
+#
+# The state of each (portal, method) is a few numbers, kept in the process or, with Redis, in one
+# hash per method that every process and machine reads and updates in one atomic script.
+
+BACKGROUND_RESERVE = 0.05  # of the limit, kept for interactive calls of the same method
+RESERVATION_TTL = 90.0  # a reservation whose call never reported back (a killed process) lapses
+
+
 @dataclass
 class MethodBudget:
-    operating: float = 0.0
-    reset_at: float | None = None  # unix time the oldest minute bucket expires
-    seen_at: float = 0.0
+    operating: float = 0.0  # the last total the portal gave (seconds in its window)
+    reset_at: float | None = None  # unix time the oldest bucket drops out, as last given
+    seen_at: float = 0.0  # our unix time when that was given
+    finish: float = 0.0  # the portal's time.finish of that answer (orders answers that cross)
+    cost: float | None = None  # seconds one call of the method is expected to cost
+    reserved: dict[str, tuple[float, float]] | None = None  # token -> (seconds, lapses at)
 
 
 class OperatingBudgets:
-    """What the portal said about each method's operating time (``time.operating``,
-    ``time.operating_reset_at``), to slow down near the limit and to know how long a block lasts."""
+    """Each method's operating budget per portal, in this process. See the comment above."""
+
+    name = "local"
 
     def __init__(self, limit: float = 480.0, clock: Callable[[], float] = time.time, bucket: float = 60.0) -> None:
         self.limit = limit
         self.bucket = bucket  # the portal counts operating time in buckets of a minute
+        self.window = bucket * 10
         self._clock = clock
         self._budgets: dict[tuple[str, str], MethodBudget] = {}
         self._lock = threading.Lock()
 
-    def record(self, portal: str, method: str, time_info: object) -> None:
-        if not isinstance(time_info, dict):
-            return
-        operating = time_info.get("operating")
-        reset_at = time_info.get("operating_reset_at")
-        with self._lock:
-            budget = self._budgets.setdefault((portal, method.lower()), MethodBudget())
-            if isinstance(operating, (int, float)):
-                budget.operating = float(operating)
-            if isinstance(reset_at, (int, float)):
-                budget.reset_at = float(reset_at)
-            budget.seen_at = self._clock()
+    def _get(self, portal: str, method: str) -> MethodBudget:
+        return self._budgets.setdefault((portal, method.lower()), MethodBudget())
 
-    def delay(self, portal: str, method: str) -> float:
-        """Past 80% of the limit, slow down in proportion to the time left (as the JS SDK does)."""
+    def admit(self, portal: str, method: str, calls: int, token: str, *, background: bool = False) -> float:
+        """Reserve the expected cost of ``calls`` calls of ``method`` and return 0, or reserve nothing
+        and return how long to wait before asking again."""
         with self._lock:
-            budget = self._budgets.get((portal, method.lower()))
-            if budget is None or budget.operating < 0.8 * self.limit or budget.reset_at is None:
-                return 0.0
-            return min(7.0, max(0.0, (budget.reset_at - self._clock()) * 0.01))
+            b = self._get(portal, method)
+            now = self._clock()
+            reserved = b.reserved = {k: v for k, v in (b.reserved or {}).items() if v[1] > now}
+            decision = plan_admission(
+                b.operating, b.reset_at, b.seen_at, b.cost, sum(v[0] for v in reserved.values()), calls, now,
+                limit=self.limit, window=self.window, background=background,
+            )
+            if decision == 0:
+                reserved[token] = (calls * (b.cost or 0.0), now + RESERVATION_TTL)
+            return decision
+
+    def release(self, portal: str, method: str, token: str) -> None:
+        with self._lock:
+            b = self._budgets.get((portal, method.lower()))
+            if b is not None and b.reserved:
+                b.reserved.pop(token, None)
+
+    def record(self, portal: str, method: str, time_info: object, *, cost: float | None = None,
+               token: str | None = None) -> None:
+        """What an answer said of ``method``'s budget (its ``time``), and what one call of it cost
+        (``cost``, when the caller could tell); ``token``'s reservation is released."""
+        with self._lock:
+            b = self._get(portal, method)
+            if token is not None and b.reserved:
+                b.reserved.pop(token, None)
+            apply_answer(b, time_info, cost, self._clock())
+
+    def exhausted(self, portal: str, method: str, reset_at: float | None = None) -> None:
+        """The portal refused ``method`` (a 429, or a batch command's OPERATION_TIME_LIMIT)."""
+        with self._lock:
+            b = self._get(portal, method)
+            b.operating = max(b.operating, self.limit + 0.001)
+            b.seen_at = self._clock()
+            if reset_at is not None:
+                b.reset_at = reset_at
 
     def blocked_for(self, portal: str, method: str) -> float:
         """After OPERATION_TIME_LIMIT: seconds until the oldest bucket expires, as the portal last
@@ -230,6 +286,210 @@ class OperatingBudgets:
     def snapshot(self) -> dict[str, dict[str, float | None]]:
         with self._lock:
             return {
-                f"{portal} {method}": {"operating": b.operating, "reset_at": b.reset_at}
+                f"{portal} {method}": {"operating": b.operating, "reset_at": b.reset_at, "cost": b.cost}
                 for (portal, method), b in self._budgets.items()
             }
+
+    def ping(self) -> bool:
+        return True
+
+
+def plan_admission(operating: float, reset_at: float | None, seen_at: float, cost: float | None, reserved: float,
+                   calls: int, now: float, *, limit: float, window: float, background: bool) -> float:
+    """0 when ``calls`` calls may go now, else the seconds to wait before asking again (the rule in
+    the comment above; the Redis script below is the same rule, line for line)."""
+    if now >= seen_at + window + 1:
+        operating = 0.0  # a whole window since the last answer: all of that total has dropped out
+    need = calls * (cost or 0.0)
+    cap = limit * (1 - BACKGROUND_RESERVE) if background else limit
+    if operating + reserved + need <= cap or (operating == 0 and reserved == 0):
+        return 0.0
+    bucket = window / 10
+    if reset_at is None or now < reset_at + 1:
+        # Wait for the oldest bucket to drop out (never told when: look again in a bucket).
+        wake = reset_at + 1 if reset_at is not None else seen_at + bucket
+        return max(0.05, wake - now)
+    if reserved > 0:
+        return 0.25  # a call is out learning how much dropped out: look again shortly
+    if operating + need <= limit:
+        return 0.0  # that call: it fits even if nothing dropped out
+    # Over the limit as last told (the portal refused a call): look once the reset has passed,
+    # then once a bucket ("after that, wait bucket by bucket").
+    wake = reset_at + 1 if reset_at + 1 > seen_at else seen_at + bucket
+    return 0.0 if now >= wake else max(0.05, wake - now)
+
+
+def apply_answer(b: MethodBudget, time_info: object, cost: float | None, now: float) -> None:
+    if isinstance(cost, (int, float)) and cost >= 0:
+        # Up at once, down slowly: an underestimate is what could overrun the limit.
+        b.cost = float(cost) if b.cost is None or cost > b.cost else 0.8 * b.cost + 0.2 * float(cost)
+    if not isinstance(time_info, dict):
+        return
+    operating, reset_at = time_info.get("operating"), time_info.get("operating_reset_at")
+    finish = time_info.get("finish")
+    finish = float(finish) if isinstance(finish, (int, float)) else now
+    if not isinstance(operating, (int, float)) or finish < b.finish:
+        return  # no figure, or an answer older than the one we have (calls answered out of order)
+    b.operating, b.finish, b.seen_at = float(operating), finish, now
+    b.reset_at = float(reset_at) if isinstance(reset_at, (int, float)) else None
+
+
+# KEYS[1] = the method's hash. ARGV[1] = mode ("admit" | "record" | "release" | "exhausted" | "blocked" | "read").
+# admit: ARGV = mode, calls, token, limit, window, background (1/0), reserve fraction, reservation ttl.
+# record: ARGV = mode, token, operating or "", reset_at or "", finish or "", cost or "", ttl.
+# Times are Redis' own clock (TIME), so machines need not agree. Returns microseconds (admit, blocked).
+_BUDGET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local key = KEYS[1]
+local mode = ARGV[1]
+local function num(name, default)
+  local v = redis.call('HGET', key, name)
+  if v == false then return default end
+  return tonumber(v)
+end
+local function reserved_sum(drop)
+  local total = 0
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local name = all[i]
+    if string.sub(name, 1, 2) == 'r:' then
+      local amount, lapses = string.match(all[i + 1], '([^|]+)|([^|]+)')
+      if tonumber(lapses) <= now then
+        redis.call('HDEL', key, name)
+      elseif name ~= drop then
+        total = total + tonumber(amount)
+      end
+    end
+  end
+  return total
+end
+if mode == 'admit' then
+  local calls = tonumber(ARGV[2])
+  local limit = tonumber(ARGV[4])
+  local window = tonumber(ARGV[5])
+  local operating = num('operating', 0)
+  local reset_at = num('reset_at', nil)
+  local seen_at = num('seen_at', 0)
+  local cost = num('cost', 0)
+  local reserved = reserved_sum('')
+  if now >= seen_at + window + 1 then operating = 0 end
+  local need = calls * cost
+  local cap = limit
+  if ARGV[6] == '1' then cap = limit * (1 - tonumber(ARGV[7])) end
+  local go = (operating + reserved + need <= cap) or (operating == 0 and reserved == 0)
+  local bucket = window / 10
+  local wait = 0
+  if not go then
+    if reset_at == nil or now < reset_at + 1 then
+      local wake = seen_at + bucket
+      if reset_at ~= nil then wake = reset_at + 1 end
+      wait = math.max(0.05, wake - now)
+    elseif reserved > 0 then
+      wait = 0.25
+    elseif operating + need > limit then
+      local wake = seen_at + bucket
+      if reset_at + 1 > seen_at then wake = reset_at + 1 end
+      if now < wake then wait = math.max(0.05, wake - now) end
+    end
+  end
+  if wait > 0 then return math.floor(wait * 1000000) end
+  redis.call('HSET', key, 'r:' .. ARGV[3], tostring(need) .. '|' .. tostring(now + tonumber(ARGV[8])))
+  redis.call('EXPIRE', key, math.ceil(window * 2 + 120))
+  return 0
+elseif mode == 'release' then
+  redis.call('HDEL', key, 'r:' .. ARGV[2])
+  return 0
+elseif mode == 'record' then
+  if ARGV[2] ~= '' then redis.call('HDEL', key, 'r:' .. ARGV[2]) end
+  local cost = tonumber(ARGV[6])
+  if cost ~= nil and cost >= 0 then
+    local old = num('cost', nil)
+    if old == nil or cost > old then old = cost else old = 0.8 * old + 0.2 * cost end
+    redis.call('HSET', key, 'cost', tostring(old))
+  end
+  local operating = tonumber(ARGV[3])
+  local finish = tonumber(ARGV[5]) or now
+  if operating ~= nil and finish >= num('finish', 0) then
+    redis.call('HSET', key, 'operating', tostring(operating), 'finish', tostring(finish), 'seen_at', tostring(now))
+    local reset_at = tonumber(ARGV[4])
+    if reset_at ~= nil then
+      redis.call('HSET', key, 'reset_at', tostring(reset_at))
+    else
+      redis.call('HDEL', key, 'reset_at')
+    end
+  end
+  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[7])))
+  return 0
+elseif mode == 'exhausted' then
+  local operating = math.max(num('operating', 0), tonumber(ARGV[2]))
+  redis.call('HSET', key, 'operating', tostring(operating), 'seen_at', tostring(now))
+  if ARGV[3] ~= '' then redis.call('HSET', key, 'reset_at', ARGV[3]) end
+  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[4])))
+  return 0
+elseif mode == 'blocked' then
+  local reset_at = num('reset_at', nil)
+  if reset_at == nil or reset_at + 1 <= now then return math.floor(tonumber(ARGV[2]) * 1000000) end
+  return math.floor(math.max(1, reset_at + 1 - now) * 1000000)
+end
+return cjson.encode({num('operating', 0), num('reset_at', -1), num('cost', -1), now})
+"""
+
+
+class RedisOperatingBudgets:
+    """The same budgets in Redis, one hash per portal and method, shared by every process using ``url``."""
+
+    name = "redis"
+
+    def __init__(self, url: str, limit: float = 480.0, bucket: float = 60.0,
+                 prefix: str = "bitrix24:operating:") -> None:
+        import redis
+
+        self.limit = limit
+        self.bucket = bucket
+        self.window = bucket * 10
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self._script = self._redis.register_script(_BUDGET_LUA)
+        self._prefix = prefix
+
+    def _run(self, portal: str, method: str, *args: Any) -> Any:
+        return self._script(keys=[f"{self._prefix}{portal}:{method.lower()}"], args=[str(a) for a in args])
+
+    def admit(self, portal: str, method: str, calls: int, token: str, *, background: bool = False) -> float:
+        waited = self._run(portal, method, "admit", calls, token, self.limit, self.window,
+                           1 if background else 0, BACKGROUND_RESERVE, RESERVATION_TTL)
+        return int(waited) / 1_000_000
+
+    def release(self, portal: str, method: str, token: str) -> None:
+        self._run(portal, method, "release", token)
+
+    def record(self, portal: str, method: str, time_info: object, *, cost: float | None = None,
+               token: str | None = None) -> None:
+        info = time_info if isinstance(time_info, dict) else {}
+
+        def given(name: str) -> str:
+            value = info.get(name)
+            return repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+        self._run(portal, method, "record", token or "", given("operating"), given("operating_reset_at"),
+                  given("finish"), repr(float(cost)) if isinstance(cost, (int, float)) else "", self.window * 2 + 120)
+
+    def exhausted(self, portal: str, method: str, reset_at: float | None = None) -> None:
+        self._run(portal, method, "exhausted", self.limit + 0.001, "" if reset_at is None else reset_at,
+                  self.window * 2 + 120)
+
+    def blocked_for(self, portal: str, method: str) -> float:
+        return int(self._run(portal, method, "blocked", self.bucket)) / 1_000_000
+
+    def read(self, portal: str, method: str) -> dict[str, float | None]:
+        import json
+
+        operating, reset_at, cost, _ = json.loads(self._run(portal, method, "read"))
+        return {"operating": operating, "reset_at": None if reset_at < 0 else reset_at,
+                "cost": None if cost < 0 else cost}
+
+    def snapshot(self) -> dict[str, dict[str, float | None]]:
+        return {}  # shared in Redis; read one method with read()
+
+    def ping(self) -> bool:
+        return bool(self._redis.ping())

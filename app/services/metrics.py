@@ -82,6 +82,10 @@ class Metrics:
                                "Operating time the portal reports used for a method in its 10-minute window "
                                "(time.operating; the limit is 480 s)", ["tenant", "method"], registry=r,
                                multiprocess_mode="livemostrecent")
+        self.operating_waits = Counter("bitrix24_operating_wait_seconds",
+                                       "Seconds calls waited for room in a method's operating budget (bulk work "
+                                       "paced across the portal's 10-minute windows)", ["tenant", "method"],
+                                       registry=r)
         self.breaker_trips = Counter("bitrix24_breaker_trips",
                                      "Times a webhook's calls were suspended after its credentials were refused "
                                      "again and again (BITRIX_AUTH_FAILURES_TO_SUSPEND)", ["tenant"], registry=r)
@@ -145,6 +149,8 @@ class Metrics:
             self.breaker_refused.labels(tenant).inc()
         elif name == "oauth_refresh":
             self.oauth_refreshes.labels(self.code_label(info.get("result"))).inc()
+        elif name == "operating_wait" and isinstance(info.get("seconds"), (int, float)):
+            self.operating_waits.labels(tenant, info["method"].lower()).inc(info["seconds"])
         elif name == "operating" and isinstance(info.get("seconds"), (int, float)):
             self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
 

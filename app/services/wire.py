@@ -221,3 +221,32 @@ def _listify(node: Any) -> Any:
     if converted and list(converted) == [str(i) for i in range(len(converted))]:
         return list(converted.values())
     return converted
+
+
+def batch_commands(params: Any) -> dict[str, str]:
+    """A batch call's commands by key, from its params (``{"cmd": {...}}`` or a list) or from its body
+    already encoded (``cmd[key]=method%3Fquery``)."""
+    if isinstance(params, str):
+        from urllib.parse import parse_qsl
+
+        found = {}
+        for name, value in parse_qsl(params, keep_blank_values=True):
+            if name.startswith("cmd[") and name.endswith("]") and "[" not in name[4:-1]:
+                found[name[4:-1]] = value
+        return found
+    cmd = params.get("cmd") if isinstance(params, dict) else None
+    if isinstance(cmd, list):
+        return {str(i): v for i, v in enumerate(cmd) if isinstance(v, str)}
+    if isinstance(cmd, dict):
+        return {str(k): v for k, v in cmd.items() if isinstance(v, str)}
+    return {}
+
+
+def parse_command_method(command: Any) -> str | None:
+    """The method of one batch command (``crm.contact.update?id=5&...``), lower-case, or None."""
+    if not isinstance(command, str):
+        return None
+    name = command.split("?", 1)[0].strip().lower()
+    if name.endswith(".json"):
+        name = name[: -len(".json")]
+    return name or None

@@ -19,19 +19,30 @@ from bitrix24_emulator import create_emulator, start_server
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_operation_time_limit_is_waited_out(make_stack):
-    # The emulator's window is scaled down to 3 s (ten buckets of 0.3 s): tell our side the same.
-    s = make_stack(app_config={"BITRIX_OPERATING_BUCKET": 0.3},
+def test_the_operating_limit_is_planned_for_not_hit(make_stack):
+    # The emulator's window is scaled down to 3 s (ten buckets of 0.3 s) and its limit to 1 s: tell our side the same.
+    s = make_stack(app_config={"BITRIX_OPERATING_BUCKET": 0.3, "BITRIX_OPERATING_LIMIT": 1.0},
                    limits=True, burst=1000, rate=1000, operating_limit=1.0, operating_window=3.0, cost_per_call=0.8)
     s.configure()
     with s.app.app_context():
         bx_call("crm.deal.list", client_id=1)
-        bx_call("crm.deal.list", client_id=1)  # pushes the total over the limit
+        bx_call("crm.deal.list", client_id=1)  # pushes the total over the limit (the portal lets it finish)
         started = time.monotonic()
         assert bx_call("crm.deal.list", client_id=1, max_wait=15)["result"] == []
         waited = time.monotonic() - started
-    assert s.emulator.counters.operating_limited >= 1  # the portal did block us...
-    assert 0.5 < waited < 8  # ...and we waited until its operating_reset_at, not a fixed 10 minutes
+    assert s.emulator.counters.operating_limited == 0  # we never asked while it was blocked...
+    assert 0.5 < waited < 8  # ...but waited until its operating_reset_at, not a fixed 10 minutes
+
+
+def test_someone_elses_spending_is_waited_out_after_one_refusal(make_stack):
+    # Our side believes the cloud's 480 s; this portal blocks at 1 s (another app spent it, say).
+    s = make_stack(app_config={"BITRIX_OPERATING_BUCKET": 0.3},
+                   limits=True, burst=1000, rate=1000, operating_limit=1.0, operating_window=3.0, cost_per_call=0.8)
+    s.configure()
+    with s.app.app_context():
+        for _ in range(4):
+            bx_call("crm.deal.list", client_id=1, max_wait=15)
+    assert s.emulator.counters.operating_limited == 1  # one refusal, then waited to operating_reset_at
 
 
 def test_operation_time_limit_surfaces_when_the_wait_is_too_long(make_stack):

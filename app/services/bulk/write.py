@@ -161,13 +161,20 @@ def _write_chunk(entity: Entity, chunk: list, client_id: int | None, max_wait: f
             if not chunk:
                 return
             continue
-        for (outcome, _), result in zip(chunk, batch_items, strict=True):
-            if result.error is not None:
+        refused = []
+        for (outcome, command), result in zip(chunk, batch_items, strict=True):
+            if result.error is not None and result.error.code == "OPERATION_TIME_LIMIT" and attempt < attempts:
+                # Refused before it ran (the portal checks the budget first): safe to send again, once
+                # the caller has waited for room in the method's budget (it marked the method spent).
+                refused.append((outcome, command))
+            elif result.error is not None:
                 outcome.error = result.error
             elif outcome.action == "created":
                 new_id = created_id(entity, result.result)
                 outcome.id = new_id if isinstance(new_id, int) else None
-        return
+        if not refused:
+            return
+        chunk = refused
 
 
 def _find_markers(prefix: str, outcomes: list[WriteOutcome], client_id: int | None,

@@ -1,0 +1,163 @@
+"""The operating budget as a limit planned for (app/services/limiter.py): calls are admitted only when
+their expected cost fits, wait for the oldest bucket to drop out, and learn how much dropped out with one
+call alone. Each rule runs on the in-process budgets and on the Redis-shared ones (same script, same rule).
+
+Times: the local budgets run on a clock the test moves; Redis uses its own clock (TIME), so the Redis
+runs place ``operating_reset_at`` around the real present instead of moving time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flask_bitrix24.services.limiter import BACKGROUND_RESERVE, OperatingBudgets, RedisOperatingBudgets
+
+
+class Local:
+    def __init__(self, limit=480.0, bucket=60.0):
+        self.now = time.time()
+        self.budgets = OperatingBudgets(limit, clock=lambda: self.now, bucket=bucket)
+
+    def clock(self) -> float:
+        return self.now
+
+
+class Shared:
+    def __init__(self, url, limit=480.0, bucket=60.0):
+        self.budgets = RedisOperatingBudgets(url, limit, bucket, prefix=f"test:operating:{time.time_ns()}:")
+
+    def clock(self) -> float:
+        return time.time()
+
+
+@pytest.fixture(params=["local", "redis"])
+def make(request):
+    if request.param == "local":
+        return Local
+    url = request.getfixturevalue("redis_url")
+    return lambda **kw: Shared(url, **kw)
+
+
+def told(b, method, operating, reset_in, *, cost=None, now=None, token=None):
+    """The portal answered a call of ``method``: its total and when the oldest bucket drops out."""
+    now = now if now is not None else time.time()
+    b.record("p", method, {"operating": operating, "operating_reset_at": now + reset_in, "finish": now},
+             cost=cost, token=token)
+
+
+def test_a_call_goes_while_its_cost_fits_and_waits_for_the_reset_when_it_does_not(make):
+    s = make()
+    b = s.budgets
+    told(b, "crm.contact.update", 400, 100, cost=0.5, now=s.clock())
+    assert b.admit("p", "crm.contact.update", 50, "a") == 0  # 400 + 25 <= 480
+    b.release("p", "crm.contact.update", "a")
+    told(b, "crm.contact.update", 470, 100, cost=0.5, now=s.clock())
+    wait = b.admit("p", "crm.contact.update", 50, "b")  # 470 + 25 > 480: never sent to earn a 429
+    assert wait == pytest.approx(101, abs=1)  # a second past operating_reset_at (whole seconds)
+    assert b.admit("p", "crm.contact.update", 10, "c") == 0  # 470 + 5 fits
+    assert b.admit("p", "crm.contact.get", 50, "d") == 0  # other methods are not slowed
+    assert b.admit("q", "crm.contact.update", 50, "e") == 0  # nor other portals
+
+
+def test_calls_in_flight_hold_their_room_until_answered(make):
+    s = make()
+    b = s.budgets
+    told(b, "crm.deal.update", 400, 100, cost=10, now=s.clock())
+    assert b.admit("p", "crm.deal.update", 4, "one") == 0  # 400 + 40
+    assert b.admit("p", "crm.deal.update", 5, "two") > 0  # 440 + 50 would pass 480
+    b.release("p", "crm.deal.update", "one")  # it failed before reaching the portal
+    assert b.admit("p", "crm.deal.update", 5, "two") == 0
+    # its answer brings the new total and releases its room in the same step
+    told(b, "crm.deal.update", 440, 100, cost=10, now=s.clock(), token="two")
+    assert b.admit("p", "crm.deal.update", 4, "three") == 0  # 440 + 40 = 480: at the limit is not over it
+    assert b.admit("p", "crm.deal.update", 1, "four") > 0
+
+
+def test_background_work_leaves_the_last_share_of_the_budget_to_people(make):
+    s = make()
+    b = s.budgets
+    told(b, "crm.lead.update", 480 * (1 - BACKGROUND_RESERVE) - 1, 100, cost=2, now=s.clock())
+    assert b.admit("p", "crm.lead.update", 1, "bulk", background=True) > 0
+    assert b.admit("p", "crm.lead.update", 1, "person") == 0
+
+
+def test_after_the_reset_one_call_alone_learns_how_much_dropped_out(make):
+    s = make()
+    b = s.budgets
+    told(b, "crm.contact.update", 470, -2, cost=0.5, now=s.clock())  # the oldest bucket dropped out 2 s ago
+    # background work stops at 456 s, but this one call fits the limit even if nothing dropped out
+    assert b.admit("p", "crm.contact.update", 10, "probe", background=True) == 0
+    assert b.admit("p", "crm.contact.update", 1, "other", background=True) == pytest.approx(0.25)  # not while out
+    told(b, "crm.contact.update", 120, 30, cost=0.5, now=s.clock(), token="probe")  # 350 s dropped out
+    assert b.admit("p", "crm.contact.update", 50, "other", background=True) == 0
+
+
+def test_a_refusal_is_looked_at_again_at_the_reset_then_bucket_by_bucket():
+    s = Local()
+    b = s.budgets
+    told(b, "crm.deal.list", 470, 20, now=s.now)
+    b.exhausted("p", "crm.deal.list")  # the portal said 429
+    assert b.admit("p", "crm.deal.list", 1, "t") == pytest.approx(21)
+    s.now += 21
+    assert b.admit("p", "crm.deal.list", 1, "t") == 0  # one look once the reset has passed
+    b.exhausted("p", "crm.deal.list")  # still refused: something else spends it
+    b.release("p", "crm.deal.list", "t")
+    assert b.admit("p", "crm.deal.list", 1, "u") == pytest.approx(60)  # then a bucket at a time
+    s.now += 60
+    assert b.admit("p", "crm.deal.list", 1, "u") == 0
+
+
+def test_a_whole_window_after_the_last_answer_nothing_of_it_remains():
+    s = Local(limit=10, bucket=1)  # a window of 10 s
+    b = s.budgets
+    told(b, "m", 10.5, 5, cost=1, now=s.now)  # over the limit, and no call in flight to tell us more
+    assert b.admit("p", "m", 1, "t") > 0
+    s.now += 11
+    assert b.admit("p", "m", 5, "t") == 0
+
+
+def test_a_whole_window_after_the_last_answer_in_redis(redis_url):
+    b = RedisOperatingBudgets(redis_url, limit=10, bucket=0.1, prefix=f"test:operating:{time.time_ns()}:")
+    told(b, "m", 10.5, 0.5, cost=1)
+    assert b.admit("p", "m", 1, "t") > 0
+    time.sleep(2.1)  # the window (1 s) and the second of rounding
+    assert b.admit("p", "m", 5, "t") == 0
+
+
+def test_an_answer_older_than_the_one_we_have_changes_nothing(make):
+    s = make()
+    b = s.budgets
+    now = s.clock()
+    told(b, "m", 470, 100, cost=1, now=now)
+    told(b, "m", 100, 100, cost=1, now=now - 5)  # a slow call answered after a newer one
+    assert b.admit("p", "m", 20, "t") > 0
+
+
+def test_the_cost_goes_up_at_once_and_down_slowly(make):
+    s = make()
+    b = s.budgets
+    told(b, "m", 100, 100, cost=0.2, now=s.clock())
+    told(b, "m", 100, 100, cost=4.0, now=s.clock())
+    assert b.admit("p", "m", 96, "t") > 0  # 100 + 96 * 4 > 480
+    told(b, "m", 100, 100, cost=0.0, now=s.clock())
+    assert b.admit("p", "m", 119, "u") > 0  # 3.2 a call now (not 0): 100 + 119 * 3.2 > 480
+    assert b.admit("p", "m", 118, "w") == 0  # 100 + 118 * 3.2 = 477.6
+
+
+def test_a_method_never_seen_goes_at_once(make):
+    s = make()
+    assert s.budgets.admit("p", "crm.item.update", 50, "t") == 0
+
+
+def test_reservations_of_a_killed_process_lapse():
+    from flask_bitrix24.services.limiter import RESERVATION_TTL
+
+    s = Local()
+    b = s.budgets
+    told(b, "m", 400, 100, cost=10, now=s.now)
+    assert b.admit("p", "m", 8, "lost") == 0  # never answered: its process died
+    assert b.admit("p", "m", 1, "t") > 0
+    s.now += RESERVATION_TTL + 1
+    told(b, "m", 400, 100, cost=10, now=s.now)
+    assert b.admit("p", "m", 8, "t") == 0
