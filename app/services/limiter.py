@@ -190,13 +190,15 @@ class RedisBuckets:
 # So the budget is a limit to plan for, not an error to wait out. Before a call we *admit* it: its
 # expected cost (what the method's calls have cost lately, times the commands it carries) is reserved,
 # and it goes only if the last total we were told, plus what calls in flight have reserved, plus its
-# own, stays within the limit. Otherwise it waits until the oldest bucket drops out, a second past
-# ``operating_reset_at`` (whole seconds). Past that moment our figure is stale: it can only have gone
-# down, by an amount nobody tells. One call, alone in flight, then goes to find out (it fits: we kept
-# the total within the limit and it asks for no more than the room left); its answer brings the new
-# total and the next reset time. Once a whole window has passed since the last answer, nothing of
-# that total remains. Background work (bulk jobs, syncs, event handlers) stops short of the limit by
-# ``BACKGROUND_RESERVE`` of it, which people's own calls of that method can still use.
+# own, stays within the limit. Otherwise it waits until the oldest bucket drops out, at
+# ``operating_reset_at``. Past that moment our figure is stale: it can only have gone down, by an
+# amount nobody tells. One call, alone in flight, then goes to find out, if it fits the limit even
+# were nothing gone; its answer brings the new total and the next reset time. A method the portal
+# has refused is looked at again a second past ``operating_reset_at`` (whole seconds), then once a
+# bucket. Once a whole window has passed since the last answer, nothing of that total remains.
+# Background work (bulk jobs, syncs, event handlers) stops short of the limit by ``BACKGROUND_RESERVE``
+# of it, which people's own calls of that method can still use, and by at least one of its own
+# requests, so that the call sent at the reset to find out what dropped out always fits.
 #
 # The state of each (portal, method) is a few numbers, kept in the process or, with Redis, in one
 # hash per method that every process and machine reads and updates in one atomic script.
@@ -301,18 +303,22 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
     if now >= seen_at + window + 1:
         operating = 0.0  # a whole window since the last answer: all of that total has dropped out
     need = calls * (cost or 0.0)
-    cap = limit * (1 - BACKGROUND_RESERVE) if background else limit
+    # Background work leaves a share to people, and always room for one more of its own calls: that
+    # call can then find out what dropped out at the reset (below) without passing the limit.
+    cap = limit - max(limit * BACKGROUND_RESERVE, need) if background else limit
     if operating + reserved + need <= cap or (operating == 0 and reserved == 0):
         return 0.0
     bucket = window / 10
-    if reset_at is None or now < reset_at + 1:
+    if reset_at is None or now < reset_at:
         # Wait for the oldest bucket to drop out (never told when: look again in a bucket).
-        wake = reset_at + 1 if reset_at is not None else seen_at + bucket
+        wake = reset_at if reset_at is not None else seen_at + bucket
         return max(0.05, wake - now)
     if reserved > 0:
         return 0.25  # a call is out learning how much dropped out: look again shortly
     if operating + need <= limit:
-        return 0.0  # that call: it fits even if nothing dropped out
+        # That call: it fits even if nothing dropped out yet (operating_reset_at is whole seconds, so
+        # the bucket may go up to a second later; then the next call waits for that second).
+        return 0.0
     # Over the limit as last told (the portal refused a call): look once the reset has passed,
     # then once a bucket ("after that, wait bucket by bucket").
     wake = reset_at + 1 if reset_at + 1 > seen_at else seen_at + bucket
@@ -376,14 +382,14 @@ if mode == 'admit' then
   if now >= seen_at + window + 1 then operating = 0 end
   local need = calls * cost
   local cap = limit
-  if ARGV[6] == '1' then cap = limit * (1 - tonumber(ARGV[7])) end
+  if ARGV[6] == '1' then cap = limit - math.max(limit * tonumber(ARGV[7]), need) end
   local go = (operating + reserved + need <= cap) or (operating == 0 and reserved == 0)
   local bucket = window / 10
   local wait = 0
   if not go then
-    if reset_at == nil or now < reset_at + 1 then
+    if reset_at == nil or now < reset_at then
       local wake = seen_at + bucket
-      if reset_at ~= nil then wake = reset_at + 1 end
+      if reset_at ~= nil then wake = reset_at end
       wait = math.max(0.05, wake - now)
     elseif reserved > 0 then
       wait = 0.25
