@@ -36,10 +36,11 @@ class EmulatorProcess:
     """``python -m bitrix24_emulator`` in a process of its own (webhook secret ``bench``), optionally
     preloaded with contacts, with or without its limits; ``base`` is its webhook URL."""
 
-    def __init__(self, preload: int = 0, limits: bool = True, time_scale: float = 0.0) -> None:
+    def __init__(self, preload: int = 0, limits: bool = True, time_scale: float = 0.0,
+                 extra: list[str] | None = None) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "bitrix24_emulator", "--port", str(self.port), "--secret", "bench",
-               "--time-scale", str(time_scale)]
+               "--time-scale", str(time_scale), *(extra or [])]
         if preload:
             cmd += ["--preload", f"contact={preload}"]
         if not limits:

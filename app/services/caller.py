@@ -4,7 +4,7 @@ Every call goes: admit it within the operating budget of each method it runs (``
 expected cost must fit, else it waits for the oldest bucket to drop out, so our own traffic never
 earns a 429) -> reserve a place in the portal's bucket -> send -> record what the answer, and each
 command of a batch, said of the budget -> on failure decide by the *class* of error whether trying
-again is safe (DESIGN.md, "Limits, retries, speed"):
+again is safe (docs/DESIGN.md, "Limits, retries, speed"):
 
 - 503 QUERY_LIMIT_EXCEEDED and connection failures before anything was sent: always retried;
 - timeouts, dropped connections and 5xx: retried only for methods that are safe to repeat
