@@ -341,3 +341,26 @@ def test_export_on_a_terminal_draws_a_progress_bar(stack, tmp_path):
     assert "export contacts" in text and "30/30" in text and "100%" in text, text
     assert "export contacts: 30 rows" not in text  # no plain lines on a terminal
     assert len(out.read_text().splitlines()) == 30
+
+
+def test_an_import_bigger_than_one_operating_window_waits_for_the_next_and_earns_no_429(make_stack, tmp_path):
+    # crm.contact.update costs 0.5 s of the portal's server time: 480 s allow 961 calls a window (here 12 s).
+    # 1,100 updates need two windows; the command says it waits, and the portal refuses nothing.
+    stack = make_stack(app_config={"BITRIX_OPERATING_BUCKET": 1.2}, limits=True, burst=100_000, rate=100_000,
+                       operating_window=12.0, method_costs={"crm.contact.update": 0.5}, preload={"contact": 1100})
+    stack.configure()
+    src = tmp_path / "updates.jsonl"
+    src.write_text("".join(json.dumps({"ID": str(i), "NAME": f"Renamed {i}"}) + "\n" for i in range(1, 1101)))
+    env = {**cli_env(stack), "BITRIX_OPERATING_BUCKET": "1.2"}
+    started = time.monotonic()
+    r = subprocess.run(flask_cmd("import", "contacts", str(src), "--client", "1"), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert r.returncode == 0, r.stderr
+    assert "1,100 rows: created 0, existing 0, updated 1,100, failed 0" in r.stdout
+    assert "waiting" in r.stderr and "crm.contact.update's operating time" in r.stderr, r.stderr
+    counters = stack.emulator.counters
+    assert counters.operating_limited == 0 and counters.by_status.get(429, 0) == 0
+    assert counters.operating_seconds["crm.contact.update"] == pytest.approx(550)
+    assert took > 5  # it did wait for the oldest bucket to drop out
+    assert all(rec["NAME"] == f"Renamed {i}" for i, rec in stack.emulator.records["contact"].items())
