@@ -47,6 +47,9 @@ BITRIX24_SETTINGS: dict[str, tuple[Any, Any]] = {
     # Listing every row (list-all, export, the mirror): this many batches of ID ranges at once; 1: one
     # keyset chain, as before
     "BITRIX_LIST_CHAINS": (4, int),
+    # Bulk updates (.../<entity>/batch, import): this many batch requests in flight at once; 1: one after another
+    # (creates always go in order, so that new IDs follow the items)
+    "BITRIX_BULK_PARALLEL": (4, int),
     "BITRIX_RETRY_ATTEMPTS": (6, int),
     "BITRIX_BATCH_MAX_ITEMS": (5000, int),  # items per POST .../<entity>/batch
     "BITRIX_EVENT_MAX_BYTES": (65_536, int),  # largest event body the receiver reads

@@ -129,6 +129,9 @@ def make_app(tmp_path, secret_key, database_url):
             # Unit tests mock list pages one by one: one keyset chain. The ID ranges walked side by side
             # (the default, 4) are tested against the emulator (tests/integration/test_bulk.py).
             "BITRIX_LIST_CHAINS": 1,
+            # ...and batch answers one by one: bulk writes send their batches one after another here (the
+            # default, 4 in flight, runs against the emulator in tests/integration).
+            "BITRIX_BULK_PARALLEL": 1,
         }
         config.update(overrides)
         app = create_app(config)

@@ -66,6 +66,7 @@ def make_stack(make_app):
             "BITRIX_MAX_WAIT": 3.0,
             "BITRIX_VERIFY_CONFIG": True,  # a saved webhook is tried on the emulator, as on a portal
             "BITRIX_LIST_CHAINS": BITRIX24_SETTINGS["BITRIX_LIST_CHAINS"][0],  # as shipped (unit tests use 1)
+            "BITRIX_BULK_PARALLEL": BITRIX24_SETTINGS["BITRIX_BULK_PARALLEL"][0],
             "BITRIX_RATE_BURST": emulator_options.get("burst", 50) if limits else 100_000,
             "BITRIX_RATE_DRAIN": emulator_options.get("rate", 2.0) if limits else 100_000.0,
             **(app_config or {}),

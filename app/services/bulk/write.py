@@ -3,9 +3,13 @@ exactly once (a marker in ``ORIGIN_ID`` finds what a lost answer made)."""
 
 from __future__ import annotations
 
+import contextvars
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
+
+from flask import current_app
 
 from ...entities import Entity, entity_for_method
 from ...runtime import runtime
@@ -98,37 +102,99 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     # BITRIX_BULK_MAX_WAIT bounds the whole request, not each call, so a proxy in front of us
     # (deploy/nginx.conf) can wait it out: past it, what was not sent is answered as not sent.
     deadline = state.caller.clock() + state.bulk_max_wait
-    for start in range(0, len(pending), BATCH_LIMIT):
-        chunk = pending[start : start + BATCH_LIMIT]
+
+    def send(chunk: list) -> None:
+        """One batch of 50 (its markers looked up first, under their locks); raises what stops the job."""
         given = [o for o, _ in chunk if o.marker and not o.generated]
         keys = [origin_lock_key(client_id, prefix, o.originator, o.marker) for o in given if o.marker]
         max_wait = deadline - state.caller.clock()
-        try:
-            if max_wait <= 0:
-                raise BulkDeadline(f"not sent: this request ran for BITRIX_BULK_MAX_WAIT ({state.bulk_max_wait:.0f} "
-                                   "s); send these items again (those with your own ORIGIN_ID are found, not made "
-                                   "twice)")
-            with state.locks.hold(keys):
-                if given:  # records an earlier run made with the caller's ORIGIN_IDs
-                    found = _find_markers(prefix, given, client_id, max_wait)
-                    for outcome in given:
-                        if outcome.index in found:
-                            outcome.id, outcome.existing = found[outcome.index], True
-                    chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
-                if chunk:
-                    _write_chunk(entity, chunk, client_id, max_wait, attempts)
-        except (Bitrix24Error, LockTimeout) as exc:
-            # A limit that outlasted the bound, the portal refusing us, the deadline, or another
-            # request still writing the same ORIGIN_IDs: nothing more will succeed now. Every item
-            # not yet done says so; none is left without an answer (and what was made is reported).
-            if isinstance(exc, LockTimeout):
-                exc = Bitrix24Error(f"not sent: {exc} (another request is creating these ORIGIN_IDs); send "
-                                    "these items again", code="BUSY")
-            for outcome, _ in pending[start:]:
-                if outcome.error is None and not (outcome.action == "created" and outcome.id is not None):
-                    outcome.error = exc
-            break
+        if max_wait <= 0:
+            raise BulkDeadline(f"not sent: this request ran for BITRIX_BULK_MAX_WAIT ({state.bulk_max_wait:.0f} "
+                               "s); send these items again (those with your own ORIGIN_ID are found, not made "
+                               "twice)")
+        with state.locks.hold(keys):
+            if given:  # records an earlier run made with the caller's ORIGIN_IDs
+                found = _find_markers(prefix, given, client_id, max_wait)
+                for outcome in given:
+                    if outcome.index in found:
+                        outcome.id, outcome.existing = found[outcome.index], True
+                chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
+            if chunk:
+                _write_chunk(entity, chunk, client_id, max_wait, attempts)
+
+    chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
+    # Updates go several batches at a time; a call with creates sends its batches in order, so that new
+    # records' IDs follow the items (an import read back by ID comes out in the file's order).
+    creates = any(outcome.action == "created" for outcome, _ in pending)
+    failure = _run_chunks(send, chunks, 1 if creates else parallel_setting())
+    if failure is not None:
+        # A limit that outlasted the bound, the portal refusing us, the deadline, or another request
+        # still writing the same ORIGIN_IDs: nothing more will succeed now. Every item not yet done
+        # says so; none is left without an answer (and what was made is reported).
+        for outcome, _ in pending:
+            if outcome.error is None and not outcome.existing and not (
+                    outcome.action == "created" and outcome.id is not None) and outcome.index in failure[1]:
+                outcome.error = failure[0]
     return outcomes
+
+
+def parallel_setting() -> int:
+    """BITRIX_BULK_PARALLEL: batch requests of updates in flight at once."""
+    return max(1, int(current_app.config.get("BITRIX_BULK_PARALLEL", 4)))
+
+
+def _stop_error(exc: Exception) -> Bitrix24Error:
+    if isinstance(exc, LockTimeout):
+        return Bitrix24Error(f"not sent: {exc} (another request is creating these ORIGIN_IDs); send these items "
+                             "again", code="BUSY")
+    return exc  # type: ignore[return-value]
+
+
+def _run_chunks(send: Any, chunks: list[list], parallel: int) -> tuple[Bitrix24Error, set[int]] | None:
+    """Send the chunks in order, up to ``parallel`` batch requests in flight (each in a thread with an
+    app context of its own: a method's server time is the portal's, and its operating budget and bucket
+    are shared by all of them through the caller). At the first error that stops the job nothing more
+    is started; returns that error and the indexes of the items it leaves undone (its own chunk's, and
+    every chunk's not started), else None. Chunks already in flight finish."""
+    undone: set[int] = set()
+    if parallel <= 1 or len(chunks) <= 1:
+        for number, chunk in enumerate(chunks):
+            try:
+                send(chunk)
+            except (Bitrix24Error, LockTimeout) as exc:
+                undone.update(o.index for later in chunks[number:] for o, _ in later)
+                return _stop_error(exc), undone
+        return None
+    app = current_app._get_current_object()
+
+    def task(chunk: list) -> None:
+        with app.app_context():
+            send(chunk)
+
+    failure: Bitrix24Error | None = None
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="bitrix24-bulk") as pool:
+        running: dict[Future, list] = {}
+        for number, chunk in enumerate(chunks):
+            while len(running) >= parallel and failure is None:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    failure = failure or _failed(future, running.pop(future), undone)
+            if failure is not None:
+                undone.update(o.index for later in chunks[number:] for o, _ in later)
+                break
+            running[pool.submit(contextvars.copy_context().run, task, chunk)] = chunk
+        for future in list(running):
+            failure = _failed(future, running.pop(future), undone) or failure
+    return (failure, undone) if failure is not None else None
+
+
+def _failed(future: Future, chunk: list, undone: set[int]) -> Bitrix24Error | None:
+    try:
+        future.result()
+    except (Bitrix24Error, LockTimeout) as exc:
+        undone.update(o.index for o, _ in chunk)
+        return _stop_error(exc)
+    return None
 
 
 def _write_chunk(entity: Entity, chunk: list, client_id: int | None, max_wait: float, attempts: int) -> None:

@@ -1,0 +1,79 @@
+"""Bulk updates several batch requests at a time (BITRIX_BULK_PARALLEL), with the portal mocked by
+``responses``: how many are in flight, what a failure leaves undone, and creates kept in order."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from urllib.parse import parse_qsl
+
+import pytest
+from flask_bitrix24.services.bulk import bulk_write
+
+from tests.conftest import PORTAL_BASE, portal_url
+
+
+def _keys(request) -> list[str]:
+    body = request.body if isinstance(request.body, str) else request.body.decode()
+    return [k[4:-1] for k, _ in parse_qsl(body) if k.startswith("cmd[")]
+
+
+class SlowPortal:
+    """Answers each batch with true for every command after ``delay`` seconds (real time), counting how
+    many requests are in flight at once; ``refuse`` names command keys whose whole request gets a 401."""
+
+    def __init__(self, delay: float = 0.15, refuse: str | None = None) -> None:
+        self.delay, self.refuse = delay, refuse
+        self.in_flight = self.peak = 0
+        self.order: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request):
+        keys = _keys(request)
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.order.append(keys[0])
+        try:
+            if self.refuse in keys:
+                return 401, {}, '{"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}'
+            time.sleep(self.delay)
+            return 200, {}, json.dumps({"result": {"result": {k: True for k in keys}, "result_error": [],
+                                                   "result_total": [], "result_next": [], "result_time": []}})
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_BULK_PARALLEL=4)
+
+
+def test_updates_go_four_batches_at_a_time(app, portal):
+    slow = SlowPortal()
+    portal.add_callback("POST", portal_url("batch"), callback=slow)
+    with app.app_context():
+        outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": f"N{i}"}} for i in range(400)])
+    assert [o.error for o in outcomes] == [None] * 400 and [o.id for o in outcomes] == list(range(1, 401))
+    assert len(portal.calls) == 8 and slow.peak == 4
+
+
+def test_a_failure_starts_nothing_more_and_says_so_on_every_item_left(make_app, portal):
+    app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_BULK_PARALLEL=2)
+    slow = SlowPortal(delay=0.3, refuse="w50")  # the second batch is refused at once, the first is slow
+    portal.add_callback("POST", portal_url("batch"), callback=slow)
+    with app.app_context():
+        outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(200)])
+    assert [o.error for o in outcomes[:50]] == [None] * 50  # in flight when it failed: finished
+    assert {o.error.code for o in outcomes[50:]} == {"INVALID_CREDENTIALS"}  # its own, and the two never sent
+    assert len(portal.calls) == 2
+
+
+def test_a_call_with_creates_sends_its_batches_in_order(app, portal):
+    slow = SlowPortal(delay=0.05)
+    portal.add_callback("POST", portal_url("batch"), callback=slow)
+    with app.app_context():
+        bulk_write("crm.contact", [{"fields": {"NAME": f"N{i}"}} for i in range(150)])
+    assert slow.peak == 1 and slow.order == ["w0", "w50", "w100"]  # new IDs follow the items
