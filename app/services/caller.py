@@ -225,7 +225,8 @@ class PortalCaller:
             taken: list[str] = []
             wait = 0.0
             for name, calls in needs.items():
-                wait = self.budgets.admit(portal, name, calls, token, background=background)
+                wait = self.budgets.admit(portal, name, calls, token, background=background,
+                                          holds_for=max(0.0, budget_left - waited))
                 if wait > 0:
                     break
                 taken.append(name)

@@ -204,7 +204,9 @@ class RedisBuckets:
 # hash per method that every process and machine reads and updates in one atomic script.
 
 BACKGROUND_RESERVE = 0.05  # of the limit, kept for interactive calls of the same method
-RESERVATION_TTL = 90.0  # a reservation whose call never reported back (a killed process) lapses
+# A reservation whose call never reported back (a killed process) lapses this long after the longest the
+# call could still take: its wait for a place in the bucket, then the portal's 60 s, plus a margin.
+RESERVATION_TTL = 90.0
 
 
 @dataclass
@@ -233,9 +235,11 @@ class OperatingBudgets:
     def _get(self, portal: str, method: str) -> MethodBudget:
         return self._budgets.setdefault((portal, method.lower()), MethodBudget())
 
-    def admit(self, portal: str, method: str, calls: int, token: str, *, background: bool = False) -> float:
+    def admit(self, portal: str, method: str, calls: int, token: str, *, background: bool = False,
+              holds_for: float = 0.0) -> float:
         """Reserve the expected cost of ``calls`` calls of ``method`` and return 0, or reserve nothing
-        and return how long to wait before asking again."""
+        and return how long to wait before asking again. The reservation lapses ``holds_for`` plus
+        RESERVATION_TTL seconds on, if the call never reports back."""
         with self._lock:
             b = self._get(portal, method)
             now = self._clock()
@@ -245,7 +249,7 @@ class OperatingBudgets:
                 limit=self.limit, window=self.window, background=background,
             )
             if decision == 0:
-                reserved[token] = (calls * (b.cost or 0.0), now + RESERVATION_TTL)
+                reserved[token] = (calls * (b.cost or 0.0), now + holds_for + RESERVATION_TTL)
             return decision
 
     def release(self, portal: str, method: str, token: str) -> None:
@@ -401,7 +405,7 @@ if mode == 'admit' then
   end
   if wait > 0 then return math.floor(wait * 1000000) end
   redis.call('HSET', key, 'r:' .. ARGV[3], tostring(need) .. '|' .. tostring(now + tonumber(ARGV[8])))
-  redis.call('EXPIRE', key, math.ceil(window * 2 + 120))
+  redis.call('EXPIRE', key, math.ceil(math.max(window * 2 + 120, tonumber(ARGV[8]) + 60)))
   return 0
 elseif mode == 'release' then
   redis.call('HDEL', key, 'r:' .. ARGV[2])
@@ -461,9 +465,10 @@ class RedisOperatingBudgets:
     def _run(self, portal: str, method: str, *args: Any) -> Any:
         return self._script(keys=[f"{self._prefix}{portal}:{method.lower()}"], args=[str(a) for a in args])
 
-    def admit(self, portal: str, method: str, calls: int, token: str, *, background: bool = False) -> float:
+    def admit(self, portal: str, method: str, calls: int, token: str, *, background: bool = False,
+              holds_for: float = 0.0) -> float:
         waited = self._run(portal, method, "admit", calls, token, self.limit, self.window,
-                           1 if background else 0, BACKGROUND_RESERVE, RESERVATION_TTL)
+                           1 if background else 0, BACKGROUND_RESERVE, holds_for + RESERVATION_TTL)
         return int(waited) / 1_000_000
 
     def release(self, portal: str, method: str, token: str) -> None:
