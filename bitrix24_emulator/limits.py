@@ -108,9 +108,11 @@ class OperatingBudget:
         self._usage: dict[str, dict[int, list[float]]] = {}
 
     def _live(self, method: str, now: float) -> dict[int, list[float]]:
-        current = math.floor(now / self.bucket_len)
+        # A bucket (a minute's calls) drops out a window after its first recorded call, which is the
+        # moment operating_reset_at announces (https://apidocs.bitrix24.com/limits.html), not at the
+        # boundary of a later minute.
         buckets = self._usage.get(method, {})
-        for index in [i for i in buckets if i <= current - self.BUCKETS]:
+        for index in [i for i, (first, _) in buckets.items() if first + self.window <= now]:
             del buckets[index]
         return buckets
 

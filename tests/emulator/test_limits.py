@@ -283,3 +283,17 @@ def test_server_time_is_spent_side_by_side_as_a_portals_workers_do():
         assert done == ["profile", "batch"] and waited < batch_took / 3, (waited, batch_took)
     finally:
         server.stop()
+
+
+def test_a_bucket_drops_out_a_window_after_its_first_call_not_at_a_minute_boundary():
+    """operating_reset_at is "10 minutes after the first recorded call of that bucket's minute": the emulator
+    keeps the minute's total until then, so a client waking at operating_reset_at finds it gone."""
+    api = make_api(operating_limit=10, operating_window=600, cost_per_call=11, burst=1000)
+    clock = api.emu.budget.clock
+    clock.advance(30)  # half a minute into the bucket
+    _, first = api("crm.contact.list")
+    assert first["time"]["operating_reset_at"] == int(T0 + 30 + 600)
+    clock.advance(599)  # past the boundary of minute ten, before the reset
+    assert api.raw("crm.contact.list").status_code == 429
+    clock.advance(1)
+    assert api.raw("crm.contact.list").status_code == 200
