@@ -23,6 +23,7 @@ opposite orders, and under 9 the planned waits were never taken).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
@@ -48,6 +49,10 @@ from .portal import PortalPool
 from .wire import batch_commands, parse_command_method
 
 log = logging.getLogger("flask_bitrix24")
+
+# Work that adapts its pace to the portal (the ranged listing) sets a list here: every retry a call in
+# this context needed (503, 5xx, a dropped connection) is noted in it.
+TROUBLE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("bitrix24_trouble", default=None)
 
 # The last segment of a method name. "types" and "items" are the directory reads crm.userfield.types,
 # crm.status.entity.types and crm.status.entity.items (crm.deal.contact.items.set ends in "set": a write).
@@ -210,8 +215,11 @@ class PortalCaller:
                 delay = next_wait(exc, number)
                 if waited() + delay > bound:
                     raise
-                self.on_event("retry", {"tenant": tenant, "method": method,
-                                        "error": getattr(exc, "code", type(exc).__name__)})
+                code = getattr(exc, "code", type(exc).__name__)
+                self.on_event("retry", {"tenant": tenant, "method": method, "error": code})
+                trouble = TROUBLE.get()
+                if trouble is not None:
+                    trouble.append(code)
                 log.info("bitrix24 %s: retrying in %.2f s after %r (attempt %d)", method, delay, exc, number)
                 self.sleep(delay)
 

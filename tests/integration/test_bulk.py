@@ -164,3 +164,44 @@ def test_bulk_updates_and_per_item_errors(make_stack):
     assert s.emulator.records["contact"][1]["NAME"] == "One"
     assert outcomes[1].error.code == "NOT_FOUND" and outcomes[2].id == 4
     assert "required" in outcomes[3].error.description
+
+
+def test_ranged_listing_walks_fewer_ranges_at_once_while_the_portal_says_503(make_stack, monkeypatch):
+    from flask_bitrix24.services.bulk import ranges
+
+    seen: list[int] = []
+
+    class Recorded(ranges.Pace):
+        def after(self, trouble):
+            super().after(trouble)
+            seen.append(self.chains)
+
+    monkeypatch.setattr(ranges, "Pace", Recorded)
+    stack = make_stack(fail_rate=0.4, fail_status=503, seed=7)  # a busy portal: 2 requests in 5 refused
+    stack.configure()
+    seed(stack.emulator, "contact", 30_000)
+    with stack.app.app_context():
+        ids = [int(row["ID"]) for row in bx_list_all("crm.contact.list", {"select": ["ID"]}, client_id=1)]
+    assert ids == list(range(1, 30_001))  # every row once, in order, through the retries
+    assert stack.emulator.counters.failed > 0 and min(seen) < 4  # it slowed down...
+    assert seen[-1] >= min(seen)  # ...and never below one
+
+
+def test_pace_halves_on_trouble_and_grows_back_after_clean_batches():
+    from flask_bitrix24.services.bulk.ranges import Pace
+
+    pace = Pace(4)
+    pace.after(["QUERY_LIMIT_EXCEEDED"])
+    assert pace.chains == 2
+    pace.after(["PORTAL_ERROR"])
+    pace.after(["QUERY_LIMIT_EXCEEDED"])
+    assert pace.chains == 1
+    for _ in range(2):
+        pace.after([])
+    assert pace.chains == 2
+    for _ in range(4):
+        pace.after([])
+    assert pace.chains == 3
+    for _ in range(20):
+        pace.after([])
+    assert pace.chains == 4  # never more than BITRIX_LIST_CHAINS

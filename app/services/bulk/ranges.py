@@ -20,6 +20,8 @@ page):
 
 Each request still goes through the portal's bucket and operating budget as background work, so more
 chains make a listing as fast as the bucket allows, not faster, and leave interactive calls their share.
+The number walked at once follows what the portal says (``Pace``): halved when a batch needed retries,
+grown back after clean ones.
 The rows-per-ID estimate is refined with every batch walked.
 """
 
@@ -34,6 +36,7 @@ from typing import Any
 from flask import current_app
 
 from ..bitrix24_service import bx_call
+from ..caller import TROUBLE
 from .batch import BATCH_LIMIT, run_chunk
 
 PAGE = 50  # rows per list page
@@ -172,16 +175,20 @@ def _middle(shape: Shape, chains: int, low: int, high: int, density: float, *, t
     app = current_app._get_current_object()
     state = {"rows": 0, "ids": 0, "density": density}
 
-    def task(a: int, b: int, width: int, tail: int | None) -> tuple[list[Any], list[Any] | None]:
+    def task(a: int, b: int, width: int, tail: int | None) -> tuple[list[Any], list[Any] | None, list[str]]:
+        trouble: list[str] = []
+        TROUBLE.set(trouble)  # the retries this range's calls needed
         with app.app_context():  # a context (and database session) of its own, in this thread
-            return _walk_range(shape, a, b, width, tail)
+            rows, found_tail = _walk_range(shape, a, b, width, tail)
+        return rows, found_tail, trouble
 
     pending: list[tuple[Future, int, int]] = []
     cursor = low
+    pace = Pace(chains)
     pool = ThreadPoolExecutor(max_workers=max(1, chains), thread_name_prefix="bitrix24-list")
     try:
         while cursor < high or pending:
-            while cursor < high and len(pending) < chains + 1:
+            while cursor < high and len(pending) < pace.chains + 1:
                 width = page_width(state["density"])
                 b = min(high, cursor + width * BATCH_LIMIT)
                 # Each task runs in a copy of this context: the caller's background flag, log fields.
@@ -190,7 +197,8 @@ def _middle(shape: Shape, chains: int, low: int, high: int, density: float, *, t
                 pending.append((future, cursor, b))
                 cursor = b
             future, a, b = pending.pop(0)
-            rows, tail = future.result()
+            rows, tail, trouble = future.result()
+            pace.after(trouble)
             if tail is not None:
                 holder["tail"] = tail
             state["rows"] += len(rows)
@@ -201,6 +209,25 @@ def _middle(shape: Shape, chains: int, low: int, high: int, density: float, *, t
         for future, _, _ in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Pace:
+    """How many ranges to walk at once: ``most`` (BITRIX_LIST_CHAINS) while the portal answers cleanly;
+    halved (down to one) when a batch needed retries (the portal said 503, failed, or dropped us: it or
+    its bucket is shared and busy), then one more after every few clean batches. Batches already sent
+    are not recalled: the next ones wait."""
+
+    def __init__(self, most: int) -> None:
+        self.most = self.chains = max(1, most)
+        self.clean = 0
+
+    def after(self, trouble: list[str]) -> None:
+        if trouble:
+            self.chains, self.clean = max(1, self.chains // 2), 0
+            return
+        self.clean += 1
+        if self.chains < self.most and self.clean >= 2 * self.chains:
+            self.chains, self.clean = self.chains + 1, 0
 
 
 def chains_setting() -> int:
