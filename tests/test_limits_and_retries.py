@@ -309,7 +309,7 @@ def test_a_batch_learns_each_commands_cost_and_the_next_batch_waits_for_room(env
         outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(60)])
     assert all(o.error is None for o in outcomes)
     # 455 + 10 x 0.5 passes what bulk work may use (456 s, 95% of 480): it waited for the reset
-    assert len(portal.calls) == 2 and max(env_app.fake_time.sleeps) == pytest.approx(101, abs=1)
+    assert len(portal.calls) == 2 and max(env_app.fake_time.sleeps) == pytest.approx(100, abs=1)
     budget = env_app.extensions["bitrix24"].budgets.snapshot()
     assert budget[f"{PORTAL_BASE.split('/')[2]} crm.contact.update"]["cost"] == pytest.approx(0.5)
 
@@ -330,7 +330,7 @@ def test_commands_the_portal_refused_for_the_budget_are_sent_again_after_the_res
     body = portal.calls[1].request.body
     resent = {k for k, _ in parse_qsl(body if isinstance(body, str) else body.decode()) if k.startswith("cmd[")}
     assert resent == {"cmd[w2]", "cmd[w3]"}  # only the refused ones, which never ran
-    assert max(env_app.fake_time.sleeps) == pytest.approx(31, abs=1)
+    assert max(env_app.fake_time.sleeps) == pytest.approx(30, abs=1)
 
 
 # --- Redis-shared bucket ---------------------------------------------------------------------------

@@ -39,11 +39,11 @@ def make(request):
     return lambda **kw: Shared(url, **kw)
 
 
-def told(b, method, operating, reset_in, *, cost=None, now=None, token=None):
+def told(b, method, operating, reset_in, *, cost=None, now=None, token=None, charges=()):
     """The portal answered a call of ``method``: its total and when the oldest bucket drops out."""
     now = now if now is not None else time.time()
     b.record("p", method, {"operating": operating, "operating_reset_at": now + reset_in, "finish": now},
-             cost=cost, token=token)
+             cost=cost, token=token, charges=charges)
 
 
 def test_a_call_goes_while_its_cost_fits_and_waits_for_the_reset_when_it_does_not(make):
@@ -177,3 +177,45 @@ def test_background_work_keeps_room_for_one_more_of_its_own_requests(make):
     # batch can always go to find out what dropped out without passing 480
     assert b.admit("p", "crm.contact.update", 50, "big", background=True) > 0
     assert b.admit("p", "crm.contact.update", 20, "small", background=True) == 0  # 450 <= 480 - 24
+
+
+def test_our_own_charges_drop_out_when_their_bucket_does_with_no_call_to_find_out():
+    s = Local(limit=480, bucket=60)
+    b = s.budgets
+    start = s.now
+    # 450 s charged in three minutes' buckets, 150 each, by our own calls
+    for minute in range(3):
+        s.now = start + 60 * minute
+        told(b, "crm.contact.update", 150 * (minute + 1), 600 - 60 * minute, cost=0.5, now=s.now,
+             charges=[(s.now, 150.0)])
+    s.now = start + 150
+    assert b.admit("p", "crm.contact.update", 50, "a", background=True) == pytest.approx(450)  # the first drops
+    s.now = start + 600.5
+    # the first minute's 150 s are gone: 300 + 25 fits at once, no lone call sent to find out first
+    for token in "abcdef":  # 300 + 6 x 25 = 450 <= 455
+        assert b.admit("p", "crm.contact.update", 50, token, background=True) == 0
+    assert b.admit("p", "crm.contact.update", 50, "g", background=True) == pytest.approx(59.5)  # the next drop
+
+
+def test_a_charge_is_taken_as_gone_only_as_late_as_the_answer_came():
+    s = Local(limit=480, bucket=60)
+    b = s.budgets
+    # the portal's clock runs 5 s behind ours (or its answer took 5 s to reach us)
+    b.record("p", "m", {"operating": 470, "operating_reset_at": s.now - 5 + 600, "finish": s.now - 5},
+             cost=1, charges=[(s.now - 5, 470.0)])
+    s.now += 600 - 5 + 1  # a window after the charge by the portal's clock; 4 s before by ours
+    assert b.admit("p", "m", 20, "t", background=True) == pytest.approx(4)
+    s.now += 4
+    assert b.admit("p", "m", 20, "t", background=True) == 0
+
+
+def test_the_shared_budgets_keep_the_same_ledger(redis_url):
+    b = RedisOperatingBudgets(redis_url, limit=480, bucket=0.1, prefix=f"test:operating:{time.time_ns()}:")
+    now = time.time()
+    # a window of 1 s: a charge 0.6 s old drops out in 0.4 s
+    b.record("p", "m", {"operating": 470, "operating_reset_at": now + 100, "finish": now}, cost=0.5,
+             charges=[(now - 0.6, 400.0)])
+    wait = b.admit("p", "m", 50, "t", background=True)
+    assert 0.2 < wait <= 0.45
+    time.sleep(wait + 0.05)
+    assert b.admit("p", "m", 50, "t", background=True) == 0

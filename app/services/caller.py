@@ -258,7 +258,7 @@ class PortalCaller:
         if method.lower() != "batch":
             timing = envelope.get("time")
             cost = _counted(timing)
-            self.budgets.record(portal, method, timing, cost=cost, token=token)
+            self.budgets.record(portal, method, timing, cost=cost, token=token, charges=_charges([timing], cost))
             if isinstance(timing, dict) and isinstance(timing.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
             return
@@ -279,7 +279,8 @@ class PortalCaller:
         for name in needs:
             timings = sorted(by_method.get(name, []), key=_finish)
             last = timings[-1] if timings else None
-            self.budgets.record(portal, name, last, cost=_batch_cost(timings), token=token)
+            cost = _batch_cost(timings)
+            self.budgets.record(portal, name, last, cost=cost, token=token, charges=_charges(timings, cost))
             if last is not None and isinstance(last.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
 
@@ -352,6 +353,21 @@ def _counted(timing: Any) -> float | None:
 def _finish(timing: dict[str, Any]) -> float:
     finish = timing.get("finish")
     return float(finish) if isinstance(finish, (int, float)) else 0.0
+
+
+def _charges(timings: list[Any], cost: float | None) -> list[tuple[float, float]]:
+    """What each call was charged and when (the portal's ``finish``): its own ``processing`` where it
+    counts, else the cost learnt for the method. The budget keeps them by the portal's bucket, to know
+    what drops out when."""
+    out = []
+    for timing in timings:
+        if not isinstance(timing, dict) or not isinstance(timing.get("finish"), (int, float)):
+            continue
+        charged = _counted(timing)
+        charged = cost if charged is None or (charged == 0 and cost) else charged
+        if charged:
+            out.append((float(timing["finish"]), float(charged)))
+    return out
 
 
 def _batch_cost(timings: list[dict[str, Any]]) -> float | None:

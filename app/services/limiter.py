@@ -13,6 +13,7 @@ shared version is one atomic Lua script in Redis, using Redis' clock so machines
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -215,8 +216,11 @@ class MethodBudget:
     reset_at: float | None = None  # unix time the oldest bucket drops out, as last given
     seen_at: float = 0.0  # our unix time when that was given
     finish: float = 0.0  # the portal's time.finish of that answer (orders answers that cross)
+    shift: float = 0.0  # how much later by our clock that answer came than its finish by the portal's
     cost: float | None = None  # seconds one call of the method is expected to cost
     reserved: dict[str, tuple[float, float]] | None = None  # token -> (seconds, lapses at)
+    # What our own calls were charged, by the portal's bucket: index -> [first charge (portal time), seconds]
+    ledger: dict[int, list[float]] | None = None
 
 
 class OperatingBudgets:
@@ -244,9 +248,11 @@ class OperatingBudgets:
             b = self._get(portal, method)
             now = self._clock()
             reserved = b.reserved = {k: v for k, v in (b.reserved or {}).items() if v[1] > now}
+            drops = [(first + self.window, seconds) for first, seconds in (b.ledger or {}).values()]
             decision = plan_admission(
                 b.operating, b.reset_at, b.seen_at, b.cost, sum(v[0] for v in reserved.values()), calls, now,
-                limit=self.limit, window=self.window, background=background,
+                limit=self.limit, window=self.window, background=background, finish=b.finish, shift=b.shift,
+                drops=drops,
             )
             if decision == 0:
                 reserved[token] = (calls * (b.cost or 0.0), now + holds_for + RESERVATION_TTL)
@@ -259,14 +265,21 @@ class OperatingBudgets:
                 b.reserved.pop(token, None)
 
     def record(self, portal: str, method: str, time_info: object, *, cost: float | None = None,
-               token: str | None = None) -> None:
-        """What an answer said of ``method``'s budget (its ``time``), and what one call of it cost
-        (``cost``, when the caller could tell); ``token``'s reservation is released."""
+               token: str | None = None, charges: list[tuple[float, float]] = ()) -> None:
+        """What an answer said of ``method``'s budget (its ``time``), what one call of it cost (``cost``,
+        when the caller could tell), and what each of its calls was charged, when (``charges``: the
+        portal's ``finish`` of each, and seconds); ``token``'s reservation is released."""
         with self._lock:
             b = self._get(portal, method)
             if token is not None and b.reserved:
                 b.reserved.pop(token, None)
-            apply_answer(b, time_info, cost, self._clock())
+            now = self._clock()
+            ledger = b.ledger = {k: v for k, v in (b.ledger or {}).items() if v[0] + 2 * self.window > now}
+            for at, seconds in charges:
+                if seconds > 0:
+                    entry = ledger.setdefault(math.floor(at / self.bucket), [at, 0.0])
+                    entry[0], entry[1] = min(entry[0], at), entry[1] + seconds
+            apply_answer(b, time_info, cost, now)
 
     def exhausted(self, portal: str, method: str, reset_at: float | None = None) -> None:
         """The portal refused ``method`` (a 429, or a batch command's OPERATION_TIME_LIMIT)."""
@@ -301,11 +314,30 @@ class OperatingBudgets:
 
 
 def plan_admission(operating: float, reset_at: float | None, seen_at: float, cost: float | None, reserved: float,
-                   calls: int, now: float, *, limit: float, window: float, background: bool) -> float:
+                   calls: int, now: float, *, limit: float, window: float, background: bool,
+                   finish: float | None = None, shift: float = 0.0, drops: list[tuple[float, float]] = ()) -> float:
     """0 when ``calls`` calls may go now, else the seconds to wait before asking again (the rule in
-    the comment above; the Redis script below is the same rule, line for line)."""
+    the comment above; the Redis script below is the same rule, line for line). ``drops`` are our own
+    charges by bucket: (when the bucket drops out, seconds), in the portal's time; ``finish`` is the
+    portal's time of the last answer and ``shift`` how much later by our clock it came."""
     if now >= seen_at + window + 1:
         operating = 0.0  # a whole window since the last answer: all of that total has dropped out
+    # Our charges whose buckets dropped out since the last answer no longer count. Portal time is read
+    # on our clock shifted by how late the last answer reached us (its skew and transit), so a bucket
+    # is taken as gone only once it surely is.
+    next_drop = last_gone = None
+    for drops_at, seconds in drops:
+        if finish is not None and finish < drops_at <= now - shift:
+            operating -= seconds
+            last_gone = drops_at if last_gone is None else max(last_gone, drops_at)
+        elif drops_at > now - shift and (next_drop is None or drops_at + shift < next_drop):
+            next_drop = drops_at + shift
+    operating = max(0.0, operating)
+    # The reset the portal announced was one of our own buckets, now taken off: the next to wait for
+    # is our next one (operating_reset_at is whole seconds, so within a second is the same bucket).
+    consumed = reset_at is not None and last_gone is not None and last_gone + 1 >= reset_at
+    if reset_at is not None:
+        reset_at += shift  # on our clock, as late as it can be
     need = calls * (cost or 0.0)
     # Background work leaves a share to people, and always room for one more of its own calls: that
     # call can then find out what dropped out at the reset (below) without passing the limit.
@@ -313,9 +345,11 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
     if operating + reserved + need <= cap or (operating == 0 and reserved == 0):
         return 0.0
     bucket = window / 10
-    if reset_at is None or now < reset_at:
-        # Wait for the oldest bucket to drop out (never told when: look again in a bucket).
-        wake = reset_at if reset_at is not None else seen_at + bucket
+    if reset_at is None or now < reset_at or (consumed and next_drop is not None):
+        # Wait for the oldest bucket to drop out, or one of ours (never told when: look again in a bucket).
+        wake = seen_at + bucket if reset_at is None else reset_at if not consumed else next_drop
+        if next_drop is not None and next_drop < wake:
+            wake = next_drop
         return max(0.05, wake - now)
     if reserved > 0:
         return 0.25  # a call is out learning how much dropped out: look again shortly
@@ -340,13 +374,14 @@ def apply_answer(b: MethodBudget, time_info: object, cost: float | None, now: fl
     finish = float(finish) if isinstance(finish, (int, float)) else now
     if not isinstance(operating, (int, float)) or finish < b.finish:
         return  # no figure, or an answer older than the one we have (calls answered out of order)
-    b.operating, b.finish, b.seen_at = float(operating), finish, now
+    b.operating, b.finish, b.seen_at, b.shift = float(operating), finish, now, now - finish
     b.reset_at = float(reset_at) if isinstance(reset_at, (int, float)) else None
 
 
 # KEYS[1] = the method's hash. ARGV[1] = mode ("admit" | "record" | "release" | "exhausted" | "blocked" | "read").
 # admit: ARGV = mode, calls, token, limit, window, background (1/0), reserve fraction, reservation ttl.
-# record: ARGV = mode, token, operating or "", reset_at or "", finish or "", cost or "", ttl.
+# record: ARGV = mode, token, operating or "", reset_at or "", finish or "", cost or "", ttl,
+#   charges ("at|seconds;..." in portal time), bucket length, how long to keep a charge.
 # Times are Redis' own clock (TIME), so machines need not agree. Returns microseconds (admit, blocked).
 _BUDGET_LUA = """
 local t = redis.call('TIME')
@@ -381,9 +416,29 @@ if mode == 'admit' then
   local operating = num('operating', 0)
   local reset_at = num('reset_at', nil)
   local seen_at = num('seen_at', 0)
+  local finish = num('finish', nil)
   local cost = num('cost', 0)
   local reserved = reserved_sum('')
   if now >= seen_at + window + 1 then operating = 0 end
+  local shift = num('shift', 0)
+  local next_drop = nil
+  local last_gone = nil
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'b:' then
+      local first, seconds = string.match(all[i + 1], '([^|]+)|([^|]+)')
+      local drops_at = tonumber(first) + window
+      if finish ~= nil and finish < drops_at and drops_at <= now - shift then
+        operating = operating - tonumber(seconds)
+        if last_gone == nil or drops_at > last_gone then last_gone = drops_at end
+      elseif drops_at > now - shift and (next_drop == nil or drops_at + shift < next_drop) then
+        next_drop = drops_at + shift
+      end
+    end
+  end
+  operating = math.max(0, operating)
+  local consumed = reset_at ~= nil and last_gone ~= nil and last_gone + 1 >= reset_at
+  if reset_at ~= nil then reset_at = reset_at + shift end
   local need = calls * cost
   local cap = limit
   if ARGV[6] == '1' then cap = limit - math.max(limit * tonumber(ARGV[7]), need) end
@@ -391,9 +446,11 @@ if mode == 'admit' then
   local bucket = window / 10
   local wait = 0
   if not go then
-    if reset_at == nil or now < reset_at then
+    if reset_at == nil or now < reset_at or (consumed and next_drop ~= nil) then
       local wake = seen_at + bucket
-      if reset_at ~= nil then wake = reset_at end
+      if reset_at ~= nil and not consumed then wake = reset_at end
+      if consumed then wake = next_drop end
+      if next_drop ~= nil and next_drop < wake then wake = next_drop end
       wait = math.max(0.05, wake - now)
     elseif reserved > 0 then
       wait = 0.25
@@ -412,6 +469,26 @@ elseif mode == 'release' then
   return 0
 elseif mode == 'record' then
   if ARGV[2] ~= '' then redis.call('HDEL', key, 'r:' .. ARGV[2]) end
+  local bucket = tonumber(ARGV[9])
+  local keep = tonumber(ARGV[10])
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'b:' then
+      local first = tonumber(string.match(all[i + 1], '([^|]+)|'))
+      if first + keep <= now then redis.call('HDEL', key, all[i]) end
+    end
+  end
+  for at, seconds in string.gmatch(ARGV[8], '([^|;]+)|([^|;]+)') do
+    local field = 'b:' .. tostring(math.floor(tonumber(at) / bucket))
+    local entry = redis.call('HGET', key, field)
+    local first, total = tonumber(at), tonumber(seconds)
+    if entry ~= false then
+      local was_first, was_total = string.match(entry, '([^|]+)|([^|]+)')
+      first = math.min(first, tonumber(was_first))
+      total = total + tonumber(was_total)
+    end
+    redis.call('HSET', key, field, tostring(first) .. '|' .. tostring(total))
+  end
   local cost = tonumber(ARGV[6])
   if cost ~= nil and cost >= 0 then
     local old = num('cost', nil)
@@ -421,7 +498,8 @@ elseif mode == 'record' then
   local operating = tonumber(ARGV[3])
   local finish = tonumber(ARGV[5]) or now
   if operating ~= nil and finish >= num('finish', 0) then
-    redis.call('HSET', key, 'operating', tostring(operating), 'finish', tostring(finish), 'seen_at', tostring(now))
+    redis.call('HSET', key, 'operating', tostring(operating), 'finish', tostring(finish), 'seen_at', tostring(now),
+               'shift', tostring(now - finish))
     local reset_at = tonumber(ARGV[4])
     if reset_at ~= nil then
       redis.call('HSET', key, 'reset_at', tostring(reset_at))
@@ -475,15 +553,17 @@ class RedisOperatingBudgets:
         self._run(portal, method, "release", token)
 
     def record(self, portal: str, method: str, time_info: object, *, cost: float | None = None,
-               token: str | None = None) -> None:
+               token: str | None = None, charges: list[tuple[float, float]] = ()) -> None:
         info = time_info if isinstance(time_info, dict) else {}
 
         def given(name: str) -> str:
             value = info.get(name)
             return repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
+        spent = ";".join(f"{float(at)!r}|{float(seconds)!r}" for at, seconds in charges if seconds > 0)
         self._run(portal, method, "record", token or "", given("operating"), given("operating_reset_at"),
-                  given("finish"), repr(float(cost)) if isinstance(cost, (int, float)) else "", self.window * 2 + 120)
+                  given("finish"), repr(float(cost)) if isinstance(cost, (int, float)) else "", self.window * 2 + 120,
+                  spent, self.bucket, 2 * self.window)
 
     def exhausted(self, portal: str, method: str, reset_at: float | None = None) -> None:
         self._run(portal, method, "exhausted", self.limit + 0.001, "" if reset_at is None else reset_at,
