@@ -244,8 +244,8 @@ class PortalCaller:
                 self.budgets.release(portal, name, token)
             if waited + wait > budget_left:
                 raise OperatingLimit(
-                    f"{name} has used its operating time on this portal (480 s per 10 minutes): it has room "
-                    f"again in {wait:.0f} s", method=method, retry_after=max(1.0, wait),
+                    f"{name} has used its operating time on this portal ({self.budgets.limit:.0f} s per 10 "
+                    f"minutes): it has room again in {wait:.0f} s", method=method, retry_after=max(1.0, wait),
                 )
             self.on_event("operating_wait", {"tenant": tenant, "method": name, "seconds": wait})
             self.sleep(wait)
