@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=10_000)
     parser.add_argument("--cost", type=float, default=0.5, help="server seconds one crm.contact.update takes")
     parser.add_argument("--scale", type=float, default=0.05, help="time compression (1: a real portal's time)")
+    parser.add_argument("--parallel", type=int, default=None, help="BITRIX_BULK_PARALLEL (default: as shipped, 4)")
+    parser.add_argument("--chunk", type=int, default=None, help="the import's --chunk (default: as shipped, 250)")
     args = parser.parse_args()
     window = 600 * args.scale
     emulator = EmulatorProcess(preload=args.updates, time_scale=args.scale, extra=[
@@ -74,11 +76,14 @@ def main() -> None:
             env.update(BITRIX_WEBHOOK_BASE=emulator.base, BITRIX_ALLOWED_HOSTS="127.0.0.1",
                        BITRIX_SECRET_KEY=Fernet.generate_key().decode(), DATABASE_URL=f"sqlite:///{folder}/b.db",
                        BITRIX_OPERATING_BUCKET=str(window / 10), BITRIX_VERIFY_CONFIG="0")
+            if args.parallel:
+                env["BITRIX_BULK_PARALLEL"] = str(args.parallel)
+            chunk = ["--chunk", str(args.chunk)] if args.chunk else []
             flask = [sys.executable, "-m", "flask", "--app", "app", "bitrix24"]
             subprocess.run([*flask, "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
             before = emulator.stats()
             started = time.monotonic()
-            done = subprocess.run([*flask, "import", "contacts", str(rows), "--client", "1"], cwd=ROOT, env=env,
+            done = subprocess.run([*flask, "import", "contacts", str(rows), "--client", "1", *chunk], cwd=ROOT, env=env,
                                   capture_output=True, text=True)
             elapsed = time.monotonic() - started
             after = emulator.stats()
@@ -97,6 +102,7 @@ def main() -> None:
                  - section(before, "operating_seconds").get("crm.contact.update", 0))
     result = {
         "updates": args.updates, "cost_s": args.cost, "scale": args.scale, "window_s": window,
+        "parallel": args.parallel or "default (4)", "chunk": args.chunk or "default (250)",
         "seconds": round(elapsed, 2), "requests": after["requests"] - before["requests"],
         "http_503": status.get("503", 0), "http_429": status.get("429", 0),
         "refused_for_budget": after["operating_limited"] - before["operating_limited"],

@@ -385,20 +385,27 @@ class Emulator:
             modelled = costs.server_time(method, params, outcome.total, self.method_costs)
             self._take(modelled)
         processing = time.perf_counter() - tick
+        finish = self._server_now()
         if limited:
             calls = max(commands, 1)
-            self._charge(method, self.budget.charge_for(self.cost_per_call * calls, max(processing, modelled)))
+            self._charge(method, self.budget.charge_for(self.cost_per_call * calls, max(processing, modelled)), finish)
         body = {"result": outcome.result}
         if outcome.next is not None:
             body["next"] = outcome.next
         if outcome.total is not None:
             body["total"] = outcome.total
         # A portal's processing is its server's time on the method (a batch's is its commands' sum).
-        body["time"] = self._time(method, started, max(processing, modelled))
+        body["time"] = self._time(method, started, max(processing, modelled), finish)
         return body
 
-    def _time(self, method: str, started: float, processing: float) -> dict:
-        finish = self._now()
+    def _server_now(self) -> float:
+        """The portal's time as its server sees it: ahead of the clock by the modelled time this request
+        has spent so far (slept only once the answer is ready, see _take), so that each command of a
+        batch finishes, and is charged, when it would on a portal: one after another."""
+        return self._now() + getattr(self._owed, "seconds", 0.0)
+
+    def _time(self, method: str, started: float, processing: float, finish: float | None = None) -> dict:
+        finish = self._now() if finish is None else finish
         info = {"start": started, "finish": finish, "duration": finish - started, "processing": processing,
                 "date_start": self.clock.iso(started), "date_finish": self.clock.iso(finish)}
         if self.limits:
@@ -424,19 +431,22 @@ class Emulator:
         if per_method and self.budget.blocked(method):
             self.counters.operating_limited += 1
             raise errors.operation_time_limit()
-        started = self._now()
+        started = self._server_now()
         tick = time.perf_counter()
         outcome = self._call(method, query, context)
         modelled = costs.server_time(method, query, outcome.total, self.method_costs)
         self._take(modelled)
         processing = max(time.perf_counter() - tick, modelled)
+        finish = self._server_now()
         if per_method:
-            self._charge(method, self.budget.charge_for(self.cost_per_call, processing))
-        return outcome.result, outcome.total, outcome.next, self._time(method, started, processing), modelled
+            self._charge(method, self.budget.charge_for(self.cost_per_call, processing), finish)
+        timing = self._time(method, started, processing, finish)
+        return outcome.result, outcome.total, outcome.next, timing, modelled
 
-    def _charge(self, method: str, seconds: float) -> None:
-        """Charge ``seconds`` to the method's operating budget (and count them for the stats)."""
-        self.budget.record(method, seconds)
+    def _charge(self, method: str, seconds: float, at: float | None = None) -> None:
+        """Charge ``seconds`` to the method's operating budget at ``at`` (the call's end; default now), and
+        count them for the stats."""
+        self.budget.record(method, seconds, at)
         if seconds > 0:
             self.counters.operating_seconds[method] += seconds
 

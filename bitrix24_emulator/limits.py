@@ -123,10 +123,11 @@ class OperatingBudget:
         # Strictly over: the call that reaches the limit exactly is not yet "over" it.
         return self.used(method) > self.limit
 
-    def record(self, method: str, seconds: float) -> None:
+    def record(self, method: str, seconds: float, at: float | None = None) -> None:
+        """Charge ``seconds`` as of ``at`` (when the call ended; default now): its minute's bucket."""
         if seconds <= 0:
             return
-        now = self.clock()
+        now = self.clock() if at is None else at
         buckets = self._live(method, now)
         self._usage[method] = buckets
         entry = buckets.setdefault(math.floor(now / self.bucket_len), [now, 0.0])

@@ -297,3 +297,19 @@ def test_a_bucket_drops_out_a_window_after_its_first_call_not_at_a_minute_bounda
     assert api.raw("crm.contact.list").status_code == 429
     clock.advance(1)
     assert api.raw("crm.contact.list").status_code == 200
+
+
+def test_a_batchs_commands_finish_and_are_charged_one_after_another():
+    """On a portal a batch's commands run in turn: each one's result_time.finish (and the moment its time is
+    charged) comes its server time after the one before, even though the emulator sleeps that time once, at
+    the end of the request."""
+    api = make_api(operating_limit=480, burst=1000, time_scale=0.1, method_costs={"crm.contact.update": 0.2})
+    for i in range(3):
+        api("crm.contact.add", {"fields": {"NAME": f"N{i}"}})
+    _, body = api("batch", {"cmd": {f"u{i}": f"crm.contact.update?id={i + 1}&fields[NAME]=X" for i in range(3)}})
+    times = body["result"]["result_time"]
+    finishes = [times[f"u{i}"]["finish"] for i in range(3)]
+    assert [round(b - a, 3) for a, b in zip(finishes, finishes[1:], strict=False)] == [0.02, 0.02]
+    assert [times[f"u{i}"]["operating"] for i in range(3)] == pytest.approx([0.2, 0.4, 0.6])
+    assert times["u0"]["start"] == pytest.approx(finishes[0] - 0.02)
+    assert times["u1"]["processing"] == pytest.approx(0.2)  # the portal's own time on it, unscaled
