@@ -197,14 +197,15 @@ class RedisBuckets:
 # were nothing gone; its answer brings the new total and the next reset time. A method the portal
 # has refused is looked at again a second past ``operating_reset_at`` (whole seconds), then once a
 # bucket. Once a whole window has passed since the last answer, nothing of that total remains.
-# Background work (bulk jobs, syncs, event handlers) stops short of the limit by ``BACKGROUND_RESERVE``
-# of it, which people's own calls of that method can still use, and by at least one of its own
-# requests, so that the call sent at the reset to find out what dropped out always fits.
+# What we were charged ourselves is kept by the portal's bucket (a ledger: each answer's, and each batch
+# command's, finish and charge), so when one of our own buckets drops out we know by how much without
+# asking, and wait for exactly the next one. Background work (bulk jobs, syncs, event handlers) stops
+# short of the limit by ``BACKGROUND_RESERVE`` of it, which people's own calls of that method can use.
 #
 # The state of each (portal, method) is a few numbers, kept in the process or, with Redis, in one
 # hash per method that every process and machine reads and updates in one atomic script.
 
-BACKGROUND_RESERVE = 0.05  # of the limit, kept for interactive calls of the same method
+BACKGROUND_RESERVE = 0.025  # of the limit (12 s of 480), kept for interactive calls of the same method
 # A reservation whose call never reported back (a killed process) lapses this long after the longest the
 # call could still take: its wait for a place in the bucket, then the portal's 60 s, plus a margin.
 RESERVATION_TTL = 90.0
@@ -339,9 +340,8 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
     if reset_at is not None:
         reset_at += shift  # on our clock, as late as it can be
     need = calls * (cost or 0.0)
-    # Background work leaves a share to people, and always room for one more of its own calls: that
-    # call can then find out what dropped out at the reset (below) without passing the limit.
-    cap = limit - max(limit * BACKGROUND_RESERVE, need) if background else limit
+    # Background work leaves a share to people (who may also use it to find out what dropped out, below).
+    cap = limit * (1 - BACKGROUND_RESERVE) if background else limit
     if operating + reserved + need <= cap or (operating == 0 and reserved == 0):
         return 0.0
     bucket = window / 10
@@ -441,7 +441,7 @@ if mode == 'admit' then
   if reset_at ~= nil then reset_at = reset_at + shift end
   local need = calls * cost
   local cap = limit
-  if ARGV[6] == '1' then cap = limit - math.max(limit * tonumber(ARGV[7]), need) end
+  if ARGV[6] == '1' then cap = limit * (1 - tonumber(ARGV[7])) end
   local go = (operating + reserved + need <= cap) or (operating == 0 and reserved == 0)
   local bucket = window / 10
   local wait = 0
