@@ -312,6 +312,10 @@ def worker_command(burst: bool, interval: float) -> None:
     except Exception as exc:
         runtime(app).session.rollback()
         click.echo(f"sweep failed: {exc}", err=True)
+    finally:
+        # The worker runs for days in this context: hand the connection back, or its read transaction
+        # would stay open ("idle in transaction" on PostgreSQL, holding a snapshot and table locks).
+        runtime(app).session.remove()
     if queue.name == "rq":
         # No fork per job: a forked child would share the parent's database connections. Run
         # several workers for parallelism.

@@ -98,7 +98,14 @@ def portal_target(client_id: int | None) -> Target:
     if hit is not None and hit[0] > now:
         return hit[1]
     generation = state.target_generation
+    session = state.session
+    session = session() if hasattr(session, "registry") else session  # the scoped session's own
+    ours = not session.in_transaction()
     target = _portal_target(client_id)
+    if ours and not (session.new or session.dirty or session.deleted):
+        # End the read this lookup began (never a transaction of the caller's): a bulk job or a stream
+        # runs for minutes, and would hold a database connection "idle in transaction" all along.
+        session.rollback()
     ttl = float(current_app.config.get("BITRIX_CONFIG_CACHE_SECONDS", 5.0))
     # Not kept if a config changed while we looked (what we read may be the old one).
     if ttl > 0 and generation == state.target_generation:
