@@ -46,7 +46,7 @@ from .errors import (
 )
 from .limiter import BucketParams, OperatingBudgets
 from .portal import PortalPool
-from .wire import batch_commands, parse_command_method
+from .wire import batch_methods
 
 log = logging.getLogger("flask_bitrix24")
 
@@ -264,12 +264,8 @@ class PortalCaller:
             return
         body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
         times, errors = _section(body.get("result_time")), _section(body.get("result_error"))
-        commands = batch_commands(params)
         by_method: dict[str, list[dict[str, Any]]] = {}
-        for key, command in commands.items():
-            name = parse_command_method(command)
-            if name is None:
-                continue
+        for key, name in batch_methods(params).items():
             if isinstance(times.get(key), dict):
                 by_method.setdefault(name, []).append(times[key])
             error = errors.get(key)
@@ -325,10 +321,8 @@ def methods_run(method: str, params: Any) -> dict[str, int]:
     if method.lower() != "batch":
         return {method.lower(): 1}
     counts: dict[str, int] = {}
-    for command in batch_commands(params).values():
-        name = parse_command_method(command)
-        if name is not None:
-            counts[name] = counts.get(name, 0) + 1
+    for name in batch_methods(params).values():
+        counts[name] = counts.get(name, 0) + 1
     return counts
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -223,23 +224,25 @@ def _listify(node: Any) -> Any:
     return converted
 
 
-def batch_commands(params: Any) -> dict[str, str]:
-    """A batch call's commands by key, from its params (``{"cmd": {...}}`` or a list) or from its body
-    already encoded (``cmd[key]=method%3Fquery``)."""
-    if isinstance(params, str):
-        from urllib.parse import parse_qsl
+_ENCODED_COMMAND = re.compile(r"(?:^|&)cmd(?:%5B|\[)([^&=]*?)(?:%5D|\])=([^&]*)")
 
+
+def batch_methods(params: Any) -> dict[str, str]:
+    """A batch call's command keys and each command's method (lower-case), from its params (``{"cmd":
+    {...}}`` or a list) or from its body already encoded (``cmd%5Bkey%5D=method%3Fquery``). The encoded
+    body is only scanned, not decoded: this runs on every batch request."""
+    from urllib.parse import unquote
+
+    if isinstance(params, str):
         found = {}
-        for name, value in parse_qsl(params, keep_blank_values=True):
-            if name.startswith("cmd[") and name.endswith("]") and "[" not in name[4:-1]:
-                found[name[4:-1]] = value
+        for key, value in _ENCODED_COMMAND.findall(params):
+            method = parse_command_method(unquote(value.split("%3F", 1)[0].split("?", 1)[0]))
+            if method is not None:
+                found[unquote(key)] = method
         return found
     cmd = params.get("cmd") if isinstance(params, dict) else None
-    if isinstance(cmd, list):
-        return {str(i): v for i, v in enumerate(cmd) if isinstance(v, str)}
-    if isinstance(cmd, dict):
-        return {str(k): v for k, v in cmd.items() if isinstance(v, str)}
-    return {}
+    items = enumerate(cmd) if isinstance(cmd, list) else cmd.items() if isinstance(cmd, dict) else ()
+    return {str(k): m for k, v in items if (m := parse_command_method(v)) is not None}
 
 
 def parse_command_method(command: Any) -> str | None:
