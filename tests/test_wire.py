@@ -154,3 +154,14 @@ def test_parse_php_form_refuses_non_utf8_and_too_many_fields():
 def test_keys_of_non_ascii_digits_are_string_keys_as_in_php():
     # "²".isdigit() is true but int("²") raises; "٣" is not 3 to PHP: both are string keys, "a[]" counts past 0
     assert parse_php_form("a[²]=1&a[]=2&a[٣]=3&a[]=4") == {"a": {"²": "1", "0": "2", "٣": "3", "1": "4"}}
+
+
+def test_batch_methods_from_params_and_from_the_encoded_body():
+    from flask_bitrix24.services.wire import batch_methods, form_body
+
+    cmd = {"w 0": "crm.contact.update?id=1&fields[NAME]=x y", "w1": "CRM.Contact.Get.json?id=2", "w2": "profile"}
+    expected = {"w 0": "crm.contact.update", "w1": "crm.contact.get", "w2": "profile"}
+    assert batch_methods({"halt": 0, "cmd": cmd}) == expected
+    assert batch_methods(form_body({"halt": 0, "cmd": cmd})) == expected
+    assert batch_methods({"cmd": ["a.b?x=1", "c", 5]}) == {"0": "a.b", "1": "c"}
+    assert batch_methods("halt=0") == {} and batch_methods(None) == {}
