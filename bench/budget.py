@@ -13,7 +13,8 @@ takes its server time x scale; the limit (480) and the cost per call are not sca
 calls each window allows is the portal's. Our side is told the same window (BITRIX_OPERATING_BUCKET).
 
 The job is what a person runs: ``flask bitrix24 import contacts updates.jsonl --client 1`` (every row has
-an ID, so every row is an update, 50 to a batch request). Printed: wall time, requests, 503s and 429s
+an ID, so every row is an update, 50 to a batch request; ``--via python``: one ``bulk_write`` call of all
+of them, as a host's own job would make, in this process). Printed: wall time, requests, 503s and 429s
 (HTTP and batch commands), operating seconds charged, the lines the command printed while it waited for
 the budget, and the bound:
 
@@ -53,6 +54,27 @@ def bounds(updates: int, cost: float, window: float) -> dict:
             "bound_s": max(budget, bucket)}
 
 
+def in_process(env: dict[str, str], updates: int) -> subprocess.CompletedProcess:
+    """The same updates through the Python API, ``bulk_write``, in one call (what a host's own job does)."""
+    sys.path.insert(0, str(ROOT))
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from flask_bitrix24 import create_app
+        from flask_bitrix24.services.bulk import bulk_write
+
+        app = create_app()
+        with app.app_context():
+            outcomes = bulk_write("crm.contact", [{"id": i, "fields": {"NAME": f"Updated {i}"}}
+                                                  for i in range(1, updates + 1)], client_id=1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    failed = sum(o.error is not None for o in outcomes)
+    summary = f"bulk_write: {len(outcomes):,} items: updated {len(outcomes) - failed:,}, failed {failed:,}"
+    return subprocess.CompletedProcess([], 1 if failed else 0, summary, "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--updates", type=int, default=10_000)
@@ -60,6 +82,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.05, help="time compression (1: a real portal's time)")
     parser.add_argument("--parallel", type=int, default=None, help="BITRIX_BULK_PARALLEL (default: as shipped, 4)")
     parser.add_argument("--chunk", type=int, default=None, help="the import's --chunk (default: as shipped, 250)")
+    parser.add_argument("--via", choices=["cli", "python"], default="cli",
+                        help="cli: flask bitrix24 import (default); python: one bulk_write() call in this process")
     args = parser.parse_args()
     window = 600 * args.scale
     emulator = EmulatorProcess(preload=args.updates, time_scale=args.scale, extra=[
@@ -83,8 +107,11 @@ def main() -> None:
             subprocess.run([*flask, "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
             before = emulator.stats()
             started = time.monotonic()
-            done = subprocess.run([*flask, "import", "contacts", str(rows), "--client", "1", *chunk], cwd=ROOT, env=env,
-                                  capture_output=True, text=True)
+            if args.via == "cli":
+                done = subprocess.run([*flask, "import", "contacts", str(rows), "--client", "1", *chunk], cwd=ROOT,
+                                      env=env, capture_output=True, text=True)
+            else:
+                done = in_process(env, args.updates)
             elapsed = time.monotonic() - started
             after = emulator.stats()
     finally:
@@ -102,7 +129,7 @@ def main() -> None:
                  - section(before, "operating_seconds").get("crm.contact.update", 0))
     result = {
         "updates": args.updates, "cost_s": args.cost, "scale": args.scale, "window_s": window,
-        "parallel": args.parallel or "default (4)", "chunk": args.chunk or "default (250)",
+        "via": args.via, "parallel": args.parallel or "default (4)", "chunk": args.chunk or "default (250)",
         "seconds": round(elapsed, 2), "requests": after["requests"] - before["requests"],
         "http_503": status.get("503", 0), "http_429": status.get("429", 0),
         "refused_for_budget": after["operating_limited"] - before["operating_limited"],
