@@ -535,3 +535,19 @@ def test_a_bulk_write_that_meets_a_busy_origin_answers_per_item(make_app, portal
         outcomes = bulk_write("crm.contact", [{"fields": {"NAME": "x", "ORIGIN_ID": f"ext-{i}"}} for i in range(60)])
     assert [o.id for o in outcomes[:50]] == [1000 + i for i in range(50)]
     assert {o.error.code for o in outcomes[50:]} == {"BUSY"}
+
+
+def test_updates_done_before_a_later_failure_of_their_batch_are_reported_done(env_app, portal):
+    from flask_bitrix24.services.bulk import bulk_write
+
+    now = env_app.fake_time.time()
+    refused_error = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
+    keys = [f"w{i}" for i in range(4)]
+    portal.post(portal_url("batch"), json=_costly_batch(now, keys, 470, 0.0, 30,
+                                                        errors={"w2": refused_error, "w3": refused_error}))
+    portal.post(portal_url("batch"), status=401,
+                json={"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"})
+    with env_app.app_context():
+        outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(4)])
+    assert [o.error for o in outcomes[:2]] == [None, None]  # they were updated: not reported as failed
+    assert {o.error.code for o in outcomes[2:]} == {"INVALID_CREDENTIALS"}

@@ -209,3 +209,44 @@ def test_the_shared_budgets_keep_the_same_ledger(redis_url):
     assert 0.2 < wait <= 0.45
     time.sleep(wait + 0.05)
     assert b.admit("p", "m", 50, "t", background=True) == 0
+
+
+# --- found by a review of this code ------------------------------------------------------------------
+
+
+def test_a_refusal_with_no_reset_time_is_looked_at_again_once_a_bucket():
+    s = Local()
+    b = s.budgets
+    b.exhausted("p", "m")  # the first news of m is a 429 (another process spent it): no reset time known
+    assert b.admit("p", "m", 1, "a") == pytest.approx(60)
+    s.now += 60
+    assert b.admit("p", "m", 1, "a") == 0  # one look, not polling until the whole window has passed
+
+
+def test_our_announced_bucket_already_taken_off_with_no_later_one_waits_for_the_reset():
+    from flask_bitrix24.services.limiter import plan_admission
+
+    # the portal recorded our charge a moment after its finish: reset_at 1000, our drop at 999.9
+    wait = plan_admission(480.0, 1000.0, 990.0, 0.5, 0.0, 40, 999.95, limit=480, window=600, background=False,
+                          finish=990.0, shift=0.0, drops=[(999.9, 10.0)])
+    assert wait == pytest.approx(0.05)
+
+
+def test_a_command_under_a_tenth_of_a_second_is_charged_nothing_in_the_ledger():
+    from flask_bitrix24.services.caller import _charges
+
+    timings = [{"finish": 405.0 + i, "processing": 0.15 if i % 2 else 0.05} for i in range(4)]
+    assert _charges(timings, cost=0.15) == [(406.0, 0.15), (408.0, 0.15)]
+    assert _charges([{"finish": 1.0}], cost=0.3) == [(1.0, 0.3)]  # no processing given: the learnt cost
+
+
+def test_after_a_refusal_drops_that_came_before_it_are_not_taken_off_again():
+    s = Local()
+    b = s.budgets
+    start = s.now
+    b.record("p", "m", {"operating": 470, "operating_reset_at": start + 20, "finish": start}, cost=0.5,
+             charges=[(start - 579.5, 100.0)])  # our bucket, dropping at start + 20.5
+    s.now = start + 30
+    b.exhausted("p", "m")  # refused after that drop: the total it was refused on was already without it
+    s.now = start + 31
+    assert b.admit("p", "m", 50, "a") > 0

@@ -265,18 +265,21 @@ class PortalCaller:
         body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
         times, errors = _section(body.get("result_time")), _section(body.get("result_error"))
         by_method: dict[str, list[dict[str, Any]]] = {}
+        refused: set[str] = set()
         for key, name in batch_methods(params).items():
             if isinstance(times.get(key), dict):
                 by_method.setdefault(name, []).append(times[key])
             error = errors.get(key)
             if isinstance(error, dict) and error.get("error") == "OPERATION_TIME_LIMIT":
-                self.budgets.exhausted(portal, name)
-                self.on_event("operating_limited", {"tenant": tenant, "method": name})
+                refused.add(name)
         for name in needs:
             timings = sorted(by_method.get(name, []), key=_finish)
             last = timings[-1] if timings else None
             cost = _batch_cost(timings)
             self.budgets.record(portal, name, last, cost=cost, token=token, charges=_charges(timings, cost))
+        for name in refused:  # after the figures of the commands that ran: the refusal is the later news
+            self.budgets.exhausted(portal, name)
+            self.on_event("operating_limited", {"tenant": tenant, "method": name})
             if last is not None and isinstance(last.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
 
@@ -350,15 +353,15 @@ def _finish(timing: dict[str, Any]) -> float:
 
 
 def _charges(timings: list[Any], cost: float | None) -> list[tuple[float, float]]:
-    """What each call was charged and when (the portal's ``finish``): its own ``processing`` where it
-    counts, else the cost learnt for the method. The budget keeps them by the portal's bucket, to know
-    what drops out when."""
+    """What each call was charged and when (the portal's ``finish``): its own ``processing`` (nothing under
+    0.1 s), or where the answer has none, the cost learnt for the method. The budget keeps them by the
+    portal's bucket, to know what drops out when."""
     out = []
     for timing in timings:
         if not isinstance(timing, dict) or not isinstance(timing.get("finish"), (int, float)):
             continue
-        charged = _counted(timing)
-        charged = cost if charged is None or (charged == 0 and cost) else charged
+        charged = _counted(timing)  # what the portal charged it: its processing, from 0.1 s up
+        charged = cost if charged is None else charged
         if charged:
             out.append((float(timing["finish"]), float(charged)))
     return out

@@ -216,7 +216,7 @@ class MethodBudget:
     operating: float = 0.0  # the last total the portal gave (seconds in its window)
     reset_at: float | None = None  # unix time the oldest bucket drops out, as last given
     seen_at: float = 0.0  # our unix time when that was given
-    finish: float = 0.0  # the portal's time.finish of that answer (orders answers that cross)
+    finish: float | None = None  # the portal's time.finish of that answer (orders answers that cross)
     shift: float = 0.0  # how much later by our clock that answer came than its finish by the portal's
     cost: float | None = None  # seconds one call of the method is expected to cost
     reserved: dict[str, tuple[float, float]] | None = None  # token -> (seconds, lapses at)
@@ -286,8 +286,10 @@ class OperatingBudgets:
         """The portal refused ``method`` (a 429, or a batch command's OPERATION_TIME_LIMIT)."""
         with self._lock:
             b = self._get(portal, method)
-            b.operating = max(b.operating, self.limit + 0.001)
-            b.seen_at = self._clock()
+            now = self._clock()
+            b.operating, b.seen_at = max(b.operating, self.limit + 0.001), now
+            # The refusal is news as of now: drops before it are in the figure it was refused on.
+            b.finish = max(b.finish if b.finish is not None else now - b.shift, now - b.shift)
             if reset_at is not None:
                 b.reset_at = reset_at
 
@@ -345,11 +347,16 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
     if operating + reserved + need <= cap or (operating == 0 and reserved == 0):
         return 0.0
     bucket = window / 10
-    if reset_at is None or now < reset_at or (consumed and next_drop is not None):
-        # Wait for the oldest bucket to drop out, or one of ours (never told when: look again in a bucket).
-        wake = seen_at + bucket if reset_at is None else reset_at if not consumed else next_drop
+    if reset_at is not None and (now < reset_at or (consumed and next_drop is not None)):
+        # Wait for the oldest bucket to drop out, or one of ours (once the announced one was ours and is
+        # already taken off: our next).
+        wake = next_drop if consumed and next_drop is not None else reset_at
         if next_drop is not None and next_drop < wake:
             wake = next_drop
+        return max(0.05, wake - now)
+    if reset_at is None and now < seen_at + bucket:
+        # Never told when the oldest bucket goes: look again in a bucket (or at our next drop).
+        wake = seen_at + bucket if next_drop is None else min(seen_at + bucket, next_drop)
         return max(0.05, wake - now)
     if reserved > 0:
         return 0.25  # a call is out learning how much dropped out: look again shortly
@@ -359,7 +366,7 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
         return 0.0
     # Over the limit as last told (the portal refused a call): look once the reset has passed,
     # then once a bucket ("after that, wait bucket by bucket").
-    wake = reset_at + 1 if reset_at + 1 > seen_at else seen_at + bucket
+    wake = reset_at + 1 if reset_at is not None and reset_at + 1 > seen_at else seen_at + bucket
     return 0.0 if now >= wake else max(0.05, wake - now)
 
 
@@ -372,7 +379,7 @@ def apply_answer(b: MethodBudget, time_info: object, cost: float | None, now: fl
     operating, reset_at = time_info.get("operating"), time_info.get("operating_reset_at")
     finish = time_info.get("finish")
     finish = float(finish) if isinstance(finish, (int, float)) else now
-    if not isinstance(operating, (int, float)) or finish < b.finish:
+    if not isinstance(operating, (int, float)) or (b.finish is not None and finish < b.finish):
         return  # no figure, or an answer older than the one we have (calls answered out of order)
     b.operating, b.finish, b.seen_at, b.shift = float(operating), finish, now, now - finish
     b.reset_at = float(reset_at) if isinstance(reset_at, (int, float)) else None
@@ -446,17 +453,20 @@ if mode == 'admit' then
   local bucket = window / 10
   local wait = 0
   if not go then
-    if reset_at == nil or now < reset_at or (consumed and next_drop ~= nil) then
+    if reset_at ~= nil and (now < reset_at or (consumed and next_drop ~= nil)) then
+      local wake = reset_at
+      if consumed and next_drop ~= nil then wake = next_drop end
+      if next_drop ~= nil and next_drop < wake then wake = next_drop end
+      wait = math.max(0.05, wake - now)
+    elseif reset_at == nil and now < seen_at + bucket then
       local wake = seen_at + bucket
-      if reset_at ~= nil and not consumed then wake = reset_at end
-      if consumed then wake = next_drop end
       if next_drop ~= nil and next_drop < wake then wake = next_drop end
       wait = math.max(0.05, wake - now)
     elseif reserved > 0 then
       wait = 0.25
     elseif operating + need > limit then
       local wake = seen_at + bucket
-      if reset_at + 1 > seen_at then wake = reset_at + 1 end
+      if reset_at ~= nil and reset_at + 1 > seen_at then wake = reset_at + 1 end
       if now < wake then wait = math.max(0.05, wake - now) end
     end
   end
@@ -511,7 +521,10 @@ elseif mode == 'record' then
   return 0
 elseif mode == 'exhausted' then
   local operating = math.max(num('operating', 0), tonumber(ARGV[2]))
-  redis.call('HSET', key, 'operating', tostring(operating), 'seen_at', tostring(now))
+  local finish = now - num('shift', 0)
+  local was = num('finish', nil)
+  if was ~= nil and was > finish then finish = was end
+  redis.call('HSET', key, 'operating', tostring(operating), 'seen_at', tostring(now), 'finish', tostring(finish))
   if ARGV[3] ~= '' then redis.call('HSET', key, 'reset_at', ARGV[3]) end
   redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[4])))
   return 0

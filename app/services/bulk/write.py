@@ -41,6 +41,7 @@ class WriteOutcome:
     generated: bool = field(default=False, repr=False)  # the marker is our UUID, not the caller's ORIGIN_ID
     originator: str | None = field(default=None, repr=False)  # the ORIGINATOR_ID sent with the marker
     existing: bool = False  # the caller's ORIGIN_ID was already on a record: nothing was created
+    done: bool = field(default=False, repr=False)  # the portal answered this item's command with success
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "action": self.action, "ok": self.error is None, "id": self.id}
@@ -132,7 +133,7 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
         # still writing the same ORIGIN_IDs: nothing more will succeed now. Every item not yet done
         # says so; none is left without an answer (and what was made is reported).
         for outcome, _ in pending:
-            if outcome.error is None and not outcome.existing and not (
+            if outcome.error is None and not outcome.done and not outcome.existing and not (
                     outcome.action == "created" and outcome.id is not None) and outcome.index in failure[1]:
                 outcome.error = failure[0]
     return outcomes
@@ -235,9 +236,11 @@ def _write_chunk(entity: Entity, chunk: list, client_id: int | None, max_wait: f
                 refused.append((outcome, command))
             elif result.error is not None:
                 outcome.error = result.error
-            elif outcome.action == "created":
-                new_id = created_id(entity, result.result)
-                outcome.id = new_id if isinstance(new_id, int) else None
+            else:
+                outcome.done = True
+                if outcome.action == "created":
+                    new_id = created_id(entity, result.result)
+                    outcome.id = new_id if isinstance(new_id, int) else None
         if not refused:
             return
         chunk = refused
