@@ -46,7 +46,7 @@ from .errors import (
 )
 from .limiter import BucketParams, OperatingBudgets
 from .portal import PortalPool
-from .wire import batch_methods
+from .wire import batch_methods, batch_section
 
 log = logging.getLogger("flask_bitrix24")
 
@@ -170,7 +170,8 @@ class PortalCaller:
 
         ambiguous = False  # an earlier attempt may have reached the portal
 
-        needs = methods_run(method, params)
+        commands = batch_methods(params) if method.lower() == "batch" else {}
+        needs = methods_run(method, commands)
 
         def attempt() -> dict[str, Any]:
             nonlocal attempts, ambiguous
@@ -197,7 +198,7 @@ class PortalCaller:
                 elif isinstance(exc, (TransportError, ServerError)):
                     ambiguous = ambiguous or not isinstance(exc, TransportError) or exc.sent
                 raise
-            self._record(portal, method, params, envelope, needs, token, tenant)
+            self._record(portal, method, commands, envelope, needs, token, tenant)
             return envelope
 
         number = 0
@@ -251,8 +252,8 @@ class PortalCaller:
             self.sleep(wait)
             waited += wait
 
-    def _record(self, portal: str, method: str, params: Any, envelope: dict[str, Any], needs: dict[str, int],
-                token: str, tenant: str) -> None:
+    def _record(self, portal: str, method: str, commands: dict[str, str], envelope: dict[str, Any],
+                needs: dict[str, int], token: str, tenant: str) -> None:
         """What the answer said of each method's budget; for a batch, each command's ``result_time``
         (the batch's own ``time`` is not a budget: batch itself is never blocked)."""
         if method.lower() != "batch":
@@ -263,10 +264,10 @@ class PortalCaller:
                 self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
             return
         body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
-        times, errors = _section(body.get("result_time")), _section(body.get("result_error"))
+        times, errors = batch_section(body.get("result_time")), batch_section(body.get("result_error"))
         by_method: dict[str, list[dict[str, Any]]] = {}
         refused: set[str] = set()
-        for key, name in batch_methods(params).items():
+        for key, name in commands.items():
             if isinstance(times.get(key), dict):
                 by_method.setdefault(name, []).append(times[key])
             error = errors.get(key)
@@ -318,24 +319,15 @@ class PortalCaller:
             allowed -= wait
 
 
-def methods_run(method: str, params: Any) -> dict[str, int]:
-    """The methods a call runs, with how many times: a batch runs its commands (``cmd``: ``method?query``
-    strings, in its params or its encoded body); batch itself is never blocked, so it is not counted."""
+def methods_run(method: str, commands: dict[str, str]) -> dict[str, int]:
+    """The methods a call runs, with how many times: a batch runs its ``commands`` (key -> method, from
+    ``wire.batch_methods``); batch itself is never blocked, so it is not counted."""
     if method.lower() != "batch":
         return {method.lower(): 1}
     counts: dict[str, int] = {}
-    for name in batch_methods(params).values():
+    for name in commands.values():
         counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-def _section(value: Any) -> dict[str, Any]:
-    # A batch's sections (and its cmd) are a dict by key, or a list when the keys were 0..n-1.
-    if isinstance(value, list):
-        return {str(i): v for i, v in enumerate(value)}
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    return {}
 
 
 def _counted(timing: Any) -> float | None:

@@ -224,6 +224,17 @@ def _listify(node: Any) -> Any:
     return converted
 
 
+def batch_section(value: Any) -> dict[str, Any]:
+    """A section of a batch answer (``result``, ``result_error``, ``result_time``...) as a dict by command key:
+    it is a list when the keys were 0..n-1, an object otherwise, and [] when empty
+    (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)."""
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return {}
+
+
 _ENCODED_COMMAND = re.compile(r"(?:^|&)cmd(?:%5B|\[)([^&=]*?)(?:%5D|\])=([^&]*)")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from ..bitrix24_service import bx_call
 from ..caller import is_repeatable
 from ..errors import Bitrix24Error, classify
-from ..wire import encode_form, flatten_params
+from ..wire import batch_section, encode_form, flatten_params
 
 BATCH_LIMIT = 50  # commands per batch request (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)
 _REFERENCE = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
@@ -36,17 +36,6 @@ def command_string(method: str, params: Any) -> str:
     """``crm.contact.get?id=5``: each command is parsed by PHP's parse_str on the portal."""
     query = encode_form(flatten_params(params))
     return f"{method}?{query}" if query else method
-
-
-def _section(value: Any) -> dict[str, Any]:
-    # Batch sections are a list when the keys were 0..n-1, an object otherwise, and [] when
-    # empty: always hand back a dict keyed by the command key.
-    # See https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html
-    if isinstance(value, list):
-        return {str(i): v for i, v in enumerate(value)}
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    return {}
 
 
 def _references(params: Any) -> set[str]:
@@ -129,8 +118,8 @@ def run_chunk(
         background=True,
     )
     body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
-    results, errors = _section(body.get("result")), _section(body.get("result_error"))
-    totals, nexts = _section(body.get("result_total")), _section(body.get("result_next"))
+    results, errors = batch_section(body.get("result")), batch_section(body.get("result_error"))
+    totals, nexts = batch_section(body.get("result_total")), batch_section(body.get("result_next"))
     items = []
     for key, (method, _) in chunk:
         key = str(key)
