@@ -305,9 +305,14 @@ def test_a_batch_learns_each_commands_cost_and_the_next_batch_waits_for_room(env
     first = [f"w{i}" for i in range(50)]
     portal.post(portal_url("batch"), json=_costly_batch(now, first, 440.5, 0.5, 100))  # 440.5 .. 465.0
     portal.post(portal_url("batch"), json=_costly_batch(now + 101, [f"w{i}" for i in range(50, 60)], 5.5, 0.5, 500))
+    caller = env_app.extensions["bitrix24"].caller
+    events, on_event = [], caller.on_event
+    caller.on_event = lambda name, info: (events.append((name, info)), on_event(name, info))
     with env_app.app_context():
         outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(60)])
     assert all(o.error is None for o in outcomes)
+    # the operating gauge follows each batch's last command (bitrix24_operating_seconds)
+    assert [info["seconds"] for name, info in events if name == "operating"] == [465.0, 10.0]
     # 465 + 10 x 0.5 passes what bulk work may use (468 s, 97.5% of 480): it waited for the reset
     assert len(portal.calls) == 2 and max(env_app.fake_time.sleeps) == pytest.approx(100, abs=1)
     budget = env_app.extensions["bitrix24"].budgets.snapshot()

@@ -278,11 +278,11 @@ class PortalCaller:
             last = timings[-1] if timings else None
             cost = _batch_cost(timings)
             self.budgets.record(portal, name, last, cost=cost, token=token, charges=_charges(timings, cost))
+            if last is not None and isinstance(last.get("operating"), (int, float)):
+                self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
         for name in refused:  # after the figures of the commands that ran: the refusal is the later news
             self.budgets.exhausted(portal, name)
             self.on_event("operating_limited", {"tenant": tenant, "method": name})
-            if last is not None and isinstance(last.get("operating"), (int, float)):
-                self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
 
     def _take_place(self, portal: str, method: str, bucket: BucketParams, allowed: float, background: bool) -> None:
         """A place in the portal's request bucket (interactive calls book ahead; background work takes
