@@ -87,8 +87,10 @@ class Progress:
                 return
             last[0] = now
             resume = time.strftime("%H:%M:%S", time.localtime(time.time() + seconds))
+            limit, window = info.get("limit", 480.0), info.get("window", 600.0)
+            per = f"{window / 60:g} minutes" if window >= 60 else f"{window:g} s"
             self.note(f"waiting {seconds:.0f} s for {info.get('method')}'s operating time on the portal "
-                      f"(Bitrix24 allows each method 480 s per 10 minutes); going on at about {resume}")
+                      f"(Bitrix24 allows each method {limit:.0f} s per {per}); going on at about {resume}")
 
         return listener
 

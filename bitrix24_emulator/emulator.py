@@ -290,6 +290,7 @@ class Emulator:
                         self.finish_hit({"host": request.host, "scheme": request.scheme})
             finally:
                 self._settle_owed()  # the modelled server time, outside the lock: others are served meanwhile
+                self._settle_figures()
             status = 200
         except ApiError as err:
             body, status = err.body(), err.status
@@ -409,7 +410,14 @@ class Emulator:
         info = {"start": started, "finish": finish, "duration": finish - started, "processing": processing,
                 "date_start": self.clock.iso(started), "date_finish": self.clock.iso(finish)}
         if self.limits:
-            info.update(self.budget.time_keys(method))
+            # A portal records a call when it ends: these figures count what had ended by this one's finish,
+            # requests that arrived after this one included. They are filled in once that moment has come
+            # (_settle_figures, after the modelled time is slept), not when the emulator worked it out.
+            info.update(self.budget.time_keys(method, finish))
+            pending = getattr(self._owed, "figures", None)
+            if pending is None:
+                pending = self._owed.figures = []
+            pending.append((info, method, finish))
         return info
 
     def _batch_command(self, name: str, query: dict, context: dict):
@@ -428,10 +436,10 @@ class Emulator:
         if context.get("auth_type") == "oauth":
             query.pop("auth_connector", None)  # a command's own is taken off and ignored: the batch's applies
         per_method = self.limits and self.batch_operating == "methods"
-        if per_method and self.budget.blocked(method):
+        started = self._server_now()
+        if per_method and self.budget.blocked(method, started):
             self.counters.operating_limited += 1
             raise errors.operation_time_limit()
-        started = self._server_now()
         tick = time.perf_counter()
         outcome = self._call(method, query, context)
         modelled = costs.server_time(method, query, outcome.total, self.method_costs)
@@ -457,6 +465,14 @@ class Emulator:
         only the bucket and the operating budget limit how many, not one request waiting for another."""
         if self.time_scale > 0 and seconds > 0:
             self._owed.seconds = getattr(self._owed, "seconds", 0.0) + seconds * self.time_scale
+
+    def _settle_figures(self) -> None:
+        pending = getattr(self._owed, "figures", None)
+        self._owed.figures = []
+        if pending and self.time_scale > 0:
+            with self._lock:
+                for info, method, finish in pending:
+                    info.update(self.budget.time_keys(method, finish))
 
     def _settle_owed(self) -> None:
         owed = getattr(self._owed, "seconds", 0.0)

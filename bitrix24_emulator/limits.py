@@ -104,24 +104,40 @@ class OperatingBudget:
         self.reset()
 
     def reset(self) -> None:
-        # method -> {bucket index: [first record time, seconds]}
-        self._usage: dict[str, dict[int, list[float]]] = {}
+        # method -> {bucket index: [first record time, seconds, last record time, [(time, seconds), ...]]}
+        self._usage: dict[str, dict[int, list]] = {}
 
-    def _live(self, method: str, now: float) -> dict[int, list[float]]:
+    def _live(self, method: str, now: float) -> dict[int, list]:
         # A bucket (a minute's calls) drops out a window after its first recorded call, which is the
         # moment operating_reset_at announces (https://apidocs.bitrix24.com/limits.html), not at the
-        # boundary of a later minute.
+        # boundary of a later minute. Pruned by the real clock only: a request's own time may run ahead.
         buckets = self._usage.get(method, {})
-        for index in [i for i, (first, _) in buckets.items() if first + self.window <= now]:
+        for index in [i for i, entry in buckets.items() if entry[0] + self.window <= min(now, self.clock())]:
             del buckets[index]
         return buckets
 
-    def used(self, method: str) -> float:
-        return sum(seconds for _, seconds in self._live(method, self.clock()).values())
+    def _as_of(self, method: str, at: float | None) -> list[tuple[float, float]]:
+        """(first record time, seconds) of each bucket as it stood at ``at`` (default now): a call's
+        figures count what was recorded by its own moment. A portal records a call when it ends, so a
+        request still running elsewhere is not in them yet, even where this emulator worked it out first
+        (it answers after the modelled time, see Emulator._take) and stamped it with its future end."""
+        at = self.clock() if at is None else at
+        out = []
+        for first, total, last, charges in self._live(method, at).values():
+            if first + self.window <= at or first > at:
+                continue
+            if last <= at:
+                out.append((first, total))
+            else:
+                out.append((first, sum(seconds for when, seconds in charges if when <= at)))
+        return out
 
-    def blocked(self, method: str) -> bool:
+    def used(self, method: str, at: float | None = None) -> float:
+        return sum(seconds for _, seconds in self._as_of(method, at))
+
+    def blocked(self, method: str, at: float | None = None) -> bool:
         # Strictly over: the call that reaches the limit exactly is not yet "over" it.
-        return self.used(method) > self.limit
+        return self.used(method, at) > self.limit
 
     def record(self, method: str, seconds: float, at: float | None = None) -> None:
         """Charge ``seconds`` as of ``at`` (when the call ended; default now): its minute's bucket."""
@@ -130,18 +146,18 @@ class OperatingBudget:
         now = self.clock() if at is None else at
         buckets = self._live(method, now)
         self._usage[method] = buckets
-        entry = buckets.setdefault(math.floor(now / self.bucket_len), [now, 0.0])
-        entry[1] += seconds
+        entry = buckets.setdefault(math.floor(now / self.bucket_len), [now, 0.0, now, []])
+        entry[0], entry[1], entry[2] = min(entry[0], now), entry[1] + seconds, max(entry[2], now)
+        entry[3].append((now, seconds))
 
     def charge_for(self, cost_per_call: float, processing: float) -> float:
         return cost_per_call + (processing if processing >= self.MINIMAL_FIX_TIME else 0.0)
 
-    def time_keys(self, method: str) -> dict:
-        """``operating_reset_at`` (only once something is recorded) and ``operating``."""
-        buckets = self._live(method, self.clock())
+    def time_keys(self, method: str, at: float | None = None) -> dict:
+        """``operating_reset_at`` (only once something is recorded) and ``operating``, as of ``at``."""
+        buckets = self._as_of(method, at)
         keys = {}
         if buckets:
-            oldest = min(buckets)
-            keys["operating_reset_at"] = int(buckets[oldest][0] + self.window)
-        keys["operating"] = sum(seconds for _, seconds in buckets.values())
+            keys["operating_reset_at"] = int(min(first for first, _ in buckets) + self.window)
+        keys["operating"] = sum(seconds for _, seconds in buckets)
         return keys

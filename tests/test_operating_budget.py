@@ -93,6 +93,46 @@ def test_after_the_reset_one_call_alone_learns_how_much_dropped_out(make):
     assert b.admit("p", "crm.contact.update", 50, "other", background=True) == 0
 
 
+def test_room_says_how_many_calls_fit_now_so_a_batch_can_send_part_of_itself(make):
+    s = make()
+    b = s.budgets
+    assert b.room("p", "crm.contact.update", background=True) == (None, 0.0)  # nothing known: nothing to plan by
+    told(b, "crm.contact.update", 400, 100, cost=0.5, now=s.clock())
+    # background work stops at 468 s: (468 - 400) / 0.5 = 136 calls; people's calls up to 480: 160
+    assert b.room("p", "crm.contact.update", background=True) == (136, 0.0)
+    assert b.room("p", "crm.contact.update") == (160, 0.0)
+    assert b.admit("p", "crm.contact.update", 100, "flight", background=True) == 0  # 50 s held in flight
+    assert b.room("p", "crm.contact.update", background=True) == (36, 0.0)  # what is left of the window
+    assert b.admit("p", "crm.contact.update", 36, "part", background=True) == 0  # and it is admitted
+    fits, wait = b.room("p", "crm.contact.update", background=True)
+    assert fits == 0 and wait == pytest.approx(100, abs=1)  # none now: the reset is when one may
+    b.release("p", "crm.contact.update", "flight")
+    assert b.room("p", "crm.contact.update", background=True) == (100, 0.0)
+    assert b.room("q", "crm.contact.update", background=True) == (None, 0.0)  # another portal: its own
+
+
+def test_room_counts_our_own_charges_that_dropped_out():
+    s = Local(limit=480, bucket=60)
+    b = s.budgets
+    start = s.now
+    told(b, "crm.deal.update", 467, 600, cost=2, now=s.now, charges=[(s.now, 467.0)])
+    assert b.room("p", "crm.deal.update", background=True)[0] == 0
+    s.now = start + 600.5  # our bucket of 467 s dropped out: (468 - 0) / 2
+    assert b.room("p", "crm.deal.update", background=True) == (234, 0.0)
+
+
+def test_a_figure_from_the_second_after_its_own_reset_is_not_stale(make):
+    """operating_reset_at is whole seconds: an answer that comes after it and still announces it is news
+    that the bucket goes later in that second. Taking it for stale sent call after call alone to find out
+    what dropped out, each one a new figure "after the reset", until the limit itself was reached."""
+    s = make()
+    b = s.budgets
+    told(b, "crm.contact.update", 468, -0.4, cost=0.5, now=s.clock())
+    wait = b.admit("p", "crm.contact.update", 1, "probe", background=True)
+    assert 0.3 < wait <= 0.65  # the end of that second, not at once
+    assert b.room("p", "crm.contact.update", background=True)[0] == 0
+
+
 def test_a_refusal_is_looked_at_again_at_the_reset_then_bucket_by_bucket():
     s = Local()
     b = s.budgets

@@ -35,3 +35,25 @@ def test_the_callers_own_transaction_is_left_as_it_was(make_app, portal):
         session.execute(text("SELECT 1"))  # the host's work, not yet committed
         bx_call("crm.contact.list", client_id=1)
         assert session.in_transaction()
+
+
+def test_ending_our_read_leaves_a_hosts_loaded_objects_as_its_own_commits_would(make_app, portal):
+    """A host whose session keeps objects loaded across commits (expire_on_commit=False) finds them still
+    loaded after our lookup: the read is ended the way the host's own commits end theirs."""
+    from sqlalchemy import inspect
+
+    from flask_bitrix24.models.standalone import ClientCRMAuth
+
+    app = make_app()
+    assert app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE}).status_code == 201
+    portal.post(portal_url("crm.contact.list"), json={"result": []})
+    with app.app_context():
+        runtime(app).target_cache.clear()
+        session = _session(app)
+        session.expire_on_commit = False
+        row = session.query(ClientCRMAuth).filter_by(client_id=1).one()
+        session.commit()
+        bx_call("crm.contact.list", client_id=1)
+        assert not session.in_transaction()
+        assert not inspect(row).expired_attributes  # a rollback would have expired it: a reload, or a
+        # DetachedInstanceError once the host's session is gone

@@ -129,6 +129,22 @@ def bx_call(
     return envelope
 
 
+def operating_room(method: str, *, client_id: int | None = None, max_wait: float = 0.0,
+                   at_least: int = 1) -> int | None:
+    """How many calls of ``method`` background work may send to the client's portal now within the
+    method's operating budget (``PortalCaller.room``), waiting up to ``max_wait`` for ``at_least``; None
+    when nothing is known to plan by. A hint for work that can split itself: each call is still admitted."""
+    state = runtime()
+    try:
+        target = portal_target(client_id)
+        base = (state.tokens.current(target.member_id).client_endpoint if target.member_id is not None
+                else target.base)
+    except Bitrix24Error:
+        return None  # the call itself will say what is wrong
+    tenant = tenant_label(client_id if target.source in ("database", "app") else None)
+    return state.caller.room(base, method, background=True, max_wait=max_wait, tenant=tenant, at_least=at_least)
+
+
 def call_installation(member_id: str, method: str, params: dict[str, Any] | list | None = None, *,
                       max_wait: float | None = None) -> dict[str, Any]:
     """App mode: call ``method`` on the portal of an installation, linked to a client or not (the

@@ -224,6 +224,25 @@ class PortalCaller:
                 log.info("bitrix24 %s: retrying in %.2f s after %r (attempt %d)", method, delay, exc, number)
                 self.sleep(delay)
 
+    def room(self, base: str, method: str, *, background: bool = True, max_wait: float = 0.0,
+             tenant: str = "env", at_least: int = 1) -> int | None:
+        """How many calls of ``method`` fit its operating budget on the portal at ``base`` now; when fewer
+        than ``at_least`` do, waits (up to ``max_wait``) until they do. None: no cost known, nothing to plan
+        by; 0: not within ``max_wait``. Reserves nothing: work that can split itself (a bulk write's
+        batches) sends what fits, and the call's own admission still decides."""
+        portal = urlsplit(base).netloc
+        waited = 0.0
+        while True:
+            fits, wait = self.budgets.room(portal, method.lower(), background=background, at_least=at_least)
+            if fits is None or fits > 0:
+                return fits
+            if waited + wait > max_wait:
+                return 0
+            self.on_event("operating_wait", {"tenant": tenant, "method": method.lower(), "seconds": wait,
+                                             **self._budget_terms()})
+            self.sleep(wait)
+            waited += wait
+
     def _admit(self, portal: str, method: str, needs: dict[str, int], token: str, budget_left: float,
                background: bool, tenant: str) -> None:
         """Wait until every method the call runs has room in its operating budget for it, then hold
@@ -248,9 +267,14 @@ class PortalCaller:
                     f"{name} has used its operating time on this portal ({self.budgets.limit:.0f} s per 10 "
                     f"minutes): it has room again in {wait:.0f} s", method=method, retry_after=max(1.0, wait),
                 )
-            self.on_event("operating_wait", {"tenant": tenant, "method": name, "seconds": wait})
+            self.on_event("operating_wait", {"tenant": tenant, "method": name, "seconds": wait, **self._budget_terms()})
             self.sleep(wait)
             waited += wait
+
+    def _budget_terms(self) -> dict[str, float]:
+        """The operating limit and its window (BITRIX_OPERATING_LIMIT, ten BITRIX_OPERATING_BUCKET), for
+        whoever tells a person why calls wait."""
+        return {"limit": float(self.budgets.limit), "window": float(self.budgets.window)}
 
     def _record(self, portal: str, method: str, commands: dict[str, str], envelope: dict[str, Any],
                 needs: dict[str, int], token: str, tenant: str) -> None:

@@ -104,8 +104,10 @@ def portal_target(client_id: int | None) -> Target:
     target = _portal_target(client_id)
     if ours and not (session.new or session.dirty or session.deleted):
         # End the read this lookup began (never a transaction of the caller's): a bulk job or a stream
-        # runs for minutes, and would hold a database connection "idle in transaction" all along.
-        session.rollback()
+        # runs for minutes, and would hold a database connection "idle in transaction" all along. Ended
+        # by a commit of nothing, not a rollback: a rollback expires every object the session holds,
+        # while a commit does so only as the host set it (expire_on_commit), as after its own commits.
+        session.commit()
     ttl = float(current_app.config.get("BITRIX_CONFIG_CACHE_SECONDS", 5.0))
     # Not kept if a config changed while we looked (what we read may be the old one).
     if ttl > 0 and generation == state.target_generation:

@@ -259,6 +259,20 @@ class OperatingBudgets:
                 reserved[token] = (calls * (b.cost or 0.0), now + holds_for + RESERVATION_TTL)
             return decision
 
+    def room(self, portal: str, method: str, *, background: bool = False,
+             at_least: int = 1) -> tuple[int | None, float]:
+        """How many calls of ``method`` fit now, if ``at_least`` do (``plan_room``); reserves nothing."""
+        with self._lock:
+            b = self._budgets.get((portal, method.lower()))
+            if b is None:
+                return None, 0.0
+            now = self._clock()
+            reserved = sum(v[0] for v in (b.reserved or {}).values() if v[1] > now)
+            drops = [(first + self.window, seconds) for first, seconds in (b.ledger or {}).values()]
+            return plan_room(b.operating, b.reset_at, b.seen_at, b.cost, reserved, now, limit=self.limit,
+                             window=self.window, background=background, finish=b.finish, shift=b.shift,
+                             drops=drops, at_least=at_least)
+
     def release(self, portal: str, method: str, token: str) -> None:
         with self._lock:
             b = self._budgets.get((portal, method.lower()))
@@ -316,18 +330,15 @@ class OperatingBudgets:
         return True
 
 
-def plan_admission(operating: float, reset_at: float | None, seen_at: float, cost: float | None, reserved: float,
-                   calls: int, now: float, *, limit: float, window: float, background: bool,
-                   finish: float | None = None, shift: float = 0.0, drops: list[tuple[float, float]] = ()) -> float:
-    """0 when ``calls`` calls may go now, else the seconds to wait before asking again (the rule in
-    the comment above; the Redis script below is the same rule, line for line). ``drops`` are our own
-    charges by bucket: (when the bucket drops out, seconds), in the portal's time; ``finish`` is the
-    portal's time of the last answer and ``shift`` how much later by our clock it came."""
+def _standing(operating: float, seen_at: float, now: float, window: float, finish: float | None, shift: float,
+              drops: list[tuple[float, float]] | tuple = ()) -> tuple[float, float | None, float | None]:
+    """The method's total now, as far as we know it: the last figure given, less our own charges whose
+    buckets dropped out since (``drops``: when each bucket drops out and its seconds, in portal time);
+    with the next of our buckets to drop out (on our clock) and the last that did (portal time)."""
     if now >= seen_at + window + 1:
         operating = 0.0  # a whole window since the last answer: all of that total has dropped out
-    # Our charges whose buckets dropped out since the last answer no longer count. Portal time is read
-    # on our clock shifted by how late the last answer reached us (its skew and transit), so a bucket
-    # is taken as gone only once it surely is.
+    # Portal time is read on our clock shifted by how late the last answer reached us (its skew and
+    # transit), so a bucket is taken as gone only once it surely is.
     next_drop = last_gone = None
     for drops_at, seconds in drops:
         if finish is not None and finish < drops_at <= now - shift:
@@ -335,7 +346,18 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
             last_gone = drops_at if last_gone is None else max(last_gone, drops_at)
         elif drops_at > now - shift and (next_drop is None or drops_at + shift < next_drop):
             next_drop = drops_at + shift
-    operating = max(0.0, operating)
+    return max(0.0, operating), next_drop, last_gone
+
+
+def plan_admission(operating: float, reset_at: float | None, seen_at: float, cost: float | None, reserved: float,
+                   calls: int, now: float, *, limit: float, window: float, background: bool,
+                   finish: float | None = None, shift: float = 0.0, drops: list[tuple[float, float]] = ()) -> float:
+    """0 when ``calls`` calls may go now, else the seconds to wait before asking again (the rule in
+    the comment above; the Redis script below is the same rule, line for line). ``drops`` are our own
+    charges by bucket: (when the bucket drops out, seconds), in the portal's time; ``finish`` is the
+    portal's time of the last answer and ``shift`` how much later by our clock it came."""
+    # Our charges whose buckets dropped out since the last answer no longer count.
+    operating, next_drop, last_gone = _standing(operating, seen_at, now, window, finish, shift, drops)
     # The reset the portal announced was one of our own buckets, now taken off: the next to wait for
     # is our next one (operating_reset_at is whole seconds, so within a second is the same bucket).
     consumed = reset_at is not None and last_gone is not None and last_gone + 1 >= reset_at
@@ -360,14 +382,34 @@ def plan_admission(operating: float, reset_at: float | None, seen_at: float, cos
         return max(0.05, wake - now)
     if reserved > 0:
         return 0.25  # a call is out learning how much dropped out: look again shortly
-    if operating + need <= limit:
-        # That call: it fits even if nothing dropped out yet (operating_reset_at is whole seconds, so
-        # the bucket may go up to a second later; then the next call waits for that second).
+    if operating + need <= limit and (reset_at is None or not reset_at <= seen_at < reset_at + 1):
+        # That call: it fits even if nothing dropped out yet. Not when the figure came within the second
+        # after the reset it announces: operating_reset_at is whole seconds, so that bucket goes later in
+        # that second, and the figure is fresh until then (else call after call would go to find out).
         return 0.0
     # Over the limit as last told (the portal refused a call): look once the reset has passed,
     # then once a bucket ("after that, wait bucket by bucket").
     wake = reset_at + 1 if reset_at is not None and reset_at + 1 > seen_at else seen_at + bucket
     return 0.0 if now >= wake else max(0.05, wake - now)
+
+
+def plan_room(operating: float, reset_at: float | None, seen_at: float, cost: float | None, reserved: float,
+              now: float, *, limit: float, window: float, background: bool, finish: float | None = None,
+              shift: float = 0.0, drops: list[tuple[float, float]] = (), at_least: int = 1) -> tuple[int | None, float]:
+    """How many calls of the method fit the budget now, when ``at_least`` do, else how long until they may:
+    (calls, 0.0), (0, seconds), or (None, 0.0) when no cost is known (nothing to plan by). Work that can
+    split itself (a bulk write's batch of 50) sends what fits instead of waiting for room for all of it,
+    so no part of a window is left unused for want of a whole batch's room."""
+    if not cost:
+        return None, 0.0
+    current, _, _ = _standing(operating, seen_at, now, window, finish, shift, drops)
+    cap = limit * (1 - BACKGROUND_RESERVE) if background else limit
+    fits = math.floor((cap - current - reserved) / cost + 1e-9)
+    if fits >= at_least:
+        return fits, 0.0
+    wait = plan_admission(operating, reset_at, seen_at, cost, reserved, at_least, now, limit=limit, window=window,
+                          background=background, finish=finish, shift=shift, drops=drops)
+    return (at_least, 0.0) if wait == 0 else (0, wait)  # they may go (to learn what dropped out), or wait
 
 
 def apply_answer(b: MethodBudget, time_info: object, cost: float | None, now: float) -> None:
@@ -387,6 +429,8 @@ def apply_answer(b: MethodBudget, time_info: object, cost: float | None, now: fl
 
 # KEYS[1] = the method's hash. ARGV[1] = mode ("admit" | "record" | "release" | "exhausted" | "blocked" | "read").
 # admit: ARGV = mode, calls, token, limit, window, background (1/0), reserve fraction, reservation ttl.
+# room: as admit, calls = the fewest worth sending; returns {calls that fit now (-1: no cost known), microseconds
+#   to wait until that many do}.
 # record: ARGV = mode, token, operating or "", reset_at or "", finish or "", cost or "", ttl,
 #   charges ("at|seconds;..." in portal time), bucket length, how long to keep a charge.
 # Times are Redis' own clock (TIME), so machines need not agree. Returns microseconds (admit, blocked).
@@ -416,7 +460,7 @@ local function reserved_sum(drop)
   end
   return total
 end
-if mode == 'admit' then
+if mode == 'admit' or mode == 'room' then
   local calls = tonumber(ARGV[2])
   local limit = tonumber(ARGV[4])
   local window = tonumber(ARGV[5])
@@ -449,6 +493,12 @@ if mode == 'admit' then
   local need = calls * cost
   local cap = limit
   if ARGV[6] == '1' then cap = limit * (1 - tonumber(ARGV[7])) end
+  if mode == 'room' then
+    -- how many calls fit now (plan_room); when none does, the wait for one, below; nothing is reserved
+    if cost <= 0 then return {-1, 0} end
+    local fits = math.floor((cap - operating - reserved) / cost + 1e-9)
+    if fits >= calls then return {fits, 0} end
+  end
   local go = (operating + reserved + need <= cap) or (operating == 0 and reserved == 0)
   local bucket = window / 10
   local wait = 0
@@ -464,11 +514,15 @@ if mode == 'admit' then
       wait = math.max(0.05, wake - now)
     elseif reserved > 0 then
       wait = 0.25
-    elseif operating + need > limit then
+    elseif operating + need > limit or (reset_at ~= nil and seen_at >= reset_at and seen_at < reset_at + 1) then
       local wake = seen_at + bucket
       if reset_at ~= nil and reset_at + 1 > seen_at then wake = reset_at + 1 end
       if now < wake then wait = math.max(0.05, wake - now) end
     end
+  end
+  if mode == 'room' then
+    if wait > 0 then return {0, math.floor(wait * 1000000)} end
+    return {calls, 0}
   end
   if wait > 0 then return math.floor(wait * 1000000) end
   redis.call('HSET', key, 'r:' .. ARGV[3], tostring(need) .. '|' .. tostring(now + tonumber(ARGV[8])))
@@ -561,6 +615,12 @@ class RedisOperatingBudgets:
         waited = self._run(portal, method, "admit", calls, token, self.limit, self.window,
                            1 if background else 0, BACKGROUND_RESERVE, holds_for + RESERVATION_TTL)
         return int(waited) / 1_000_000
+
+    def room(self, portal: str, method: str, *, background: bool = False,
+             at_least: int = 1) -> tuple[int | None, float]:
+        fits, waited = self._run(portal, method, "room", at_least, "", self.limit, self.window,
+                                 1 if background else 0, BACKGROUND_RESERVE, RESERVATION_TTL)
+        return (None if int(fits) < 0 else int(fits)), int(waited) / 1_000_000
 
     def release(self, portal: str, method: str, token: str) -> None:
         self._run(portal, method, "release", token)

@@ -313,3 +313,44 @@ def test_a_batchs_commands_finish_and_are_charged_one_after_another():
     assert [times[f"u{i}"]["operating"] for i in range(3)] == pytest.approx([0.2, 0.4, 0.6])
     assert times["u0"]["start"] == pytest.approx(finishes[0] - 0.02)
     assert times["u1"]["processing"] == pytest.approx(0.2)  # the portal's own time on it, unscaled
+
+
+def test_a_commands_figures_count_only_what_was_recorded_by_its_own_end():
+    """A portal records a call's time when the call ends, so ``operating`` in a command's result_time counts
+    the calls that ended before it, whichever request arrived first. The emulator works a request out at
+    once and sleeps its modelled time after: two batches running side by side must still give figures that
+    only grow with ``finish`` (a later figure lower than an earlier one sent our own planner wrong)."""
+    import threading
+
+    api = make_api(operating_limit=480, burst=1000, time_scale=0.1, method_costs={"crm.contact.update": 0.2})
+    for i in range(6):
+        api("crm.contact.add", {"fields": {"NAME": f"N{i}"}})
+    bodies = []
+
+    def batch(first):
+        bodies.append(api("batch", {"cmd": {f"u{i}": f"crm.contact.update?id={i + 1}&fields[NAME]=X"
+                                            for i in range(first, first + 3)}})[1])
+
+    threads = [threading.Thread(target=batch, args=(first,)) for first in (0, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    timings = sorted((t["finish"], t["operating"]) for body in bodies for t in body["result"]["result_time"].values())
+    assert len(timings) == 6
+    figures = [operating for _, operating in timings]
+    assert figures == sorted(figures) and figures[-1] == pytest.approx(1.2)
+
+
+def test_the_budget_as_of_a_moment_leaves_out_what_ends_later():
+    from bitrix24_emulator.limits import OperatingBudget
+
+    now = [1000.0]
+    budget = OperatingBudget(limit=10, window=600, clock=lambda: now[0])
+    budget.record("m", 6, at=1001)  # ends in a second (worked out early, slept after)
+    budget.record("m", 5, at=1000.5)
+    assert budget.used("m", 1000.5) == 5 and budget.time_keys("m", 1000.9)["operating"] == 5
+    assert not budget.blocked("m", 1000.9) and budget.blocked("m", 1001)  # 11 > 10 once both have ended
+    assert budget.time_keys("m", 1001) == {"operating": 11, "operating_reset_at": 1600}
+    now[0] = 1601  # the bucket dropped out a window after its first record
+    assert budget.used("m") == 0

@@ -359,6 +359,7 @@ def test_an_import_bigger_than_one_operating_window_waits_for_the_next_and_earns
     assert r.returncode == 0, r.stderr
     assert "1,100 rows: created 0, existing 0, updated 1,100, failed 0" in r.stdout
     assert "waiting" in r.stderr and "crm.contact.update's operating time" in r.stderr, r.stderr
+    assert "480 s per 12 s)" in r.stderr  # the limit and window this deployment is set to, not a constant
     counters = stack.emulator.counters
     assert counters.operating_limited == 0 and counters.by_status.get(429, 0) == 0
     assert counters.operating_seconds["crm.contact.update"] == pytest.approx(550)

@@ -13,6 +13,7 @@ from flask import current_app
 
 from ...entities import Entity, entity_for_method
 from ...runtime import runtime
+from ..bitrix24_service import operating_room
 from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
 from ..locks import LockTimeout
 from ..records import created_id
@@ -104,15 +105,19 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     # (deploy/nginx.conf) can wait it out: past it, what was not sent is answered as not sent.
     deadline = state.caller.clock() + state.bulk_max_wait
 
-    def send(chunk: list) -> None:
-        """One batch of 50 (its markers looked up first, under their locks); raises what stops the job."""
-        given = [o for o, _ in chunk if o.marker and not o.generated]
-        keys = [origin_lock_key(client_id, prefix, o.originator, o.marker) for o in given if o.marker]
+    def time_left() -> float:
         max_wait = deadline - state.caller.clock()
         if max_wait <= 0:
             raise BulkDeadline(f"not sent: this request ran for BITRIX_BULK_MAX_WAIT ({state.bulk_max_wait:.0f} "
                                "s); send these items again (those with your own ORIGIN_ID are found, not made "
                                "twice)")
+        return max_wait
+
+    def send(chunk: list) -> None:
+        """One batch of 50 (its markers looked up first, under their locks); raises what stops the job."""
+        given = [o for o, _ in chunk if o.marker and not o.generated]
+        keys = [origin_lock_key(client_id, prefix, o.originator, o.marker) for o in given if o.marker]
+        max_wait = time_left()
         with state.locks.hold(keys):
             if given:  # records an earlier run made with the caller's ORIGIN_IDs
                 found = _find_markers(prefix, given, client_id, max_wait)
@@ -120,8 +125,12 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
                     if outcome.index in found:
                         outcome.id, outcome.existing = found[outcome.index], True
                 chunk = [(o, cmd) for o, cmd in chunk if not o.existing]
-            if chunk:
-                _write_chunk(entity, chunk, client_id, max_wait, attempts)
+            while chunk:
+                # What the methods' operating budgets have room for now goes now, the rest after: the last
+                # room in a window smaller than a whole batch is used, not left idle until a bucket drops.
+                part = _fitting(chunk, client_id, time_left())
+                _write_chunk(entity, chunk[:part], client_id, time_left(), attempts)
+                chunk = chunk[part:]
 
     chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
     # Updates go several batches at a time; a call with creates sends its batches in order, so that new
@@ -196,6 +205,35 @@ def _failed(future: Future, chunk: list, undone: set[int]) -> Bitrix24Error | No
         undone.update(o.index for o, _ in chunk)
         return _stop_error(exc)
     return None
+
+
+# The fewest commands of a method worth a batch request of their own when the budget has room for fewer
+# than the batch holds: smaller remnants wait for the next bucket to drop out (a request is a place in
+# the portal's bucket too, and four batches in flight would otherwise split each other into crumbs).
+MIN_PART = 10
+
+
+def _fitting(chunk: list, client_id: int | None, max_wait: float) -> int:
+    """How many of the chunk's first commands to send now: as many as each method's operating budget has
+    room for (waiting, within ``max_wait``, until at least MIN_PART of them, or all, fit), else all of them
+    (no cost known, or no room within the bound: the call's own admission then waits, or says when to
+    try again)."""
+    counts: dict[str, int] = {}
+    for _, (method, _) in chunk:
+        counts[method.lower()] = counts.get(method.lower(), 0) + 1
+    rooms: dict[str, int | None] = {}
+    for name, count in counts.items():
+        rooms[name] = operating_room(name, client_id=client_id, max_wait=max_wait, at_least=min(count, MIN_PART))
+        if rooms[name] == 0:
+            return len(chunk)
+    used: dict[str, int] = {}
+    for count, (_, (method, _)) in enumerate(chunk):
+        name = method.lower()
+        room = rooms[name]
+        if room is not None and used.get(name, 0) >= room:
+            return max(1, count)
+        used[name] = used.get(name, 0) + 1
+    return len(chunk)
 
 
 def _write_chunk(entity: Entity, chunk: list, client_id: int | None, max_wait: float, attempts: int) -> None:
