@@ -385,18 +385,21 @@ class Emulator:
             outcome = self._call(method, params, context)
             modelled = costs.server_time(method, params, outcome.total, self.method_costs)
             self._take(modelled)
-        processing = time.perf_counter() - tick
+        processing = max(time.perf_counter() - tick, modelled)
         finish = self._server_now()
         if limited:
-            calls = max(commands, 1)
-            self._charge(method, self.budget.charge_for(self.cost_per_call * calls, max(processing, modelled)), finish)
+            # What a portal charges is the run time it reports (processing): a cost per call set on the
+            # emulator is run time too, and shows in processing like the rest.
+            charged = self.budget.charge_for(self.cost_per_call * max(commands, 1), processing)
+            self._charge(method, charged, finish)
+            processing = max(processing, charged)
         body = {"result": outcome.result}
         if outcome.next is not None:
             body["next"] = outcome.next
         if outcome.total is not None:
             body["total"] = outcome.total
         # A portal's processing is its server's time on the method (a batch's is its commands' sum).
-        body["time"] = self._time(method, started, max(processing, modelled), finish)
+        body["time"] = self._time(method, started, processing, finish)
         return body
 
     def _server_now(self) -> float:
@@ -447,7 +450,9 @@ class Emulator:
         processing = max(time.perf_counter() - tick, modelled)
         finish = self._server_now()
         if per_method:
-            self._charge(method, self.budget.charge_for(self.cost_per_call, processing), finish)
+            charged = self.budget.charge_for(self.cost_per_call, processing)
+            self._charge(method, charged, finish)
+            processing = max(processing, charged)
         timing = self._time(method, started, processing, finish)
         return outcome.result, outcome.total, outcome.next, timing, modelled
 

@@ -326,6 +326,22 @@ def test_a_batch_learns_each_commands_cost_sends_what_fits_and_the_rest_after_th
     assert budget[f"{PORTAL_BASE.split('/')[2]} crm.contact.update"]["cost"] == pytest.approx(0.5)
 
 
+def test_the_cost_is_what_each_command_was_charged_not_the_steps_other_batches_share(env_app, portal):
+    """Batches side by side run the method on the portal at once: each command's ``operating`` counts the
+    others' too (here three more batches, so steps of 2 s), while its own ``processing`` says what it cost."""
+    from flask_bitrix24.services.bulk import bulk_write
+
+    now = env_app.fake_time.time()
+    keys = [f"w{i}" for i in range(50)]
+    times = {k: {**_timed(now + i * 0.01, 2.0 * (i + 1), 500), "processing": 0.5} for i, k in enumerate(keys)}
+    portal.post(portal_url("batch"), json={"result": {"result": {k: True for k in keys}, "result_error": [],
+                                                      "result_total": [], "result_next": [], "result_time": times}})
+    with env_app.app_context():
+        assert all(o.error is None for o in bulk_write("crm.contact", [{"id": i + 1} for i in range(50)]))
+    budget = env_app.extensions["bitrix24"].budgets.snapshot()
+    assert budget[f"{PORTAL_BASE.split('/')[2]} crm.contact.update"]["cost"] == pytest.approx(0.5)
+
+
 def test_commands_the_portal_refused_for_the_budget_are_sent_again_after_the_reset(env_app, portal):
     from flask_bitrix24.services.bulk import bulk_write
 

@@ -40,9 +40,8 @@ def test_the_callers_own_transaction_is_left_as_it_was(make_app, portal):
 def test_ending_our_read_leaves_a_hosts_loaded_objects_as_its_own_commits_would(make_app, portal):
     """A host whose session keeps objects loaded across commits (expire_on_commit=False) finds them still
     loaded after our lookup: the read is ended the way the host's own commits end theirs."""
-    from sqlalchemy import inspect
-
     from flask_bitrix24.models.standalone import ClientCRMAuth
+    from sqlalchemy import inspect
 
     app = make_app()
     assert app.test_client().post("/api/bitrix/clients/1/config", json={"webhook_base": PORTAL_BASE}).status_code == 201

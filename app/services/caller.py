@@ -384,18 +384,21 @@ def _charges(timings: list[Any], cost: float | None) -> list[tuple[float, float]
 
 
 def _batch_cost(timings: list[dict[str, Any]]) -> float | None:
-    """What one command cost, from a batch's commands of one method in the order they ran: each one's
-    ``operating`` is the total after it, so the steps between them are the charges (within one
-    bucket: a step down means a bucket dropped out and is not a charge). The largest of the step
-    average and the commands' own ``processing``; None when there is nothing to go on."""
+    """What one command cost, from a batch's commands of one method in the order they ran: their own
+    ``processing`` (what the portal charged each, nothing under 0.1 s), averaged. Only where the answer
+    has none, the steps between the commands' ``operating`` (each is the method's total after it; a step
+    down means a bucket dropped out and is not a charge). The steps also count whatever else ran the
+    method meanwhile (our other batches in flight, another app), so they are the last resort: four
+    batches side by side made each command look four times its cost. None when there is nothing to go on."""
+    own = [c for c in (_counted(t) for t in timings) if c is not None]
+    if own:
+        return sum(own) / len(own)
     steps = []
     for before, after in zip(timings, timings[1:], strict=False):
         a, b = before.get("operating"), after.get("operating")
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b >= a:
             steps.append(float(b) - float(a))
-    own = [c for c in (_counted(t) for t in timings) if c is not None]
-    candidates = ([sum(steps) / len(steps)] if steps else []) + ([sum(own) / len(own)] if own else [])
-    return max(candidates) if candidates else None
+    return sum(steps) / len(steps) if steps else None
 
 
 __all__ = ["PortalCaller", "RetryPolicy", "is_read", "is_repeatable", "Bitrix24Error", "LimitExceeded"]

@@ -42,6 +42,7 @@ def test_operating_reset_at_appears_once_recorded():
     _, body = api("profile")
     assert list(body["time"])[-2:] == ["operating_reset_at", "operating"]
     assert body["time"]["operating"] == 1.0  # this call's own cost is included
+    assert body["time"]["processing"] == 1.0  # and it is the run time the call reports: what a portal charges
     assert body["time"]["operating_reset_at"] == int(T0 + 600)
     _, body = make_api(limits=False)("profile")
     assert "operating" not in body["time"]  # like an on-premise portal with the limiter off
