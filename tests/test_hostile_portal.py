@@ -158,3 +158,19 @@ def test_the_deadline_watchdog_runs_only_what_is_still_armed():
         time.sleep(0.01)
     time.sleep(0.1)
     assert fired == ["kept"] and kept != dropped
+
+
+def test_the_watchdog_wakes_for_an_earlier_deadline_and_keeps_its_heap_small():
+    from flask_bitrix24.services.portal import Watchdog
+
+    dog, fired = Watchdog(), []
+    dog.arm(60, lambda: fired.append("late"))  # the thread now waits a minute
+    dog.arm(0.05, lambda: fired.append("soon"))  # earlier: it must be woken to wait less
+    deadline = time.monotonic() + 5
+    while not fired and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fired == ["soon"]
+    for _ in range(1000):  # calls that finish in time: their deadlines are disarmed, never run
+        dog.disarm(dog.arm(60, lambda: fired.append("disarmed")))
+    assert len(dog._heap) <= 2 * len(dog._live) + 64
+    assert fired == ["soon"]

@@ -54,7 +54,11 @@ class AnswerTooLarge(ServerError):
 
 class Watchdog:
     """One thread per process that runs each armed callback once its deadline passes, unless it was
-    disarmed first. Arming costs a heap push, not a thread per call."""
+    disarmed first. Arming costs a heap push, not a thread per call, and wakes the thread only when
+    the new deadline is the earliest: every call arms one, and waking the thread each time made it
+    take the GIL from the request being served (nearly every deadline is later than one already armed).
+    Disarmed entries stay in the heap until they reach its top, or until they outnumber the armed
+    ones, when the heap is rebuilt without them (so it stays within about twice the calls in flight)."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Any]] = []
@@ -67,17 +71,22 @@ class Watchdog:
         with self._cond:
             self._next += 1
             token = self._next
-            heapq.heappush(self._heap, (time.monotonic() + delay, token, callback))
+            entry = (time.monotonic() + delay, token, callback)
+            heapq.heappush(self._heap, entry)
             self._live.add(token)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="bitrix24-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif self._heap[0] is entry:  # earlier than what the thread waits for: wake it to wait less
+                self._cond.notify()
             return token
 
     def disarm(self, token: int) -> None:
         with self._cond:
             self._live.discard(token)
+            if len(self._heap) > 2 * len(self._live) + 64:
+                self._heap = [entry for entry in self._heap if entry[1] in self._live]
+                heapq.heapify(self._heap)
 
     def _run(self) -> None:
         while True:
