@@ -65,10 +65,12 @@ def route(
     if unparsed:  # it would reach the view as text, unchecked
         raise RuntimeError(f"{rule}: add {sorted(unparsed)} to params.PATH_IDS")
     wrapped = bp.response(status, answer, **({} if answer else {"content_type": doc.pop("content_type")}))(view)
+    # Schema instances, made once here: given a class, webargs builds a new instance (deep-copying every
+    # field) on each request. Loading keeps no state on the schema, so one instance serves every thread.
     if body is not None:
-        wrapped = bp.arguments(body, location="json", error_status_code=400)(wrapped)
+        wrapped = bp.arguments(body(), location="json", error_status_code=400)(wrapped)
     if query is not None:
-        wrapped = bp.arguments(query, location="query", error_status_code=400, as_kwargs=False)(wrapped)
+        wrapped = bp.arguments(query(), location="query", error_status_code=400, as_kwargs=False)(wrapped)
     # operationId: the endpoint's name in camelCase; on {entity} rules the document makes one per entity
     # (createContact, listDeals: openapi.per_entity_paths), from the endpoint name kept here.
     per_entity = re.search(r"<bx_\w*entity:", rule) is not None  # bx_entity, bx_upsert_entity, bx_uf_entity
