@@ -34,6 +34,7 @@ from .secrets import mask_url
 from .wire import form_body
 
 USER_AGENT = f"flask-bitrix24/{__version__} (+python-requests)"
+_FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,29 @@ class PortalClient:
         body = form_body(params)
         url = base + method + ".json"
         started = time.monotonic()
+        session = self.session
         try:
-            response = self.session.post(
-                url,
+            # What session.post(url, data=..., headers=...) sends, prepared here from the session's own
+            # headers, cookies and hooks: Session.request would merge them (and the environment's settings,
+            # which trust_env=False leaves out) through its generic paths on every call, a tenth of a
+            # millisecond of CPU per call. The send itself is the session's (cookies kept, adapters, hooks).
+            prepared = requests.PreparedRequest()
+            prepared.prepare(
+                method="POST",
+                url=url,
+                headers={**{k: v for k, v in session.headers.items() if v is not None}, **_FORM_HEADERS},
                 data=body.encode("utf-8"),
-                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                cookies=session.cookies,
+                hooks=session.hooks,
+            )
+            response = session.send(
+                prepared,
                 timeout=(self.timeouts.connect, self.timeouts.read),
                 allow_redirects=False,
                 stream=True,  # read below, within the deadline and the size cap
+                proxies=session.proxies,
+                verify=session.verify,
+                cert=session.cert,
             )
         except requests.exceptions.ConnectTimeout:
             raise PortalTimeout(
