@@ -100,6 +100,7 @@ class Metrics:
         # (tenant, method) -> the children a successful call counts in, looked up once: labels() takes a
         # lock and builds its key on every call. The metric keeps the same children itself.
         self._ok_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._operating_children: dict[tuple[str, str], Any] = {}  # the same for the operating gauge
         self.installation_collector: _InstallationCollector | None = None
         self.event_collector = _EventCollector(event_source) if event_source is not None else None
         if self.event_collector is not None:
@@ -159,8 +160,12 @@ class Metrics:
             self.oauth_refreshes.labels(self.code_label(info.get("result"))).inc()
         elif name == "operating_wait" and isinstance(info.get("seconds"), (int, float)):
             self.operating_waits.labels(tenant, info["method"].lower()).inc(info["seconds"])
-        elif name == "operating" and isinstance(info.get("seconds"), (int, float)):
-            self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
+        elif name == "operating" and isinstance(info.get("seconds"), (int, float)):  # after every call
+            key = (tenant, info["method"].lower())
+            child = self._operating_children.get(key)
+            if child is None:
+                child = self._operating_children[key] = self.operating.labels(*key)
+            child.set(info["seconds"])
 
     def watch_installations(self, source) -> None:
         """App mode: report installations by status, read from the database at scrape time."""
