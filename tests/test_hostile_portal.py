@@ -219,3 +219,18 @@ def test_a_call_sends_what_session_post_sent_and_keeps_the_portals_cookies():
         assert list(sent.items()) == [(k, v) for k, v in expected.headers.items() if cookie or k != "Cookie"]
         assert sent["User-Agent"].startswith("flask-bitrix24/") and sent["Accept"] == "application/json"
         assert request.endswith(b"\r\n\r\nid=1")
+
+
+def test_kept_request_heads_are_dropped_when_a_config_changes(make_app):
+    """The heads PortalClient keeps per URL hold the webhook's secret: a saved or deleted config drops them."""
+    from flask_bitrix24 import runtime
+    from flask_bitrix24.services.client_config import forget_target
+
+    app = make_app()
+    with app.app_context():
+        pool = runtime().portals
+        client = pool.for_base("https://old.bitrix24.com/rest/1/oldsecret0/")
+        client._prepare("https://old.bitrix24.com/rest/1/oldsecret0/profile.json", b"")
+        assert list(client._templates) == ["https://old.bitrix24.com/rest/1/oldsecret0/profile.json"]
+        forget_target(1)
+        assert client._templates == {}

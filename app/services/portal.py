@@ -263,6 +263,10 @@ class PortalClient:
             raise ServerError("the portal's answer has no 'result'", http_status=status, method=method)
         return data
 
+    def forget_prepared(self) -> None:
+        """Drop the kept request heads (their URLs hold webhook secrets): a client's config changed."""
+        self._templates = {}
+
     def close(self) -> None:
         self.session.close()
 
@@ -346,6 +350,13 @@ class PortalPool:
             if client is None:
                 client = self._clients[origin] = PortalClient(origin, timeouts=self.timeouts, pool_size=self.pool_size)
             return client
+
+    def forget_prepared(self) -> None:
+        """A client's config changed: no request head built from an old webhook URL is kept."""
+        with self._lock:
+            clients = list(self._clients.values())
+        for client in clients:
+            client.forget_prepared()
 
     def close(self) -> None:
         with self._lock:
