@@ -153,9 +153,9 @@ def begin_request(_endpoint: str | None = None, _values: dict | None = None) -> 
     """The first ``url_value_preprocessor`` of our blueprint: before the path's ids are parsed (the
     tenant is the raw client id, when it looks like one), so that a refusal of them carries the
     request id too."""
-    incoming = request.headers.get("X-Request-ID", "")
+    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")  # request.headers["X-Request-ID"], read directly
     rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
-    client = (request.view_args or {}).get("client_id")
+    client = (_values if _values is not None else request.view_args or {}).get("client_id")
     g.bitrix24_log_tokens = [
         (request_id_var, request_id_var.set(rid)),
         (tenant_var, tenant_var.set(client if isinstance(client, str) and _CLIENT_ID.match(client) else "-")),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What our app costs on top of the portal: latency added per call, throughput, connections.
 
-    .venv/bin/python bench/proxy.py [--calls 1000] [--clients 8] [--throughput-calls 2000]
+    .venv/bin/python bench/proxy.py [--calls 1000] [--clients 8] [--throughput-calls 2000] [--rounds 1]
 
 Both servers run under gunicorn on loopback, in their own processes: the emulator (1 worker,
 gthread, keep-alive, no limits, so it is never the thing waited for) and our app (gunicorn.conf.py:
@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000, help="single-client calls each way")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--throughput-calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the single-client comparison this many times, each round printed")
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
@@ -173,14 +175,18 @@ def main() -> None:
 
         for _ in range(100):
             call_bare(bare)
-        times: dict[str, list[float]] = {"direct": [], "proxied": [], "bare": []}
-        for _ in range(args.calls):
-            for name, fn, session in (("direct", call_direct, direct), ("proxied", call_proxied, proxied),
-                                      ("bare", call_bare, bare)):
-                started = time.perf_counter()
-                response = fn(session)
-                times[name].append((time.perf_counter() - started) * 1000)
-                assert response.status_code == 200 and response.json()["result"]["ID"] in ("1", 1), response.text
+        rounds: list[dict[str, list[float]]] = []
+        for _ in range(args.rounds):
+            times: dict[str, list[float]] = {"direct": [], "proxied": [], "bare": []}
+            for _ in range(args.calls):
+                for name, fn, session in (("direct", call_direct, direct), ("proxied", call_proxied, proxied),
+                                          ("bare", call_bare, bare)):
+                    started = time.perf_counter()
+                    response = fn(session)
+                    times[name].append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200 and response.json()["result"]["ID"] in ("1", 1), \
+                        response.text
+            rounds.append(times)
         after = stats(emulator)
         # Both sessions were connected during the warm-up: any new connection is one we failed to reuse.
         single_connections = after["connections"] - before["connections"]
@@ -198,21 +204,30 @@ def main() -> None:
         for proc in procs:
             proc.wait(timeout=30)
 
+    if len(rounds) > 1:
+        print(f"single client, {len(rounds)} rounds of {args.calls} calls each way, interleaved (p50 ms):")
+        for number, each in enumerate(rounds, 1):
+            rd, rp, rb = (pct(each[name], 0.50) for name in ("direct", "proxied", "bare"))
+            print(f"  round {number}: direct {rd:5.2f}  through our app {rp:5.2f}  added {rp - rd:5.2f}  "
+                  f"bare hop {rb:5.2f}  added / bare hop {(rp - rd) / rb:4.2f}x")
+        print("all rounds together:")
+    times = {name: [value for each in rounds for value in each[name]] for name in ("direct", "proxied", "bare")}
     d50, d99 = pct(times["direct"], 0.50), pct(times["direct"], 0.99)
     p50, p99 = pct(times["proxied"], 0.50), pct(times["proxied"], 0.99)
-    print(f"single client, {args.calls} calls each way, interleaved (ms):")
+    print(f"single client, {args.calls * len(rounds)} calls each way, interleaved (ms):")
     print(f"  direct to the emulator   p50 {d50:6.2f}  p99 {d99:6.2f}  mean {statistics.mean(times['direct']):6.2f}")
     print(f"  through our app          p50 {p50:6.2f}  p99 {p99:6.2f}  mean {statistics.mean(times['proxied']):6.2f}")
     print(f"  our overhead             p50 {p50 - d50:6.2f}  p99 {p99 - d99:6.2f}")
     b50, b99 = pct(times["bare"], 0.50), pct(times["bare"], 0.99)
     print(f"  a bare Flask app under the same gunicorn, calling nothing: p50 {b50:6.2f}  p99 {b99:6.2f} "
           "(the cost of any extra HTTP hop)")
+    print(f"  our overhead / the bare hop at p50: {(p50 - d50) / b50:4.2f}x")
     i50, i99 = pct(inprocess["in_process"], 0.50), pct(inprocess["in_process"], 0.99)
     e50, e99 = pct(inprocess["direct"], 0.50), pct(inprocess["direct"], 0.99)
     print(f"  our app called in-process (no HTTP server in front; direct p50 {e50:.2f} p99 {e99:.2f} in that run):")
     print(f"                           p50 {i50:6.2f}  p99 {i99:6.2f}  -> our code adds p50 {i50 - e50:5.2f}  "
           f"p99 {i99 - e99:5.2f}")
-    print(f"  new portal connections during those {args.calls} calls: {single_connections} "
+    print(f"  new portal connections during those {args.calls * len(rounds)} calls: {single_connections} "
           "(the pooled connections from the warm-up were reused)")
     print(f"{args.clients} concurrent clients, {args.throughput_calls} calls:")
     print(f"  through our app (gunicorn, gthread):  {proxied_rate:7.0f} calls/s, failures {proxied_failures}")

@@ -158,3 +158,79 @@ def test_the_deadline_watchdog_runs_only_what_is_still_armed():
         time.sleep(0.01)
     time.sleep(0.1)
     assert fired == ["kept"] and kept != dropped
+
+
+def test_the_watchdog_wakes_for_an_earlier_deadline_and_keeps_its_heap_small():
+    from flask_bitrix24.services.portal import Watchdog
+
+    dog, fired = Watchdog(), []
+    dog.arm(60, lambda: fired.append("late"))  # the thread now waits a minute
+    dog.arm(0.05, lambda: fired.append("soon"))  # earlier: it must be woken to wait less
+    deadline = time.monotonic() + 5
+    while not fired and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fired == ["soon"]
+    for _ in range(1000):  # calls that finish in time: their deadlines are disarmed, never run
+        dog.disarm(dog.arm(60, lambda: fired.append("disarmed")))
+    assert len(dog._heap) <= 2 * len(dog._live) + 64
+    assert fired == ["soon"]
+
+
+def test_a_call_sends_what_session_post_sent_and_keeps_the_portals_cookies():
+    """PortalClient prepares its request itself (not through session.post): the same request line,
+    headers and body, and a cookie the portal set comes back on the next call, as with the session."""
+    import requests
+    from flask_bitrix24.services.portal import _FORM_HEADERS, PortalClient, Timeouts
+
+    seen: list[bytes] = []
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.settimeout(5)
+            for number in range(2):
+                data = b""
+                while b"\r\n\r\n" not in data or not data.endswith(b"id=1"):
+                    data += conn.recv(65536)
+                seen.append(data)
+                cookie = "Set-Cookie: BITRIX_SM_GUEST=g1; Path=/\r\n" if number == 0 else ""
+                conn.sendall(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n"
+                              f"{cookie}\r\n").encode() + b'{"result": 1}')
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = PortalClient(f"http://127.0.0.1:{port}", timeouts=Timeouts())
+    base = f"http://127.0.0.1:{port}/rest/1/{SECRET}/"
+    try:
+        assert client.call(base, "crm.contact.get", {"id": 1}) == {"result": 1}
+        assert client.call(base, "crm.contact.get", {"id": 1}) == {"result": 1}
+    finally:
+        client.close()
+        sock.close()
+    first, second = seen
+    expected = client.session.prepare_request(requests.Request(
+        "POST", base + "crm.contact.get.json", data=b"id=1", headers=_FORM_HEADERS))
+    for request, cookie in ((first, None), (second, "BITRIX_SM_GUEST=g1")):
+        head = request.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        assert head[0] == f"POST /rest/1/{SECRET}/crm.contact.get.json HTTP/1.1"
+        sent = dict(line.split(": ", 1) for line in head[1:])
+        assert sent.pop("Host") == f"127.0.0.1:{port}" and sent.get("Cookie") == cookie
+        assert list(sent.items()) == [(k, v) for k, v in expected.headers.items() if cookie or k != "Cookie"]
+        assert sent["User-Agent"].startswith("flask-bitrix24/") and sent["Accept"] == "application/json"
+        assert request.endswith(b"\r\n\r\nid=1")
+
+
+def test_kept_request_heads_are_dropped_when_a_config_changes(make_app):
+    """The heads PortalClient keeps per URL hold the webhook's secret: a saved or deleted config drops them."""
+    from flask_bitrix24 import runtime
+    from flask_bitrix24.services.client_config import forget_target
+
+    app = make_app()
+    with app.app_context():
+        pool = runtime().portals
+        client = pool.for_base("https://old.bitrix24.com/rest/1/oldsecret0/")
+        client._prepare("https://old.bitrix24.com/rest/1/oldsecret0/profile.json", b"")
+        assert list(client._templates) == ["https://old.bitrix24.com/rest/1/oldsecret0/profile.json"]
+        forget_target(1)
+        assert client._templates == {}

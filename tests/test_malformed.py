@@ -193,3 +193,13 @@ def test_options_says_what_a_path_takes(client):
     assert r.status_code == 200 and r.headers["Allow"] == "GET, HEAD, OPTIONS"
     r = client.options("/api/bitrix/clients/1/contacts/5")
     assert r.headers["Allow"] == "GET, PATCH, DELETE, HEAD, OPTIONS"
+
+
+def test_path_converters_match_one_segment_so_routing_walks_segments():
+    """werkzeug takes a converter whose regex holds a "/" for one that may span segments, and then tries
+    every rule using it as a regex over the rest of the path, one rule after another; ours match one
+    segment and say so, so a URL is routed by werkzeug's per-segment state machine."""
+    from flask_bitrix24.controllers.openapi import CONVERTERS
+
+    for name, converter in CONVERTERS.items():
+        assert converter.part_isolating is (name != "bx_any"), name

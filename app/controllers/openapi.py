@@ -318,17 +318,25 @@ def _segment_except(*words: str) -> str:
     return rf"(?!(?:{'|'.join(words)})(?![^/]))[^/]+"
 
 
+# part_isolating: these match one segment. werkzeug takes a converter whose regex has a "/" in it (ours
+# do, in [^/]) for one that may span segments, and then matches each such rule as one regex over the
+# rest of the path, rule after rule (26 tries for GET /clients/1/contacts/1); said to match one segment,
+# the rules share werkzeug's per-segment state machine, and a URL is matched in a few steps.
+
+
 class IdConverter(BaseConverter):
     """Any path segment; ``params.parse_path_ids`` checks it (400 INVALID_ID). Documented as a positive id."""
 
     regex = _segment_except("fields", "batch", "upsert", "config", "webhook", "events", "items", "replay", "sync",
                             "userfields", "pipelines", "statuses", "sources")
+    part_isolating = True
 
 
 class EntityConverter(BaseConverter):
     """Any path segment; the controller checks it (404 UNKNOWN_ENTITY). Documented as the entity names."""
 
     regex = _segment_except("batch", "config", "webhook", "events", "items", "userfield-types", "sync")
+    part_isolating = True
 
 
 def _entity_subsets() -> dict[str, Any]:

@@ -126,6 +126,7 @@ def forget_target(client_id: int) -> None:
     for key in [k for k in list(state.target_cache) if k[0] == client_id]:
         state.target_cache.pop(key, None)
     state.breaker.reset(tenant_label(client_id))  # new credentials get a fresh start
+    state.portals.forget_prepared()  # the old webhook's URL (its secret) is not kept for requests
 
 
 def _portal_target(client_id: int | None) -> Target:

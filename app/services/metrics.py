@@ -97,6 +97,10 @@ class Metrics:
         self.oauth_refreshes = Counter("bitrix24_oauth_refreshes",
                                        "App mode: token refreshes asked of the OAuth server, by outcome (ok, "
                                        "invalid_grant, PAYMENT_REQUIRED, error)", ["result"], registry=r)
+        # (tenant, method) -> the children a successful call counts in, looked up once: labels() takes a
+        # lock and builds its key on every call. The metric keeps the same children itself.
+        self._ok_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._operating_children: dict[tuple[str, str], Any] = {}  # the same for the operating gauge
         self.installation_collector: _InstallationCollector | None = None
         self.event_collector = _EventCollector(event_source) if event_source is not None else None
         if self.event_collector is not None:
@@ -117,10 +121,15 @@ class Metrics:
         """One bx_call's outcome. Never raises: a metrics problem must not fail a call that was made."""
         try:
             if error_code is None:
-                self.calls.labels(tenant, method, "ok").inc()
-            else:
-                self.calls.labels(tenant, method, "error").inc()
-                self.errors.labels(tenant, self.code_label(error_code)).inc()
+                children = self._ok_children.get((tenant, method))
+                if children is None:
+                    children = (self.calls.labels(tenant, method, "ok"), self.call_seconds.labels(tenant))
+                    self._ok_children[(tenant, method)] = children
+                children[0].inc()
+                children[1].observe(seconds)
+                return
+            self.calls.labels(tenant, method, "error").inc()
+            self.errors.labels(tenant, self.code_label(error_code)).inc()
             self.call_seconds.labels(tenant).observe(seconds)
         except Exception:  # e.g. PROMETHEUS_MULTIPROC_DIR removed under us
             log.warning("could not record metrics for %s", method, exc_info=True)
@@ -151,8 +160,12 @@ class Metrics:
             self.oauth_refreshes.labels(self.code_label(info.get("result"))).inc()
         elif name == "operating_wait" and isinstance(info.get("seconds"), (int, float)):
             self.operating_waits.labels(tenant, info["method"].lower()).inc(info["seconds"])
-        elif name == "operating" and isinstance(info.get("seconds"), (int, float)):
-            self.operating.labels(tenant, info["method"].lower()).set(info["seconds"])
+        elif name == "operating" and isinstance(info.get("seconds"), (int, float)):  # after every call
+            key = (tenant, info["method"].lower())
+            child = self._operating_children.get(key)
+            if child is None:
+                child = self._operating_children[key] = self.operating.labels(*key)
+            child.set(info["seconds"])
 
     def watch_installations(self, source) -> None:
         """App mode: report installations by status, read from the database at scrape time."""
