@@ -85,7 +85,11 @@ def _walk(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
             out.append((prefix + "[]", ""))
             return
         for key, item in value.items():
-            _walk(f"{prefix}[{_check_key(key, False)}]", item, out)
+            name = f"{prefix}[{_check_key(key, False)}]"
+            if type(item) is str:
+                out.append((name, item))  # a leaf, without the call
+            else:
+                _walk(name, item, out)
     elif isinstance(value, (list, tuple)):
         if not value:
             out.append((prefix + "[]", ""))
