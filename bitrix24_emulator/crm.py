@@ -26,10 +26,22 @@ _LINK_TYPES = {"crm_company", "crm_contact", "crm_lead", "crm_quote"}
 WRITE_ONLY = {"CONTACT_IDS"}
 
 
+_SPELLINGS: dict[str, tuple[str, ...]] = {}
+
+
+def _spellings(name: str) -> tuple[str, ...]:
+    found = _SPELLINGS.get(name)
+    if found is None:
+        lower = name.lower()
+        found = (name, name.upper(), lower, lower.capitalize(), "ar" + lower.capitalize())
+        if len(_SPELLINGS) < 1024:
+            _SPELLINGS[name] = found
+    return found
+
+
 def resolve_array_param(params: dict, name: str, default=None):
     """CCrmRestHelper::resolveArrayParam: name, NAME, name, Name, arName (first one set wins)."""
-    lower = name.lower()
-    for key in (name, name.upper(), lower, lower.capitalize(), "ar" + lower.capitalize()):
+    for key in _spellings(name):
         if params.get(key) is not None:
             return params[key]
     return default

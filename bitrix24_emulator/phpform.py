@@ -19,7 +19,9 @@ _CANONICAL_INT = re.compile(r"^(0|-?[1-9]\d*)$")
 
 _ESCAPE_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _ASCII_ESCAPES = {f"%{hi}{lo}": chr(int(hi + lo, 16)) for hi in "01234567" for lo in "0123456789abcdefABCDEF"}
-_MANY_ESCAPES = 6  # past this many, urllib's own loop is the quicker (a batch command, encoded twice)
+_HEX_PAIRS = {key[1:]: char for key, char in _ASCII_ESCAPES.items()}
+_NON_ASCII_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
+_MANY_ESCAPES = 6  # past this many (a batch command, encoded twice), one split is quicker than a match each
 _CACHED_NAME = 256  # names up to this long are split once: the same few come in every request
 
 
@@ -35,9 +37,14 @@ def unquote_plus(text: str) -> str:
         text = text.replace("+", " ")
     if "%" not in text:
         return text
-    if text.count("%") > _MANY_ESCAPES:
-        return unquote(text)
-    return _ESCAPE_RUN.sub(_unescape, text)
+    if text.count("%") <= _MANY_ESCAPES:
+        return _ESCAPE_RUN.sub(_unescape, text)
+    if _NON_ASCII_ESCAPE.search(text) is not None:
+        return unquote(text)  # escaped UTF-8: urllib's reading, runs of bytes decoded together
+    # Every escape stands for one ASCII character, alone: urllib's loop, without its bytes.
+    pieces = text.split("%")
+    pairs = _HEX_PAIRS
+    return pieces[0] + "".join([(pairs.get(p[:2]) or "%" + p[:2]) + p[2:] for p in pieces[1:]])
 
 
 @lru_cache(maxsize=4096)

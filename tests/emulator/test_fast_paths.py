@@ -115,6 +115,16 @@ def test_unquote_plus_matches_urllib_on_random_text():
         assert phpform.unquote_plus(text) == unquote_plus(text), text
 
 
+def test_unquote_plus_matches_urllib_on_long_ascii_escapes():
+    """Past a few escapes, those standing for ASCII are read in one split (an encoded batch command)."""
+    rng = random.Random(11)
+    pieces = ["%25", "%26", "%3D", "%3d", "%5B", "%7F", "%00", "%2", "%", "%%", "%g1", "a", "+", "é", "日", "%41",
+              "%2541", "%C3%A9"]
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(6, 30)))
+        assert phpform.unquote_plus(text) == unquote_plus(text), text
+
+
 QUERIES = [
     "fields[TITLE]=My%20company&fields[PHONE][0][VALUE]=112233&fields[PHONE][0][VALUE_TYPE]=WORK",
     "select[]=ID&select[]=NAME&a[5]=x&a[]=y&a[-3]=z&a[]=w",
@@ -197,3 +207,21 @@ def test_new_records_follow_user_field_changes():
     assert "UF_CRM_LATER" not in record
     first, second = emu.store.records["contact"][1], record
     assert list(first) == list(second) and first["EMAIL"] is not second["EMAIL"] and second["EMAIL"] == []
+
+
+def test_clock_iso_matches_the_plain_conversion():
+    from datetime import datetime
+
+    from bitrix24_emulator.values import Clock
+
+    clock = Clock(lambda: 1795766400.25, 180)
+    rng = random.Random(3)
+    moments = [1795766400.0, 1795766400.9989, 1795766400.999, 1795766400.9999996, 1795766401.0000001, -1.5, -0.0001,
+               0.0, 1795766400, 2**31 + 0.5] + [1795766400 + rng.random() * 5 for _ in range(2000)]
+    for moment in moments + moments[::-1]:
+        plain = datetime.fromtimestamp(moment, clock.tz).isoformat(timespec="seconds")
+        assert clock.iso(moment) == plain, moment
+    assert clock.iso() == datetime.fromtimestamp(1795766400.25, clock.tz).isoformat(timespec="seconds")
+    for bad in (math.nan, math.inf):
+        with pytest.raises((ValueError, OverflowError)):
+            clock.iso(bad)
