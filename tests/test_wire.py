@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import types
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
@@ -241,6 +243,9 @@ TRICKY_PARAMS = [
     {"halt": 0, "cmd": {"w0": "crm.contact.add?fields%5BNAME%5D=A%26B&fields%5BEMAIL%5D%5B0%5D%5BVALUE%5D=a%40b.c",
                         "c 1": "crm.contact.get?id=$result[w0]", "ключ": "crm.contact.list?filter[NAME]=Иван"}},
     {"id": 5, "fields": {"TITLE": "tab\there\nnewline", "EMOJI": "😀", "ZERO": 0, "NEG": -1, "BIG": 10**30}},
+    {"fields": types.MappingProxyType({"PHONE": ({"VALUE": "1"}, {"VALUE": "2"}), "IDS": (1, True),
+                                       "MIXED": [1, {"a": "b"}], "SUB": collections.OrderedDict(x="y"),
+                                       "S": type("S", (str,), {})("sub")})},
 ]
 
 

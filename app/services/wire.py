@@ -68,6 +68,9 @@ def _check_key(key: Any, top_level: bool) -> str:
 
 
 def _is_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is dict or kind is list:  # without the Mapping ABC's slow check
+        return kind is str or kind is int
     return not isinstance(value, (Mapping, list, tuple))
 
 
@@ -77,7 +80,7 @@ def _walk(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, value))
     elif kind is int or kind is bool or value is None:
         out.append((prefix, _scalar(value)))
-    elif isinstance(value, Mapping):
+    elif kind is dict or isinstance(value, Mapping):
         if not value:
             # No form encoding gives PHP an empty array. "key[]=" makes the key arrive as an array
             # (holding one empty string), which list-typed Bitrix24 parameters read as "clear";
@@ -90,7 +93,7 @@ def _walk(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
                 out.append((name, item))  # a leaf, without the call
             else:
                 _walk(name, item, out)
-    elif isinstance(value, (list, tuple)):
+    elif kind is list or isinstance(value, (list, tuple)):
         if not value:
             out.append((prefix + "[]", ""))
         elif all(_is_scalar(item) for item in value):
