@@ -57,7 +57,10 @@ def run_batch(params: dict, execute) -> dict:
                 raise batch_length_exceeded()
             # parse_url + parse_str: the path is the method, the fragment is cut off.
             method, _, rest = command.partition("?")
-            query = _substitute(parse_str(rest.split("#", 1)[0]), sections)
+            raw = rest.split("#", 1)[0]
+            query = parse_str(raw)
+            if "$" in raw or "%24" in raw:  # else no value can hold a reference ("$" arrives as itself or %24)
+                query = _substitute(query, sections)
             method = method.strip().lstrip("/")
             result, total, next_, time_ = execute(method, query)
         except ApiError as err:

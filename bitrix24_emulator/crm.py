@@ -26,10 +26,22 @@ _LINK_TYPES = {"crm_company", "crm_contact", "crm_lead", "crm_quote"}
 WRITE_ONLY = {"CONTACT_IDS"}
 
 
+_SPELLINGS: dict[str, tuple[str, ...]] = {}
+
+
+def _spellings(name: str) -> tuple[str, ...]:
+    found = _SPELLINGS.get(name)
+    if found is None:
+        lower = name.lower()
+        found = (name, name.upper(), lower, lower.capitalize(), "ar" + lower.capitalize())
+        if len(_SPELLINGS) < 1024:
+            _SPELLINGS[name] = found
+    return found
+
+
 def resolve_array_param(params: dict, name: str, default=None):
     """CCrmRestHelper::resolveArrayParam: name, NAME, name, Name, arName (first one set wins)."""
-    lower = name.lower()
-    for key in (name, name.upper(), lower, lower.capitalize(), "ar" + lower.capitalize()):
+    for key in _spellings(name):
         if params.get(key) is not None:
             return params[key]
     return default
@@ -75,6 +87,7 @@ class CrmStore:
             {e: dict(d) for e, d in table.items()} for table in self._field_tables()]
         for table, configured in zip(self._field_tables(), self._configured, strict=True):
             table.update({e: dict(d) for e, d in configured.items()})
+        self._templates: dict[str, tuple] = {}  # _default_values
         self.records.clear()
         self.records.update({entity: {} for entity in self.fields})
         self._next_id = {entity: 1 for entity in self.fields}
@@ -94,6 +107,7 @@ class CrmStore:
         """A user field made or changed at runtime (userfields.py): described, stored, on every record."""
         for table in self._field_tables():
             table[entity][name] = field
+        self._templates.pop(entity, None)
         for record in self.records[entity].values():
             record.setdefault(name, None)
 
@@ -101,6 +115,7 @@ class CrmStore:
         """A deleted user field leaves the entity and every record."""
         for table in self._field_tables():
             table[entity].pop(name, None)
+        self._templates.pop(entity, None)
         for record in self.records[entity].values():
             record.pop(name, None)
 
@@ -237,16 +252,31 @@ class CrmStore:
             if catalog is not None:
                 record["STATUS_SEMANTIC_ID"] = catalog.stage_semantic(1, None, status) or record["STATUS_SEMANTIC_ID"]
 
+    def _default_values(self, entity: str) -> tuple[dict, tuple[str, ...]]:
+        """A new record's value for each field (in the fields' order), and the fields that start as a new
+        list: worked out once per entity, again after its fields change (user fields, reset)."""
+        defs = self.fields[entity]
+        cached = self._templates.get(entity)
+        if cached is not None and cached[0] is defs and cached[1] == len(defs):
+            return cached[2], cached[3]
+        template, collections = {}, []
+        for name, field in defs.items():
+            if field.is_collection:
+                template[name] = None  # a new list for each record (below), here only its place
+                collections.append(name)
+            elif field.type in ("date", "datetime") and not field.dynamic:
+                template[name] = ""
+            else:
+                template[name] = None
+        self._templates[entity] = (defs, len(defs), template, tuple(collections))
+        return template, tuple(collections)
+
     def _defaults(self, entity: str, new_id: int) -> dict:
         now = self.clock.iso()
-        record = {}
-        for name, field in self.fields[entity].items():
-            if field.is_collection:
-                record[name] = []
-            elif field.type in ("date", "datetime") and not field.dynamic:
-                record[name] = ""
-            else:
-                record[name] = None
+        template, collections = self._default_values(entity)
+        record = dict(template)
+        for name in collections:
+            record[name] = []
         if entity == "activity":
             record.update(ID=str(new_id), CREATED=now, LAST_UPDATED=now, AUTHOR_ID=self.user_id,
                           EDITOR_ID=self.user_id, RESPONSIBLE_ID=self.user_id, COMPLETED="N", DIRECTION="0",

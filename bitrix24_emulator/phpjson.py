@@ -50,8 +50,36 @@ def _float(number: float) -> str:
     return repr(number)
 
 
+_KEYS: dict[str, str] = {}  # object keys as written, with their ":" (the same few names in every answer)
+
+
+def _key(key) -> str:
+    if type(key) is not str:
+        return _string(str(key)) + ":"
+    text = _KEYS.get(key)
+    if text is None:
+        text = _string(key) + ":"
+        if len(key) <= 64:
+            if len(_KEYS) >= 4096:
+                _KEYS.clear()
+            _KEYS[key] = text
+    return text
+
+
 def _encode(value, out: list) -> None:
-    if value is None:
+    kind = type(value)
+    # The common types first, by exact type; anything else (bool, None, subclasses) as before.
+    if kind is str:
+        out.append(_string(value))
+    elif kind is dict:
+        _encode_dict(value, out)
+    elif kind is int:
+        out.append(str(value))
+    elif kind is float:
+        out.append(_float(value))
+    elif kind is list:
+        _encode_list(value, out)
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
@@ -64,31 +92,45 @@ def _encode(value, out: list) -> None:
     elif isinstance(value, float):
         out.append(_float(value))
     elif isinstance(value, dict):
-        if not value:
-            out.append("[]")  # an empty PHP array is always a list
-            return
-        if all(str(k) == str(i) for i, k in enumerate(value)):
-            _encode(list(value.values()), out)  # keys 0..n-1 in order: PHP emits a list
-            return
-        out.append("{")
-        first = True
-        for key, item in value.items():
-            if not first:
-                out.append(",")
-            first = False
-            out.append(_string(str(key)))
-            out.append(":")
-            _encode(item, out)
-        out.append("}")
+        _encode_dict(value, out)
     elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
+        _encode_list(value, out)
     else:
         out.append(_string(str(value)))
+
+
+def _encode_dict(value: dict, out: list) -> None:
+    if not value:
+        out.append("[]")  # an empty PHP array is always a list
+        return
+    if str(next(iter(value))) == "0" and all(str(k) == str(i) for i, k in enumerate(value)):
+        _encode(list(value.values()), out)  # keys 0..n-1 in order: PHP emits a list
+        return
+    out.append("{")
+    first = True
+    for key, item in value.items():
+        if first:
+            first = False
+        else:
+            out.append(",")
+        out.append(_key(key))
+        kind = type(item)
+        if kind is str:
+            out.append(_string(item))
+        elif kind is int:
+            out.append(str(item))
+        else:
+            _encode(item, out)
+    out.append("}")
+
+
+def _encode_list(value, out: list) -> None:
+    out.append("[")
+    for i, item in enumerate(value):
+        if i:
+            out.append(",")
+        _encode(item, out)
+    out.append("]")
 
 
 def dumps(value) -> str:

@@ -26,10 +26,22 @@ class Clock:
     def __init__(self, now, utc_offset_minutes: int = 180):
         self.now = now
         self.tz = timezone(timedelta(minutes=utc_offset_minutes))
+        self._last_second: tuple[int, str] | None = None  # iso(): the second last written, and its text
 
     def iso(self, ts: float | None = None) -> str:
         """PHP ``date('c')``: seconds precision with the offset, e.g. 2026-11-27T10:00:00+03:00."""
         moment = self.now() if ts is None else ts
+        if type(moment) is float and math.isfinite(moment):
+            second = math.floor(moment)
+            # Below .999 no rounding to microseconds can carry into the next second: the text is the
+            # second's, written once per second (every command of a batch has two of them).
+            if moment - second < 0.999:
+                last = self._last_second
+                if last is not None and last[0] == second:
+                    return last[1]
+                text = datetime.fromtimestamp(second, self.tz).isoformat(timespec="seconds")
+                self._last_second = (second, text)
+                return text
         return datetime.fromtimestamp(moment, self.tz).isoformat(timespec="seconds")
 
     def parse(self, text) -> datetime | None:

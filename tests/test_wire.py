@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import types
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
@@ -165,3 +167,116 @@ def test_batch_methods_from_params_and_from_the_encoded_body():
     assert batch_methods(form_body({"halt": 0, "cmd": cmd})) == expected
     assert batch_methods({"cmd": ["a.b?x=1", "c", 5]}) == {"0": "a.b", "1": "c"}
     assert batch_methods("halt=0") == {} and batch_methods(None) == {}
+
+
+# -- the fast encoder against urllib's quote: byte for byte, errors alike ------------------------------------
+
+def _old_encode_form(pairs):
+    from urllib.parse import quote
+
+    return "&".join(f"{quote(k, safe='', errors='strict')}={quote(v, safe='', errors='strict')}" for k, v in pairs)
+
+
+TRICKY_TEXT = [
+    "", "plain", "a b", "a+b", "100%", "%", "%%41", "%zz", "a&b=c?d#e", "~-._", "/:;@!$'()*,", "[]{}|\\^`\"<>",
+    "".join(chr(i) for i in range(128)), "\x00\x01\x7f", "line\r\nbreak\ttab", "Иван Петров", "日本語テキスト",
+    "emoji 😀 mixed ü ß", "é%C3%A9", "crm.contact.add?fields%5BNAME%5D=Ada&fields%5BLAST_NAME%5D=L%C3%BCtzen",
+    "a" * 5000 + "?" + "%" * 300, "\u2028\u2029", "\ufeffbom", "\U0010ffff",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXT)
+def test_quote_matches_urllib(text):
+    from urllib.parse import quote
+
+    from flask_bitrix24.services.wire import _quote, _quote_key
+
+    assert _quote(text) == quote(text, safe="", errors="strict")
+    assert _quote_key(text) == quote(text, safe="", errors="strict")
+    assert _quote_key(text) == quote(text, safe="", errors="strict")  # from the cache this time
+
+
+def test_quote_matches_urllib_on_random_text():
+    import random
+    from urllib.parse import quote
+
+    from flask_bitrix24.services.wire import _quote
+
+    rng = random.Random(20261207)
+    alphabet = [chr(i) for i in range(128)] + list("éü€Иж日😀\u2028\U0001f600")
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert _quote(text) == quote(text, safe="", errors="strict"), text
+
+
+@pytest.mark.parametrize("text", ["\ud800", "ok \udfff then", "Иван \ud83d", "a%b \ud800"])
+def test_quote_raises_what_urllib_raises_on_lone_surrogates(text):
+    from urllib.parse import quote
+
+    from flask_bitrix24.services.wire import _quote, check_sendable
+
+    with pytest.raises(UnicodeEncodeError) as expected:
+        quote(text, safe="", errors="strict")
+    with pytest.raises(UnicodeEncodeError) as got:
+        _quote(text)
+    assert str(got.value) == str(expected.value)
+    for params in ({"fields": {"NAME": text}}, {"fields": {text: "x"}}):
+        with pytest.raises(UnicodeEncodeError) as old:
+            _old_encode_form(flatten_params(params))
+        with pytest.raises(UnicodeEncodeError) as new:
+            check_sendable(params)
+        assert str(new.value) == str(old.value)
+        with pytest.raises(UnicodeEncodeError) as new:
+            encode_form(flatten_params(params))
+        assert str(new.value) == str(old.value)
+
+
+TRICKY_PARAMS = [
+    {"fields": {"NAME": "Иван", "LAST_NAME": "O'Brien & Sons", "OPENED": True, "EXPORT": False, "COMMENTS": None,
+                "PHONE": [{"VALUE": "+7 (900) 000-00-00", "VALUE_TYPE": "WORK"}], "EMAIL": [],
+                "UF_CRM_LIST": ["a b", "c&d", 3, 2.5], "UF_CRM_MAP": {}, "UF_CRM_DATE": dt.date(2026, 1, 2),
+                "OPPORTUNITY": Decimal("10.50"), "NESTED": {"a": {"b": {"c": "%41=?"}}}},
+     "params": {"REGISTER_SONET_EVENT": "Y"}},
+    {"filter": {">=DATE_CREATE": "2026-01-01T00:00:00+03:00", "%TITLE": "50% off", "!ID": [1, 2, 3]},
+     "select": ["ID", "UF_*"], "order": {"ID": "ASC"}, "start": -1},
+    ["positional", {"x": 1}, [1, 2]],
+    {"halt": 0, "cmd": {"w0": "crm.contact.add?fields%5BNAME%5D=A%26B&fields%5BEMAIL%5D%5B0%5D%5BVALUE%5D=a%40b.c",
+                        "c 1": "crm.contact.get?id=$result[w0]", "ключ": "crm.contact.list?filter[NAME]=Иван"}},
+    {"id": 5, "fields": {"TITLE": "tab\there\nnewline", "EMOJI": "😀", "ZERO": 0, "NEG": -1, "BIG": 10**30}},
+    {"fields": types.MappingProxyType({"PHONE": ({"VALUE": "1"}, {"VALUE": "2"}), "IDS": (1, True),
+                                       "MIXED": [1, {"a": "b"}], "SUB": collections.OrderedDict(x="y"),
+                                       "S": type("S", (str,), {})("sub")})},
+]
+
+
+@pytest.mark.parametrize("params", TRICKY_PARAMS)
+def test_encode_form_is_byte_identical_to_the_old_encoding(params):
+    from flask_bitrix24.services.bulk.batch import command_string
+    from flask_bitrix24.services.wire import check_sendable, form_body
+
+    pairs = flatten_params(params)
+    assert encode_form(pairs) == _old_encode_form(pairs)
+    assert form_body(params) == _old_encode_form(pairs)
+    check_sendable(params)  # sendable: no error
+    if isinstance(params, dict):
+        old_command = f"crm.contact.add?{_old_encode_form(pairs)}"
+        assert command_string("crm.contact.add", params) == old_command
+        batch = {"halt": 0, "cmd": {"k0": command_string("crm.contact.add", params), "k1": "profile"}}
+        assert form_body(batch) == _old_encode_form(flatten_params({"halt": 0, "cmd": {"k0": old_command,
+                                                                                         "k1": "profile"}}))
+        assert parse_php_form(form_body(batch))["cmd"]["k0"] == old_command
+
+
+@pytest.mark.parametrize("params", [
+    {"fields": {"a]": 1}, "x": 2}, {"a.b": 1}, {" x": 1}, {"\tx": 1}, {"a b": 1}, {"": 1}, {"fields": {"": 1}}, {"fields": {"a[b]": 1}},
+    {"fields": {True: 1}}, {"fields": {1.5: 1}}, {"fields": {"X": object()}}, {"fields": {"X": float("nan")}},
+    {"fields": {"X": Decimal("Infinity")}}, "not params",
+])
+def test_check_sendable_raises_what_encoding_raises(params):
+    from flask_bitrix24.services.wire import check_sendable
+
+    with pytest.raises((ValueError, TypeError)) as old:
+        _old_encode_form(flatten_params(params))
+    with pytest.raises((ValueError, TypeError)) as new:
+        check_sendable(params)
+    assert type(new.value) is type(old.value) and str(new.value) == str(old.value)

@@ -12,7 +12,7 @@ from flask import Response, current_app, stream_with_context
 from ..entities import ENTITIES, Entity
 from ..services.bitrix24_service import Bitrix24Error, bx_batch, bx_list_all
 from ..services.bulk import bulk_write
-from ..services.wire import encode_form, flatten_params, parse_php_form
+from ..services.wire import check_sendable, parse_php_form
 from .errors import ApiError
 from .params import check_command_names, check_field_names
 
@@ -87,7 +87,7 @@ def _batch_items(ent: Entity, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _check_sendable(params: Any, where: str) -> None:
     try:
-        encode_form(flatten_params(params))
+        check_sendable(params)
     except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
         raise ApiError(400, "INVALID_PARAMS", f"{where} cannot be sent to Bitrix24: {exc}", field=where)
 

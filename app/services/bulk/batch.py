@@ -10,7 +10,7 @@ from typing import Any
 from ..bitrix24_service import bx_call
 from ..caller import is_repeatable
 from ..errors import Bitrix24Error, classify
-from ..wire import batch_section, encode_form, flatten_params
+from ..wire import batch_section, check_sendable, encode_form, flatten_params
 
 BATCH_LIMIT = 50  # commands per batch request (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)
 _REFERENCE = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
@@ -77,7 +77,7 @@ def bx_batch(
 
         for key, (_, params) in chunk:
             try:  # refuse what cannot be sent before the first chunk runs, not halfway through
-                command_string("x", params)
+                check_sendable(params)
             except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
                 raise ValueError(f"command {key!r} cannot be sent: {exc}") from None
 
