@@ -17,6 +17,7 @@ import click
 from flask.cli import with_appcontext
 
 from .runtime import runtime
+from .services.limiter import describe_limit
 from .services.transfer import FORMATS, IMPORT_CHUNK, IMPORT_ORIGINATOR, TransferUsage
 
 _client_option = click.option("--client", "--client-id", "client_id", type=click.IntRange(1, 2**31 - 1),
@@ -87,10 +88,9 @@ class Progress:
                 return
             last[0] = now
             resume = time.strftime("%H:%M:%S", time.localtime(time.time() + seconds))
-            limit, window = info.get("limit", 480.0), info.get("window", 600.0)
-            per = f"{window / 60:g} minutes" if window >= 60 else f"{window:g} s"
+            allowed = describe_limit(info.get("limit", 480.0), info.get("window", 600.0))
             self.note(f"waiting {seconds:.0f} s for {info.get('method')}'s operating time on the portal "
-                      f"(Bitrix24 allows each method {limit:.0f} s per {per}); going on at about {resume}")
+                      f"(Bitrix24 allows each method {allowed}); going on at about {resume}")
 
         return listener
 

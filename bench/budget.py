@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--cost", type=float, default=0.5, help="server seconds one crm.contact.update takes")
     parser.add_argument("--scale", type=float, default=0.05, help="time compression (1: a real portal's time)")
     parser.add_argument("--parallel", type=int, default=None, help="BITRIX_BULK_PARALLEL (default: as shipped, 4)")
-    parser.add_argument("--chunk", type=int, default=None, help="the import's --chunk (default: as shipped, 250)")
+    parser.add_argument("--chunk", type=int, default=None, help="the import's --chunk (default: as shipped, 400)")
     parser.add_argument("--via", choices=["cli", "python"], default="cli",
                         help="cli: flask bitrix24 import (default); python: one bulk_write() call in this process")
     args = parser.parse_args()
@@ -129,7 +129,7 @@ def main() -> None:
                  - section(before, "operating_seconds").get("crm.contact.update", 0))
     result = {
         "updates": args.updates, "cost_s": args.cost, "scale": args.scale, "window_s": window,
-        "via": args.via, "parallel": args.parallel or "default (4)", "chunk": args.chunk or "default (250)",
+        "via": args.via, "parallel": args.parallel or "default (4)", "chunk": args.chunk or "default (400)",
         "seconds": round(elapsed, 2), "requests": after["requests"] - before["requests"],
         "http_503": status.get("503", 0), "http_429": status.get("429", 0),
         "refused_for_budget": after["operating_limited"] - before["operating_limited"],

@@ -44,7 +44,7 @@ from .errors import (
     ServerError,
     TransportError,
 )
-from .limiter import BucketParams, OperatingBudgets
+from .limiter import BucketParams, OperatingBudgets, describe_limit
 from .portal import PortalPool
 from .wire import batch_methods, batch_section
 
@@ -264,8 +264,9 @@ class PortalCaller:
                 self.budgets.release(portal, name, token)
             if waited + wait > budget_left:
                 raise OperatingLimit(
-                    f"{name} has used its operating time on this portal ({self.budgets.limit:.0f} s per 10 "
-                    f"minutes): it has room again in {wait:.0f} s", method=method, retry_after=max(1.0, wait),
+                    f"{name} has used its operating time on this portal "
+                    f"({describe_limit(self.budgets.limit, self.budgets.window)}): it has room again in {wait:.0f} s",
+                    method=method, retry_after=max(1.0, wait),
                 )
             self.on_event("operating_wait", {"tenant": tenant, "method": name, "seconds": wait, **self._budget_terms()})
             self.sleep(wait)

@@ -330,6 +330,12 @@ class OperatingBudgets:
         return True
 
 
+def describe_limit(limit: float, window: float) -> str:
+    """"480 s per 10 minutes": the operating limit in words, for what people read."""
+    per = f"{window / 60:g} minutes" if window >= 60 else f"{window:g} s"
+    return f"{limit:.0f} s per {per}"
+
+
 def _standing(operating: float, seen_at: float, now: float, window: float, finish: float | None, shift: float,
               drops: list[tuple[float, float]] | tuple = ()) -> tuple[float, float | None, float | None]:
     """The method's total now, as far as we know it: the last figure given, less our own charges whose

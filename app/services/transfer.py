@@ -35,8 +35,10 @@ IMPORT_ORIGINATOR = "flask-bitrix24-import"
 # Values of a multiple field share one CSV cell, joined by this; an import splits the cell on ";"
 # (Bitrix24 multi-fields, e.g. PHONE / EMAIL: https://apidocs.bitrix24.com/api-reference/crm/data-types.html#crm_multifield)
 MULTI_SEPARATOR = "; "
-# Rows per bulk_write call during an import: progress is reported (and the failures file written) per chunk
-IMPORT_CHUNK = 250
+# Rows per bulk_write call during an import: progress is reported (and the failures file written) per chunk.
+# Two rounds of the batches a bulk write has in flight (BITRIX_BULK_PARALLEL, 4, of 50): a chunk of 250 was
+# four batches, then one alone, and a chunk ends only when its last batch does (bench/budget.py).
+IMPORT_CHUNK = 400
 MULTI_TYPES = ("crm_multifield",)
 # Field types whose one value is an object (a file's {"fileData": [name, base64]}, an activity's SETTINGS):
 # https://apidocs.bitrix24.com/api-reference/crm/data-types.html; another field that is not multiple takes a scalar
