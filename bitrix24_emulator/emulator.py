@@ -245,6 +245,7 @@ class Emulator:
     # ---- WSGI -------------------------------------------------------------------------------------
 
     def __call__(self, environ, start_response):
+        self._owed.figures = []  # figures a request still has to fill in are its own (_settle_figures)
         request = Request(environ)
         started = self._now()
         path = request.path

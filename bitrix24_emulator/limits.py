@@ -151,7 +151,10 @@ class OperatingBudget:
         entry[3].append((now, seconds))
 
     def charge_for(self, cost_per_call: float, processing: float) -> float:
-        return cost_per_call + (processing if processing >= self.MINIMAL_FIX_TIME else 0.0)
+        """A call's charge: its run time (what it really took, plus the cost per call set on the emulator,
+        which is run time too), or nothing under MINIMAL_FIX_TIME, as a portal records it."""
+        total = cost_per_call + (processing if processing >= self.MINIMAL_FIX_TIME else 0.0)
+        return total if total >= self.MINIMAL_FIX_TIME else 0.0
 
     def time_keys(self, method: str, at: float | None = None) -> dict:
         """``operating_reset_at`` (only once something is recorded) and ``operating``, as of ``at``."""

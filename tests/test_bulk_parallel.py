@@ -77,3 +77,21 @@ def test_a_call_with_creates_sends_its_batches_in_order(app, portal):
     with app.app_context():
         bulk_write("crm.contact", [{"fields": {"NAME": f"N{i}"}} for i in range(150)])
     assert slow.peak == 1 and slow.order == ["w0", "w50", "w100"]  # new IDs follow the items
+
+
+def test_each_methods_wait_for_room_comes_out_of_the_time_left_not_on_top_of_it(monkeypatch):
+    """A batch of creates and updates waits for room in two budgets: the second wait gets what the first
+    left of the request's time (BITRIX_BULK_MAX_WAIT, which a proxy in front of us waits for), not all of it."""
+    from flask_bitrix24.services.bulk import write
+
+    clock, given = [0.0], []
+
+    def room(name, *, client_id, max_wait, at_least):
+        given.append((name, max_wait, at_least))
+        clock[0] += 40  # it waited 40 s for room
+        return 3
+
+    monkeypatch.setattr(write, "operating_room", room)
+    chunk = [(None, ("crm.contact.add", {}))] * 2 + [(None, ("crm.contact.update", {}))] * 12
+    assert write._fitting(chunk, 1, lambda: 100 - clock[0]) == 5  # both adds, then 3 updates: what fits
+    assert given == [("crm.contact.add", 100, 2), ("crm.contact.update", 60, 10)]

@@ -333,7 +333,7 @@ class OperatingBudgets:
 def describe_limit(limit: float, window: float) -> str:
     """"480 s per 10 minutes": the operating limit in words, for what people read."""
     per = f"{window / 60:g} minutes" if window >= 60 else f"{window:g} s"
-    return f"{limit:.0f} s per {per}"
+    return f"{limit:g} s per {per}"
 
 
 def _standing(operating: float, seen_at: float, now: float, window: float, finish: float | None, shift: float,

@@ -336,6 +336,9 @@ def test_a_commands_figures_count_only_what_was_recorded_by_its_own_end():
         thread.start()
     for thread in threads:
         thread.join()
+    spans = [(min(t["start"] for t in b["result"]["result_time"].values()),
+              max(t["finish"] for t in b["result"]["result_time"].values())) for b in bodies]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the two batches did run side by side
     timings = sorted((t["finish"], t["operating"]) for body in bodies for t in body["result"]["result_time"].values())
     assert len(timings) == 6
     figures = [operating for _, operating in timings]
@@ -354,3 +357,11 @@ def test_the_budget_as_of_a_moment_leaves_out_what_ends_later():
     assert budget.time_keys("m", 1001) == {"operating": 11, "operating_reset_at": 1600}
     now[0] = 1601  # the bucket dropped out a window after its first record
     assert budget.used("m") == 0
+
+
+def test_a_cost_per_call_under_a_tenth_of_a_second_is_not_recorded_as_a_portal_would_not():
+    from bitrix24_emulator.limits import OperatingBudget
+
+    budget = OperatingBudget(limit=10, window=600, clock=lambda: 1000.0)
+    assert budget.charge_for(0.05, 0.01) == 0.0  # what the client reads as nothing charged is nothing
+    assert budget.charge_for(0.05, 0.2) == pytest.approx(0.25) and budget.charge_for(0.3, 0.01) == 0.3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,7 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
             while chunk:
                 # What the methods' operating budgets have room for now goes now, the rest after: the last
                 # room in a window smaller than a whole batch is used, not left idle until a bucket drops.
-                part = _fitting(chunk, client_id, time_left())
+                part = _fitting(chunk, client_id, time_left)
                 _write_chunk(entity, chunk[:part], client_id, time_left(), attempts)
                 chunk = chunk[part:]
 
@@ -213,17 +214,18 @@ def _failed(future: Future, chunk: list, undone: set[int]) -> Bitrix24Error | No
 MIN_PART = 10
 
 
-def _fitting(chunk: list, client_id: int | None, max_wait: float) -> int:
+def _fitting(chunk: list, client_id: int | None, time_left: Callable[[], float]) -> int:
     """How many of the chunk's first commands to send now: as many as each method's operating budget has
-    room for (waiting, within ``max_wait``, until at least MIN_PART of them, or all, fit), else all of them
-    (no cost known, or no room within the bound: the call's own admission then waits, or says when to
-    try again)."""
+    room for (waiting, within the request's ``time_left()``, until at least MIN_PART of them, or all, fit),
+    else all of them (no cost known, or no room within the bound: the call's own admission then waits, or
+    says when to try again). The time left is read again for each method: a wait for one is not given
+    again to the next."""
     counts: dict[str, int] = {}
     for _, (method, _) in chunk:
         counts[method.lower()] = counts.get(method.lower(), 0) + 1
     rooms: dict[str, int | None] = {}
     for name, count in counts.items():
-        rooms[name] = operating_room(name, client_id=client_id, max_wait=max_wait, at_least=min(count, MIN_PART))
+        rooms[name] = operating_room(name, client_id=client_id, max_wait=time_left(), at_least=min(count, MIN_PART))
         if rooms[name] == 0:
             return len(chunk)
     used: dict[str, int] = {}
