@@ -56,3 +56,18 @@ def test_ending_our_read_leaves_a_hosts_loaded_objects_as_its_own_commits_would(
         assert not session.in_transaction()
         assert not inspect(row).expired_attributes  # a rollback would have expired it: a reload, or a
         # DetachedInstanceError once the host's session is gone
+
+
+def test_a_client_with_no_config_leaves_no_transaction_open_either(make_app):
+    from flask_bitrix24.services.errors import ConfigMissing
+
+    app = make_app(BITRIX_ENV_FALLBACK=False)
+    with app.app_context():
+        runtime(app).target_cache.clear()
+        try:
+            bx_call("crm.contact.list", client_id=7)
+        except ConfigMissing:
+            pass
+        else:
+            raise AssertionError("a client with no config must be told so")
+        assert not _session(app).in_transaction()

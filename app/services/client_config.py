@@ -101,7 +101,12 @@ def portal_target(client_id: int | None) -> Target:
     session = state.session
     session = session() if hasattr(session, "registry") else session  # the scoped session's own
     ours = not session.in_transaction()
-    target = _portal_target(client_id)
+    try:
+        target = _portal_target(client_id)
+    except Exception:
+        if ours:
+            session.rollback()  # the read we began failed (a client with no config, the database gone): ended too
+        raise
     if ours and not (session.new or session.dirty or session.deleted):
         # End the read this lookup began (never a transaction of the caller's): a bulk job or a stream
         # runs for minutes, and would hold a database connection "idle in transaction" all along. Ended
