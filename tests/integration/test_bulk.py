@@ -100,6 +100,34 @@ def test_list_all_while_rows_are_added(stack):
     assert set(range(1, 10_001)) <= set(counts)  # none of the rows present at the start is lost
 
 
+def test_list_all_ends_while_rows_come_faster_than_it_reads(stack, monkeypatch):
+    """A portal that gains 60 contacts with every page asked of it (faster than a page of 50 reads them):
+    the listing still ends, with every row present at its start and none twice; past the end of the table
+    it reads up to the highest ID there was when it got there, not after."""
+    seed(stack.emulator, "contact", 500)
+    store = stack.emulator.store
+    real_list = store.list
+    pages = {"count": 0}
+
+    def growing_list(entity, params):
+        with stack.emulator._lock:
+            pages["count"] += 1
+            for i in range(60 if pages["count"] <= 200 else 0):  # then it stops, so a chase ends too
+                store.add(entity, {"fields": {"NAME": f"late {pages['count']}.{i}"}})
+            return real_list(entity, params)
+
+    monkeypatch.setattr(store, "list", growing_list)
+    with stack.app.app_context():
+        ids = [int(r["ID"]) for r in bx_list_all("crm.contact.list", {"select": ["ID"]}, client_id=1)]
+    counts = Counter(ids)
+    assert all(c == 1 for c in counts.values())
+    assert set(range(1, 501)) <= set(counts)
+    assert ids == sorted(ids)
+    # Bounded: the pages asked are a handful, not a chase (each one adds 60 more rows than there were).
+    assert pages["count"] < 60, pages
+    assert len(ids) < 500 + 60 * pages["count"]  # the rows added after the end was reached are not read
+
+
 def test_list_all_respects_filter_and_other_orders(stack):
     seed(stack.emulator, "deal", 300)
     with stack.app.app_context():

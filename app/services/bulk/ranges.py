@@ -16,7 +16,9 @@ page):
    scan), and a page that comes back full before its bound simply goes on in a later batch;
 3. 50 such pages to a batch, up to ``chains`` batches at once;
 4. rows handed to the caller in ID order, batch after batch (at most ``chains + 1`` batches held), then a
-   last keyset page past the highest ID for rows added meanwhile.
+   last keyset page past the highest ID for rows added meanwhile; if it is full, the rows up to the
+   highest ID there is then (one more descending page), and no further: the listing ends even while
+   rows keep coming.
 
 Each request still goes through the portal's bucket and operating budget as background work, so more
 chains make a listing as fast as the bucket allows, not faster, and leave interactive calls their share.
@@ -158,12 +160,21 @@ def walk(shape: Shape, chains: int, last: int = 0,
         tail = holder.get("tail")
         if tail is None:
             tail = _page(shape, {**shape.flt, f">{id_field}": highest})
-    # Rows added since the descending page: past its highest ID, walked on as usual.
+    # Rows added since the descending page: past its highest ID, up to the highest ID there is once the
+    # first of their pages comes back full (one more descending page finds it). Rows added after that are
+    # the next listing's: a walk that chased every new row would never end while a portal gains rows
+    # faster than one page a request (a lead import running beside it).
+    ceiling: int | None = None
     while True:
         yield from tail
         if len(tail) < PAGE:
             return
-        tail = _page(shape, {**shape.flt, f">{id_field}": int(tail[-1][row_id])})
+        last_id = int(tail[-1][row_id])
+        if ceiling is None:
+            ceiling = max((int(r[row_id]) for r in _page(shape, shape.flt, descending=True)), default=last_id)
+        if last_id >= ceiling:
+            return
+        tail = _page(shape, {**shape.flt, f">{id_field}": last_id, f"<={id_field}": ceiling})
 
 
 def _middle(shape: Shape, chains: int, low: int, high: int, density: float, *, tail_after: int,
