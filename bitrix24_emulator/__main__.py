@@ -14,10 +14,9 @@ import signal
 import sys
 import threading
 
-from werkzeug.serving import make_server
-
 from .emulator import create_emulator
 from .portals import DEFAULT_DOMAIN, create_portals
+from .server import close_connections, make_keepalive_server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +213,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    server = make_server(args.host, args.port, app, threaded=True)
+    server = make_keepalive_server(args.host, args.port, app)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "", "::") else args.host
     url = f"http://{host}:{server.port}"
     first = portals[0]
@@ -252,6 +251,7 @@ def main(argv=None) -> int:
         server.serve_forever()
     finally:
         server.server_close()
+        close_connections(server)
         print("Bitrix24 emulator stopped.", flush=True)
     return 0
 

@@ -282,3 +282,68 @@ def test_stats_count_connections():
         client.post("/rest/1/demo/profile", environ_overrides={"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": port})
     stats = client.get("/_emulator/stats").json
     assert stats["requests"] == 4 and stats["connections"] == 2
+
+
+def _raw_request(conn, method, path, body=b"", headers=None):
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def test_connections_stay_open_between_requests_as_a_portals_do(serve):
+    """One connection, several requests (a client's pool reuses it, as with a portal's web server); the
+    emulator's counters see one connection."""
+    import http.client
+
+    server = serve(limits=False)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for name in ("Ann", "Bob", "Cy"):
+        response, body = _raw_request(conn, "POST", "/rest/1/demo/crm.contact.add.json",
+                                      f"fields[NAME]={name}".encode(),
+                                      {"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status == 200 and response.getheader("Connection") is None, response.getheaders()
+    assert [r["NAME"] for r in server.emulator.records["contact"].values()] == ["Ann", "Bob", "Cy"]
+    stats = requests.get(f"{server.url}/_emulator/stats", timeout=5).json()
+    assert stats["connections"] == 1  # (the stats request is not counted)
+    conn.close()
+
+
+def test_a_body_left_unread_does_not_spill_into_the_next_request(serve):
+    """The next request on a kept connection is read from where the last body ended, whatever the app
+    read of it (a refused call reads nothing of a large body)."""
+    import http.client
+
+    server = serve(limits=False)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    junk = b"GET /rest/1/demo/profile HTTP/1.1\r\nHost: x\r\n\r\n" * 2000  # would parse as requests if left
+    response, _ = _raw_request(conn, "POST", "/rest/1/wrong-secret/profile.json", junk)
+    assert response.status == 401
+    response, body = _raw_request(conn, "POST", "/rest/1/demo/crm.contact.add.json", b"fields[NAME]=Dee",
+                                  {"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 200 and b'"result":1' in body
+    assert server.emulator.counters.requests == 2
+
+
+def test_a_client_that_asks_to_close_or_sends_chunked_gets_its_connection_closed(serve):
+    import http.client
+
+    server = serve(limits=False)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    response, _ = _raw_request(conn, "POST", "/rest/1/demo/profile.json", b"", {"Connection": "close"})
+    assert response.status == 200 and response.getheader("Connection") == "close"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("POST", "/rest/1/demo/crm.contact.add.json", body=iter([b"fields[NAME]=", b"Eve"]),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"}, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Connection") == "close" and b'"result":1' in response.read()
+
+
+def test_a_stopped_emulator_answers_no_one_not_even_on_a_connection_opened_before(serve):
+    """Tests stop the emulator to play a portal that is down: a connection a client's pool kept must
+    not go on being answered."""
+    server = serve(limits=False)
+    session = requests.Session()
+    assert session.post(server.base + "profile.json", timeout=5).status_code == 200
+    server.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.post(server.base + "profile.json", timeout=5)
