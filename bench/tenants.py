@@ -6,6 +6,7 @@ portal's own limits.
 
     .venv/bin/python bench/tenants.py [--tenants 100] [--items 5000] [--database-url URL] [--time-scale 0]
                                       [--redis-url redis://127.0.0.1:6379/12] [--workers 4] [--threads 15]
+                                      [--job creates|updates] [--cost 0.5] [--scale 0.05]
 
 What runs, each in a process of its own:
 
@@ -50,6 +51,16 @@ achieved`` (1.0: as fast as the portal permits; our pacing, 39 places then 99% o
 the most one job of 100 requests reaches). A job that did not create every item counts as share 0 and as failed.
 The 503s and 429s each portal sent come from the emulator's counters.
 
+``--job updates``: the job most bulk work on a portal is, one whose pace is the method's operating budget
+rather than the bucket (https://apidocs.bitrix24.com/limits.html: 480 s of server time per method per 10
+minutes). Each portal is preloaded with ``--items`` contacts and charges ``--cost`` seconds for each
+``crm.contact.update``; each tenant POSTs an update of every one (items with an ``id``). Time is compressed as
+in bench/budget.py: the window is 600 x ``--scale`` seconds and every answer takes its server time x scale,
+while the limit (480) and the cost per call are not scaled, so each window allows a portal's number of calls;
+the bucket is the real one (burst 50, 2 a second), and our side is told the window (BITRIX_OPERATING_BUCKET).
+The bound is bench/budget.py's: the larger of the budget's, (windows - 1) x window less one bucket, with
+floor(480 / cost) + 1 calls a window, and the bucket's, max(0, requests - 40) / 2 (background places).
+
 CPU: utime + stime (children included) of the gunicorn master and workers and of both RQ workers, read from
 /proc/<pid>/stat before and after the jobs, divided by the requests the portals received in that window,
 per 1,000 calls (each call a batch of 50 creates). The emulator's own CPU is shown apart (it is not ours),
@@ -75,6 +86,7 @@ from pathlib import Path
 
 import requests
 from benchkit import free_port, wait_http
+from budget import bounds as budget_bounds
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKGROUND_PLACES, DRAIN = 40, 2.0  # of the portal's burst of 50; requests per second
@@ -179,15 +191,21 @@ def emulator_stats(port: int) -> dict:
 # -- one run ---------------------------------------------------------------------------------------------
 
 
-def contacts(tenant: int, count: int) -> list[bytes]:
-    """The tenant's job as the JSON bodies of its POSTs, at most MAX_ITEMS items each."""
-    items = [{"fields": {"NAME": f"Tenant {tenant}", "LAST_NAME": f"Contact {i}",
-                         "EMAIL": [{"VALUE": f"t{tenant}.c{i}@example.com"}]}} for i in range(count)]
+def contacts(tenant: int, count: int, job: str = "creates") -> list[bytes]:
+    """The tenant's job as the JSON bodies of its POSTs, at most MAX_ITEMS items each: new contacts, or an
+    update of each preloaded one (ids 1..count)."""
+    if job == "updates":
+        items = [{"id": i, "fields": {"NAME": f"Tenant {tenant} updated {i}"}} for i in range(1, count + 1)]
+    else:
+        items = [{"fields": {"NAME": f"Tenant {tenant}", "LAST_NAME": f"Contact {i}",
+                             "EMAIL": [{"VALUE": f"t{tenant}.c{i}@example.com"}]}} for i in range(count)]
     return [json.dumps({"items": items[i:i + MAX_ITEMS]}).encode() for i in range(0, count, MAX_ITEMS)]
 
 
 def run(tenants: int, items: int, database_url: str | None, redis_url: str, time_scale: float,
-        workers_n: int, threads: int) -> dict:
+        workers_n: int, threads: int, job_kind: str = "creates", cost: float = 0.5) -> dict:
+    """One run; with ``job_kind="updates"``, ``time_scale`` is the compression of the portal's time (its
+    operating window is 600 x time_scale seconds)."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -195,12 +213,17 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     procs: list[subprocess.Popen] = []
     try:
         emu_port, app_port = free_port(), free_port()
+        window = 600 * time_scale
+        costly = ["--preload", f"contact={items}", "--method-cost", f"crm.contact.update={cost}",
+                  "--operating-window", str(window)] if job_kind == "updates" else []
         emulator = start([sys.executable, "-m", "bitrix24_emulator", "--host", "0.0.0.0", "--port", str(emu_port),
                           "--portals", str(tenants), "--secret", "bench{n}", "--burst", "50", "--rate", "2",
-                          "--time-scale", str(time_scale)], None, tmp / "emulator.log")
+                          "--time-scale", str(time_scale), *costly], None, tmp / "emulator.log")
         procs.append(emulator)
         env = app_env(tmp, database_url or f"sqlite:///{tmp / 'bench.db'}", redis_url, tenants, workers_n, threads,
                       app_port)
+        if job_kind == "updates":
+            env["BITRIX_OPERATING_BUCKET"] = str(window / 10)
         flask = [sys.executable, "-m", "flask", "--app", "app", "bitrix24"]
         setup = subprocess.run([*flask, "setup"], cwd=ROOT, env=env, capture_output=True, text=True)
         if setup.returncode != 0:
@@ -240,7 +263,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(register, range(1, tenants + 1)))
-        bodies = {n: contacts(n, items) for n in range(1, tenants + 1)}
+        bodies = {n: contacts(n, items, job_kind) for n in range(1, tenants + 1)}
         time.sleep(3)  # the profile checks' places drain (one each, 0.5 s)
 
         results: dict[int, dict] = {}
@@ -258,7 +281,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
                         outcome["errors"].append(f"{r.status_code} {r.text[:200]}")
                         continue
                     answer = r.json()
-                    outcome["created"] += answer["created"]
+                    outcome["created"] += answer["created"] + answer["updated"]
                     outcome["errors"] += sorted({f"{o['error']}: {o['error_description'][:120]}"
                                                  for o in answer["result"] if not o["ok"]})[:3]
             except requests.RequestException as exc:
@@ -290,6 +313,8 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     per_tenant = []
     needed = sum(math.ceil(min(MAX_ITEMS, items - i) / PER_REQUEST) for i in range(0, items, MAX_ITEMS))
     bound = max(0, needed - BACKGROUND_PLACES) / DRAIN
+    if job_kind == "updates":
+        bound = max(bound, budget_bounds(items, cost, 600 * time_scale)["budget_s"])
     for n in range(1, tenants + 1):
         b, a = before_stats["by_portal"][n - 1], after_stats["by_portal"][n - 1]
         done = results[n]
@@ -308,7 +333,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     shares = [t["share"] for t in per_tenant if t["share"] is not None]
     failed = [t for t in per_tenant if t["errors"] or t["created"] != items]
     summary = {
-        "tenants": tenants, "items": items, "needed": needed, "bound_s": bound, "workers": workers_n,
+        "tenants": tenants, "job": job_kind, "items": items, "needed": needed, "bound_s": bound, "workers": workers_n,
         "threads": threads,
         "database": "postgresql" if database_url and database_url.startswith("postgres") else "sqlite",
         "share_min": min(shares) if shares else None, "share_median": statistics.median(shares) if shares else None,
@@ -348,13 +373,22 @@ def main() -> int:
                         help="the emulator answers in its modelled server time times this (0: at once)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
     parser.add_argument("--threads", type=int, default=15, help="gunicorn threads per worker (default 15)")
+    parser.add_argument("--job", choices=["creates", "updates"], default="creates",
+                        help="creates (paced by the bucket, the default) or updates of a costly method (paced by "
+                             "its operating budget: --cost, --scale)")
+    parser.add_argument("--cost", type=float, default=0.5,
+                        help="--job updates: server seconds one crm.contact.update takes (default 0.5)")
+    parser.add_argument("--scale", type=float, default=0.05,
+                        help="--job updates: time compression (default 0.05: a 30-s window; answers take their "
+                             "server time x this)")
     args = parser.parse_args()
     if any(not 1 <= n <= 62_000 for n in args.tenants) or args.items < 1:
         parser.error("--tenants wants 1 to 62000 tenants, --items at least 1")
     runs = []
     for tenants in args.tenants:
-        outcome = run(tenants, args.items, args.database_url, args.redis_url, args.time_scale, args.workers,
-                      args.threads)
+        outcome = run(tenants, args.items, args.database_url, args.redis_url,
+                      args.scale if args.job == "updates" else args.time_scale, args.workers, args.threads,
+                      args.job, args.cost)
         runs.append(outcome)
         print(json.dumps(outcome["summary"]), file=sys.stderr, flush=True)
 
@@ -374,9 +408,9 @@ def main() -> int:
     for outcome in runs:
         s = outcome["summary"]
         cpu = s["cpu_s"]
-        print(f"\n{s['tenants']} tenants x {s['items']:,} contacts ({s['database']}, {s['threads']} threads per "
-              f"gunicorn worker): {s['records_created']:,} created in {s['calls']:,} calls; CPU seconds: gunicorn "
-              f"{cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
+        print(f"\n{s['tenants']} tenants x {s['items']:,} contacts, {s['job']} ({s['database']}, {s['threads']} "
+              f"threads per gunicorn worker): {s['records_created']:,} written in {s['calls']:,} calls; CPU seconds: "
+              f"gunicorn {cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
               f"bench client {cpu['bench_client']}, over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "
               f"tenants that failed: {s['tenants_failed']}")
         if s.get("first_failures"):
