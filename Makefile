@@ -38,7 +38,7 @@ test-lowest: pyproject.toml constraints-lowest.txt
 	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip setuptools
 	$(LOWEST)/bin/python -m pip install --quiet --only-binary :all: -c constraints-lowest.txt -e ".[all]" \
-		pytest responses fast_bitrix24 schemathesis selenium
+		pytest responses fast_bitrix24 schemathesis selenium hypothesis
 	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(flask|werkzeug|sqlalchemy|marshmallow|rq|redis)=='
 	$(LOWEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS) $(LOWEST_TESTS)
 
