@@ -305,6 +305,14 @@ def test_connections_stay_open_between_requests_as_a_portals_do(serve):
     assert [r["NAME"] for r in server.emulator.records["contact"].values()] == ["Ann", "Bob", "Cy"]
     stats = requests.get(f"{server.url}/_emulator/stats", timeout=5).json()
     assert stats["connections"] == 1  # (the stats request is not counted)
+    # Kept connections answer without Nagle's wait: the answer's body would otherwise sit until the client's
+    # delayed ACK of its head (40 ms a call).
+    import socket
+
+    from bitrix24_emulator.server import _connections
+
+    kept = list(_connections(server._server))
+    assert kept and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in kept)
     conn.close()
 
 
