@@ -184,6 +184,12 @@ def app_env(tmp: Path, database_url: str, redis_url: str, tenants: int, workers:
     return env
 
 
+def _seconds(stats: dict) -> float:
+    """Operating seconds charged on a portal, every method (an empty map comes as [], PHP's empty array)."""
+    charged = stats.get("operating_seconds") or {}
+    return sum(charged.values()) if isinstance(charged, dict) else 0.0
+
+
 def emulator_stats(port: int) -> dict:
     return requests.get(f"http://127.0.0.1:{port}/_emulator/stats", timeout=120).json()
 
@@ -203,7 +209,7 @@ def contacts(tenant: int, count: int, job: str = "creates") -> list[bytes]:
 
 
 def run(tenants: int, items: int, database_url: str | None, redis_url: str, time_scale: float,
-        workers_n: int, threads: int, job_kind: str = "creates", cost: float = 0.5) -> dict:
+        workers_n: int, threads: int, job_kind: str = "creates", cost: float = 0.5, keep_logs: bool = False) -> dict:
     """One run; with ``job_kind="updates"``, ``time_scale`` is the compression of the portal's time (its
     operating window is 600 x time_scale seconds)."""
     import redis
@@ -325,6 +331,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         per_tenant.append({"tenant": n, "requests": a["requests"] - b["requests"],
                            "503s": a["rate_limited"] - b["rate_limited"],
                            "429s": a["operating_limited"] - b["operating_limited"],
+                           "operating_s": round(_seconds(a) - _seconds(b), 1),
                            "achieved_s": round(achieved, 2), "share": share, "created": done["created"],
                            "errors": done["errors"][:3]})
     calls = sum(t["requests"] for t in per_tenant)
@@ -339,6 +346,8 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         "share_min": min(shares) if shares else None, "share_median": statistics.median(shares) if shares else None,
         "share_max": max(shares) if shares else None, "below_0_9": sum(1 for s in shares if s < 0.9),
         "503s": sum(t["503s"] for t in per_tenant), "429s": sum(t["429s"] for t in per_tenant),
+        "operating_s_per_tenant": {"min": min(t["operating_s"] for t in per_tenant),
+                                   "max": max(t["operating_s"] for t in per_tenant)},
         "calls": calls, "records_created": sum(t["created"] for t in per_tenant), "tenants_failed": len(failed),
         "cpu_s": {**{k: round(v, 2) for k, v in ours.items()}, "ours": round(sum(ours.values()), 2),
                   "emulator": round(after_emulator - before_emulator, 2),
@@ -346,15 +355,16 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         "cpu_per_1000_calls": round(1000 * sum(ours.values()) / calls, 2) if calls else None,
         "emulator_cpu_per_1000_calls": round(1000 * (after_emulator - before_emulator) / calls, 2) if calls else None,
         "machine_busy": round(busy, 3), "wall_s": round(wall, 2), "processes_alive_at_end": alive,
-        "logs": str(tmp),  # kept when a job failed, for a look
+        "logs": str(tmp),  # kept when a job failed (or --keep-logs), for a look
     }
     if failed:
         summary["first_failures"] = [{k: t[k] for k in ("tenant", "created", "errors")} for t in failed[:3]]
-    else:
+    elif not keep_logs:
         shutil.rmtree(tmp, ignore_errors=True)
         summary["logs"] = None
-    # Per tenant, compactly: [tenant, requests its portal saw, 503s, 429s, seconds, share]
-    rows = [[t["tenant"], t["requests"], t["503s"], t["429s"], t["achieved_s"], t["share"]] for t in per_tenant]
+    # Per tenant, compactly: [tenant, requests its portal saw, 503s, 429s, seconds, share, operating seconds]
+    rows = [[t["tenant"], t["requests"], t["503s"], t["429s"], t["achieved_s"], t["share"], t["operating_s"]]
+            for t in per_tenant]
     return {"summary": summary, "per_tenant": rows}
 
 
@@ -373,6 +383,7 @@ def main() -> int:
                         help="the emulator answers in its modelled server time times this (0: at once)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
     parser.add_argument("--threads", type=int, default=15, help="gunicorn threads per worker (default 15)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (printed: where)")
     parser.add_argument("--job", choices=["creates", "updates"], default="creates",
                         help="creates (paced by the bucket, the default) or updates of a costly method (paced by "
                              "its operating budget: --cost, --scale)")
@@ -388,7 +399,7 @@ def main() -> int:
     for tenants in args.tenants:
         outcome = run(tenants, args.items, args.database_url, args.redis_url,
                       args.scale if args.job == "updates" else args.time_scale, args.workers, args.threads,
-                      args.job, args.cost)
+                      args.job, args.cost, args.keep_logs)
         runs.append(outcome)
         print(json.dumps(outcome["summary"]), file=sys.stderr, flush=True)
 
@@ -413,6 +424,8 @@ def main() -> int:
               f"gunicorn {cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
               f"bench client {cpu['bench_client']}, over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "
               f"tenants that failed: {s['tenants_failed']}")
+        if s.get("logs") and not s.get("first_failures"):
+            print(f"logs kept in {s['logs']}")
         if s.get("first_failures"):
             print(f"first failures: {json.dumps(s['first_failures'])}; logs kept in {s['logs']}")
     print("\n" + json.dumps({"runs": runs}))
