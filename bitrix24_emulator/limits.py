@@ -107,12 +107,15 @@ class OperatingBudget:
         # method -> {bucket index: [first record time, seconds, last record time, [(time, seconds), ...]]}
         self._usage: dict[str, dict[int, list]] = {}
 
-    def _live(self, method: str, now: float) -> dict[int, list]:
+    def _live(self, method: str) -> dict[int, list]:
         # A bucket (a minute's calls) drops out a window after its first recorded call, which is the
         # moment operating_reset_at announces (https://apidocs.bitrix24.com/limits.html), not at the
-        # boundary of a later minute. Pruned by the real clock only: a request's own time may run ahead.
+        # boundary of a later minute; _as_of leaves out what had dropped out by the moment asked about.
+        # Buckets are kept here a window longer, by the real clock: figures are worked out as of a moment
+        # already past (a call's finish, filled in once its modelled time is slept: Emulator._settle_figures),
+        # and a bucket still live at that moment counts in them though it may have dropped out since.
         buckets = self._usage.get(method, {})
-        for index in [i for i, entry in buckets.items() if entry[0] + self.window <= min(now, self.clock())]:
+        for index in [i for i, entry in buckets.items() if entry[0] + 2 * self.window <= self.clock()]:
             del buckets[index]
         return buckets
 
@@ -123,7 +126,7 @@ class OperatingBudget:
         (it answers after the modelled time, see Emulator._take) and stamped it with its future end."""
         at = self.clock() if at is None else at
         out = []
-        for first, total, last, charges in self._live(method, at).values():
+        for first, total, last, charges in self._live(method).values():
             if first + self.window <= at or first > at:
                 continue
             if last <= at:
@@ -144,7 +147,7 @@ class OperatingBudget:
         if seconds <= 0:
             return
         now = self.clock() if at is None else at
-        buckets = self._live(method, now)
+        buckets = self._live(method)
         self._usage[method] = buckets
         entry = buckets.setdefault(math.floor(now / self.bucket_len), [now, 0.0, now, []])
         entry[0], entry[1], entry[2] = min(entry[0], now), entry[1] + seconds, max(entry[2], now)

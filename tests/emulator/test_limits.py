@@ -359,6 +359,29 @@ def test_the_budget_as_of_a_moment_leaves_out_what_ends_later():
     assert budget.used("m") == 0
 
 
+def test_figures_as_of_a_past_moment_count_a_bucket_that_has_dropped_out_since():
+    """An answer's figures are filled in as of its finish once its modelled time is slept; by then a bucket
+    live at that finish may have dropped out, and another request may have asked first. The figures must
+    still count it (a portal works them out at the call's end): leaving it out told the client a total lower
+    than the portal's by that bucket, so the client took the bucket off a second time when it dropped."""
+    from bitrix24_emulator.limits import OperatingBudget
+
+    now = [1000.0]
+    budget = OperatingBudget(limit=480, window=30, clock=lambda: now[0])
+    budget.record("m", 40, at=1000.0)  # bucket 1: drops out at 1030
+    budget.record("m", 30, at=1010.0)  # bucket 2
+    now[0] = 1030.4  # bucket 1 has dropped out; a request asks as of now first
+    assert budget.used("m") == 30
+    # An answer whose finish was 1029.9 is settled now: bucket 1 was still in at its finish.
+    assert budget.used("m", 1029.9) == 70
+    assert budget.time_keys("m", 1029.9) == {"operating": 70, "operating_reset_at": 1030}
+    budget.record("m", 5, at=1030.2)  # a record meanwhile does not lose it either
+    assert budget.used("m", 1029.9) == 70 and budget.used("m", 1030.3) == 35
+    now[0] = 1060.1  # a window after it dropped out, it is gone for good (kept no longer than that)
+    assert budget.used("m") == 5
+    assert sorted(entry[0] for entry in budget._usage["m"].values()) == [1010.0, 1030.2]
+
+
 def test_a_cost_per_call_under_a_tenth_of_a_second_is_not_recorded_as_a_portal_would_not():
     from bitrix24_emulator.limits import OperatingBudget
 
