@@ -208,24 +208,36 @@ def contacts(tenant: int, count: int, job: str = "creates") -> list[bytes]:
     return [json.dumps({"items": items[i:i + MAX_ITEMS]}).encode() for i in range(0, count, MAX_ITEMS)]
 
 
+def placement(n: int, emulators: int) -> tuple[int, int]:
+    """Where tenant n's portal lives: (emulator process, 0-based; portal number in that process, from 1)."""
+    return (n - 1) % emulators, (n - 1) // emulators + 1
+
+
 def run(tenants: int, items: int, database_url: str | None, redis_url: str, time_scale: float,
-        workers_n: int, threads: int, job_kind: str = "creates", cost: float = 0.5, keep_logs: bool = False) -> dict:
+        workers_n: int, threads: int, job_kind: str = "creates", cost: float = 0.5, keep_logs: bool = False,
+        emulators_n: int = 1) -> dict:
     """One run; with ``job_kind="updates"``, ``time_scale`` is the compression of the portal's time (its
-    operating window is 600 x time_scale seconds)."""
+    operating window is 600 x time_scale seconds). The portals are spread over ``emulators_n`` emulator
+    processes, tenant n's on process (n - 1) % emulators_n."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tenants-"))
     procs: list[subprocess.Popen] = []
     try:
-        emu_port, app_port = free_port(), free_port()
+        emulators_n = min(emulators_n, tenants)
+        emu_ports, app_port = [free_port() for _ in range(emulators_n)], free_port()
         window = 600 * time_scale
         costly = ["--preload", f"contact={items}", "--method-cost", f"crm.contact.update={cost}",
                   "--operating-window", str(window)] if job_kind == "updates" else []
-        emulator = start([sys.executable, "-m", "bitrix24_emulator", "--host", "0.0.0.0", "--port", str(emu_port),
-                          "--portals", str(tenants), "--secret", "bench{n}", "--burst", "50", "--rate", "2",
-                          "--time-scale", str(time_scale), *costly], None, tmp / "emulator.log")
-        procs.append(emulator)
+        emulators = []
+        for e, emu_port in enumerate(emu_ports):
+            count = len([n for n in range(1, tenants + 1) if placement(n, emulators_n)[0] == e])
+            emulators.append(start([sys.executable, "-m", "bitrix24_emulator", "--host", "0.0.0.0", "--port",
+                                    str(emu_port), "--portals", str(count), "--secret", "bench{n}", "--burst", "50",
+                                    "--rate", "2", "--time-scale", str(time_scale), *costly], None,
+                                   tmp / f"emulator{e + 1}.log"))
+        procs.extend(emulators)
         env = app_env(tmp, database_url or f"sqlite:///{tmp / 'bench.db'}", redis_url, tenants, workers_n, threads,
                       app_port)
         if job_kind == "updates":
@@ -239,7 +251,8 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         workers = [start([*flask, "worker"], env, tmp / f"worker{i}.log") for i in (1, 2)]
         procs.extend(workers)
         api = f"http://127.0.0.1:{app_port}/api/bitrix"
-        wait_http(f"http://127.0.0.1:{emu_port}/_emulator/stats", timeout=120)
+        for emu_port in emu_ports:
+            wait_http(f"http://127.0.0.1:{emu_port}/_emulator/stats", timeout=120)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -262,7 +275,8 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
             r = requests.delete(f"{api}/clients/{n}/config", headers=headers, timeout=60)
             if r.status_code not in (200, 204, 404):
                 raise SystemExit(f"client {n}: removing its old config answered {r.status_code} {r.text[:300]}")
-            base = f"http://{address(n)}:{emu_port}/rest/1/bench{n}/"
+            e, local = placement(n, emulators_n)
+            base = f"http://{address(n)}:{emu_ports[e]}/rest/1/bench{local}/"
             r = requests.post(f"{api}/clients/{n}/config", json={"webhook_base": base}, headers=headers, timeout=60)
             if r.status_code not in (200, 201):
                 raise SystemExit(f"client {n}: saving its config answered {r.status_code} {r.text[:300]}")
@@ -299,17 +313,19 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         for t in jobs:
             t.start()
         roots = {"gunicorn": [gunicorn.pid], "rq": [w.pid for w in workers]}
-        before_stats = emulator_stats(emu_port)
+        before_stats = [emulator_stats(port) for port in emu_ports]
         before = {name: sum(tree_cpu(p) for p in pids) for name, pids in roots.items()}
-        before_emulator, before_self, before_machine = tree_cpu(emulator.pid), own_cpu(), machine_jiffies()
+        before_emulator = sum(tree_cpu(emulator.pid) for emulator in emulators)
+        before_self, before_machine = own_cpu(), machine_jiffies()
         gate.wait()
         started = time.perf_counter()
         for t in jobs:
             t.join()
         wall = time.perf_counter() - started
         after = {name: sum(tree_cpu(p) for p in pids) for name, pids in roots.items()}
-        after_emulator, after_self, after_machine = tree_cpu(emulator.pid), own_cpu(), machine_jiffies()
-        after_stats = emulator_stats(emu_port)
+        after_emulator = sum(tree_cpu(emulator.pid) for emulator in emulators)
+        after_self, after_machine = own_cpu(), machine_jiffies()
+        after_stats = [emulator_stats(port) for port in emu_ports]
         alive = {"gunicorn": gunicorn.poll() is None, "rq": all(w.poll() is None for w in workers)}
     except SystemExit as exc:
         raise SystemExit(f"{exc}\n(the processes' logs are in {tmp})") from None
@@ -322,7 +338,8 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     if job_kind == "updates":
         bound = max(bound, budget_bounds(items, cost, 600 * time_scale)["budget_s"])
     for n in range(1, tenants + 1):
-        b, a = before_stats["by_portal"][n - 1], after_stats["by_portal"][n - 1]
+        e, local = placement(n, emulators_n)
+        b, a = before_stats[e]["by_portal"][local - 1], after_stats[e]["by_portal"][local - 1]
         done = results[n]
         achieved = done["done"] - started
         ok = not done["errors"] and done["created"] == items
@@ -341,7 +358,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     failed = [t for t in per_tenant if t["errors"] or t["created"] != items]
     summary = {
         "tenants": tenants, "job": job_kind, "items": items, "needed": needed, "bound_s": bound, "workers": workers_n,
-        "threads": threads,
+        "threads": threads, "emulators": emulators_n,
         "database": "postgresql" if database_url and database_url.startswith("postgres") else "sqlite",
         "share_min": min(shares) if shares else None, "share_median": statistics.median(shares) if shares else None,
         "share_max": max(shares) if shares else None, "below_0_9": sum(1 for s in shares if s < 0.9),
@@ -392,6 +409,8 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.05,
                         help="--job updates: time compression (default 0.05: a 30-s window; answers take their "
                              "server time x this)")
+    parser.add_argument("--emulators", type=int, default=1,
+                        help="emulator processes the portals are spread over (default 1: every portal in one)")
     args = parser.parse_args()
     if any(not 1 <= n <= 62_000 for n in args.tenants) or args.items < 1:
         parser.error("--tenants wants 1 to 62000 tenants, --items at least 1")
@@ -399,7 +418,7 @@ def main() -> int:
     for tenants in args.tenants:
         outcome = run(tenants, args.items, args.database_url, args.redis_url,
                       args.scale if args.job == "updates" else args.time_scale, args.workers, args.threads,
-                      args.job, args.cost, args.keep_logs)
+                      args.job, args.cost, args.keep_logs, args.emulators)
         runs.append(outcome)
         print(json.dumps(outcome["summary"]), file=sys.stderr, flush=True)
 
@@ -420,7 +439,8 @@ def main() -> int:
         s = outcome["summary"]
         cpu = s["cpu_s"]
         print(f"\n{s['tenants']} tenants x {s['items']:,} contacts, {s['job']} ({s['database']}, {s['threads']} "
-              f"threads per gunicorn worker): {s['records_created']:,} written in {s['calls']:,} calls; CPU seconds: "
+              f"threads per gunicorn worker, {s['emulators']} emulator process(es)): {s['records_created']:,} written "
+              f"in {s['calls']:,} calls; CPU seconds: "
               f"gunicorn {cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
               f"bench client {cpu['bench_client']}, over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "
               f"tenants that failed: {s['tenants_failed']}")

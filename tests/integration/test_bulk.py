@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 
@@ -178,6 +179,13 @@ def test_bulk_create_when_many_answers_are_lost_after_the_write(make_stack):
     _assert_each_created_once(s, outcomes, 500)
     assert s.emulator.counters.dropped + s.emulator.counters.failed >= 3
     assert all(r["ORIGINATOR_ID"] == "flask-bitrix24" for r in s.emulator.records["contact"].values())
+    # Each record's marker is its own: 128 random bits as 32 hex digits, none shared (a shared one would make a
+    # lost answer's lookup find another item's record), and a second call draws new ones.
+    markers = [r["ORIGIN_ID"] for r in s.emulator.records["contact"].values()]
+    assert len(set(markers)) == 500 and all(re.fullmatch(r"[0-9a-f]{32}", m) for m in markers)
+    with s.app.app_context():
+        again = bulk_write("crm.contact", items[:50], client_id=1, attempts=30)
+    assert not {s.emulator.records["contact"][o.id]["ORIGIN_ID"] for o in again} & set(markers)
 
 
 def test_bulk_updates_and_per_item_errors(make_stack):
