@@ -6,12 +6,17 @@ portal's own limits.
 
     .venv/bin/python bench/tenants.py [--tenants 100] [--items 5000] [--database-url URL] [--time-scale 0]
                                       [--redis-url redis://127.0.0.1:6379/12] [--workers 4] [--threads 15]
-                                      [--job creates|updates] [--cost 0.5] [--scale 0.05]
+                                      [--job creates|updates] [--cost 0.5] [--scale 0.05] [--emulators 1]
+                                      [--gc-threshold A,B,C|default]
 
 What runs, each in a process of its own:
 
 - the emulator, ``python -m bitrix24_emulator --portals N``: N portals in one process, each with its own
-  records, request bucket (Bitrix24's: burst 50, drained 2 per second, limits on) and operating budget;
+  records, request bucket (Bitrix24's: burst 50, drained 2 per second, limits on) and operating budget.
+  ``--emulators K`` spreads the portals over K such processes, each on its own port (tenant n's portal on
+  process (n - 1) % K): one Python process answers with one core at most, whatever the machine has, so with
+  many busy portals in one, the bench measures that process, not our app (100 portals' batches of 50 creates
+  need about 1.5 cores of the emulator's CPU at the bucket's pace; a real portal's CPU is not ours at all);
 - our app under gunicorn with ``gunicorn.conf.py`` (4 workers, gthread) on SQLite (a temporary file) or on
   ``--database-url`` (PostgreSQL: give it a database of its own, e.g. ``bench_tenants``; its tables are
   created, clients 1..N's configs replaced), ``BITRIX_REDIS_URL`` (database 12 by default, emptied first)
@@ -215,10 +220,11 @@ def placement(n: int, emulators: int) -> tuple[int, int]:
 
 def run(tenants: int, items: int, database_url: str | None, redis_url: str, time_scale: float,
         workers_n: int, threads: int, job_kind: str = "creates", cost: float = 0.5, keep_logs: bool = False,
-        emulators_n: int = 1) -> dict:
+        emulators_n: int = 1, gc_threshold: str | None = None) -> dict:
     """One run; with ``job_kind="updates"``, ``time_scale`` is the compression of the portal's time (its
     operating window is 600 x time_scale seconds). The portals are spread over ``emulators_n`` emulator
-    processes, tenant n's on process (n - 1) % emulators_n."""
+    processes, tenant n's on process (n - 1) % emulators_n. ``gc_threshold`` (e.g. "default"): given to
+    gunicorn (GUNICORN_GC_THRESHOLD) and to the emulators (--gc-threshold); None leaves both as shipped."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -235,13 +241,16 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
             count = len([n for n in range(1, tenants + 1) if placement(n, emulators_n)[0] == e])
             emulators.append(start([sys.executable, "-m", "bitrix24_emulator", "--host", "0.0.0.0", "--port",
                                     str(emu_port), "--portals", str(count), "--secret", "bench{n}", "--burst", "50",
-                                    "--rate", "2", "--time-scale", str(time_scale), *costly], None,
+                                    "--rate", "2", "--time-scale", str(time_scale), *costly,
+                                    *(["--gc-threshold", gc_threshold] if gc_threshold else [])], None,
                                    tmp / f"emulator{e + 1}.log"))
         procs.extend(emulators)
         env = app_env(tmp, database_url or f"sqlite:///{tmp / 'bench.db'}", redis_url, tenants, workers_n, threads,
                       app_port)
         if job_kind == "updates":
             env["BITRIX_OPERATING_BUCKET"] = str(window / 10)
+        if gc_threshold:
+            env["GUNICORN_GC_THRESHOLD"] = gc_threshold
         flask = [sys.executable, "-m", "flask", "--app", "app", "bitrix24"]
         setup = subprocess.run([*flask, "setup"], cwd=ROOT, env=env, capture_output=True, text=True)
         if setup.returncode != 0:
@@ -358,7 +367,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     failed = [t for t in per_tenant if t["errors"] or t["created"] != items]
     summary = {
         "tenants": tenants, "job": job_kind, "items": items, "needed": needed, "bound_s": bound, "workers": workers_n,
-        "threads": threads, "emulators": emulators_n,
+        "threads": threads, "emulators": emulators_n, "gc_threshold": gc_threshold or "as shipped",
         "database": "postgresql" if database_url and database_url.startswith("postgres") else "sqlite",
         "share_min": min(shares) if shares else None, "share_median": statistics.median(shares) if shares else None,
         "share_max": max(shares) if shares else None, "below_0_9": sum(1 for s in shares if s < 0.9),
@@ -411,6 +420,9 @@ def main() -> int:
                              "server time x this)")
     parser.add_argument("--emulators", type=int, default=1,
                         help="emulator processes the portals are spread over (default 1: every portal in one)")
+    parser.add_argument("--gc-threshold", default=None, metavar="A,B,C|default",
+                        help="the garbage collector's thresholds for gunicorn's workers and the emulators (default: "
+                             "as shipped, 5000,20,100 after freezing what startup made; 'default': Python's own)")
     args = parser.parse_args()
     if any(not 1 <= n <= 62_000 for n in args.tenants) or args.items < 1:
         parser.error("--tenants wants 1 to 62000 tenants, --items at least 1")
@@ -418,7 +430,7 @@ def main() -> int:
     for tenants in args.tenants:
         outcome = run(tenants, args.items, args.database_url, args.redis_url,
                       args.scale if args.job == "updates" else args.time_scale, args.workers, args.threads,
-                      args.job, args.cost, args.keep_logs, args.emulators)
+                      args.job, args.cost, args.keep_logs, args.emulators, args.gc_threshold)
         runs.append(outcome)
         print(json.dumps(outcome["summary"]), file=sys.stderr, flush=True)
 
@@ -439,7 +451,8 @@ def main() -> int:
         s = outcome["summary"]
         cpu = s["cpu_s"]
         print(f"\n{s['tenants']} tenants x {s['items']:,} contacts, {s['job']} ({s['database']}, {s['threads']} "
-              f"threads per gunicorn worker, {s['emulators']} emulator process(es)): {s['records_created']:,} written "
+              f"threads per gunicorn worker, {s['emulators']} emulator process(es), GC {s['gc_threshold']}): "
+              f"{s['records_created']:,} written "
               f"in {s['calls']:,} calls; CPU seconds: "
               f"gunicorn {cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
               f"bench client {cpu['bench_client']}, over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "

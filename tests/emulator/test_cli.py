@@ -31,3 +31,28 @@ def test_flags_switch_each_choice():
     assert api.ok("crm.currency.base.get") == "USD"
     assert api("crm.deal.delete", {"id": 999})[1]["error"] == "ERROR_CORE"
     assert api.emu.batch_operating == "batch"
+
+
+def test_gc_threshold_is_parsed_and_applied_as_asked(capsys):
+    import gc
+
+    import pytest
+
+    from bitrix24_emulator.__main__ import tune_gc
+
+    assert build_parser().parse_args([]).gc_threshold == (5000, 20, 100)
+    assert build_parser().parse_args(["--gc-threshold", "default"]).gc_threshold is None
+    assert build_parser().parse_args(["--gc-threshold", "900,12,40"]).gc_threshold == (900, 12, 40)
+    for wrong in ("5000,20", "a,b,c", "1,2,-3"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--gc-threshold", wrong])
+        assert f"three whole numbers A,B,C or 'default', not '{wrong}'" in capsys.readouterr().err
+    before = gc.get_threshold()
+    try:
+        tune_gc((900, 12, 40))
+        assert gc.get_threshold() == (900, 12, 40) and gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    tune_gc(None)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

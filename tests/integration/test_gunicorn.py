@@ -79,3 +79,45 @@ def test_gunicorn_workers_serve_and_metrics_add_up(tmp_path, secret_key):
         server.terminate()
         server.wait(timeout=30)
         emulator.stop()
+
+
+def _gunicorn_settings(monkeypatch, value: str | None) -> dict:
+    import runpy
+
+    if value is None:
+        monkeypatch.delenv("GUNICORN_GC_THRESHOLD", raising=False)
+    else:
+        monkeypatch.setenv("GUNICORN_GC_THRESHOLD", value)
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def test_a_worker_freezes_what_it_loaded_and_collects_less_often(monkeypatch):
+    import gc
+
+    before = gc.get_threshold()
+    settings = _gunicorn_settings(monkeypatch, None)
+    try:
+        settings["post_worker_init"](None)  # as gunicorn calls it once the worker has loaded the app
+        assert gc.get_threshold() == (5000, 20, 100)
+        assert gc.get_freeze_count() > 10_000  # this process's modules and objects, out of every later pass
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    settings = _gunicorn_settings(monkeypatch, "default")
+    settings["post_worker_init"](None)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    settings = _gunicorn_settings(monkeypatch, "1000, 15, 50")
+    try:
+        settings["post_worker_init"](None)
+        assert gc.get_threshold() == (1000, 15, 50)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_gc_threshold_gunicorn_cannot_use_stops_it_with_what_to_write():
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "-c", "gunicorn.conf.py"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "GUNICORN_GC_THRESHOLD": "5000,20", "DATABASE_URL": "sqlite://"})
+    assert result.returncode != 0
+    assert "GUNICORN_GC_THRESHOLD wants three whole numbers A,B,C or 'default', not '5000,20'" in result.stderr
