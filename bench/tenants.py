@@ -238,7 +238,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
                   "--operating-window", str(window)] if job_kind == "updates" else []
         emulators = []
         for e, emu_port in enumerate(emu_ports):
-            count = len([n for n in range(1, tenants + 1) if placement(n, emulators_n)[0] == e])
+            count = len(range(e + 1, tenants + 1, emulators_n))  # tenants e + 1, e + 1 + K, ... (placement)
             emulators.append(start([sys.executable, "-m", "bitrix24_emulator", "--host", "0.0.0.0", "--port",
                                     str(emu_port), "--portals", str(count), "--secret", "bench{n}", "--burst", "50",
                                     "--rate", "2", "--time-scale", str(time_scale), *costly,
@@ -452,8 +452,7 @@ def main() -> int:
         cpu = s["cpu_s"]
         print(f"\n{s['tenants']} tenants x {s['items']:,} contacts, {s['job']} ({s['database']}, {s['threads']} "
               f"threads per gunicorn worker, {s['emulators']} emulator process(es), GC {s['gc_threshold']}): "
-              f"{s['records_created']:,} written "
-              f"in {s['calls']:,} calls; CPU seconds: "
+              f"{s['records_created']:,} written in {s['calls']:,} calls; CPU seconds: "
               f"gunicorn {cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
               f"bench client {cpu['bench_client']}, over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "
               f"tenants that failed: {s['tenants_failed']}")

@@ -82,14 +82,16 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
         raise ValueError(f"ORIGIN_ID {repeated[0][1]!r}{source} is given to more than one new record")
     pending = []
     # Our markers: 128 random bits each, as a UUID4 has, drawn in one read of the system's source for the
-    # whole call (uuid4() per item read it 5,000 times for 5,000 items, each read letting go of the GIL).
-    markers = os.urandom(16 * len(items)).hex() if entity.origin_ids else ""
+    # whole call, at the first item that needs one (uuid4() per item read it 5,000 times for 5,000 items,
+    # each read letting go of the GIL); a call of updates or of the caller's own ORIGIN_IDs reads nothing.
+    markers = ""
     for outcome, item in zip(outcomes, items, strict=True):
         fields = dict(item.get("fields") or {})
         if outcome.action == "created" and not entity.origin_ids:
             command = (entity.method("add"), {"fields": fields})
         elif outcome.action == "created":
             if not fields.get("ORIGIN_ID"):
+                markers = markers or os.urandom(16 * len(items)).hex()
                 fields["ORIGIN_ID"] = markers[32 * outcome.index : 32 * outcome.index + 32]
                 fields["ORIGINATOR_ID"] = ORIGINATOR
                 outcome.generated = True
