@@ -280,3 +280,63 @@ def test_check_sendable_raises_what_encoding_raises(params):
     with pytest.raises((ValueError, TypeError)) as new:
         check_sendable(params)
     assert type(new.value) is type(old.value) and str(new.value) == str(old.value)
+
+
+# -- batch commands encoded once (encode_command, batch_body) against the two-pass encoding ---------------------
+
+def _two_pass_batch(halt, commands):
+    """What a batch body was before encode_command: each command's query encoded, then the body encoded."""
+    from flask_bitrix24.services.bulk.batch import command_string
+    from flask_bitrix24.services.wire import form_body
+
+    return form_body({"halt": 1 if halt else 0, "cmd": {k: command_string(m, p) for k, (m, p) in commands.items()}})
+
+
+@pytest.mark.parametrize("params", [p for p in TRICKY_PARAMS if isinstance(p, dict)] + [{}, None])
+def test_batch_body_is_byte_identical_to_encoding_twice(params):
+    from flask_bitrix24.services.wire import batch_body, batch_methods, encode_command
+
+    commands = {"k0": ("crm.contact.add", params), "c 1": ("CRM.Contact.Get.json", {"id": 5}),
+                "ключ": ("profile", None), "3": ("crm.deal.list", {"filter": {"%TITLE": "50% off"}})}
+    for halt in (False, True):
+        body = batch_body(halt, {k: encode_command(m, p) for k, (m, p) in commands.items()})
+        assert body == _two_pass_batch(halt, commands)
+        # The methods it keeps are those read back out of the text, and the portal reads each command back.
+        assert batch_methods(body) == batch_methods(str(body)) == {
+            "k0": "crm.contact.add", "c 1": "crm.contact.get", "ключ": "profile", "3": "crm.deal.list"}
+        assert parse_php_form(body)["cmd"] == {k: v for k, v in _two_pass_cmd(commands).items()}
+
+
+def _two_pass_cmd(commands):
+    from flask_bitrix24.services.bulk.batch import command_string
+
+    return {k: command_string(m, p) for k, (m, p) in commands.items()}
+
+
+def test_encode_command_matches_two_passes_on_random_text():
+    import random
+
+    from flask_bitrix24.services.bulk.batch import command_string
+    from flask_bitrix24.services.wire import _quote, encode_command
+
+    rng = random.Random(20261208)
+    alphabet = [chr(i) for i in range(128)] + list("éü€Иж日😀\u2028\U0001f600")
+    names = [c for c in alphabet if c not in "[]"]
+    for _ in range(1500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        name = "".join(rng.choice(names) for _ in range(rng.randint(1, 8)))
+        params = {"fields": {name: text, "LIST": [text, 1], "DEEP": [{"VALUE": text}]}}
+        assert encode_command("crm.contact.add", params) == _quote(command_string("crm.contact.add", params)), params
+
+
+@pytest.mark.parametrize("params", [{"fields": {"NAME": "ok \udfff then"}}, {"fields": {"Иван \ud83d": "x"}},
+                                    {"fields": {"a[b]": 1}}, {"fields": {"X": float("nan")}}, {"fields": {"X": object()}}])
+def test_encode_command_raises_what_encoding_twice_raises(params):
+    from flask_bitrix24.services.bulk.batch import command_string
+    from flask_bitrix24.services.wire import encode_command
+
+    with pytest.raises((ValueError, TypeError)) as old:
+        command_string("crm.contact.add", params)
+    with pytest.raises((ValueError, TypeError)) as new:
+        encode_command("crm.contact.add", params)
+    assert type(new.value) is type(old.value) and str(new.value) == str(old.value)

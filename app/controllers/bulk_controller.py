@@ -11,7 +11,7 @@ from flask import Response, current_app, stream_with_context
 
 from ..entities import ENTITIES, Entity
 from ..services.bitrix24_service import Bitrix24Error, bx_batch, bx_list_all
-from ..services.bulk import bulk_write
+from ..services.bulk import UnsendableItem, bulk_write
 from ..services.wire import check_sendable, parse_php_form
 from .errors import ApiError
 from .params import check_command_names, check_field_names
@@ -79,8 +79,7 @@ def _batch_items(ent: Entity, body: dict[str, Any]) -> list[dict[str, Any]]:
         where = f"items[{index}]"
         record_id, params = item.get("id"), item.get("params") or {}
         check_field_names(ent, item["fields"], f"{where}.fields")
-        check_field_names(ent, params, f"{where}.params")
-        _check_sendable({"fields": item["fields"], "params": params}, where)
+        check_field_names(ent, params, f"{where}.params")  # what cannot be sent: bulk_write says (UnsendableItem)
         clean.append({"id": record_id, "fields": item["fields"], "params": params})
     return clean
 
@@ -96,6 +95,9 @@ def write_many(ent: Entity, client_id: int, body: dict[str, Any]) -> dict[str, A
     items = _batch_items(ent, body)
     try:
         outcomes = bulk_write(ent.prefix, items, client_id=client_id)
+    except UnsendableItem as exc:
+        where = f"items[{exc.index}]"
+        raise ApiError(400, "INVALID_PARAMS", f"{where} cannot be sent to Bitrix24: {exc.reason}", field=where)
     except ValueError as exc:
         raise ApiError(400, "INVALID_ITEMS", str(exc), field="items")
     return {

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote_plus
 
 from .numbers import is_digits
 
-__all__ = ["flatten_params", "encode_form", "check_sendable", "parse_php_form"]
+__all__ = ["flatten_params", "encode_form", "check_sendable", "parse_php_form", "encode_command", "batch_body"]
 
 # PHP rewrites these characters in a top-level name ("a.b" arrives as "a_b"), and a bracket inside a
 # key cannot be told apart from nesting: keys holding them cannot survive the trip, so we refuse them.
@@ -195,7 +195,11 @@ def check_sendable(params: Any) -> None:
 
 
 class EncodedForm(str):
-    """A request body already made by ``form_body``: passed down as it is, not encoded again."""
+    """A request body already made by ``form_body`` (or ``batch_body``): passed down as it is, not encoded
+    again. ``methods``: a batch body's command keys and each command's method, as ``batch_methods`` reads
+    them, kept by ``batch_body`` so that they are not read back out of the text; None elsewhere."""
+
+    methods: dict[str, str] | None = None
 
 
 def form_body(params: Any) -> EncodedForm:
@@ -203,6 +207,67 @@ def form_body(params: Any) -> EncodedForm:
     if isinstance(params, EncodedForm):
         return params
     return EncodedForm(encode_form(flatten_params(params)))
+
+
+# A batch command travels as the value of ``cmd[key]``: its query (``command_string``) percent-encoded once
+# more. Encoding is character by character, so that is each name and value encoded twice, joined by the
+# separators encoded once (%26, %3D, %3F). Text encoded once holds only unreserved characters and "%", so
+# the second pass is "%" -> "%25": made here in one pass.
+_TWICE = {ord(char): "%25" + escaped[1:] for char, escaped in _ESCAPED.items()}  # for str.translate
+_NAMES_TWICE: dict[str, str] = {}  # parameter names as a command's query has them, encoded twice
+
+
+def _escape_twice(match: re.Match) -> str:
+    return "%25" + match.group().encode("utf-8").hex(" ").upper().replace(" ", "%25")
+
+
+def _quote_twice(text: str) -> str:
+    """``_quote(_quote(text))``, in one pass."""
+    if text.isascii():
+        return text.translate(_TWICE)  # each ASCII character on its own: unreserved ones stay as they are
+    try:
+        return _RESERVED.sub(_escape_twice, text)
+    except UnicodeEncodeError:
+        return quote(text, safe="", errors="strict")  # raises as encode_form would (a lone surrogate)
+
+
+def _name_twice(name: str) -> str:
+    encoded = _NAMES_TWICE.get(name)
+    if encoded is None:
+        encoded = _quote_twice(name)
+        if len(name) <= _MAX_KEY_LENGTH:
+            if len(_NAMES_TWICE) >= _MAX_KEYS:
+                _NAMES_TWICE.clear()
+            _NAMES_TWICE[name] = encoded
+    return encoded
+
+
+class EncodedCommand(str):
+    """One batch command as the body carries it (the value of ``cmd[key]``), made once by ``encode_command``
+    and sent as it is however often its batch is sent again; ``method``: its method as ``batch_methods``
+    reads it (lower-case, without ``.json``)."""
+
+    method: str | None = None
+
+
+def encode_command(method: str, params: Any) -> EncodedCommand:
+    """``_quote(method?query)`` (the query ``encode_form(flatten_params(params))``), as ``form_body`` would
+    write it as the value of ``cmd[key]``, in one pass; raises what encoding raises (ValueError, TypeError,
+    UnicodeError, RecursionError)."""
+    query = "%26".join([f"{_name_twice(k)}%3D{_quote_twice(v)}" for k, v in flatten_params(params)])
+    command = EncodedCommand(f"{_quote(method)}%3F{query}" if query else _quote(method))
+    command.method = parse_command_method(method)
+    return command
+
+
+def batch_body(halt: bool, commands: Mapping[str, EncodedCommand]) -> EncodedForm:
+    """The body of a ``batch`` call, ``form_body({"halt": 0|1, "cmd": {key: command}})`` to the byte, from
+    commands already encoded, with its ``methods`` kept."""
+    parts = [f"halt={1 if halt else 0}"]
+    parts += [f"cmd%5B{_quote_key(_check_key(key, False))}%5D={command}" for key, command in commands.items()]
+    body = EncodedForm("&".join(parts))
+    body.methods = {key: command.method for key, command in commands.items() if command.method is not None}
+    return body
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,6 +376,8 @@ def batch_methods(params: Any) -> dict[str, str]:
     body is only scanned, not decoded: this runs on every batch request."""
     from urllib.parse import unquote
 
+    if isinstance(params, EncodedForm) and params.methods is not None:
+        return dict(params.methods)  # a batch_body: known without reading the text
     if isinstance(params, str):
         found = {}
         for key, value in _ENCODED_COMMAND.findall(params):

@@ -61,6 +61,15 @@ def test_entity_batch_refuses_bad_items_before_sending(stack):
                         ({"rows": []}, "rows")]:
         r = stack.http.post(f"{stack.api}/clients/1/contacts/batch", json=body)
         assert r.status_code == 400 and r.json()["field"] == field, (body, r.json())
+    # What the form encoding cannot carry (a lone surrogate, a key PHP would read as nesting), after 60 good
+    # items: nothing of the request is sent.
+    good = [{"fields": {"NAME": f"C{i}"}} for i in range(60)]
+    for bad, why in [({"fields": {"NAME": "ok \udfff then"}}, "surrogate"),
+                     ({"fields": {"NAME": "a", "UF_CRM_MAP": {"a[b]": 1}}}, "'[' or ']'"),
+                     ({"fields": {"NAME": "a"}, "params": {"REGISTER_SONET_EVENT": {"x y]": 1}}}, "'[' or ']'")]:
+        r = stack.http.post(f"{stack.api}/clients/1/contacts/batch", json={"items": good + [bad]})
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_PARAMS", r.json()
+        assert r.json()["field"] == "items[60]" and why in r.json()["error_description"], r.json()
     assert stack.emulator.counters.requests == 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .batch import BATCH_LIMIT, BatchItem, bx_batch, command_string, run_chunk
 from .list_all import PAGE, bx_list_all
-from .write import ORIGINATOR, PORTAL_MAX_RUN, WriteOutcome, bulk_write
+from .write import ORIGINATOR, PORTAL_MAX_RUN, UnsendableItem, WriteOutcome, bulk_write
 
 __all__ = [
     "BATCH_LIMIT",
@@ -18,6 +18,7 @@ __all__ = [
     "PAGE",
     "PORTAL_MAX_RUN",
     "BatchItem",
+    "UnsendableItem",
     "WriteOutcome",
     "bulk_write",
     "bx_batch",

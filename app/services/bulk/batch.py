@@ -9,8 +9,8 @@ from typing import Any
 
 from ..bitrix24_service import bx_call
 from ..caller import is_repeatable
-from ..errors import Bitrix24Error, classify
-from ..wire import batch_section, check_sendable, encode_form, flatten_params
+from ..errors import BadInput, Bitrix24Error, classify
+from ..wire import EncodedCommand, batch_body, batch_section, encode_command, encode_form, flatten_params
 
 BATCH_LIMIT = 50  # commands per batch request (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)
 _REFERENCE = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
@@ -75,9 +75,9 @@ def bx_batch(
             if outside:
                 raise ValueError(f"command {key!r} refers to {sorted(outside)} outside its batch of {BATCH_LIMIT}")
 
-        for key, (_, params) in chunk:
-            try:  # refuse what cannot be sent before the first chunk runs, not halfway through
-                check_sendable(params)
+        for number, (key, (method, params)) in enumerate(chunk):
+            try:  # refuse what cannot be sent before the first chunk runs, not halfway through; encoded once
+                chunk[number] = (key, (method, encode_command(method, params)))
             except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
                 raise ValueError(f"command {key!r} cannot be sent: {exc}") from None
 
@@ -110,13 +110,16 @@ def _halted(key: str, method: str) -> BatchItem:
 def run_chunk(
     chunk: list[tuple[Any, tuple[str, Any]]], *, client_id: int | None, halt: bool, max_wait: float | None
 ) -> list[BatchItem]:
-    """One ``batch`` request (at most 50 commands) -> one ``BatchItem`` per command, in order."""
-    cmd = {str(key): command_string(method, params) for key, (method, params) in chunk}
+    """One ``batch`` request (at most 50 commands) -> one ``BatchItem`` per command, in order. A command's
+    params may be an ``EncodedCommand`` already (``encode_command``), sent as it is."""
+    try:
+        body = batch_body(halt, {str(key): params if isinstance(params, EncodedCommand)
+                                 else encode_command(method, params) for key, (method, params) in chunk})
+    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+        raise BadInput(f"these params cannot be sent to Bitrix24: {exc}", code="INVALID_PARAMS",
+                       method="batch") from None
     repeatable = all(is_repeatable(method) for _, (method, _) in chunk)
-    envelope = bx_call(
-        "batch", {"halt": 1 if halt else 0, "cmd": cmd}, client_id=client_id, max_wait=max_wait, repeatable=repeatable,
-        background=True,
-    )
+    envelope = bx_call("batch", body, client_id=client_id, max_wait=max_wait, repeatable=repeatable, background=True)
     body = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
     results, errors = batch_section(body.get("result")), batch_section(body.get("result_error"))
     totals, nexts = batch_section(body.get("result_total")), batch_section(body.get("result_next"))

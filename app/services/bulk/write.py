@@ -19,6 +19,7 @@ from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
 from ..locks import LockTimeout
 from ..records import created_id
 from ..upsert import find_by_origin, origin_lock_key
+from ..wire import encode_command
 from .batch import BATCH_LIMIT, run_chunk
 
 ORIGINATOR = "flask-bitrix24"
@@ -31,6 +32,14 @@ class BulkDeadline(Bitrix24Error):
 
     status = 504
     default_code = "BULK_DEADLINE"
+
+
+class UnsendableItem(ValueError):
+    """An item the form encoding cannot carry (``wire.flatten_params`` says why); nothing was sent."""
+
+    def __init__(self, index: int, reason: Exception) -> None:
+        super().__init__(f"items[{index}] cannot be sent to Bitrix24: {reason}")
+        self.index, self.reason = index, reason
 
 
 @dataclass
@@ -104,7 +113,10 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
             command = (entity.method("update"), {entity.id_param: outcome.id, "fields": fields})
         if item.get("params"):
             command[1]["params"] = item["params"]
-        pending.append((outcome, command))
+        try:  # encoded here, once: refused before anything is sent, and retries send the same text
+            pending.append((outcome, (command[0], encode_command(*command))))
+        except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+            raise UnsendableItem(outcome.index, exc) from None
 
     state = runtime()
     # BITRIX_BULK_MAX_WAIT bounds the whole request, not each call, so a proxy in front of us
