@@ -264,7 +264,13 @@ def import_command(entity: str, file: str, client_id: int, fmt: str | None, orig
     def on_failure(failure: Any) -> None:
         if not failures_file:
             failures_file.append(open(failures_target, "w", encoding="utf-8"))  # noqa: SIM115
-        failures_file[0].write(json.dumps(failure.as_dict(), ensure_ascii=False, default=str) + "\n")
+        line = json.dumps(failure.as_dict(), ensure_ascii=False, default=str)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (a JSON line's "\ud800"): kept as JSON's escape
+                line = json.dumps(failure.as_dict(), default=str)
+        failures_file[0].write(line + "\n")
         failures_file[0].flush()
 
     progress = Progress(f"import {ent.name}", 1)

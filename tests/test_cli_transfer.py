@@ -188,14 +188,14 @@ def test_a_jsonl_line_that_cannot_be_sent_fails_alone_and_the_rest_is_imported(c
     lines = ['{"NAME": "before"}', '{"NAME": NaN}', '{"NAME": 1e999}', '{"NAME": -Infinity}',
              "[" * 100_000 + "]" * 100_000, '{"NAME": ' + "[" * 50_000 + "]" * 50_000 + "}",
              '{"NAME": "deep", "PHONE": [[[[[[[[["x"]]]]]]]]]}', '{"NAME": "x", "PHONE": [{"VAL[UE": "1"}]}',
-             '{"NAME": "after"}']
+             '{"NAME": "lone \\ud800 surrogate"}', '{"NAME": "after"}']
     src.write_text("\n".join(lines) + "\n")
     portal.post(portal_url("crm.contact.fields"), json={"result": CONTACT_FIELDS})
     portal.post(portal_url("crm.contact.list"), json={"result": []})
     portal.post(portal_url("batch"), json=_batch_ok(11, 12))
     result = runner.invoke(args=["bitrix24", "import", "contacts", str(src), "--client", "1"])
     assert result.exit_code == 1, result.output
-    assert "9 rows: created 2, existing 0, updated 0, failed 7" in result.output
+    assert "10 rows: created 2, existing 0, updated 0, failed 8" in result.output
     assert _sent_names(portal.calls[-1]) == ["before", "after"]
     failures = [json.loads(line) for line in (tmp_path / "odd.failures.jsonl").read_text().splitlines()]
     reasons = {f["line"]: (f["error"], f["error_description"]) for f in failures}
@@ -204,6 +204,8 @@ def test_a_jsonl_line_that_cannot_be_sent_fails_alone_and_the_rest_is_imported(c
     assert reasons[4][1].startswith("-Infinity is not a number JSON allows")
     assert reasons[5] == reasons[6] == reasons[7] == ("INVALID_LINE", "nested more than 8 levels deep")
     assert reasons[8][0] == "INVALID_ROW" and "cannot be sent to Bitrix24" in reasons[8][1]
+    assert reasons[9][0] == "INVALID_ROW" and "surrogate" in reasons[9][1]
+    assert failures[-1]["row"] == {"NAME": "lone \ud800 surrogate"}  # the file stays UTF-8, the row exact
     assert failures[0]["row"] == '{"NAME": NaN}'
 
 

@@ -27,7 +27,7 @@ from .bitrix24_service import bx_call
 from .bulk import bulk_write
 from .bulk.list_all import bx_list_all
 from .numbers import is_digits
-from .wire import flatten_params
+from .wire import check_sendable
 
 FORMATS = ("jsonl", "csv")
 # ORIGINATOR_ID of the records an import makes with an ORIGIN_ID of its own making (file and line)
@@ -484,8 +484,8 @@ def _sendable(fields: dict[str, Any]) -> dict[str, Any]:
     """The row's fields if the form encoding can carry them; else ``ValueError`` saying why, so that the row
     fails alone instead of the whole batch request it would be part of."""
     try:
-        flatten_params({"fields": fields})
-    except (TypeError, ValueError, RecursionError) as exc:
+        check_sendable({"fields": fields})  # a lone surrogate too (a JSON line may hold "\ud800")
+    except (TypeError, ValueError, UnicodeError, RecursionError) as exc:
         raise ValueError(f"cannot be sent to Bitrix24: {exc}") from None
     return fields
 
