@@ -108,3 +108,39 @@ def test_a_create_never_sent_is_retried():
     pool = FakePool(TransportError("connection refused", sent=False))
     c, _, _ = caller(pool)
     assert call(c, "crm.deal.add")["result"] == "ok" and pool.calls == 2
+
+
+class CountingBudgets(OperatingBudgets):
+    """The in-memory budgets, counting how often room() is asked."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock=clock)
+        self.asked = 0
+
+    def room(self, *args, **kwargs):
+        self.asked += 1
+        return super().room(*args, **kwargs)
+
+
+def test_room_of_a_method_with_no_known_cost_is_asked_again_after_a_second_or_once_it_has_a_cost():
+    import math
+
+    from flask_bitrix24.services.caller import NO_COST_RECHECK
+    from flask_bitrix24.services.limiter import BACKGROUND_RESERVE
+
+    class CostlyPool(FakePool):
+        def call(self, base, method, params):
+            return {"result": "ok", "time": {"operating": 2.0, "processing": 2.0, "finish": clock.time()}}
+
+    clock = FakeTime()
+    budgets = CountingBudgets(clock.time)
+    c = PortalCaller(CostlyPool(), FreeBuckets(), budgets, RetryPolicy(), sleep=clock.sleep, clock=clock.monotonic)
+    assert c.room(BASE, "crm.contact.update") is None and budgets.asked == 1  # nothing known yet
+    assert c.room(BASE, "crm.contact.update") is None and budgets.asked == 1  # not asked again at once
+    assert c.room(BASE, "crm.deal.update") is None and budgets.asked == 2  # another method: its own answer
+    clock.sleep(NO_COST_RECHECK + 0.01)
+    assert c.room(BASE, "crm.contact.update") is None and budgets.asked == 3  # asked again after the second
+    call(c, "crm.contact.update")  # an answer that gives the method a cost (2 s of processing, 2 s used)
+    fits = math.floor((480 * (1 - BACKGROUND_RESERVE) - 2.0) / 2.0)  # background work's share, less what was used
+    assert c.room(BASE, "crm.contact.update") == fits and budgets.asked == 4  # asked at once
+    assert c.room(BASE, "crm.contact.update") == fits and budgets.asked == 5  # a known cost: asked every time

@@ -128,6 +128,8 @@ class PortalCaller:
         self.sleep = sleep
         self.clock = clock
         self.on_event = on_event or (lambda name, info: None)
+        # (portal, method) -> until when (our clock) room() answers "no cost known" without asking the budgets
+        self._uncosted: dict[tuple[str, str], float] = {}
 
     def call(
         self,
@@ -228,13 +230,24 @@ class PortalCaller:
              tenant: str = "env", at_least: int = 1) -> int | None:
         """How many calls of ``method`` fit its operating budget on the portal at ``base`` now; when fewer
         than ``at_least`` do, waits (up to ``max_wait``) until they do. None: no cost known, nothing to plan
-        by; 0: not within ``max_wait``. Reserves nothing: work that can split itself (a bulk write's
-        batches) sends what fits, and the call's own admission still decides."""
+        by (kept for NO_COST_RECHECK seconds); 0: not within ``max_wait``. Reserves nothing: work that can
+        split itself (a bulk write's batches) sends what fits, and the call's own admission still decides."""
         portal = urlsplit(base).netloc
+        key = (portal, method.lower())
+        if self._uncosted.get(key, 0.0) > self.clock():
+            return None
         waited = 0.0
         while True:
-            fits, wait = self.budgets.room(portal, method.lower(), background=background, at_least=at_least)
-            if fits is None or fits > 0:
+            fits, wait = self.budgets.room(portal, key[1], background=background, at_least=at_least)
+            if fits is None:
+                # A method that costs nothing known (most do: under 0.1 s a call is not charged) is asked about
+                # again after NO_COST_RECHECK, or at once when an answer here gives it a cost (_record): a
+                # batch of cheap creates does not make a round trip for a hint every time.
+                if len(self._uncosted) >= MAX_UNCOSTED:
+                    self._uncosted.clear()
+                self._uncosted[key] = self.clock() + NO_COST_RECHECK
+                return None
+            if fits > 0:
                 return fits
             if waited + wait > max_wait:
                 return 0
@@ -284,6 +297,8 @@ class PortalCaller:
         if method.lower() != "batch":
             timing = envelope.get("time")
             cost = _counted(timing)
+            if cost:
+                self._uncosted.pop((portal, method.lower()), None)
             self.budgets.record(portal, method, timing, cost=cost, token=token, charges=_charges([timing], cost))
             if isinstance(timing, dict) and isinstance(timing.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
@@ -302,6 +317,8 @@ class PortalCaller:
             timings = sorted(by_method.get(name, []), key=_finish)
             last = timings[-1] if timings else None
             cost = _batch_cost(timings)
+            if cost:
+                self._uncosted.pop((portal, name), None)
             self.budgets.record(portal, name, last, cost=cost, token=token, charges=_charges(timings, cost))
             if last is not None and isinstance(last.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
@@ -342,6 +359,10 @@ class PortalCaller:
             wait = min(allowed, wait + 0.01)
             self.sleep(wait)
             allowed -= wait
+
+
+NO_COST_RECHECK = 1.0  # seconds; see PortalCaller.room
+MAX_UNCOSTED = 10_000  # (portal, method) pairs PortalCaller.room keeps before it starts over
 
 
 def methods_run(method: str, commands: dict[str, str]) -> dict[str, int]:
