@@ -79,6 +79,8 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
     An entity without ORIGIN_ID (tasks: ``origin_ids`` in the entity table) gets no marker: its
     creates are sent once, and a create whose answer was lost is reported as such, never sent again.
     The id parameter and the wrapped answers of each method family come from the entity table.
+    Every item is encoded before anything is sent: one the form encoding cannot carry raises
+    ``UnsendableItem`` (a ValueError naming the item), and nothing of the call goes out.
     """
     entity = entity_for_method(f"{prefix}.add") or Entity(prefix, prefix, "", 0, prefix)
     outcomes = [WriteOutcome(i, "updated" if item.get("id") else "created") for i, item in enumerate(items)]
