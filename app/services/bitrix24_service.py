@@ -190,6 +190,7 @@ def _app_call(state: Any, member_id: str, method: str, body: str, *, client_id: 
     while True:
         signed = EncodedForm((body + "&" if body else "") + "auth=" + quote(tokens.access_token, safe="")
                              + ("&auth_connector=" + quote(tokens.connector, safe="") if tokens.connector else ""))
+        signed.methods = getattr(body, "methods", None)  # a batch's commands, as batch_body kept them
         try:
             # A refused token is the token's problem, not bad credentials: the breaker does not count it.
             return _guarded_call(state, tokens.client_endpoint, method, signed, breaker_key="app:" + member_id,
