@@ -69,7 +69,8 @@ floor(480 / cost) + 1 calls a window, and the bucket's, max(0, requests - 40) / 
 CPU: utime + stime (children included) of the gunicorn master and workers and of both RQ workers, read from
 /proc/<pid>/stat before and after the jobs, divided by the requests the portals received in that window,
 per 1,000 calls (each call a batch of 50 creates). The emulator's own CPU is shown apart (it is not ours),
-with the bench's client threads and the machine's busy share of both cores over the same window.
+with the bench's client threads, the Redis server's (``INFO cpu``: it runs the limiter's Lua scripts) and the
+machine's busy share of both cores over the same window.
 """
 
 from __future__ import annotations
@@ -132,6 +133,14 @@ def tree_cpu(root: int) -> float:
         members |= more
         grew = bool(more)
     return sum(cpu.get(pid, 0.0) for pid in members)
+
+
+def redis_cpu(client) -> float:
+    """CPU seconds the Redis server has used (``INFO cpu``: user + system, its main thread and the rest):
+    it runs our Lua scripts (the buckets and the budgets) on the same two cores. The whole server's, so
+    read it where nothing else uses that server."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -227,7 +236,8 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
     gunicorn (GUNICORN_GC_THRESHOLD) and to the emulators (--gc-threshold); None leaves both as shipped."""
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    store = redis.Redis.from_url(redis_url)
+    store.flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tenants-"))
     procs: list[subprocess.Popen] = []
     try:
@@ -325,7 +335,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         before_stats = [emulator_stats(port) for port in emu_ports]
         before = {name: sum(tree_cpu(p) for p in pids) for name, pids in roots.items()}
         before_emulator = sum(tree_cpu(emulator.pid) for emulator in emulators)
-        before_self, before_machine = own_cpu(), machine_jiffies()
+        before_self, before_machine, before_redis = own_cpu(), machine_jiffies(), redis_cpu(store)
         gate.wait()
         started = time.perf_counter()
         for t in jobs:
@@ -333,7 +343,7 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         wall = time.perf_counter() - started
         after = {name: sum(tree_cpu(p) for p in pids) for name, pids in roots.items()}
         after_emulator = sum(tree_cpu(emulator.pid) for emulator in emulators)
-        after_self, after_machine = own_cpu(), machine_jiffies()
+        after_self, after_machine, after_redis = own_cpu(), machine_jiffies(), redis_cpu(store)
         after_stats = [emulator_stats(port) for port in emu_ports]
         alive = {"gunicorn": gunicorn.poll() is None, "rq": all(w.poll() is None for w in workers)}
     except SystemExit as exc:
@@ -377,9 +387,10 @@ def run(tenants: int, items: int, database_url: str | None, redis_url: str, time
         "calls": calls, "records_created": sum(t["created"] for t in per_tenant), "tenants_failed": len(failed),
         "cpu_s": {**{k: round(v, 2) for k, v in ours.items()}, "ours": round(sum(ours.values()), 2),
                   "emulator": round(after_emulator - before_emulator, 2),
-                  "bench_client": round(after_self - before_self, 2)},
+                  "bench_client": round(after_self - before_self, 2), "redis": round(after_redis - before_redis, 2)},
         "cpu_per_1000_calls": round(1000 * sum(ours.values()) / calls, 2) if calls else None,
         "emulator_cpu_per_1000_calls": round(1000 * (after_emulator - before_emulator) / calls, 2) if calls else None,
+        "redis_cpu_per_1000_calls": round(1000 * (after_redis - before_redis) / calls, 2) if calls else None,
         "machine_busy": round(busy, 3), "wall_s": round(wall, 2), "processes_alive_at_end": alive,
         "logs": str(tmp),  # kept when a job failed (or --keep-logs), for a look
     }
@@ -454,7 +465,8 @@ def main() -> int:
               f"threads per gunicorn worker, {s['emulators']} emulator process(es), GC {s['gc_threshold']}): "
               f"{s['records_created']:,} written in {s['calls']:,} calls; CPU seconds: "
               f"gunicorn {cpu['gunicorn']}, RQ workers {cpu['rq']} (ours {cpu['ours']}), emulator {cpu['emulator']}, "
-              f"bench client {cpu['bench_client']}, over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "
+              f"bench client {cpu['bench_client']}, Redis server {cpu['redis']}, "
+              f"over {s['wall_s']:.1f} s of {os.cpu_count()} cores; "
               f"tenants that failed: {s['tenants_failed']}")
         if s.get("logs") and not s.get("first_failures"):
             print(f"logs kept in {s['logs']}")
