@@ -11,6 +11,8 @@ import logging
 
 from flask import Flask
 
+from .redis_pool import redis_client
+
 log = logging.getLogger("flask_bitrix24")
 
 QUEUE_NAME = "bitrix24-events"
@@ -37,14 +39,13 @@ class RQQueue:
 
     def __init__(self, url: str) -> None:
         try:
-            import redis
             from rq import Queue
         except ImportError:
             raise RuntimeError(
                 "BITRIX_REDIS_URL is set but Redis support is not installed: pip install 'flask-bitrix24[redis]'"
             ) from None
 
-        self.connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self.connection = redis_client(url)
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
         self.jobs = Queue(JOBS_QUEUE_NAME, connection=self.connection)
 

@@ -39,6 +39,7 @@ from ..runtime import runtime
 from ..store import portal_domain
 from .bitrix24_service import Bitrix24Error, bx_batch
 from .client_config import portal_target
+from .redis_pool import redis_client
 
 log = logging.getLogger("flask_bitrix24")
 
@@ -282,9 +283,7 @@ def cache() -> LabelCache:
             redis = None
             url = cfg.get("BITRIX_REDIS_URL")
             if url:
-                import redis as redis_lib  # the `redis` extra; BITRIX_REDIS_URL already needs it
-
-                redis = redis_lib.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+                redis = redis_client(url, socket_timeout=1.0, socket_connect_timeout=1.0)
             existing = LabelCache(float(cfg.get("BITRIX_LABELS_CACHE_SECONDS", 300.0)),
                                   int(cfg.get("BITRIX_LABELS_CACHE_SIZE", 512)), redis=redis)
             state._label_cache = existing

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .redis_pool import redis_client
+
 
 @dataclass(frozen=True)
 class BucketParams:
@@ -143,14 +145,7 @@ class RedisBuckets:
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "bitrix24:bucket:") -> None:
-        try:
-            import redis
-        except ImportError:
-            raise RuntimeError(
-                "BITRIX_REDIS_URL is set but Redis support is not installed: pip install 'flask-bitrix24[redis]'"
-            ) from None
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self._redis = redis_client(url)
         self._script = self._redis.register_script(_LUA)
         self._prefix = prefix
 
@@ -604,12 +599,10 @@ class RedisOperatingBudgets:
 
     def __init__(self, url: str, limit: float = 480.0, bucket: float = 60.0,
                  prefix: str = "bitrix24:operating:") -> None:
-        import redis
-
         self.limit = limit
         self.bucket = bucket
         self.window = bucket * 10
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self._redis = redis_client(url)
         self._script = self._redis.register_script(_BUDGET_LUA)
         self._prefix = prefix
 

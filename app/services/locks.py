@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
+from .redis_pool import redis_client
+
 log = logging.getLogger("flask_bitrix24")
 
 
@@ -63,9 +65,7 @@ class RedisLocks(LocalLocks):
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self._redis = redis_client(url)
 
     # A lock expires this long after its holder was last heard of: a crashed process frees it soon,
     # while a living one renews it (every third of this) for as long as it holds it, however long
