@@ -37,6 +37,21 @@ def unquote_plus(text: str) -> str:
         text = text.replace("+", " ")
     if "%" not in text:
         return text
+    if text.isascii() and "\\" not in text:
+        # Every %XX becomes \xXX for Python's own escape decoder, which reads nothing else here (the text had
+        # no backslash) and refuses a % not followed by two hex digits: then the general reading below.
+        # What it gives is one character per byte, which urllib would have decoded as UTF-8 (on ASCII text
+        # it decodes the whole string's bytes at once, "replace" on errors): only needed past ASCII.
+        try:
+            decoded = text.replace("%", "\\x").encode("ascii").decode("unicode_escape")
+        except UnicodeDecodeError:
+            return _unquote_general(text)
+        return decoded if decoded.isascii() else decoded.encode("latin-1").decode("utf-8", "replace")
+    return _unquote_general(text)
+
+
+def _unquote_general(text: str) -> str:
+    """unquote_plus past its "+" and its fast path: a malformed escape, a backslash or non-ASCII text."""
     if text.count("%") <= _MANY_ESCAPES:
         return _ESCAPE_RUN.sub(_unescape, text)
     if _NON_ASCII_ESCAPE.search(text) is not None:

@@ -9,6 +9,8 @@ import re
 from urllib.parse import quote, unquote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bitrix24_emulator import phpform, phpjson
 from bitrix24_emulator.phpform import parse_str, split_name
@@ -98,7 +100,9 @@ def old_dumps(value) -> str:
 
 TRICKY = ["", "plain", "a+b", "%", "%%", "%4", "%zz", "%41%42", "%2541", "%C3%A9", "%C3", "%C3x%A9", "%E2%82",
           "%E2%82%AC", "%F0%9F%98%80", "%F0%80", "%ED%A0%80", "%FF%FE", "é%20日", "a%2Bb+c", "%%C3%A9%",
-          quote("Иван Петров") + "+" + quote("&=?#"), "%3" + "%41" * 20, "%25" * 30 + "%C3%A9" * 5]
+          quote("Иван Петров") + "+" + quote("&=?#"), "%3" + "%41" * 20, "%25" * 30 + "%C3%A9" * 5,
+          "%5Cx41", "%5C%78%34%31", "\\x41%41", "a\\%41", "\\", "%00%7F%80", "\x00%41", "%5C%5C%25", "%u0041",
+          "%5cN{DIGIT ONE}", "\\N{DIGIT ONE}%41", "%41\n%42", "%C3%A9" * 3 + "%"]
 
 
 @pytest.mark.parametrize("text", TRICKY)
@@ -123,6 +127,20 @@ def test_unquote_plus_matches_urllib_on_long_ascii_escapes():
     for _ in range(20000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(6, 30)))
         assert phpform.unquote_plus(text) == unquote_plus(text), text
+
+
+_PIECES = st.sampled_from(["%", "%%", "%2", "%g1", "%zz", "%41", "%5C", "%5c", "%78", "%25", "%00", "%7F", "%80",
+                            "%C3", "%A9", "%E2%82", "%AC", "%F0%9F", "%98%80", "%ED%A0%80", "%FF", "+", " ", "&",
+                            "=", "\\", "x", "N", "{", "u", "0", "9", "a", "F", "é", "日", "\x00", "\n"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_PIECES, max_size=40).map("".join) | st.text(max_size=40))
+def test_unquote_plus_fast_path_matches_the_general_reading(text):
+    """The escape-decoder path (ASCII text without a backslash) gives urllib's and the general path's result."""
+    assert phpform.unquote_plus(text) == unquote_plus(text)
+    spaced = text.replace("+", " ")
+    assert phpform.unquote_plus(text) == (phpform._unquote_general(spaced) if "%" in spaced else spaced)
 
 
 QUERIES = [
