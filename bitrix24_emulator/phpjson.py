@@ -7,8 +7,8 @@ with this, so the emulator reproduces it rather than using json.dumps' defaults.
 
 from __future__ import annotations
 
-import math
 import re
+from math import isfinite
 
 _ESCAPES = {
     '"': "\\u0022",
@@ -45,9 +45,9 @@ def _string(text: str) -> str:
 
 
 def _float(number: float) -> str:
-    if math.isnan(number) or math.isinf(number):
-        return "0"  # PHP refuses these; 0 keeps the document valid
-    return repr(number)
+    if isfinite(number):
+        return repr(number)
+    return "0"  # PHP refuses NAN and INF; 0 keeps the document valid
 
 
 _KEYS: dict[str, str] = {}  # object keys as written, with their ":" (the same few names in every answer)
@@ -106,22 +106,25 @@ def _encode_dict(value: dict, out: list) -> None:
     if str(next(iter(value))) == "0" and all(str(k) == str(i) for i, k in enumerate(value)):
         _encode(list(value.values()), out)  # keys 0..n-1 in order: PHP emits a list
         return
-    out.append("{")
-    first = True
+    append = out.append
+    keys = _KEYS
+    opening = "{"
     for key, item in value.items():
-        if first:
-            first = False
-        else:
-            out.append(",")
-        out.append(_key(key))
+        # What _key() and _encode() would write, the commonest cases inline: a known string key, an item
+        # of type str, int or float.
+        text = keys.get(key) if type(key) is str else None
+        append(opening + (text or _key(key)))
+        opening = ","
         kind = type(item)
         if kind is str:
-            out.append(_string(item))
+            append(_string(item))
         elif kind is int:
-            out.append(str(item))
+            append(str(item))
+        elif kind is float:
+            append(repr(item) if isfinite(item) else "0")
         else:
             _encode(item, out)
-    out.append("}")
+    append("}")
 
 
 def _encode_list(value, out: list) -> None:

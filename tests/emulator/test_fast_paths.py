@@ -64,7 +64,7 @@ def old_dumps(value) -> str:
         elif isinstance(value, int):
             out.append(str(value))
         elif isinstance(value, float):
-            out.append(phpjson._float(value))
+            out.append("0" if math.isnan(value) or math.isinf(value) else repr(value))
         elif isinstance(value, dict):
             if not value:
                 out.append("[]")
@@ -185,7 +185,8 @@ class Number(int):
 
 
 VALUES = [
-    None, True, False, 0, -5, 10**30, 1.5, math.nan, math.inf, -0.0, "", "plain", "<a href='x'>&\"</a>/\\",
+    None, True, False, 0, -5, 10**30, 1.5, math.nan, math.inf, -math.inf, -0.0, 1e-07, 1e300, 2.499999999999999,
+    "", "plain", "<a href='x'>&\"</a>/\\",
     "\x00\x1f\u2028\u2029\t\n", "Иван 日本 😀", [], {}, (), [1, [2, [3]]], (1, "a"), {"0": "a", "1": "b"},
     {"1": "a", "0": "b"}, {0: "x", 1: "y"}, {"0": "x", "2": "y"}, {"a": {"0": {"b": []}}}, {1: "int key"},
     {True: "bool key"}, {None: "none"}, {Text("k"): Text("v"), "n": Number(3)}, {"f": 2.5, "i": 7, "s": "x",
