@@ -6,7 +6,10 @@ import copy
 import re
 from datetime import timedelta
 
+from . import catalog as catalog_family
 from . import fields as fieldsmod
+from . import links as links_family
+from . import productrows as productrows_family
 from . import userfields as ufmod
 from .errors import ApiError, crm_error
 from .fields import MULTI_DEFAULT_TYPE, MULTI_FIELDS, Field
@@ -124,6 +127,8 @@ class CrmStore:
     def _internal_value(self, field: Field, value):
         """Convert one incoming value to its stored form; ``...`` means 'leave the field alone'."""
         kind = field.type
+        if kind == "string" and type(value) is str and not field.dynamic:
+            return value  # the commonest case: what the last line's php_string gives a str
         if kind == "file":
             return ...  # file uploads are not modelled
         if kind == "crm_activity_communication":
@@ -310,9 +315,7 @@ class CrmStore:
         without an emulator around it (then nothing is checked against them)."""
         if getattr(self, "family_state", None) is None:
             return None
-        from . import catalog
-
-        return self.family_state(catalog)
+        return self.family_state(catalog_family)
 
     def _base_currency(self) -> str:
         catalog = self._catalog()
@@ -404,17 +407,13 @@ class CrmStore:
 
     def _links_after_write(self, entity: str, entity_id: int, fields_param, creating: bool) -> None:
         if self.family_state is not None and entity in ("deal", "lead", "contact"):
-            from . import links
-
-            self.family_state(links).after_write(entity, entity_id, fields_param, creating)
+            self.family_state(links_family).after_write(entity, entity_id, fields_param, creating)
 
     def _forget_links(self, entity: str, entity_id: int) -> None:
         """A deleted record takes its contact/company links and its product rows with it."""
         if self.family_state is not None:
-            from . import links, productrows
-
-            self.family_state(links).forget(entity, entity_id)
-            self.family_state(productrows).forget(entity, entity_id)
+            self.family_state(links_family).forget(entity, entity_id)
+            self.family_state(productrows_family).forget(entity, entity_id)
 
     @staticmethod
     def _check_activity(scalars: dict, creating: bool) -> None:

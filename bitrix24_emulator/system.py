@@ -26,8 +26,20 @@ SYSTEM_METHODS = frozenset([*BASIC, "user.current"])
 METHODS = SYSTEM_METHODS - {"batch", "profile"}  # served here (batch and profile by the emulator)
 
 
+_SCOPE_NEEDED: dict[str, str] = {}  # scope_of's answers: it reads nothing but constant tables
+
+
 def scope_of(method: str) -> str:
     """The scope a method needs ("basic": none)."""
+    need = _SCOPE_NEEDED.get(method)
+    if need is None:
+        need = _scope_of(method)
+        if len(_SCOPE_NEEDED) < 4096:
+            _SCOPE_NEEDED[method] = need
+    return need
+
+
+def _scope_of(method: str) -> str:
     if method in BASIC:
         return "basic"
     from .emulator import SCOPE_OF

@@ -244,3 +244,23 @@ def test_clock_iso_matches_the_plain_conversion():
     for bad in (math.nan, math.inf):
         with pytest.raises((ValueError, OverflowError)):
             clock.iso(bad)
+
+
+def test_plain_string_fields_store_what_php_string_gives():
+    """_internal_value returns a str given to a plain string field as it is: php_string's answer for a str."""
+    api = make_api()
+    store = api.emu.store
+    for entity, defs in store.fields.items():
+        for name, field in defs.items():
+            for value in ("", "Ann", " 0 ", "Иван", "1.50"):
+                assert store._internal_value(field, value) == store._internal_value(field, Text(value)), (entity, name)
+                if field.type == "string" and not field.dynamic:
+                    assert type(store._internal_value(field, value)) is str
+
+
+def test_scope_of_answers_as_before_when_asked_again():
+    from bitrix24_emulator import system
+    from bitrix24_emulator.emulator import METHODS
+
+    for method in sorted(METHODS) + ["user.x", "task.x.y", "nothing", ""]:
+        assert system.scope_of(method) == system._scope_of(method) == system.scope_of(method)
