@@ -125,6 +125,8 @@ class OperatingBudget:
         request still running elsewhere is not in them yet, even where this emulator worked it out first
         (it answers after the modelled time, see Emulator._take) and stamped it with its future end."""
         at = self.clock() if at is None else at
+        if not self._usage.get(method):
+            return []  # nothing recorded: _live would find no bucket to drop (nor read the clock)
         out = []
         for first, total, last, charges in self._live(method).values():
             if first + self.window <= at or first > at:

@@ -99,7 +99,9 @@ def split_name(name: str) -> list[str | None] | None:
     """
     name = name.lstrip(" ")
     bracket = name.find("[")
-    base = re.sub(r"[ .]", "_", name if bracket == -1 else name[:bracket])
+    base = name if bracket == -1 else name[:bracket]
+    if " " in base or "." in base:
+        base = base.replace(" ", "_").replace(".", "_")
     if not base:
         return None
     if bracket == -1:

@@ -264,3 +264,38 @@ def test_scope_of_answers_as_before_when_asked_again():
 
     for method in sorted(METHODS) + ["user.x", "task.x.y", "nothing", ""]:
         assert system.scope_of(method) == system._scope_of(method) == system.scope_of(method)
+
+
+
+def old_split_name(name):
+    """split_name as it was, its base cleaned by a regex."""
+    name = name.lstrip(" ")
+    bracket = name.find("[")
+    base = re.sub(r"[ .]", "_", name if bracket == -1 else name[:bracket])
+    if not base:
+        return None
+    if bracket == -1:
+        return [base]
+    if name.find("]", bracket + 1) == -1:
+        return [base + "_" + re.sub(r"[ .\[]", "_", name[bracket + 1:])]
+    parts = [base]
+    pos = bracket
+    while pos < len(name) and name[pos] == "[":
+        close = name.find("]", pos + 1)
+        if close == -1:
+            break
+        index = name[pos + 1:close]
+        parts.append(None if index == "" else index)
+        pos = close + 1
+        if len(parts) > phpform.MAX_DEPTH:
+            return None
+    return parts
+
+
+def test_split_name_matches_the_regex_reading():
+    rng = random.Random(5)
+    pieces = [" ", ".", "_", "a", "[", "]", "[]", "b", "..", "  ", "é", "[x]", "[ .]"]
+    for _ in range(20000):
+        name = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert split_name(name) == old_split_name(name), name
+    assert split_name("a" + "[x]" * 70) == old_split_name("a" + "[x]" * 70) is None
