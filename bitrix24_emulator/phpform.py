@@ -172,8 +172,13 @@ def php_float(value) -> float:
     return float(match.group(0)) if match else 0.0
 
 
+_EXACT_INT = 2**53  # up to this size an int goes through a float unchanged
+
+
 def php_int(value) -> int:
     """PHP ``(int)`` cast: leading numeric prefix, truncated; garbage is 0."""
+    if type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
+        return value  # what int(php_float(value)) gives back: the float holds it exactly
     number = php_float(value)
     if math.isnan(number) or math.isinf(number):
         return 0

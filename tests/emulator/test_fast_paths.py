@@ -299,3 +299,15 @@ def test_split_name_matches_the_regex_reading():
         name = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         assert split_name(name) == old_split_name(name), name
     assert split_name("a" + "[x]" * 70) == old_split_name("a" + "[x]" * 70) is None
+
+
+def test_php_int_of_an_int_matches_the_float_reading():
+    def through_float(value):
+        number = phpform.php_float(value)
+        return 0 if math.isnan(number) or math.isinf(number) else int(number)
+
+    edges = [0, 1, -1, 2**53 - 1, 2**53, 2**53 + 1, -(2**53) - 1, -(2**53), 2**63, -(2**63) - 1, 10**400, -(10**400),
+             True, False, Number(7), Number(2**60 + 1)]
+    rng = random.Random(9)
+    for value in edges + [rng.randint(-(2**70), 2**70) for _ in range(5000)]:
+        assert phpform.php_int(value) == through_float(value), value
