@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import redis
 from flask_bitrix24.services import event_queue, limiter, locks
 from flask_bitrix24.services.redis_pool import MAX_CONNECTIONS, redis_client
 
@@ -38,9 +39,17 @@ def test_more_calls_at_once_than_the_pool_holds_wait_for_a_connection_instead_of
     lambda url: locks.RedisLocks(url), lambda url: event_queue.RQQueue(url),
 ])
 def test_every_shared_store_takes_its_client_from_the_waiting_pool(make, redis_url):
-    import redis
-
     store = make(redis_url)
     client = getattr(store, "_redis", None) or store.connection
     assert isinstance(client.connection_pool, redis.BlockingConnectionPool)
     assert client.connection_pool.max_connections == MAX_CONNECTIONS
+
+
+def test_field_labels_wait_at_most_a_second_for_a_connection_as_for_an_answer(app, redis_url):
+    from flask_bitrix24.services import field_labels
+
+    app.config["BITRIX_REDIS_URL"] = redis_url
+    with app.app_context():
+        pool = field_labels.cache().redis.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert pool.timeout == 1.0 and pool.connection_kwargs["socket_timeout"] == 1.0  # a label lookup fails fast

@@ -144,3 +144,39 @@ def test_room_of_a_method_with_no_known_cost_is_asked_again_after_a_second_or_on
     fits = math.floor((480 * (1 - BACKGROUND_RESERVE) - 2.0) / 2.0)  # background work's share, less what was used
     assert c.room(BASE, "crm.contact.update") == fits and budgets.asked == 4  # asked at once
     assert c.room(BASE, "crm.contact.update") == fits and budgets.asked == 5  # a known cost: asked every time
+
+
+def test_a_batch_answer_that_gives_a_method_a_cost_clears_what_room_remembered():
+    from flask_bitrix24.services.wire import batch_body, encode_command
+
+    clock = FakeTime()
+
+    class BatchPool(FakePool):
+        def call(self, base, method, params):
+            timing = {"operating": 3.0, "processing": 1.5, "finish": clock.time()}
+            return {"result": {"result": {"a": True, "b": True}, "result_time": {"a": timing, "b": timing}}, "time": {}}
+
+    budgets = CountingBudgets(clock.time)
+    c = PortalCaller(BatchPool(), FreeBuckets(), budgets, RetryPolicy(), sleep=clock.sleep, clock=clock.monotonic)
+    assert c.room(BASE, "crm.deal.update") is None and c.room(BASE, "crm.deal.update") is None
+    assert budgets.asked == 1
+    body = batch_body(False, {k: encode_command("crm.deal.update", {"id": 1, "fields": {"TITLE": k}}) for k in "ab"})
+    c.call(BASE, "batch", body, bucket=BucketParams(50, 2.0, 0.99))
+    assert c.room(BASE, "crm.deal.update") is not None and budgets.asked == 2  # asked at once: it has a cost now
+
+
+def test_room_does_not_remember_no_cost_when_an_answer_gave_one_while_it_asked():
+    clock = FakeTime()
+
+    class Racing(CountingBudgets):
+        def room(self, *args, **kwargs):
+            clock.sleep(0.01)
+            c._cost_learnt(("b24-x.bitrix24.com", "crm.contact.update"))  # another thread's answer, meanwhile
+            clock.sleep(0.01)
+            self.asked += 1
+            return None, 0.0  # what the budgets had said before that answer was recorded
+
+    budgets = Racing(clock.time)
+    c = PortalCaller(FakePool(), FreeBuckets(), budgets, RetryPolicy(), sleep=clock.sleep, clock=clock.monotonic)
+    assert c.room(BASE, "crm.contact.update") is None
+    assert c.room(BASE, "crm.contact.update") is None and budgets.asked == 2  # asked again: nothing was kept

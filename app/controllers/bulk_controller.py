@@ -12,7 +12,7 @@ from flask import Response, current_app, stream_with_context
 from ..entities import ENTITIES, Entity
 from ..services.bitrix24_service import Bitrix24Error, bx_batch, bx_list_all
 from ..services.bulk import UnsendableItem, bulk_write
-from ..services.wire import check_sendable, parse_php_form
+from ..services.wire import ENCODE_ERRORS, check_sendable, parse_php_form
 from .errors import ApiError
 from .params import check_command_names, check_field_names
 
@@ -87,7 +87,7 @@ def _batch_items(ent: Entity, body: dict[str, Any]) -> list[dict[str, Any]]:
 def _check_sendable(params: Any, where: str) -> None:
     try:
         check_sendable(params)
-    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+    except ENCODE_ERRORS as exc:
         raise ApiError(400, "INVALID_PARAMS", f"{where} cannot be sent to Bitrix24: {exc}", field=where)
 
 
@@ -96,8 +96,7 @@ def write_many(ent: Entity, client_id: int, body: dict[str, Any]) -> dict[str, A
     try:
         outcomes = bulk_write(ent.prefix, items, client_id=client_id)
     except UnsendableItem as exc:
-        where = f"items[{exc.index}]"
-        raise ApiError(400, "INVALID_PARAMS", f"{where} cannot be sent to Bitrix24: {exc.reason}", field=where)
+        raise ApiError(400, "INVALID_PARAMS", str(exc), field=f"items[{exc.index}]")
     except ValueError as exc:
         raise ApiError(400, "INVALID_ITEMS", str(exc), field="items")
     return {

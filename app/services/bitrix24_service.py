@@ -37,7 +37,7 @@ from .errors import (
 )
 from .metrics import tenant_label
 from .secrets import mask, mask_url
-from .wire import EncodedForm, flatten_params, form_body
+from .wire import ENCODE_ERRORS, EncodedForm, flatten_params, form_body
 
 __all__ = [
     "bx_call",
@@ -108,7 +108,7 @@ def bx_call(
         # Encoded here, once: what cannot be sent is refused before it takes a place in the
         # portal's bucket, and retries send this same body.
         body = form_body(params)
-    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+    except ENCODE_ERRORS as exc:
         message = f"these params cannot be sent to Bitrix24: {exc}"
         raise BadInput(message, code="INVALID_PARAMS", method=method) from None
     target = portal_target(client_id)
@@ -154,7 +154,7 @@ def call_installation(member_id: str, method: str, params: dict[str, Any] | list
     tenant = tenant_label(inst.client_id if inst is not None else None)
     try:
         body = form_body(params)
-    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+    except ENCODE_ERRORS as exc:
         raise BadInput(f"these params cannot be sent to Bitrix24: {exc}", code="INVALID_PARAMS",
                        method=method) from None
     return _app_call(state, member_id, method, body, client_id=None, bucket=state.default_bucket, max_wait=max_wait,

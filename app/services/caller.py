@@ -128,8 +128,10 @@ class PortalCaller:
         self.sleep = sleep
         self.clock = clock
         self.on_event = on_event or (lambda name, info: None)
-        # (portal, method) -> until when (our clock) room() answers "no cost known" without asking the budgets
+        # (portal, method) -> until when (our clock) room() answers "no cost known" without asking the budgets;
+        # and when (our clock) an answer here last gave the method a cost
         self._uncosted: dict[tuple[str, str], float] = {}
+        self._costed: dict[tuple[str, str], float] = {}
 
     def call(
         self,
@@ -238,14 +240,18 @@ class PortalCaller:
             return None
         waited = 0.0
         while True:
+            asked = self.clock()
             fits, wait = self.budgets.room(portal, key[1], background=background, at_least=at_least)
             if fits is None:
                 # A method that costs nothing known (most do: under 0.1 s a call is not charged) is asked about
                 # again after NO_COST_RECHECK, or at once when an answer here gives it a cost (_record): a
-                # batch of cheap creates does not make a round trip for a hint every time.
-                if len(self._uncosted) >= MAX_UNCOSTED:
-                    self._uncosted.clear()
-                self._uncosted[key] = self.clock() + NO_COST_RECHECK
+                # batch of cheap creates does not make a round trip for a hint every time. Not kept when an
+                # answer gave it a cost while we asked (another thread's). A cost learnt in another process
+                # is seen within NO_COST_RECHECK; the calls' own admission never waits for that.
+                if self._costed.get(key, float("-inf")) < asked:
+                    if len(self._uncosted) >= MAX_UNCOSTED:
+                        self._uncosted.clear()
+                    self._uncosted[key] = self.clock() + NO_COST_RECHECK
                 return None
             if fits > 0:
                 return fits
@@ -298,7 +304,7 @@ class PortalCaller:
             timing = envelope.get("time")
             cost = _counted(timing)
             if cost:
-                self._uncosted.pop((portal, method.lower()), None)
+                self._cost_learnt((portal, method.lower()))
             self.budgets.record(portal, method, timing, cost=cost, token=token, charges=_charges([timing], cost))
             if isinstance(timing, dict) and isinstance(timing.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
@@ -318,13 +324,20 @@ class PortalCaller:
             last = timings[-1] if timings else None
             cost = _batch_cost(timings)
             if cost:
-                self._uncosted.pop((portal, name), None)
+                self._cost_learnt((portal, name))
             self.budgets.record(portal, name, last, cost=cost, token=token, charges=_charges(timings, cost))
             if last is not None and isinstance(last.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
         for name in refused:  # after the figures of the commands that ran: the refusal is the later news
             self.budgets.exhausted(portal, name)
             self.on_event("operating_limited", {"tenant": tenant, "method": name})
+
+    def _cost_learnt(self, key: tuple[str, str]) -> None:
+        """An answer gave the method a cost: room() asks the budgets again from now on."""
+        if len(self._costed) >= MAX_UNCOSTED:
+            self._costed.clear()
+        self._costed[key] = self.clock()
+        self._uncosted.pop(key, None)
 
     def _take_place(self, portal: str, method: str, bucket: BucketParams, allowed: float, background: bool) -> None:
         """A place in the portal's request bucket (interactive calls book ahead; background work takes

@@ -283,7 +283,7 @@ def cache() -> LabelCache:
             redis = None
             url = cfg.get("BITRIX_REDIS_URL")
             if url:
-                redis = redis_client(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+                redis = redis_client(url, socket_timeout=1.0, socket_connect_timeout=1.0, pool_wait=1.0)
             existing = LabelCache(float(cfg.get("BITRIX_LABELS_CACHE_SECONDS", 300.0)),
                                   int(cfg.get("BITRIX_LABELS_CACHE_SIZE", 512)), redis=redis)
             state._label_cache = existing

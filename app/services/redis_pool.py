@@ -15,8 +15,10 @@ MAX_CONNECTIONS = 512  # per pool and process: more than the threads a process r
 POOL_WAIT = 5.0  # seconds a call waits for a free connection before it fails (and is answered as REDIS_UNAVAILABLE)
 
 
-def redis_client(url: str, *, socket_timeout: float = 5.0, socket_connect_timeout: float = 3.0) -> Any:
-    """A ``redis.Redis`` on ``url`` with a pool of its own (``redis.BlockingConnectionPool``)."""
+def redis_client(url: str, *, socket_timeout: float = 5.0, socket_connect_timeout: float = 3.0,
+                 pool_wait: float = POOL_WAIT) -> Any:
+    """A ``redis.Redis`` on ``url`` with a pool of its own (``redis.BlockingConnectionPool``) whose calls wait up to
+    ``pool_wait`` seconds for a free connection."""
     try:
         import redis
     except ImportError:
@@ -24,7 +26,7 @@ def redis_client(url: str, *, socket_timeout: float = 5.0, socket_connect_timeou
             "BITRIX_REDIS_URL is set but Redis support is not installed: pip install 'flask-bitrix24[redis]'"
         ) from None
 
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT,
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=pool_wait,
                                                  socket_timeout=socket_timeout,
                                                  socket_connect_timeout=socket_connect_timeout)
     return redis.Redis(connection_pool=pool)

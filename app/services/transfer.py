@@ -27,7 +27,7 @@ from .bitrix24_service import bx_call
 from .bulk import bulk_write
 from .bulk.list_all import bx_list_all
 from .numbers import is_digits
-from .wire import check_sendable
+from .wire import ENCODE_ERRORS, check_sendable
 
 FORMATS = ("jsonl", "csv")
 # ORIGINATOR_ID of the records an import makes with an ORIGIN_ID of its own making (file and line)
@@ -485,7 +485,7 @@ def _sendable(fields: dict[str, Any]) -> dict[str, Any]:
     fails alone instead of the whole batch request it would be part of."""
     try:
         check_sendable({"fields": fields})  # a lone surrogate too (a JSON line may hold "\ud800")
-    except (TypeError, ValueError, UnicodeError, RecursionError) as exc:
+    except ENCODE_ERRORS as exc:
         raise ValueError(f"cannot be sent to Bitrix24: {exc}") from None
     return fields
 

@@ -18,7 +18,8 @@ from urllib.parse import quote, unquote_plus
 
 from .numbers import is_digits
 
-__all__ = ["flatten_params", "encode_form", "check_sendable", "parse_php_form", "encode_command", "batch_body"]
+__all__ = ["flatten_params", "encode_form", "check_sendable", "parse_php_form", "encode_command", "batch_body",
+           "batch_key", "ENCODE_ERRORS"]
 
 # PHP rewrites these characters in a top-level name ("a.b" arrives as "a_b"), and a bracket inside a
 # key cannot be told apart from nesting: keys holding them cannot survive the trip, so we refuse them.
@@ -136,7 +137,7 @@ def flatten_params(data: Mapping[str, Any] | list | tuple | None) -> list[tuple[
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 _ESCAPED = {chr(i): f"%{i:02X}" for i in range(128) if chr(i) not in _UNRESERVED}
 _RESERVED = re.compile(r"[^A-Za-z0-9_.~-]+")
-# Characters other than these four: an already encoded query (a batch command) has none of them.
+# Characters other than these four: an already encoded query (``command_string``'s) has none of them.
 _NOT_QUERY = re.compile(r"[^A-Za-z0-9_.~%&=?-]")
 _KEYS: dict[str, str] = {}  # parameter names as encoded: the same few names come back in every item
 _MAX_KEYS, _MAX_KEY_LENGTH = 4096, 200
@@ -150,8 +151,7 @@ def _escape(match: re.Match) -> str:
 
 def _quote(text: str) -> str:
     """``quote(text, safe="", errors="strict")``, character for character, at a fraction of its CPU: every
-    value and name of every body goes through here (a batch command twice: in its query, then as the value of
-    ``cmd[key]``)."""
+    value and name of every body goes through here (a batch command's go through ``_quote_twice`` instead)."""
     if _NOT_QUERY.search(text) is None:
         # Only unreserved characters and %, &, =, ?: an encoded query (or plain text), escaped in four passes.
         return text.replace("%", "%25").replace("&", "%26").replace("=", "%3D").replace("?", "%3F")
@@ -163,15 +163,20 @@ def _quote(text: str) -> str:
         return quote(text, safe="", errors="strict")
 
 
-def _quote_key(key: str) -> str:
-    encoded = _KEYS.get(key)
+def _cached(cache: dict[str, str], key: str, encode: Any) -> str:
+    """``encode(key)``, kept in ``cache`` (names up to _MAX_KEY_LENGTH, _MAX_KEYS of them, then it starts over)."""
+    encoded = cache.get(key)
     if encoded is None:
-        encoded = _quote(key)
+        encoded = encode(key)
         if len(key) <= _MAX_KEY_LENGTH:
-            if len(_KEYS) >= _MAX_KEYS:
-                _KEYS.clear()
-            _KEYS[key] = encoded
+            if len(cache) >= _MAX_KEYS:
+                cache.clear()
+            cache[key] = encoded
     return encoded
+
+
+def _quote_key(key: str) -> str:
+    return _cached(_KEYS, key, _quote)
 
 
 def encode_form(pairs: list[tuple[str, str]]) -> str:
@@ -182,6 +187,10 @@ def encode_form(pairs: list[tuple[str, str]]) -> str:
     result is what ``urllib.parse.quote(..., safe="", errors="strict")`` makes of each name and value.
     """
     return "&".join([f"{_quote_key(k)}={_quote(v)}" for k, v in pairs])
+
+
+# What encoding may raise for params that cannot be sent (flatten_params, encode_form, encode_command).
+ENCODE_ERRORS = (ValueError, TypeError, UnicodeError, RecursionError)
 
 
 def check_sendable(params: Any) -> None:
@@ -232,14 +241,7 @@ def _quote_twice(text: str) -> str:
 
 
 def _name_twice(name: str) -> str:
-    encoded = _NAMES_TWICE.get(name)
-    if encoded is None:
-        encoded = _quote_twice(name)
-        if len(name) <= _MAX_KEY_LENGTH:
-            if len(_NAMES_TWICE) >= _MAX_KEYS:
-                _NAMES_TWICE.clear()
-            _NAMES_TWICE[name] = encoded
-    return encoded
+    return _cached(_NAMES_TWICE, name, _quote_twice)
 
 
 class EncodedCommand(str):
@@ -264,10 +266,16 @@ def batch_body(halt: bool, commands: Mapping[str, EncodedCommand]) -> EncodedFor
     """The body of a ``batch`` call, ``form_body({"halt": 0|1, "cmd": {key: command}})`` to the byte, from
     commands already encoded, with its ``methods`` kept."""
     parts = [f"halt={1 if halt else 0}"]
-    parts += [f"cmd%5B{_quote_key(_check_key(key, False))}%5D={command}" for key, command in commands.items()]
+    parts += [f"cmd%5B{batch_key(key)}%5D={command}" for key, command in commands.items()]
     body = EncodedForm("&".join(parts))
-    body.methods = {key: command.method for key, command in commands.items() if command.method is not None}
+    body.methods = {str(key): command.method for key, command in commands.items() if command.method is not None}
     return body
+
+
+def batch_key(key: Any) -> str:
+    """A batch command's key as the body carries it (``cmd%5B<key>%5D``); raises what ``form_body`` would
+    for a key PHP would misread (ValueError, TypeError, UnicodeError)."""
+    return _quote_key(_check_key(key, False))
 
 
 # ---------------------------------------------------------------------------------------------------

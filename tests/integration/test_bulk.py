@@ -56,6 +56,16 @@ def test_bx_batch_refuses_references_across_chunks(stack):
         bx_batch({f"k{i}": ("crm.contact.get", {"id": "$result[k0]" if i == 60 else i}) for i in range(61)}, client_id=1)
 
 
+@pytest.mark.parametrize("bad", [("a[b]", ("crm.contact.get", {"id": 1})), ("k", ("crm.contact.get", {"id": "\udfff"})),
+                                 ("k", ("crm.contact.get", {"filter": {"a.b": 1}, "x y": 2}))])
+def test_bx_batch_refuses_a_command_it_cannot_send_before_any_chunk_is_sent(stack, bad):
+    commands = {f"k{i}": ("crm.contact.get", {"id": i}) for i in range(60)}
+    commands[bad[0] if bad[0] != "k" else "k60"] = bad[1]  # in the second chunk of 50
+    with stack.app.app_context(), pytest.raises(ValueError, match="cannot be sent|rewritten"):
+        bx_batch(commands, client_id=1)
+    assert stack.emulator.counters.requests == 0
+
+
 @pytest.mark.parametrize("mode,chains", [("keyset", 4), ("keyset", 1), ("offset", 4)])
 def test_list_all_10000_rows_each_exactly_once(stack, mode, chains):
     seed(stack.emulator, "contact", 10_000)

@@ -10,7 +10,16 @@ from typing import Any
 from ..bitrix24_service import bx_call
 from ..caller import is_repeatable
 from ..errors import BadInput, Bitrix24Error, classify
-from ..wire import EncodedCommand, batch_body, batch_section, encode_command, encode_form, flatten_params
+from ..wire import (
+    ENCODE_ERRORS,
+    EncodedCommand,
+    batch_body,
+    batch_key,
+    batch_section,
+    encode_command,
+    encode_form,
+    flatten_params,
+)
 
 BATCH_LIMIT = 50  # commands per batch request (https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html)
 _REFERENCE = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
@@ -77,8 +86,9 @@ def bx_batch(
 
         for number, (key, (method, params)) in enumerate(chunk):
             try:  # refuse what cannot be sent before the first chunk runs, not halfway through; encoded once
+                batch_key(str(key))
                 chunk[number] = (key, (method, encode_command(method, params)))
-            except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+            except ENCODE_ERRORS as exc:
                 raise ValueError(f"command {key!r} cannot be sent: {exc}") from None
 
     items: list[BatchItem] = []
@@ -115,7 +125,7 @@ def run_chunk(
     try:
         body = batch_body(halt, {str(key): params if isinstance(params, EncodedCommand)
                                  else encode_command(method, params) for key, (method, params) in chunk})
-    except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+    except ENCODE_ERRORS as exc:
         raise BadInput(f"these params cannot be sent to Bitrix24: {exc}", code="INVALID_PARAMS",
                        method="batch") from None
     repeatable = all(is_repeatable(method) for _, (method, _) in chunk)

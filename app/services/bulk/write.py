@@ -19,7 +19,7 @@ from ..errors import Bitrix24Error, PortalTimeout, ServerError, TransportError
 from ..locks import LockTimeout
 from ..records import created_id
 from ..upsert import find_by_origin, origin_lock_key
-from ..wire import encode_command
+from ..wire import ENCODE_ERRORS, encode_command
 from .batch import BATCH_LIMIT, run_chunk
 
 ORIGINATOR = "flask-bitrix24"
@@ -117,7 +117,7 @@ def bulk_write(prefix: str, items: list[dict[str, Any]], *, client_id: int | Non
             command[1]["params"] = item["params"]
         try:  # encoded here, once: refused before anything is sent, and retries send the same text
             pending.append((outcome, (command[0], encode_command(*command))))
-        except (ValueError, TypeError, UnicodeError, RecursionError) as exc:
+        except ENCODE_ERRORS as exc:
             raise UnsendableItem(outcome.index, exc) from None
 
     state = runtime()
