@@ -303,9 +303,9 @@ class PortalCaller:
         if method.lower() != "batch":
             timing = envelope.get("time")
             cost = _counted(timing)
-            if cost:
-                self._cost_learnt((portal, method.lower()))
             self.budgets.record(portal, method, timing, cost=cost, token=token, charges=_charges([timing], cost))
+            if cost:
+                self._cost_learnt((portal, method.lower()))  # once the budgets have it
             if isinstance(timing, dict) and isinstance(timing.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": method, "seconds": timing["operating"]})
             return
@@ -323,9 +323,9 @@ class PortalCaller:
             timings = sorted(by_method.get(name, []), key=_finish)
             last = timings[-1] if timings else None
             cost = _batch_cost(timings)
-            if cost:
-                self._cost_learnt((portal, name))
             self.budgets.record(portal, name, last, cost=cost, token=token, charges=_charges(timings, cost))
+            if cost:
+                self._cost_learnt((portal, name))  # once the budgets have it
             if last is not None and isinstance(last.get("operating"), (int, float)):
                 self.on_event("operating", {"tenant": tenant, "method": name, "seconds": last["operating"]})
         for name in refused:  # after the figures of the commands that ran: the refusal is the later news
