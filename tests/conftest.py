@@ -22,11 +22,77 @@ API_KEY = "test-api-key-0123456789"
 
 
 def service_url(name: str) -> str:
-    """TEST_DATABASE_URL / TEST_REDIS_URL, or skip (fail in CI) with a clear reason."""
+    """TEST_DATABASE_URL / TEST_REDIS_URL, or skip (fail in CI) with a clear reason.
+
+    Under pytest-xdist (``make test`` runs the suite in TEST_WORKERS processes) each worker gets a
+    database of its own: PostgreSQL database ``<name>_gw<N>`` (made on first use) and Redis database
+    ``<index> - 2N`` (the one below it is the worker's spare, see ``spare_redis_url``)."""
     url = os.environ.get(name)
     if not url:
         _unavailable(f"{name} is not set: start the service and export {name} (.ci/run does both)")
+    worker = _worker_number()
+    if worker is None:
+        return url
+    if name == "TEST_REDIS_URL":
+        return _redis_database(url, _redis_index(url) - 2 * worker)
+    if name == "TEST_DATABASE_URL":
+        return _worker_database(url, worker)
     return url
+
+
+def spare_redis_url() -> str:
+    """A second Redis database on TEST_REDIS_URL's server, for a test that needs one apart from the
+    suite's (the adoption tests' host app): the index just below the worker's own."""
+    url = service_url("TEST_REDIS_URL")
+    return _redis_database(url, _redis_index(url) - 1)
+
+
+def _worker_number() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under pytest-xdist
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+def _redis_index(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def _redis_database(url: str, index: int) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    if index < 0:
+        _unavailable(f"TEST_REDIS_URL's database index is too low for this many test workers ({url}): "
+                     "point it at a high one (.ci/run uses 15) or run fewer workers (TEST_WORKERS)")
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{index}", parts.query, ""))
+
+
+_made_databases: set[str] = set()
+
+
+def _worker_database(url: str, worker: int) -> str:
+    """TEST_DATABASE_URL with ``_gw<N>`` added to the database's name, made if the server lacks it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_gw{worker}"
+    mine = base.set(database=name).render_as_string(hide_password=False)
+    if mine in _made_databases:
+        return mine
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach or create it is "unavailable"
+        _unavailable(f"could not make the test worker's database {name} on {base.host}: {exc}")
+    finally:
+        engine.dispose()
+    _made_databases.add(mine)
+    return mine
 
 
 def _unavailable(message: str) -> None:

@@ -22,14 +22,14 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
 
-from tests.conftest import _unavailable, service_url
+from tests.conftest import _unavailable, spare_redis_url
 
-pytestmark = pytest.mark.slow
+# One worker builds the wheel and the host's virtualenv once and runs every adoption test in it.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("adoption")]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # the repository: pyproject.toml, app/, bitrix24_emulator/
@@ -100,9 +100,9 @@ def _clean_env(venv: Path) -> dict[str, str]:
 
 
 def _redis_url() -> str:
-    """TEST_REDIS_URL's server, database 13, reachable and flushed (else skip; fail in CI)."""
-    base = urlsplit(service_url("TEST_REDIS_URL"))
-    url = urlunsplit((base.scheme, base.netloc, "/13", "", ""))
+    """A Redis database apart from the suite's (conftest.spare_redis_url: 14 when TEST_REDIS_URL is
+    database 15), reachable and flushed (else skip; fail in CI)."""
+    url = spare_redis_url()
     try:
         import redis
     except ImportError:
