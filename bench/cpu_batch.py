@@ -2,7 +2,7 @@
 """CPU per ``batch`` call of a bulk write, ours and the emulator's, in one process (no HTTP, no sleeping).
 
     .venv/bin/python bench/cpu_batch.py [--items 5000] [--rounds 5] [--profile ours|emulator] [--top 25]
-                                        [--http] [--redis redis://127.0.0.1:6379/10]
+                                        [--http] [--redis redis://127.0.0.1:6379/10] [--peers]
 
 What bench/tenants.py does per portal call, without the sockets: our app (Flask test client, SQLite, local
 buckets and budgets, pacing waits skipped) answers ``POST /api/bitrix/clients/1/contacts/batch`` with
@@ -24,6 +24,14 @@ emptied) keeps the buckets and operating budgets in Redis, as bench/tenants.py's
 
 ``--profile ours`` / ``--profile emulator`` runs one more round under cProfile (timed by CPU, not by the
 clock) and prints the top functions of that side by own time, then the cumulative figures of known hot spots.
+
+``--peers`` (with ``--http``; first ``.venv/bin/pip install -r bench/requirements.txt``) then has two other
+clients write the same rounds of contacts to the same emulator process, each in this process, timed the same
+way (this process' CPU per ``batch`` request the emulator saw): fast_bitrix24's ``call("crm.contact.add",
+items)`` (it batches by 50 itself) and Bitrix24's official SDK b24pysdk, ``client.call_batches`` of
+``client.crm.contact.add`` requests (50 to a batch). They are bare clients: no HTTP request of ours to answer,
+no rate or operating-budget bookkeeping, no markers that make a lost answer safe to retry; ours does all of
+that in the figure above them.
 """
 
 from __future__ import annotations
@@ -201,7 +209,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--http", action="store_true", help="the emulator in its own process, calls over HTTP")
     parser.add_argument("--redis", metavar="URL", help="buckets and budgets in this Redis database (emptied)")
+    parser.add_argument("--peers", action="store_true",
+                        help="then fast_bitrix24 and b24pysdk write the same rounds (needs --http)")
     args = parser.parse_args()
+    if args.peers and not args.http:
+        parser.error("--peers needs --http: the other clients call the emulator over HTTP")
     if args.http and args.profile == "emulator":
         parser.error("--profile emulator needs the in-process emulator (leave out --http)")
 
@@ -218,8 +230,8 @@ def main() -> None:
         emu.append(e * 1000 / calls)
     how = ("over HTTP" if args.http else "in-process") + (", Redis" if args.redis else ", local limiter")
     print(f"{args.items} contacts per POST, {calls} batch calls of 50 creates each, {args.rounds} rounds ({how})")
-    print(f"ours:     CPU ms per batch call  best {min(ours):6.2f}  median {statistics.median(ours):6.2f}")
-    print(f"emulator: CPU ms per batch call  best {min(emu):6.2f}  median {statistics.median(emu):6.2f}")
+    print(f"ours:          CPU ms per batch call  best {min(ours):6.2f}  median {statistics.median(ours):6.2f}")
+    print(f"emulator:      CPU ms per batch call  best {min(emu):6.2f}  median {statistics.median(emu):6.2f}")
     if args.profile:
         profile = cProfile.Profile(time.process_time)  # CPU, not time spent waiting for an answer
         data = body(args.rounds + 1, args.items)
@@ -242,8 +254,46 @@ def main() -> None:
             profile.disable()
             meter.profile = None
         show_profile(profile, args.top)
+    if args.peers:
+        peer_rounds(emulator.process, args.items, args.rounds)
     if args.http:
         emulator.process.stop()
+
+
+def peer_rounds(process, items: int, rounds: int) -> None:
+    """fast_bitrix24 and b24pysdk writing the same contacts to the same emulator: this process' CPU per
+    batch request the emulator counted, best and median of ``rounds`` (after one round to warm up)."""
+    import warnings
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bulk import fast_client, sdk_client  # the same clients, built as bench/bulk.py builds them
+
+    def fields(round_no: int) -> list[dict]:
+        return [row["fields"] for row in json.loads(body(round_no, items))["items"]]
+
+    def fast(client, rows):
+        client.call("crm.contact.add", [{"fields": f} for f in rows])
+
+    def sdk(client, rows):
+        answer = client.call_batches([client.crm.contact.add(fields=f) for f in rows]).result
+        if len(answer.result) != len(rows):
+            raise SystemExit(f"b24pysdk created {len(answer.result)} of {len(rows)}")
+
+    warnings.filterwarnings("ignore")  # fast_bitrix24 warns that ssl=False is insecure
+    for name, make, write in (("fast_bitrix24", fast_client, fast), ("b24pysdk", sdk_client, sdk)):
+        client = make(process.base)
+        per_call = []
+        for n in range(rounds + 1):
+            rows = fields(1000 * (len(per_call) + 2) + n)
+            before = process.stats()["requests"]
+            start = time.process_time()
+            write(client, rows)
+            cpu = time.process_time() - start
+            calls = process.stats()["requests"] - before
+            if n:  # round 0 warms up: imports, the first connection
+                per_call.append(cpu * 1000 / calls)
+        print(f"{name + ':':<15}CPU ms per batch call  best {min(per_call):6.2f}  median "
+              f"{statistics.median(per_call):6.2f}  ({calls} batch calls a round)")
 
 
 if __name__ == "__main__":
