@@ -18,8 +18,8 @@ each round is one POST, the best and median rounds are shown as CPU ms per batch
 the garbage collector's full passes fall in some rounds, more of them as the emulator's records pile up).
 
 ``--http`` puts the sockets back: the emulator runs as ``python -m bitrix24_emulator`` in a process of its own
-(its CPU read from /proc, its HTTP server's included; that server closes each connection, so every call
-connects anew) and our calls go through requests, as deployed. ``--redis URL`` (a database of its own: it is
+(its CPU read from /proc, its HTTP server's included; it keeps connections open between requests, as a
+portal does) and our calls go through requests, as deployed. ``--redis URL`` (a database of its own: it is
 emptied) keeps the buckets and operating budgets in Redis, as bench/tenants.py's app does.
 
 ``--profile ours`` / ``--profile emulator`` runs one more round under cProfile (timed by CPU, not by the
