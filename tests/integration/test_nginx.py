@@ -7,6 +7,7 @@ Needs nginx on the PATH (``apt-get install nginx``); skipped, with that reason, 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import shutil
 import socket
 import ssl
@@ -40,7 +41,12 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+            .not_valid_after(now + dt.timedelta(days=1))
+            # Valid for the address the tests call, so they verify it (verify=<this file>) as a client would.
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -81,13 +87,15 @@ def nginx(tmp_path, stack):
 
 def test_the_sample_proxies_and_logs_no_query_string(nginx, stack):
     base, _, folder = nginx
-    r = requests.post(f"{base}/api/bitrix/clients/1/contacts?api_key=leak-me-0123", verify=False, timeout=10,
+    trust = str(folder / "cert.pem")
+    r = requests.post(f"{base}/api/bitrix/clients/1/contacts?api_key=leak-me-0123", verify=trust, timeout=10,
                       json={"fields": {"NAME": "Via", "LAST_NAME": "Nginx"}})
     assert r.status_code == 201, r.text
-    got = requests.get(f"{base}/api/bitrix/clients/1/contacts/{r.json()['result']}", verify=False, timeout=10)
+    got = requests.get(f"{base}/api/bitrix/clients/1/contacts/{r.json()['result']}", verify=trust, timeout=10)
     assert got.status_code == 200 and got.json()["result"]["NAME"] == "Via"
     assert got.headers["X-Request-ID"]  # nginx's $request_id, carried into our log lines
-    mine = requests.get(f"{base}/api/bitrix/health", headers={"X-Request-ID": "trace-4711-abc"}, verify=False, timeout=10)
+    mine = requests.get(f"{base}/api/bitrix/health", headers={"X-Request-ID": "trace-4711-abc"}, verify=trust,
+                        timeout=10)
     assert mine.headers["X-Request-ID"] == "trace-4711-abc"  # the caller's own id goes through
     time.sleep(0.2)
     log = (folder / "bitrix24.access.log").read_text()
@@ -95,7 +103,7 @@ def test_the_sample_proxies_and_logs_no_query_string(nginx, stack):
 
 
 def test_a_slow_client_is_nginx_s_to_wait_for(nginx, stack):
-    base, port, _ = nginx
+    base, port, folder = nginx
     seen, inner = [], stack.app.wsgi_app
 
     def noting(environ, start_response):
@@ -105,14 +113,13 @@ def test_a_slow_client_is_nginx_s_to_wait_for(nginx, stack):
 
     stack.app.wsgi_app = noting
     body = b'{"fields": {"NAME": "Slow"}}'
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    slow = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    context = ssl.create_default_context(cafile=str(folder / "cert.pem"))
+    slow = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
     slow.sendall(b"POST /api/bitrix/clients/1/contacts HTTP/1.1\r\nHost: localhost\r\n"
                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:5])
     time.sleep(0.5)
     # Meanwhile others are served, and the app has not seen the slow request at all.
-    assert requests.get(f"{base}/api/bitrix/health", verify=False, timeout=10).status_code == 200
+    assert requests.get(f"{base}/api/bitrix/health", verify=str(folder / "cert.pem"), timeout=10).status_code == 200
     assert seen == ["/api/bitrix/health"]
     slow.sendall(body[5:])
     answer = slow.recv(65536)
