@@ -103,7 +103,8 @@ def _unavailable(message: str) -> None:
 
 @pytest.fixture
 def redis_url() -> str:
-    """A reachable, empty Redis database (TEST_REDIS_URL; .ci/run points it at database 15)."""
+    """A reachable, empty Redis database: TEST_REDIS_URL's (.ci/run points it at database 15), or under
+    pytest-xdist the worker's own (``service_url``)."""
     import redis
 
     url = service_url("TEST_REDIS_URL")

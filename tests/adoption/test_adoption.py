@@ -100,8 +100,8 @@ def _clean_env(venv: Path) -> dict[str, str]:
 
 
 def _redis_url() -> str:
-    """A Redis database apart from the suite's (conftest.spare_redis_url: 14 when TEST_REDIS_URL is
-    database 15), reachable and flushed (else skip; fail in CI)."""
+    """A Redis database apart from the suite's (conftest.spare_redis_url: the one below the worker's own, 14
+    when that is 15), reachable and flushed (else skip; fail in CI)."""
     url = spare_redis_url()
     try:
         import redis
