@@ -2,7 +2,7 @@
 """CPU per ``batch`` call of a bulk write, ours and the emulator's, in one process (no HTTP, no sleeping).
 
     .venv/bin/python bench/cpu_batch.py [--items 5000] [--rounds 5] [--profile ours|emulator] [--top 25]
-                                        [--http] [--redis redis://127.0.0.1:6379/10] [--peers]
+                                        [--http] [--redis redis://127.0.0.1:6379/3] [--peers]
 
 What bench/tenants.py does per portal call, without the sockets: our app (Flask test client, SQLite, local
 buckets and budgets, pacing waits skipped) answers ``POST /api/bitrix/clients/1/contacts/batch`` with

@@ -5,7 +5,7 @@ Our app runs as deployed in production (gunicorn, 4 workers, 2 RQ workers, Redis
 portal's own limits.
 
     .venv/bin/python bench/tenants.py [--tenants 100] [--items 5000] [--database-url URL] [--time-scale 0]
-                                      [--redis-url redis://127.0.0.1:6379/12] [--workers 4] [--threads 15]
+                                      [--redis-url redis://127.0.0.1:6379/4] [--workers 4] [--threads 15]
                                       [--job creates|updates] [--cost 0.5] [--scale 0.05] [--emulators 1]
                                       [--gc-threshold A,B,C|default]
 
@@ -19,8 +19,9 @@ What runs, each in a process of its own:
   need about 1.5 cores of the emulator's CPU at the bucket's pace; a real portal's CPU is not ours at all);
 - our app under gunicorn with ``gunicorn.conf.py`` (4 workers, gthread) on SQLite (a temporary file) or on
   ``--database-url`` (PostgreSQL: give it a database of its own, e.g. ``bench_tenants``; its tables are
-  created, clients 1..N's configs replaced), ``BITRIX_REDIS_URL`` (database 12 by default, emptied first)
-  shared by every process, ``BITRIX_ENV_FALLBACK=0`` (no global webhook), metrics summed across workers;
+  created, clients 1..N's configs replaced), ``BITRIX_REDIS_URL`` (database 4 by default, emptied first; below
+  15-10, which ``make test`` flushes) shared by every process, ``BITRIX_ENV_FALLBACK=0`` (no global webhook),
+  metrics summed across workers;
 - 2 RQ workers, ``flask bitrix24 worker``, as the README's production section starts them.
 
 Each tenant (client n) saves its own portal's webhook through the API (``DELETE``, then ``POST
@@ -414,7 +415,7 @@ def main() -> int:
                         "crm.contact.add, 0.05 s a create of 480 s per 10 minutes, slows the job too)")
     parser.add_argument("--database-url", default=None,
                         help="our app's database (a PostgreSQL database of its own); default: a SQLite file")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12",
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4",
                         help="BITRIX_REDIS_URL for every process (this database is emptied first)")
     parser.add_argument("--time-scale", type=float, default=0.0,
                         help="the emulator answers in its modelled server time times this (0: at once)")
