@@ -157,11 +157,15 @@ def build(items: int, http: bool = False, redis_url: str | None = None):
     return app, emulator, meter
 
 
+def contacts(round_no: int, items: int) -> list[dict]:
+    """tenants.py's contacts' fields, one round's worth."""
+    return [{"NAME": f"Tenant {round_no}", "LAST_NAME": f"Contact {i}",
+             "EMAIL": [{"VALUE": f"t{round_no}.c{i}@example.com"}]} for i in range(items)]
+
+
 def body(round_no: int, items: int) -> bytes:
-    """tenants.py's contacts, one round's worth."""
-    rows = [{"fields": {"NAME": f"Tenant {round_no}", "LAST_NAME": f"Contact {i}",
-                        "EMAIL": [{"VALUE": f"t{round_no}.c{i}@example.com"}]}} for i in range(items)]
-    return json.dumps({"items": rows}).encode()
+    """Our batch endpoint's body for those contacts."""
+    return json.dumps({"items": [{"fields": fields} for fields in contacts(round_no, items)]}).encode()
 
 
 def one_round(client, meter: Meter, data: bytes, items: int) -> tuple[float, float, int]:
@@ -268,9 +272,6 @@ def peer_rounds(process, items: int, rounds: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bulk import fast_client, sdk_client  # the same clients, built as bench/bulk.py builds them
 
-    def fields(round_no: int) -> list[dict]:
-        return [row["fields"] for row in json.loads(body(round_no, items))["items"]]
-
     def fast(client, rows):
         client.call("crm.contact.add", [{"fields": f} for f in rows])
 
@@ -284,7 +285,7 @@ def peer_rounds(process, items: int, rounds: int) -> None:
         client = make(process.base)
         per_call = []
         for n in range(rounds + 1):
-            rows = fields(1000 + n)  # not the rounds' above: new contacts
+            rows = contacts(1000 + n, items)  # not the rounds' above: new contacts
             before = process.stats()["requests"]
             start = time.process_time()
             write(client, rows)

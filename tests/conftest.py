@@ -7,7 +7,7 @@ them those tests skip with the reason; with TEST_REQUIRE_SERVICES=1 (CI) a missi
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import pytest
 import responses
@@ -53,15 +53,11 @@ def _worker_number() -> int | None:
 
 
 def _redis_index(url: str) -> int:
-    from urllib.parse import urlsplit
-
     path = urlsplit(url).path.strip("/")
     return int(path) if path.isdigit() else 0
 
 
 def _redis_database(url: str, index: int) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
     if index < 0:
         _unavailable(f"TEST_REDIS_URL's database index is too low for this many test workers ({url}): "
                      "point it at a high one (.ci/run uses 15) or run fewer workers (TEST_WORKERS)")
