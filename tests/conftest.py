@@ -7,7 +7,7 @@ them those tests skip with the reason; with TEST_REQUIRE_SERVICES=1 (CI) a missi
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import responses
@@ -53,8 +53,11 @@ def _worker_number() -> int | None:
 
 
 def _redis_index(url: str) -> int:
-    path = urlsplit(url).path.strip("/")
-    return int(path) if path.isdigit() else 0
+    """The database index of a Redis URL: redis-py reads it from ``?db=N`` first, then the path."""
+    parts = urlsplit(url)
+    query_db = dict(parse_qsl(parts.query)).get("db", "")
+    path = parts.path.strip("/")
+    return int(query_db) if query_db.isdigit() else int(path) if path.isdigit() else 0
 
 
 def _redis_database(url: str, index: int) -> str:
@@ -62,7 +65,8 @@ def _redis_database(url: str, index: int) -> str:
         _unavailable(f"TEST_REDIS_URL's database index is too low for this many test workers ({url}): "
                      "point it at a high one (.ci/run uses 15) or run fewer workers (TEST_WORKERS)")
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{index}", parts.query, ""))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "db"])
+    return urlunsplit((parts.scheme, parts.netloc, f"/{index}", query, ""))
 
 
 _made_databases: set[str] = set()
