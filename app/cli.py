@@ -87,6 +87,39 @@ def events_retry_failed_command(client_id: int | None) -> None:
     click.echo(f"replayed {retry_failed(client_id)} failed events")
 
 
+def _stop_listening(worker) -> None:
+    """End an RQ worker's pubsub listener (its channel for RQ's stop and kill commands) in about a
+    second at most, whatever the Redis client.
+
+    RQ's own ``unsubscribe`` unsubscribes, then calls the listener thread's ``stop()``. The
+    unsubscribe's reply can wake the thread before ``stop()`` clears its flag; the thread then waits
+    again, up to RQ's 60 s read timeout (or on redis-py's "subscribed" event, which nothing sets
+    any more). From redis-py 8, ``stop()`` joins the thread with no timeout, so a SIGTERM took up to
+    a minute to end the process: past the grace most supervisors give before SIGKILL. Here the flag
+    is cleared first (``stop(timeout=0)`` where redis-py joins, ``stop()`` where it does not), then
+    the unsubscribe wakes a thread that is reading, and a thread still waiting is left to die with
+    the process (it is a daemon). Redis being gone is not an error here: the connection is closed.
+    """
+    thread, pubsub = getattr(worker, "pubsub_thread", None), getattr(worker, "pubsub", None)
+    if thread is None or pubsub is None:
+        return
+    worker.pubsub_thread = None
+    worker.log.info("Worker %s: unsubscribing from channel %s", worker.name, worker.pubsub_channel_name)
+    try:
+        thread.stop(timeout=0)
+    except TypeError:  # redis-py before 8: stop() only clears the flag
+        thread.stop()
+    try:
+        pubsub.unsubscribe()
+    except Exception:  # noqa: BLE001 - Redis gone: closing below is all that is left to do
+        pass
+    thread.join(timeout=1)
+    try:
+        pubsub.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _run_rq_worker(queue, job_class: type, burst: bool) -> None:
     """RQ's worker, started again whenever it quits on an error instead of a stop request.
 
@@ -114,6 +147,9 @@ def _run_rq_worker(queue, job_class: type, burst: bool) -> None:
             self.stop_asked = True
             super().request_stop(signum, frame)
 
+        def unsubscribe(self):
+            _stop_listening(self)
+
     delay = 1.0
     while True:
         worker = None
@@ -129,6 +165,8 @@ def _run_rq_worker(queue, job_class: type, burst: bool) -> None:
             return
         except Exception as exc:  # noqa: BLE001 - typically Redis, gone during the loop or its teardown
             failure = exc
+            if worker is not None:
+                _stop_listening(worker)  # its teardown may have failed before it did: no listener left behind
         stop_asked = worker is not None and worker.stop_asked
         if stop_asked or (burst and failure is None):
             return

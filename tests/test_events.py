@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from flask_bitrix24.extensions import bitrix24, db
 from flask_bitrix24.models.standalone import BitrixEvent
@@ -273,7 +276,6 @@ def test_malformed_member_id_and_surrogates_are_not_stored(app, configured):
 
 
 def test_concurrent_redeliveries_are_stored_once(make_app, tmp_path):
-    import threading
 
     app = make_app(BITRIX_OUTBOUND_TOKEN="tok-123456", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'c.db'}")
     results = []
@@ -484,11 +486,13 @@ def test_the_rq_worker_is_started_again_when_it_quits_on_an_error(app, redis_url
     from flask_bitrix24.services.event_queue import make_event_queue
 
     runtime(app).event_queue = make_event_queue(redis_url)
-    runs, sleeps = [], []
+    runs, sleeps, listeners = [], [], []
 
     def work(self, burst=False, **kwargs):
         runs.append(self)
         if len(runs) < 3:
+            self.subscribe()  # as RQ does first; a failed teardown would leave its listener running
+            listeners.append(self.pubsub_thread)
             raise redis.exceptions.ConnectionError("Error 111 connecting. Connection refused.")
         self.stop_asked = True  # what SIGTERM does
 
@@ -498,3 +502,49 @@ def test_the_rq_worker_is_started_again_when_it_quits_on_an_error(app, redis_url
     assert result.exit_code == 0, result.output
     assert len(runs) == 3 and sleeps[:2] == [1.0, 2.0]
     assert result.output.count("starting it again") == 2
+    for listener in listeners:  # each failed worker's listener was told to stop, not left behind
+        listener.join(10)
+        assert not listener.is_alive()
+
+
+def _listening_worker(redis_url):
+    import redis
+    import rq
+
+    connection = redis.Redis.from_url(redis_url)
+    worker = rq.SimpleWorker([rq.Queue("listener-test", connection=connection)], connection=connection)
+    worker.subscribe()  # RQ's channel for its stop and kill commands, read by a thread of its own
+    assert worker.pubsub_thread.is_alive()
+    return worker
+
+
+def _returns_within(seconds: float, function, *args) -> bool:
+    done = threading.Thread(target=function, args=args, daemon=True)
+    done.start()
+    done.join(seconds)
+    return not done.is_alive()
+
+
+def test_a_stopping_worker_ends_its_listener_thread(redis_url):
+    from flask_bitrix24.cli import _stop_listening
+
+    worker = _listening_worker(redis_url)
+    thread = worker.pubsub_thread
+    assert _returns_within(10, _stop_listening, worker)
+    thread.join(10)
+    assert not thread.is_alive() and worker.pubsub_thread is None  # the unsubscribe's reply woke it to end
+
+
+def test_a_stopping_worker_does_not_wait_for_a_listener_that_went_back_to_sleep(redis_url):
+    """The race in RQ's own unsubscribe: the reply wakes the listener before it is told to stop, and it
+    goes back to waiting (up to RQ's 60 s) for a subscription. redis-py 8's stop() would join it for
+    that long, so a SIGTERM took a minute; ours leaves that daemon thread to the process's exit."""
+    from flask_bitrix24.cli import _stop_listening
+
+    worker = _listening_worker(redis_url)
+    worker.pubsub.unsubscribe()  # the reply reaches the listener while it is still meant to run
+    deadline = time.monotonic() + 10
+    while worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.pubsub.subscribed
+    assert _returns_within(10, _stop_listening, worker)  # RQ's own unsubscribe: 60 s with redis-py 8.2
