@@ -21,29 +21,39 @@ def _keys(request) -> list[str]:
 
 class SlowPortal:
     """Answers each batch with true for every command after ``delay`` seconds (real time), counting how
-    many requests are in flight at once; ``refuse`` names command keys whose whole request gets a 401."""
+    many requests are in flight at once; ``refuse`` names command keys whose whole request gets a 401.
 
-    def __init__(self, delay: float = 0.15, refuse: str | None = None) -> None:
-        self.delay, self.refuse = delay, refuse
+    ``hold_until(portal)``: a batch it answers is first held until that holds (at most 10 s, once), then takes its
+    ``delay``: requests that leave our threads together overlap here however late a loaded machine starts a
+    thread, instead of the first being answered before the last has come."""
+
+    def __init__(self, delay: float = 0.15, refuse: str | None = None, hold_until=None) -> None:
+        self.delay, self.refuse, self.hold_until = delay, refuse, hold_until
         self.in_flight = self.peak = 0
         self.order: list[str] = []
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
     def __call__(self, request):
         keys = _keys(request)
-        with self._lock:
+        with self._changed:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             self.order.append(keys[0])
+            self._changed.notify_all()
         try:
             if self.refuse in keys:
                 return 401, {}, '{"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}'
+            with self._changed:
+                if not self._changed.wait_for(lambda: self.hold_until is None or self.hold_until(self), 10):
+                    self.hold_until = None  # it never came: hold nothing more (the test's assertions will say)
+                    self._changed.notify_all()
             time.sleep(self.delay)
             return 200, {}, json.dumps({"result": {"result": {k: True for k in keys}, "result_error": [],
                                                    "result_total": [], "result_next": [], "result_time": []}})
         finally:
-            with self._lock:
+            with self._changed:
                 self.in_flight -= 1
+                self._changed.notify_all()
 
 
 @pytest.fixture
@@ -52,7 +62,7 @@ def app(make_app):
 
 
 def test_updates_go_four_batches_at_a_time(app, portal):
-    slow = SlowPortal()
+    slow = SlowPortal(hold_until=lambda p: p.in_flight >= 4)  # 8 batches: two rounds of four
     portal.add_callback("POST", portal_url("batch"), callback=slow)
     with app.app_context():
         outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": f"N{i}"}} for i in range(400)])
@@ -62,7 +72,8 @@ def test_updates_go_four_batches_at_a_time(app, portal):
 
 def test_a_failure_starts_nothing_more_and_says_so_on_every_item_left(make_app, portal):
     app = make_app(BITRIX_WEBHOOK_BASE=PORTAL_BASE, BITRIX_BULK_PARALLEL=2)
-    slow = SlowPortal(delay=0.3, refuse="w50")  # the second batch is refused at once, the first is slow
+    # The second batch is refused at once; the first is answered only after that refusal came in, and slowly.
+    slow = SlowPortal(delay=1.0, refuse="w50", hold_until=lambda p: "w50" in p.order)
     portal.add_callback("POST", portal_url("batch"), callback=slow)
     with app.app_context():
         outcomes = bulk_write("crm.contact", [{"id": i + 1, "fields": {"NAME": "x"}} for i in range(200)])

@@ -150,10 +150,12 @@ def test_the_deadline_watchdog_runs_only_what_is_still_armed():
     from flask_bitrix24.services.portal import Watchdog
 
     dog, fired = Watchdog(), []
-    kept = dog.arm(0.05, lambda: fired.append("kept"))
-    dropped = dog.arm(0.05, lambda: fired.append("dropped"))
+    # Disarmed well inside its half second however this thread is scheduled, and due before the kept one:
+    # had it stayed armed it would fire first.
+    dropped = dog.arm(0.5, lambda: fired.append("dropped"))
     dog.disarm(dropped)
-    deadline = time.monotonic() + 5
+    kept = dog.arm(0.5, lambda: fired.append("kept"))
+    deadline = time.monotonic() + 10
     while not fired and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.1)

@@ -58,10 +58,11 @@ def test_one_holder_per_key_and_a_bounded_wait(locks):
 def test_a_redis_lock_held_past_its_expiry_is_renewed_not_lost(redis_url, monkeypatch):
     """Work under a lock can outlast the lock's expiry (a bulk chunk waiting for the bucket): while
     the holder lives the lock is renewed, so nobody else gets in; a dead holder's lock still expires."""
-    monkeypatch.setattr(RedisLocks, "TTL", 0.6)
+    # Renewed every TTL / 3: a TTL of 1.5 s leaves a renewal a second late on a loaded machine, not 0.4 s.
+    monkeypatch.setattr(RedisLocks, "TTL", 1.5)
     locks = RedisLocks(redis_url)
     with locks.hold(["long"]):
-        time.sleep(1.5)  # 2.5 expiries
+        time.sleep(3.75)  # 2.5 expiries
         with pytest.raises(LockTimeout):
             with locks.hold(["long"], timeout=0.1):
                 pass

@@ -127,9 +127,11 @@ def test_a_figure_from_the_second_after_its_own_reset_is_not_stale(make):
     what dropped out, each one a new figure "after the reset", until the limit itself was reached."""
     s = make()
     b = s.budgets
-    told(b, "crm.contact.update", 468, -0.4, cost=0.5, now=s.clock())
+    now = s.clock()
+    told(b, "crm.contact.update", 468, -0.4, cost=0.5, now=now)
     wait = b.admit("p", "crm.contact.update", 1, "probe", background=True)
-    assert 0.3 < wait <= 0.65  # the end of that second, not at once
+    elapsed = s.clock() - now  # Redis' clock runs on while the test does (on a loaded machine, a while)
+    assert 0.55 - elapsed < wait <= 0.65  # the end of that second (0.6 s after the answer), not at once
     assert b.room("p", "crm.contact.update", background=True)[0] == 0
 
 
@@ -160,10 +162,11 @@ def test_a_whole_window_after_the_last_answer_nothing_of_it_remains():
 
 
 def test_a_whole_window_after_the_last_answer_in_redis(redis_url):
-    b = RedisOperatingBudgets(redis_url, limit=10, bucket=0.1, prefix=f"test:operating:{time.time_ns()}:")
-    told(b, "m", 10.5, 0.5, cost=1)
+    # A reset 1.5 s off (inside the 2 s window): the admit just after still meets it on a loaded machine.
+    b = RedisOperatingBudgets(redis_url, limit=10, bucket=0.2, prefix=f"test:operating:{time.time_ns()}:")
+    told(b, "m", 10.5, 1.5, cost=1)
     assert b.admit("p", "m", 1, "t") > 0
-    time.sleep(2.1)  # the window (1 s) and the second of rounding
+    time.sleep(3.1)  # the window (2 s) and the second of rounding
     assert b.admit("p", "m", 5, "t") == 0
 
 
@@ -240,13 +243,14 @@ def test_a_charge_is_taken_as_gone_only_as_late_as_the_answer_came():
 
 
 def test_the_shared_budgets_keep_the_same_ledger(redis_url):
-    b = RedisOperatingBudgets(redis_url, limit=480, bucket=0.1, prefix=f"test:operating:{time.time_ns()}:")
+    b = RedisOperatingBudgets(redis_url, limit=480, bucket=0.2, prefix=f"test:operating:{time.time_ns()}:")
     now = time.time()
-    # a window of 1 s: a charge 0.6 s old drops out in 0.4 s
+    # a window of 2 s: a charge 0.6 s old drops out in 1.4 s
     b.record("p", "m", {"operating": 470, "operating_reset_at": now + 100, "finish": now}, cost=0.5,
              charges=[(now - 0.6, 400.0)])
     wait = b.admit("p", "m", 50, "t", background=True)
-    assert 0.2 < wait <= 0.45
+    asked = time.time()  # Redis' clock (TIME) read no later than this: a loaded machine can take a while
+    assert now + 1.4 - asked - 0.05 < wait <= 1.45  # until the drop, as of when it was asked
     time.sleep(wait + 0.05)
     assert b.admit("p", "m", 50, "t", background=True) == 0
 

@@ -157,15 +157,16 @@ def test_preloaded_portals_each_hold_their_own_copy():
 def test_a_hundred_portals_of_a_megabyte_each_start_fast():
     tracemalloc.start()
     try:
-        started = time.perf_counter()
+        # This thread's CPU time: what starting them costs, not how long other processes kept the CPU
+        started = time.thread_time()
         portals = create_portals(100, preload={"contact": 700})
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         size, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert len(portals) == 100 and len(portals.portal(100).records["contact"]) == 700
     assert 80e6 < size < 400e6, size  # about 1 MB a portal
-    assert elapsed < 10, elapsed  # a few seconds even under tracemalloc
+    assert elapsed < 10, elapsed  # a few seconds even under tracemalloc (adding each record: ~30 times that)
 
 
 def test_options_that_cannot_work():

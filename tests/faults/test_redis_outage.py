@@ -94,7 +94,7 @@ def test_redis_cut_and_restored_while_the_worker_runs(tmp_path, secret_key, redi
         time.sleep(2)  # the worker meets the outage too
 
         proxy.restore()
-        assert _wait_for(lambda: c.get("/api/bitrix/clients/1/contacts/7").status_code == 200, timeout=10)
+        assert _wait_for(lambda: c.get("/api/bitrix/clients/1/contacts/7").status_code == 200, timeout=30)
         deliver("4")  # queued again, and the same worker process runs it
         came_back = _wait_for(lambda: by_worker() == ["1", "4"], timeout=90)
         if not came_back:
@@ -104,7 +104,7 @@ def test_redis_cut_and_restored_while_the_worker_runs(tmp_path, secret_key, redi
         assert here == ["2", "3"] and worker.poll() is None
         statuses = lambda: {e["entity_id"]: e["status"]  # noqa: E731
                             for e in c.get("/api/bitrix/clients/1/events").get_json()["result"]}
-        assert _wait_for(lambda: statuses() == {"1": "done", "2": "done", "3": "done", "4": "done"}, timeout=10), \
+        assert _wait_for(lambda: statuses() == {"1": "done", "2": "done", "3": "done", "4": "done"}, timeout=30), \
             statuses()
     finally:
         worker.terminate()

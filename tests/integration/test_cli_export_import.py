@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +154,19 @@ def test_import_killed_halfway_then_rerun_ends_with_exactly_n_records(make_stack
     stack.configure()
     src = tmp_path / "people.jsonl"
     src.write_text("".join(json.dumps({"NAME": f"Person {i}", "LAST_NAME": "Imported"}) + "\n" for i in range(n)))
+    # Half way, the portal holds each request that comes in until the import is dead, then drops it unanswered:
+    # the kill always lands in the middle however slowly this test's loop is scheduled, and no request of the
+    # dead process reaches the portal after it (one on its way would change what the rerun must find).
+    emulator, killed = stack.emulator, threading.Event()
+    draw_fault = emulator._draw_fault
+
+    def held_from_half_way():  # the emulator asks this, under its lock, as each request comes in
+        if len(emulator.records["contact"]) < n // 2:
+            return draw_fault()
+        killed.wait(60)
+        return "drop-before"
+
+    emulator._draw_fault = held_from_half_way
     proc = subprocess.Popen(flask_cmd("import", "contacts", str(src), "--client", "1", "--chunk", "50"), cwd=ROOT,
                             env=cli_env(stack), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -160,6 +174,15 @@ def test_import_killed_halfway_then_rerun_ends_with_exactly_n_records(make_stack
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # no chance to tidy up: as a crash or a lost machine
     proc.communicate(timeout=30)
+    killed.set()
+    deadline = time.monotonic() + 10  # requests already past the gate finish (the held ones are dropped)
+    while time.monotonic() < deadline:
+        with emulator._lock:
+            counters = emulator.counters
+            if counters.requests == sum(counters.by_status.values()) + counters.dropped:
+                break
+        time.sleep(0.02)
+    del emulator._draw_fault
     made = len(contacts(stack))
     assert n // 2 <= made < n, made  # it really stopped in the middle
 

@@ -81,9 +81,13 @@ def test_copy_then_lost_changes_then_events_keep_the_mirror_equal_to_the_portal(
     time.sleep(1.1)
     requests.post(f"{emulator}/_emulator/changes", json={"entity": "contact", "update": [500], "delete": [501]},
                   timeout=10)
-    stack.emulator.wait_events()
-    deadline = time.monotonic() + 10
-    while 501 not in mirror_rows(stack.app, deleted=True) and time.monotonic() < deadline:
+    assert stack.emulator.wait_events(30)
+    # Each event's handlers run after its answer, in the server thread that took it, so the update's and
+    # the deletion's can finish in either order: wait for both to show in the mirror.
+    updated = portal_rows(stack.app)[500]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            501 in mirror_rows(stack.app, deleted=True) and mirror_rows(stack.app).get(500) == updated):
         time.sleep(0.1)
     assert assert_mirror_matches(stack.app) == 1200 + 6 - 15 - 1
     status = stack.http.get(f"{stack.api}/clients/1/sync").json()["mirror"][0]

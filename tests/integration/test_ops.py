@@ -71,6 +71,9 @@ def test_metrics_count_calls_errors_limits_retries_and_events(secured):
             "auth[domain]": secured.emulator_server.base.split("/")[2], "auth[application_token]": EVENT_TOKEN}
     assert http.post(f"{api}/clients/1/webhook", data=form).status_code == 200
 
+    # The emulator posts its ONCRMCONTACTADD from a thread of its own: have it in before counting, so it cannot
+    # come between the listing and the scrape below.
+    assert secured.emulator.wait_events(30)
     stored = http.get(f"{api}/clients/1/events").json()  # ours, and the emulator's ONCRMCONTACTADD
     samples = _samples(http.get(f"{api}/metrics").text)
     assert _value(samples, "bitrix24_calls_total", tenant="1", method="crm.contact.add", outcome="ok") == 1

@@ -297,7 +297,7 @@ def test_a_userfield_event_from_the_portal_drops_the_cache(stack):
     """A field changed on the portal itself (its UI, another app): ONCRMDEALUSERFIELDUPDATE arrives."""
     http, api = stack.http, stack.api
     uf_id = _create(stack, {"FIELD_NAME": "TIER", "USER_TYPE_ID": "string", "LABEL": "Tier"}).json()["result"]
-    assert stack.emulator.wait_events(5)
+    assert stack.emulator.wait_events(30)
     assert http.get(f"{api}/clients/1/deals/fields").json()["result"]["UF_CRM_TIER"]["label"] == "Tier"
     sent = len(stack.emulator.events_sent)
     answer = requests.post(stack.emulator_server.base + "crm.deal.userfield.update",
